@@ -1,0 +1,47 @@
+# if-inject: `make demo` shows it on a real containerd, `make test` runs every test.
+# Both install what they need (Debian packages as root, a virtualenv in .venv).
+
+O ?= .
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev
+
+.PHONY: all demo test lint bench deps venv clean
+
+all: $(O)/if-inject
+
+deps:
+	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+		else echo "not root: cannot install $$missing (lab tests will be skipped)"; fi; \
+	fi
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+lint: venv
+	$(VENV)/bin/ruff check if_inject.py test
+	$(VENV)/bin/mypy
+
+test: deps venv lint
+	$(VENV)/bin/pytest -q test
+
+demo: deps venv
+	$(PY) test/demo.py
+
+bench: deps venv
+	$(PY) test/bench.py
+
+$(O)/if-inject: if_inject.py
+	$(PYTHON) tools/build_exe.py --output $(O)/if-inject
+
+clean:
+	rm -rf $(O)/if-inject build dist *.egg-info .mypy_cache .ruff_cache .pytest_cache

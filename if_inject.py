@@ -1,0 +1,1259 @@
+"""Inject network interfaces into, and remove them from, running Kubernetes pods.
+
+if-inject asks the node's container runtime (containerd, cri-o) over its CRI
+socket for a pod's network namespace, then runs CNI plugins into that namespace
+the way a container runtime does, with libcni's semantics: conflists, chained
+prevResult, capability args, the result cache in /var/lib/cni/results.
+
+The module is a small library with a command line on top:
+
+    netns = resolve_netns("if-inject", "alpine-0")
+    result = add("if-inject", "alpine-0", "ptp.json", ifname="net1")
+    delete("if-inject", "alpine-0", "ptp.json", ifname="net1")
+
+Heavy modules (grpc, protobuf, pyroute2) are imported where they are first
+needed, so `if-inject -version` and `--help` stay fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, NoReturn, TypeVar
+
+T = TypeVar("T")
+
+__version__ = "unknown"
+
+
+# ---- errors and logging -------------------------------------------------
+
+# CNI error codes (CNI spec, "Error" section); 100+ are plugin specific.
+CODE_INCOMPATIBLE_VERSION = 1
+CODE_UNSUPPORTED_FIELD = 2
+CODE_UNKNOWN_CONTAINER = 3
+CODE_INVALID_ENV = 4
+CODE_IO = 5
+CODE_DECODING = 6
+CODE_INVALID_CONFIG = 7
+CODE_TRY_AGAIN_LATER = 11
+CODE_NOT_AVAILABLE = 50
+CODE_INTERNAL = 999
+
+
+class InjectError(Exception):
+    """Anything that went wrong, with a CNI error code and optional details."""
+
+    def __init__(self, msg: str, code: int = CODE_INTERNAL, details: str = "") -> None:
+        super().__init__(msg)
+        self.msg = msg
+        self.code = code
+        self.details = details
+
+    def __str__(self) -> str:
+        return f"{self.msg}: {self.details}" if self.details else self.msg
+
+
+# Verbosity of the JSON log on stderr, set by -loglevel: 0 shows info and
+# errors, every step up shows more (as logr's V(n) in the original).
+log_verbosity = 0
+
+
+def log(msg: str, v: int = 0, level: str = "", **fields: Any) -> None:
+    """Write one JSON log line to stderr if verbosity `v` is enabled."""
+    if v > log_verbosity:
+        return
+    stamp = datetime.now().astimezone().isoformat(timespec="milliseconds")
+    line = {"level": level or ("info" if v == 0 else "debug"), "time": stamp, "msg": msg}
+    line.update(fields)
+    sys.stderr.write(json.dumps(line, default=str) + "\n")
+
+
+def log_error(msg: str, error: object, **fields: Any) -> None:
+    log(msg, level="error", error=str(error), **fields)
+
+
+# ---- CRI: schema subset of k8s.io/cri-api runtime.v1 --------------------
+
+# The messages if-inject uses, written like api.proto with its field numbers.
+# No PyPI package ships working runtime.v1 stubs, so proto_messages() builds
+# the classes from this text at run time. `map` means map<string, string>.
+CRI_SCHEMA = """
+enum PodSandboxState { SANDBOX_READY = 0; SANDBOX_NOTREADY = 1; }
+enum NamespaceMode { POD = 0; CONTAINER = 1; NODE = 2; TARGET = 3; }
+message VersionRequest { string version = 1; }
+message VersionResponse {
+    string version = 1; string runtime_name = 2; string runtime_version = 3;
+    string runtime_api_version = 4;
+}
+message PodSandboxMetadata { string name = 1; string uid = 2; string namespace = 3; uint32 attempt = 4; }
+message PodSandboxStateValue { PodSandboxState state = 1; }
+message PodSandboxFilter { string id = 1; PodSandboxStateValue state = 2; map label_selector = 3; }
+message ListPodSandboxRequest { PodSandboxFilter filter = 1; }
+message PodSandbox {
+    string id = 1; PodSandboxMetadata metadata = 2; PodSandboxState state = 3; int64 created_at = 4;
+    map labels = 5; map annotations = 6; string runtime_handler = 7;
+}
+message ListPodSandboxResponse { repeated PodSandbox items = 1; }
+message PodSandboxStatusRequest { string pod_sandbox_id = 1; bool verbose = 2; }
+message NamespaceOption {
+    NamespaceMode network = 1; NamespaceMode pid = 2; NamespaceMode ipc = 3; string target_id = 4;
+}
+message Namespace { NamespaceOption options = 2; }
+message LinuxPodSandboxStatus { Namespace namespaces = 1; }
+message PodIP { string ip = 1; }
+message PodSandboxNetworkStatus { string ip = 1; repeated PodIP additional_ips = 2; }
+message PodSandboxStatus {
+    string id = 1; PodSandboxMetadata metadata = 2; PodSandboxState state = 3; int64 created_at = 4;
+    PodSandboxNetworkStatus network = 5; LinuxPodSandboxStatus linux = 6; map labels = 7;
+    map annotations = 8; string runtime_handler = 9;
+}
+message PodSandboxStatusResponse { PodSandboxStatus status = 1; map info = 2; int64 timestamp = 4; }
+"""
+
+CRI_SERVICE = "runtime.v1.RuntimeService"
+SANDBOX_READY, SANDBOX_NOTREADY = 0, 1
+NAMESPACE_MODES = {0: "POD", 1: "CONTAINER", 2: "NODE", 3: "TARGET"}
+NODE_MODE = 2
+
+_SCALARS = {"string": 9, "bool": 8, "int32": 5, "int64": 3, "uint32": 13, "uint64": 4, "bytes": 12}
+
+
+def proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
+    """Build protobuf message classes from a small subset of .proto syntax.
+
+    Supports `enum`, `message`, scalar/enum/message fields, `repeated` and
+    `map` (string to string). Returns {name: class or enum dict}. Each call
+    uses a private descriptor pool, so tests can build a larger schema with
+    the same names beside the tool's.
+    """
+    import re
+
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.{id(schema)}.proto",
+                                             package=package, syntax="proto3")
+    enums: dict[str, dict[str, int]] = {}
+    for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", schema):
+        values = {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
+        enums[name] = values
+        enum = fdp.enum_type.add(name=name)
+        for key, number in values.items():
+            enum.value.add(name=key, number=number)
+    F = descriptor_pb2.FieldDescriptorProto
+    for name, body in re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema):
+        msg = fdp.message_type.add(name=name)
+        for label, ftype, fname, number in re.findall(
+                r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
+            field = msg.field.add(name=fname, number=int(number), json_name=fname,
+                                  label=F.LABEL_REPEATED if label else F.LABEL_OPTIONAL)
+            if ftype == "map":
+                entry = msg.nested_type.add(name=fname.title().replace("_", "") + "Entry")
+                entry.options.map_entry = True
+                entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+                entry.field.add(name="value", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+                field.label = F.LABEL_REPEATED
+                field.type, field.type_name = F.TYPE_MESSAGE, f".{package}.{name}.{entry.name}"
+            elif ftype in _SCALARS:
+                field.type = _SCALARS[ftype]  # type: ignore[assignment]
+            else:
+                field.type = F.TYPE_ENUM if ftype in enums else F.TYPE_MESSAGE
+                field.type_name = f".{package}.{ftype}"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    classes: dict[str, Any] = dict(enums)
+    for msg in fdp.message_type:
+        classes[msg.name] = message_factory.GetMessageClass(
+            pool.FindMessageTypeByName(f"{package}.{msg.name}"))
+    return classes
+
+
+# ---- CRI: connection ----------------------------------------------------
+
+# Where runtimes put their socket, in the original's order, then cri-dockerd.
+DEFAULT_ENDPOINTS = (
+    "unix:///run/crio/crio.sock",
+    "unix:///run/containerd/containerd.sock",
+    "unix:///var/run/crio/crio.sock",
+    "unix:///var/run/cri-dockerd.sock",
+)
+
+
+def endpoint_candidates(endpoint: str | None = None) -> list[str]:
+    """The endpoints to try: the given one, else $CONTAINER_RUNTIME_ENDPOINT, else the defaults."""
+    chosen = endpoint or os.environ.get("CONTAINER_RUNTIME_ENDPOINT")
+    return [chosen] if chosen else list(DEFAULT_ENDPOINTS)
+
+
+def socket_path(endpoint: str) -> str:
+    if endpoint.startswith("unix://"):
+        return endpoint[len("unix://"):]
+    if "://" in endpoint:
+        raise InjectError(f"unsupported runtime endpoint {endpoint}: only unix sockets are",
+                          CODE_INVALID_CONFIG)
+    return endpoint
+
+
+class RuntimeClient:
+    """A CRI RuntimeService client on the first endpoint that answers Version."""
+
+    def __init__(self, endpoint: str | None = None, timeout: float = 10.0) -> None:
+        self.timeout = timeout
+        self.messages = cri_messages()
+        self.channel: Any = None
+        failures = []
+        for candidate in endpoint_candidates(endpoint):
+            try:
+                self.version = self._connect(candidate)
+                self.endpoint = candidate
+                break
+            except InjectError as e:
+                log("Runtime endpoint failed", v=1, endpoint=candidate, error=str(e))
+                failures.append(f"{candidate}: {e}")
+        else:
+            raise InjectError("no container runtime answers: " + "; ".join(failures),
+                              CODE_TRY_AGAIN_LATER)
+        log("Runtime connected", v=1, endpoint=self.endpoint,
+            runtime=self.version.runtime_name, runtime_version=self.version.runtime_version)
+
+    def _connect(self, endpoint: str) -> Any:
+        import stat
+
+        import grpc
+
+        path = socket_path(endpoint)
+        try:
+            if not stat.S_ISSOCK(os.stat(path).st_mode):
+                raise InjectError("not a unix socket", CODE_INVALID_CONFIG)
+        except OSError as e:
+            raise InjectError(e.strerror or str(e), CODE_IO) from None
+        # An own channel per client; "unix:" + absolute path is grpc's form.
+        self.channel = grpc.insecure_channel("unix:" + os.path.abspath(path))
+        try:
+            return self.call("Version", self.messages["VersionRequest"](version="v1"))
+        except InjectError:
+            self.close()
+            raise
+
+    def call(self, method: str, request: Any) -> Any:
+        """One unary RuntimeService call; gRPC failures become InjectError."""
+        import grpc
+
+        response_class = self.messages[method + "Response"]
+        rpc = self.channel.unary_unary(f"/{CRI_SERVICE}/{method}",
+                                       request_serializer=type(request).SerializeToString,
+                                       response_deserializer=response_class.FromString)
+        try:
+            return rpc(request, timeout=self.timeout)
+        except grpc.RpcError as e:
+            # The raised object is also a grpc.Call with code() and details().
+            code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
+            reasons = {grpc.StatusCode.DEADLINE_EXCEEDED: f"no answer within {self.timeout:g}s",
+                       grpc.StatusCode.UNIMPLEMENTED: "the runtime does not serve CRI runtime.v1"}
+            reason = reasons.get(code) or (e.details() if isinstance(e, grpc.Call) else "") or str(e)
+            raise InjectError(f"{method}: {code.name}: {reason}", CODE_TRY_AGAIN_LATER) from None
+
+    def close(self) -> None:
+        if self.channel is not None:
+            self.channel.close()
+            self.channel = None
+
+    def __enter__(self) -> RuntimeClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_cri_messages: dict[str, Any] = {}
+
+
+def cri_messages() -> dict[str, Any]:
+    if not _cri_messages:
+        _cri_messages.update(proto_messages(CRI_SCHEMA))
+    return _cri_messages
+
+
+# ---- CRI: sandbox lookup ------------------------------------------------
+
+POD_NAME_LABEL = "io.kubernetes.pod.name"
+POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+POD_UID_LABEL = "io.kubernetes.pod.uid"
+
+
+@dataclass
+class Pod:
+    """A pod as the runtime sees it: its ready sandbox and network namespace."""
+
+    namespace: str
+    name: str
+    uid: str = ""
+    sandbox_id: str = ""
+    netns: str = ""
+    network_mode: str = "POD"
+    ready: bool = True
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+def list_sandboxes(client: RuntimeClient, labels: dict[str, str] | None = None,
+                   ready_only: bool = False) -> list[Any]:
+    """ListPodSandbox filtered by labels (and the READY state when asked)."""
+    m = client.messages
+    flt = m["PodSandboxFilter"](label_selector=labels or {})
+    if ready_only:
+        flt.state.CopyFrom(m["PodSandboxStateValue"](state=SANDBOX_READY))
+    return list(client.call("ListPodSandbox", m["ListPodSandboxRequest"](filter=flt)).items)
+
+
+def ready_sandbox(client: RuntimeClient, namespace: str, name: str,
+                  missing_ok: bool = False) -> Any:
+    """The one READY sandbox of a pod; old NOTREADY attempts are ignored."""
+    labels = {POD_NAMESPACE_LABEL: namespace, POD_NAME_LABEL: name}
+    sandboxes = list_sandboxes(client, labels)
+    ready = [s for s in sandboxes if s.state == SANDBOX_READY]
+    log("Sandboxes", v=2, pod=f"{namespace}/{name}",
+        sandboxes=[(s.id, "READY" if s.state == SANDBOX_READY else "NOTREADY") for s in sandboxes])
+    if not ready and missing_ok:
+        return None
+    if not ready:
+        stopped = f" (only not-ready sandboxes: {', '.join(s.id for s in sandboxes)})" if sandboxes else ""
+        raise InjectError(f"pod {namespace}/{name} not found on this node{stopped}",
+                          CODE_UNKNOWN_CONTAINER)
+    if len(ready) > 1:
+        raise InjectError(f"pod {namespace}/{name} has {len(ready)} ready sandboxes: "
+                          + ", ".join(s.id for s in ready), CODE_UNKNOWN_CONTAINER)
+    return ready[0]
+
+
+def _dig(obj: Any, *keys: str | int) -> Any:
+    """obj[k1][k2]... or None when any level is missing or of the wrong type."""
+    for key in keys:
+        if isinstance(key, str) and isinstance(obj, dict):
+            obj = obj.get(key)
+        else:
+            return None
+    return obj
+
+
+def netns_from_info(info: dict[str, Any]) -> str:
+    """The netns path in a verbose PodSandboxStatus info, as each runtime writes it."""
+    namespaces = _dig(info, "runtimeSpec", "linux", "namespaces")
+    for ns in namespaces if isinstance(namespaces, list) else []:
+        if isinstance(ns, dict) and ns.get("type") == "network" and ns.get("path"):
+            return str(ns["path"])
+    # containerd 2.x keeps the path in its sandbox metadata, also when the
+    # shim is gone and runtimeSpec is null.
+    path = _dig(info, "sandboxMetadata", "Metadata", "NetNSPath")
+    if isinstance(path, str) and path:
+        return path
+    pid = info.get("pid")
+    if isinstance(pid, int) and pid > 0:
+        return f"/proc/{pid}/ns/net"
+    raise InjectError("the runtime reports no network namespace for this sandbox",
+                      CODE_UNKNOWN_CONTAINER)
+
+
+def sandbox_info(client: RuntimeClient, sandbox_id: str) -> tuple[Any, dict[str, Any]]:
+    """PodSandboxStatus(verbose) as (status, parsed info["info"])."""
+    m = client.messages
+    response = client.call("PodSandboxStatus",
+                           m["PodSandboxStatusRequest"](pod_sandbox_id=sandbox_id, verbose=True))
+    raw = response.info.get("info", "")
+    log("Sandbox info", v=4, sandbox=sandbox_id, info=raw)
+    try:
+        info = json.loads(raw) if raw else {}
+    except ValueError as e:
+        raise InjectError(f"sandbox {sandbox_id}: runtime info is not JSON ({e})",
+                          CODE_DECODING) from None
+    if not isinstance(info, dict):
+        raise InjectError(f"sandbox {sandbox_id}: runtime info is not a JSON object", CODE_DECODING)
+    return response.status, info
+
+
+def sandbox_pod(client: RuntimeClient, sandbox: Any) -> Pod:
+    """A Pod from a ListPodSandbox item, with its netns read from the runtime."""
+    status, info = sandbox_info(client, sandbox.id)
+    mode = NAMESPACE_MODES.get(status.linux.namespaces.options.network, "?")
+    pod = Pod(namespace=sandbox.metadata.namespace, name=sandbox.metadata.name,
+              uid=sandbox.metadata.uid, sandbox_id=sandbox.id, network_mode=mode,
+              ready=sandbox.state == SANDBOX_READY, labels=dict(sandbox.labels))
+    if mode != "NODE":
+        pod.netns = netns_from_info(info)
+    log("Pod", v=2, namespace=pod.namespace, pod=pod.name, sandbox=pod.sandbox_id,
+        netns=pod.netns, network=mode)
+    return pod
+
+
+def find_pod(client: RuntimeClient, namespace: str, name: str,
+             missing_ok: bool = False) -> Pod | None:
+    """The pod's ready sandbox and its network namespace, checked to be safe to change."""
+    sandbox = ready_sandbox(client, namespace, name, missing_ok)
+    if sandbox is None:
+        return None
+    pod = sandbox_pod(client, sandbox)
+    if pod.network_mode == "NODE":
+        raise InjectError(f"pod {namespace}/{name} uses the node's network (hostNetwork): "
+                          "refusing to change the node", CODE_INVALID_CONFIG)
+    check_netns(pod.netns)
+    return pod
+
+
+def resolve_netns(namespace: str, pod: str, endpoint: str | None = None,
+                  timeout: float = 10.0) -> str:
+    """The path of a pod's network namespace, as `if-inject netns` prints it."""
+    with Node(endpoint, timeout) as node:
+        return node.pod(namespace, pod).netns
+
+
+# ---- network namespace checks -------------------------------------------
+
+NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace
+CLONE_NEWNET = 0x40000000
+
+
+def node_netns_ids() -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of the node's netns: PID 1's where readable, and our own."""
+    ids = set()
+    for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
+        try:
+            st = os.stat(path)
+            ids.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass  # /proc/1 is EACCES on some VMs, our own is then enough
+    return ids
+
+
+def check_netns(path: str) -> None:
+    """Refuse anything that is not a network namespace, or that is the node's own."""
+    import fcntl
+
+    if not path:
+        raise InjectError("no network namespace path", CODE_INVALID_ENV)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except OSError as e:
+        raise InjectError(f"network namespace {path}: {e.strerror}", CODE_UNKNOWN_CONTAINER) from None
+    try:
+        st = os.fstat(fd)
+        try:
+            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        except OSError:
+            kind = 0  # ENOTTY: not an nsfs file at all
+    finally:
+        os.close(fd)
+    if kind != CLONE_NEWNET:
+        raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
+    if (st.st_dev, st.st_ino) in node_netns_ids():
+        raise InjectError(f"{path} is the node's own network namespace: refusing to change the node",
+                          CODE_INVALID_ENV)
+
+
+# ---- CNI: config loading ------------------------------------------------
+
+CNI_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+DEFAULT_CNI_PATH = ("/opt/cni/bin", "/usr/libexec/cni", "/usr/lib/cni")
+DEFAULT_CACHE_DIR = "/var/lib/cni/results"
+# The CNI spec's rules for container IDs and network names.
+NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$"
+
+
+@dataclass
+class NetworkConfig:
+    """A network as a conflist; a single plugin conf becomes a list of one."""
+
+    name: str
+    cni_version: str
+    plugins: list[dict[str, Any]]
+    raw: bytes  # the file's bytes, cached as libcni does
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        return tuple(int(x) for x in self.cni_version.split("."))
+
+
+def load_network(path: str) -> NetworkConfig:
+    """Read a network spec file: a single plugin conf or a conflist."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InjectError(f"spec {path}: {e.strerror}", CODE_IO) from None
+    return parse_network(raw, path)
+
+
+def parse_network(raw: bytes, source: str = "spec") -> NetworkConfig:
+    """Validate a conf or conflist as libcni does, before any plugin runs."""
+    def bad(why: str) -> InjectError:
+        return InjectError(f"{source}: {why}", CODE_INVALID_CONFIG)
+    if not raw.strip():
+        raise bad("empty")
+    try:
+        conf = json.loads(raw)
+    except ValueError as e:
+        raise InjectError(f"{source}: not JSON ({e})", CODE_DECODING) from None
+    if not isinstance(conf, dict):
+        raise bad("not a JSON object")
+    if "plugins" in conf:
+        plugins = conf["plugins"]
+        if not isinstance(plugins, list) or not plugins:
+            raise bad("'plugins' must be a non-empty list")
+    elif "type" in conf:
+        plugins = [conf]
+    else:
+        raise bad("neither a plugin conf (no 'type') nor a conflist (no 'plugins')")
+    name, version = conf.get("name"), conf.get("cniVersion")
+    if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+        raise bad(f"invalid network name {name!r}")
+    if version not in CNI_VERSIONS:
+        raise InjectError(f"{source}: unknown cniVersion {version!r} (known: "
+                          f"{', '.join(CNI_VERSIONS)})", CODE_INCOMPATIBLE_VERSION)
+    for plugin in plugins:
+        plugin_type = plugin.get("type") if isinstance(plugin, dict) else None
+        if not isinstance(plugin_type, str) or not plugin_type:
+            raise bad("every plugin needs a 'type'")
+        if "/" in plugin_type or plugin_type in (".", ".."):
+            raise bad(f"plugin type {plugin_type!r} must be a plain file name")
+    return NetworkConfig(name, version, plugins, raw)
+
+
+# ---- CNI: plugin execution ----------------------------------------------
+
+
+@dataclass
+class Attachment:
+    """One interface of one container, as libcni's RuntimeConf."""
+
+    container_id: str
+    netns: str
+    ifname: str = "net1"
+    args: list[tuple[str, str]] = field(default_factory=list)
+    capability_args: dict[str, Any] = field(default_factory=dict)
+    pod: Pod | None = None  # recorded in the cache, to find the attachment later
+
+
+def validate_attachment(att: Attachment) -> None:
+    """The CNI spec's rules for container IDs and interface names."""
+    if not re.match(NAME_PATTERN, att.container_id):
+        raise InjectError(f"invalid container ID {att.container_id!r}", CODE_INVALID_ENV)
+    name = att.ifname
+    if not 0 < len(name.encode()) <= 15 or name in (".", "..") \
+            or any(c in name for c in "/:") or any(c.isspace() for c in name):
+        raise InjectError(f"invalid interface name {name!r}: 1-15 bytes, not . or .., "
+                          "no '/', ':' or whitespace", CODE_INVALID_ENV)
+
+
+def parse_cni_args(text: str) -> list[tuple[str, str]]:
+    """'K=V;K=V' as in CNI_ARGS."""
+    pairs = []
+    for item in filter(None, text.split(";")):
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InjectError(f"invalid CNI args {text!r}: expected K=V;K=V", CODE_INVALID_ENV)
+        pairs.append((key, value))
+    return pairs
+
+
+def find_plugin(plugin_type: str, search_path: list[str]) -> str:
+    for directory in search_path:
+        path = os.path.join(directory, plugin_type)
+        if os.path.isfile(path) and os.access(path, os.X_OK):
+            return path
+    raise InjectError(f"plugin {plugin_type!r} not found in CNI path {':'.join(search_path)}",
+                      CODE_NOT_AVAILABLE)
+
+
+def plugin_env(command: str, att: Attachment, search_path: list[str]) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(CNI_COMMAND=command, CNI_CONTAINERID=att.container_id, CNI_NETNS=att.netns,
+               CNI_IFNAME=att.ifname, CNI_PATH=":".join(search_path),
+               CNI_ARGS=";".join(f"{k}={v}" for k, v in att.args))
+    return env
+
+
+def exec_plugin(path: str, env: dict[str, str], stdin: bytes, timeout: float) -> bytes:
+    """Run a plugin; return its stdout or raise with its CNI error."""
+    import signal
+    import subprocess
+
+    name = os.path.basename(path)
+    # Its own session: a Ctrl-C on the terminal reaches us, and we decide
+    # what happens to the plugin (killed, then rolled back).
+    proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        out, err = proc.communicate(stdin, timeout=timeout)
+    except BaseException as e:
+        with suppress(ProcessLookupError):  # it may have ended on its own meanwhile
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        if isinstance(e, subprocess.TimeoutExpired):
+            raise InjectError(f"plugin {name} did not finish within {timeout:g}s: killed",
+                              CODE_TRY_AGAIN_LATER) from None
+        raise
+    if proc.returncode != 0:
+        raise plugin_error(name, proc.returncode, out, err)
+    return out
+
+
+def plugin_error(name: str, returncode: int, out: bytes, err: bytes) -> InjectError:
+    """The CNI error a failed plugin printed, or its stderr when it printed none."""
+    try:
+        error = json.loads(out)
+    except ValueError:
+        error = None
+    if isinstance(error, dict) and ("code" in error or "msg" in error):
+        code = error["code"] if isinstance(error.get("code"), int) else CODE_INTERNAL
+        return InjectError(f"plugin {name} failed (code {code}): {error.get('msg', '')}",
+                           code, str(error.get("details", "")))
+    text = (err or out).decode(errors="replace").strip().splitlines()
+    why = text[-1] if text else "no output"
+    signal_note = f"killed by signal {-returncode}" if returncode < 0 else f"exit {returncode}"
+    return InjectError(f"plugin {name} failed ({signal_note}): {why}", CODE_INTERNAL)
+
+
+# ---- CNI: result cache --------------------------------------------------
+
+# libcni's cache format, plus an "ifInject" key (libcni ignores unknown keys)
+# that tells our own entries from containerd's or Multus' in the same dir.
+CACHE_KIND = "cniCacheV1"
+CACHE_MARK = "ifInject"
+
+
+def cache_file(cache_dir: str, network: str, container_id: str, ifname: str) -> str:
+    return os.path.join(cache_dir, f"{network}-{container_id}-{ifname}")
+
+
+def write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
+                result: dict[str, Any] | None) -> None:
+    """Write the cache entry atomically (0600 in a 0700 dir), as libcni does."""
+    import base64
+
+    entry: dict[str, Any] = {
+        "kind": CACHE_KIND, "containerId": att.container_id,
+        "config": base64.b64encode(network.raw).decode(), "ifName": att.ifname,
+        "networkName": network.name, "netns": att.netns,
+        "cniArgs": [list(kv) for kv in att.args], "capabilityArgs": att.capability_args,
+    }
+    if result is not None:
+        entry["result"] = result
+    pod = att.pod
+    entry[CACHE_MARK] = {"version": __version__, "namespace": pod.namespace if pod else "",
+                         "pod": pod.name if pod else "", "podUid": pod.uid if pod else "",
+                         "sandboxId": pod.sandbox_id if pod else ""}
+    path = cache_file(cache_dir, network.name, att.container_id, att.ifname)
+    try:
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        tmp = f"{path}.tmp{os.getpid()}"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            json.dump(entry, f)
+        os.replace(tmp, path)
+    except OSError as e:
+        raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
+
+
+def read_cache(path: str) -> dict[str, Any] | None:
+    """A cache entry, or None when missing, empty or corrupt (never blocks a DEL)."""
+    try:
+        with open(path, "rb") as f:
+            entry = json.loads(f.read())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as e:
+        log("Ignoring unreadable cache entry", path=path, error=str(e))
+        return None
+    if not isinstance(entry, dict) or entry.get("kind") != CACHE_KIND:
+        log("Ignoring cache entry of unknown kind", path=path)
+        return None
+    return entry
+
+
+def remove_cache(cache_dir: str, network: str, container_id: str, ifname: str) -> None:
+    try:
+        os.unlink(cache_file(cache_dir, network, container_id, ifname))
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
+
+
+def cached_attachments(cache_dir: str) -> list[tuple[str, dict[str, Any]]]:
+    """(path, entry) of every readable entry that if-inject wrote."""
+    try:
+        names = sorted(os.listdir(cache_dir))
+    except FileNotFoundError:
+        return []
+    except OSError as e:
+        raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
+    found = []
+    for name in names:
+        path = os.path.join(cache_dir, name)
+        if ".tmp" in name or not os.path.isfile(path):
+            continue
+        entry = read_cache(path)
+        if entry and isinstance(entry.get(CACHE_MARK), dict):
+            found.append((path, entry))
+    return found
+
+
+def cached_network(entry: dict[str, Any]) -> NetworkConfig:
+    """The network config a cache entry was made with."""
+    import base64
+
+    try:
+        raw = base64.b64decode(entry.get("config", ""), validate=True)
+    except ValueError:
+        raise InjectError("cache entry has no valid config", CODE_DECODING) from None
+    return parse_network(raw, "cached config")
+
+
+def cached_attachment(entry: dict[str, Any]) -> Attachment:
+    """The Attachment a cache entry records; a netns that is gone becomes ''."""
+    mark = entry.get(CACHE_MARK) or {}
+    netns = str(entry.get("netns") or "")
+    # A /proc/<pid> path may belong to another process by now, and a netns
+    # that was unmounted is gone: DEL then runs without one, as the spec allows.
+    if netns.startswith("/proc/") or not os.path.exists(netns):
+        netns = ""
+    pod = Pod(namespace=mark.get("namespace", ""), name=mark.get("pod", ""),
+              uid=mark.get("podUid", ""), sandbox_id=mark.get("sandboxId", ""), netns=netns)
+    args = [(str(kv[0]), str(kv[1])) for kv in entry.get("cniArgs") or [] if len(kv) == 2]
+    return Attachment(container_id=str(entry.get("containerId", "")), netns=netns,
+                      ifname=str(entry.get("ifName", "")), args=args,
+                      capability_args=entry.get("capabilityArgs") or {}, pod=pod)
+
+
+class attachment_lock:
+    """An exclusive flock per container and interface, so that two if-injects
+    never work on the same attachment at once. The lock file is removed after
+    use; a waiter that got the lock on a removed file tries again."""
+
+    def __init__(self, cache_dir: str, container_id: str, ifname: str, timeout: float) -> None:
+        lock_dir = os.path.join(os.path.dirname(os.path.normpath(cache_dir)), "if-inject-locks")
+        self.path = os.path.join(lock_dir, f"{container_id}-{ifname}.lock")
+        self.timeout = timeout
+        self.fd = -1
+
+    def __enter__(self) -> attachment_lock:
+        import fcntl
+
+        deadline = time.monotonic() + self.timeout
+        try:
+            while True:
+                try:
+                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                except FileNotFoundError:  # no lock dir, or its last user removed it
+                    os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+                    continue
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    os.close(fd)
+                    if time.monotonic() > deadline:
+                        raise InjectError(f"another if-inject works on {self.path}: "
+                                          "gave up waiting", CODE_TRY_AGAIN_LATER) from None
+                    time.sleep(0.05)
+                    continue
+                if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
+                    self.fd = fd
+                    return self
+                os.close(fd)  # removed by the previous holder: take the new file
+        except OSError as e:
+            raise InjectError(f"lock {self.path}: {e.strerror}", CODE_IO) from None
+
+    def __exit__(self, *exc: object) -> None:
+        with suppress(OSError):
+            os.unlink(self.path)
+        os.close(self.fd)
+        with suppress(OSError):  # fails while another holder's lock is in it
+            os.rmdir(os.path.dirname(self.path))
+
+
+# ---- CNI: add, del, check -----------------------------------------------
+
+
+def plugin_stdin(network: NetworkConfig, plugin: dict[str, Any], att: Attachment,
+                 prev_result: dict[str, Any] | None) -> bytes:
+    """A plugin's own config as libcni builds it from the list."""
+    conf = dict(plugin, name=network.name, cniVersion=network.cni_version)
+    capabilities = plugin.get("capabilities")
+    if isinstance(capabilities, dict):
+        runtime_config = {k: v for k, v in att.capability_args.items() if capabilities.get(k)}
+        if runtime_config:
+            conf["runtimeConfig"] = runtime_config
+    if prev_result is not None:
+        conf["prevResult"] = prev_result
+    return json.dumps(conf).encode()
+
+
+@contextmanager
+def signals_deferred() -> Iterator[None]:
+    """Hold SIGINT and SIGTERM back while a rollback must run to its end."""
+    import signal
+
+    held = {signal.SIGINT, signal.SIGTERM}
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+
+
+@dataclass
+class CNI:
+    """How plugins are found and run, as libcni's CNIConfig; knows nothing of pods."""
+
+    path: list[str] = field(default_factory=lambda: list(DEFAULT_CNI_PATH))
+    cache_dir: str = DEFAULT_CACHE_DIR
+    timeout: float = 10.0
+
+    def invoke(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
+               att: Attachment, prev_result: dict[str, Any] | None) -> dict[str, Any] | None:
+        """One plugin call; ADD returns the plugin's result."""
+        stdin = plugin_stdin(network, plugin, att, prev_result)
+        binary = find_plugin(plugin["type"], self.path)
+        env = plugin_env(command, att, self.path)
+        log("Plugin", v=2, command=command, plugin=binary, stdin=stdin.decode(),
+            env={k: v for k, v in env.items() if k.startswith("CNI_")})
+        out = exec_plugin(binary, env, stdin, self.timeout)
+        if command != "ADD":
+            return None
+        try:
+            result = json.loads(out)
+        except ValueError:
+            result = None
+        if not isinstance(result, dict):
+            raise InjectError(f"plugin {plugin['type']} returned no valid result: "
+                              f"{out[:200].decode(errors='replace')!r}", CODE_DECODING)
+        result.setdefault("cniVersion", network.cni_version)
+        return result
+
+    def prev_result_for_del(self, network: NetworkConfig,
+                            result: dict[str, Any] | None) -> dict[str, Any] | None:
+        # prevResult on DEL came with CNI 0.4.0; older plugins must not see it.
+        return result if network.version_tuple >= (0, 4, 0) else None
+
+    def add(self, network: NetworkConfig, att: Attachment) -> dict[str, Any]:
+        """ADD the whole list; on any failure or interrupt, DEL what ran, then raise."""
+        # The entry goes in first: if we are killed half-way, gc and del find it.
+        write_cache(self.cache_dir, network, att, None)
+        result: dict[str, Any] | None = None
+        ran: list[dict[str, Any]] = []
+        try:
+            for plugin in network.plugins:
+                ran.append(plugin)
+                result = self.invoke("ADD", network, plugin, att, result)
+        except BaseException as e:
+            self.rollback(network, att, ran, result, e)
+            raise  # rollback() raises; this keeps type checkers sure
+        assert result is not None
+        write_cache(self.cache_dir, network, att, result)
+        return result
+
+    def rollback(self, network: NetworkConfig, att: Attachment, ran: list[dict[str, Any]],
+                 result: dict[str, Any] | None, cause: BaseException) -> None:
+        with signals_deferred():
+            failures = self.delete_plugins(network, att, ran, result)
+            if not failures:
+                remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
+        names = ", ".join(p["type"] for p in reversed(ran))
+        note = (f"rolled back (DEL ran for {names})" if not failures
+                else f"rollback failed: {'; '.join(failures)}")
+        log("Add failed", v=1, rollback=note)
+        if isinstance(cause, InjectError):
+            raise InjectError(f"{cause.msg}; {note}", cause.code, cause.details) from None
+        raise InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL) from None
+
+    def delete_plugins(self, network: NetworkConfig, att: Attachment,
+                       plugins: list[dict[str, Any]], result: dict[str, Any] | None) -> list[str]:
+        """DEL in reverse order, best effort: every plugin runs, errors are collected."""
+        prev = self.prev_result_for_del(network, result)
+        failures = []
+        for plugin in reversed(plugins):
+            try:
+                self.invoke("DEL", network, plugin, att, prev)
+            except InjectError as e:
+                failures.append(str(e))
+        return failures
+
+    def delete(self, network: NetworkConfig, att: Attachment) -> None:
+        """DEL with the cached result; the cache entry goes only when every plugin succeeded."""
+        entry = read_cache(cache_file(self.cache_dir, network.name, att.container_id, att.ifname))
+        failures = self.delete_plugins(network, att, network.plugins,
+                                       entry.get("result") if entry else None)
+        if failures:
+            raise InjectError("DEL failed: " + "; ".join(failures), CODE_INTERNAL)
+        remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
+
+    def check(self, network: NetworkConfig, att: Attachment) -> None:
+        """CHECK every plugin against the cached result of the ADD."""
+        if network.version_tuple < (0, 4, 0):
+            raise InjectError(f"CHECK needs cniVersion 0.4.0 or later, not {network.cni_version}",
+                              CODE_INCOMPATIBLE_VERSION)
+        path = cache_file(self.cache_dir, network.name, att.container_id, att.ifname)
+        entry = read_cache(path)
+        if not entry or not isinstance(entry.get("result"), dict):
+            raise InjectError(f"no cached result for {att.ifname} of network {network.name} "
+                              f"({path}): was it added?", CODE_UNKNOWN_CONTAINER)
+        for plugin in network.plugins:
+            self.invoke("CHECK", network, plugin, att, entry["result"])
+
+
+# ---- CNI on pods: the public API ----------------------------------------
+
+
+def kubelet_args(pod: Pod) -> list[tuple[str, str]]:
+    """CNI_ARGS as kubelet passes them; IgnoreUnknown keeps host-local happy."""
+    return [("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", pod.namespace),
+            ("K8S_POD_NAME", pod.name), ("K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id),
+            ("K8S_POD_UID", pod.uid)]
+
+
+def default_container_id(pod: Pod) -> str:
+    """The netns file's name, as the original; /proc/<pid>/ns/net would make
+    every pod "net", so the sandbox ID stands in there."""
+    base = os.path.basename(pod.netns)
+    return pod.sandbox_id if base == "net" or not re.match(NAME_PATTERN, base) else base
+
+
+def pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
+                   args: list[tuple[str, str]] | None = None,
+                   capability_args: dict[str, Any] | None = None) -> Attachment:
+    att = Attachment(container_id or default_container_id(pod), pod.netns, ifname,
+                     kubelet_args(pod) + list(args or []), dict(capability_args or {}), pod)
+    validate_attachment(att)
+    return att
+
+
+def matching_entries(cache_dir: str, namespace: str, pod: str, ifname: str,
+                     network: str = "") -> list[dict[str, Any]]:
+    """Our cache entries for a pod's interface (of one network, if given)."""
+    return [entry for _, entry in cached_attachments(cache_dir)
+            if entry[CACHE_MARK].get("namespace") == namespace and entry[CACHE_MARK].get("pod") == pod
+            and entry.get("ifName") == ifname and (not network or entry.get("networkName") == network)]
+
+
+class Node:
+    """This node's runtime and CNI setup; the API's entry point.
+
+    The runtime connection is opened on first use and shared by every call
+    (and thread) until close().
+    """
+
+    def __init__(self, endpoint: str | None = None, timeout: float = 10.0,
+                 cni_path: list[str] | None = None, cache_dir: str = DEFAULT_CACHE_DIR) -> None:
+        self.endpoint, self.timeout = endpoint, timeout
+        self.cni = CNI(list(cni_path or DEFAULT_CNI_PATH), cache_dir, timeout)
+        self._client: RuntimeClient | None = None
+
+    @property
+    def client(self) -> RuntimeClient:
+        if self._client is None:
+            self._client = RuntimeClient(self.endpoint, self.timeout)
+        return self._client
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pod(self, namespace: str, name: str) -> Pod:
+        """A running pod on this node, checked to be safe to change."""
+        pod = find_pod(self.client, namespace, name)
+        assert pod is not None
+        return pod
+
+    def add(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
+            **attachment: Any) -> dict[str, Any]:
+        """ADD `network` as `ifname` in a running pod; returns the CNI result."""
+        att = pod_attachment(self.pod(namespace, pod), ifname, **attachment)
+        with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
+            self._refuse_taken_name(network, att)
+            return self.cni.add(network, att)
+
+    def _refuse_taken_name(self, network: NetworkConfig, att: Attachment) -> None:
+        """Never ADD over an existing interface: a rollback would delete it."""
+        assert att.pod is not None
+        if att.ifname in interface_names(att.netns):
+            raise InjectError(f"interface {att.ifname} already exists in pod "
+                              f"{att.pod.namespace}/{att.pod.name}", CODE_INVALID_CONFIG)
+        path = cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
+        if os.path.exists(path):
+            # Left by an add that was killed half-way: release what it took.
+            log("Cleaning up an earlier interrupted add", path=path)
+            self.cni.delete(network, att)
+
+    def check(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
+              **attachment: Any) -> None:
+        att = pod_attachment(self.pod(namespace, pod), ifname, **attachment)
+        self.cni.check(network, att)
+
+    def delete(self, namespace: str, pod: str, network: NetworkConfig | None = None,
+               ifname: str = "net1", **attachment: Any) -> int:
+        """DEL an interface; works from the cache when the pod is gone or no
+        network is given. Returns how many attachments were deleted."""
+        found = find_pod(self.client, namespace, pod, missing_ok=True)
+        if found is not None and network is not None:
+            att = pod_attachment(found, ifname, **attachment)
+            with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
+                self.cni.delete(network, att)
+            return 1
+        entries = matching_entries(self.cni.cache_dir, namespace, pod, ifname,
+                                   network.name if network else "")
+        if not entries:
+            if network is None:
+                raise InjectError(f"no cached attachment {ifname} for pod {namespace}/{pod}: "
+                                  "give -spec", CODE_UNKNOWN_CONTAINER)
+            log("Pod not found and nothing cached for it: nothing to delete",
+                pod=f"{namespace}/{pod}", interface=ifname)
+        for entry in entries:
+            att = cached_attachment(entry)
+            with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
+                self.cni.delete(network or cached_network(entry), att)
+        return len(entries)
+
+
+@contextmanager
+def _node(node: Node | None) -> Iterator[Node]:
+    if node is not None:
+        yield node
+    else:
+        with Node() as fresh:
+            yield fresh
+
+
+def _network(spec: str | NetworkConfig) -> NetworkConfig:
+    return spec if isinstance(spec, NetworkConfig) else load_network(spec)
+
+
+def add(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "net1",
+        node: Node | None = None, **attachment: Any) -> dict[str, Any]:
+    """ADD the network in file `spec` to a running pod; returns the CNI result."""
+    with _node(node) as n:
+        return n.add(namespace, pod, _network(spec), ifname, **attachment)
+
+
+def delete(namespace: str, pod: str, spec: str | NetworkConfig | None = None,
+           ifname: str = "net1", node: Node | None = None, **attachment: Any) -> int:
+    """DEL an interface from a pod (or from the cache, when the pod is gone)."""
+    with _node(node) as n:
+        return n.delete(namespace, pod, _network(spec) if spec else None, ifname, **attachment)
+
+
+def check(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "net1",
+          node: Node | None = None, **attachment: Any) -> None:
+    """CHECK an interface against the cached ADD result; raises when it is wrong."""
+    with _node(node) as n:
+        n.check(namespace, pod, _network(spec), ifname, **attachment)
+
+
+# ---- netlink helpers ----------------------------------------------------
+
+
+def in_netns(path: str, func: Callable[[], T]) -> T:
+    """Run func in a thread that has entered the netns at `path`.
+
+    setns() changes only the calling thread, and the thread ends right after,
+    so the rest of the process never leaves the node's netns. (os.setns comes
+    with Python 3.12; libc's is used here.)
+    """
+    import ctypes
+    import threading
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    outcome: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                if libc.setns(fd, CLONE_NEWNET) != 0:
+                    errno = ctypes.get_errno()
+                    raise OSError(errno, os.strerror(errno))
+                outcome["value"] = func()
+            finally:
+                os.close(fd)
+        except BaseException as e:  # handed to the caller's thread
+            outcome["error"] = e
+
+    thread = threading.Thread(target=run, name="netns")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        e = outcome["error"]
+        if isinstance(e, OSError):
+            raise InjectError(f"network namespace {path}: {e.strerror}", CODE_IO) from None
+        raise e
+    value: T = outcome["value"]
+    return value
+
+
+def interface_names(netns: str) -> set[str]:
+    """Names of the interfaces in a netns (no pyroute2 needed for this)."""
+    import socket
+
+    return in_netns(netns, lambda: {name for _, name in socket.if_nameindex()})
+
+
+# ---- CLI ----------------------------------------------------------------
+
+
+class UsageError(Exception):
+    """A command line that cannot be run as given (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(message)
+
+
+def _global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+    """Flags taken before or after the subcommand (after it, they must not
+    reset what was given before: hence SUPPRESS as their default there)."""
+    def d(value: Any) -> Any:
+        return value if default is None else default
+    parser.add_argument("-loglevel", "--loglevel", type=int, default=d(0), metavar="N",
+                        help="log detail on stderr: 0 info and errors, up to 4 everything")
+    parser.add_argument("-runtime-endpoint", "--runtime-endpoint", "-r", dest="endpoint",
+                        default=d(None), metavar="URI",
+                        help="CRI socket (default: $CONTAINER_RUNTIME_ENDPOINT, else search)")
+    parser.add_argument("-timeout", "--timeout", type=float, default=d(10.0), metavar="SECONDS",
+                        help="limit for runtime calls and for each plugin (default 10)")
+    parser.add_argument("-cni-path", "--cni-path", default=d(None), metavar="DIRS",
+                        help="plugin dirs, ':'-separated (default: $CNI_PATH, else "
+                             + ":".join(DEFAULT_CNI_PATH) + ")")
+    parser.add_argument("-cache-dir", "--cache-dir", default=d(DEFAULT_CACHE_DIR), metavar="DIR",
+                        help=f"CNI result cache (default {DEFAULT_CACHE_DIR})")
+
+
+def _pod_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-ns", "--ns", default="default", help="the pod's namespace (default: default)")
+    parser.add_argument("-pod", "--pod", required=True, help="the pod's name")
+
+
+def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
+    parser.add_argument("-spec", "--spec", required=spec_required, metavar="FILE",
+                        help="CNI network: a plugin conf or a conflist")
+    parser.add_argument("-interface", "--interface", default="net1", help="name in the pod (default net1)")
+    parser.add_argument("-containerid", "--containerid", default="", metavar="ID",
+                        help="CNI container ID (default: the netns file's name)")
+    parser.add_argument("-args", "--args", default="", metavar="K=V;K=V",
+                        help="extra CNI_ARGS, after kubelet's")
+    parser.add_argument("-capability-args", "--capability-args", default="", metavar="JSON",
+                        help='runtimeConfig for plugins that declare them, e.g. {"mac": "..."}')
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="if-inject", allow_abbrev=False,
+                     description="Inject interfaces into, and remove them from, running pods.")
+    parser.add_argument("-version", "--version", action="store_true", help="print the version")
+    _global_flags(parser, None)
+    commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
+    for name, text in (("netns", "print the pod's network namespace path"),
+                       ("add", "add an interface with CNI; prints the result"),
+                       ("del", "delete an interface with CNI"),
+                       ("check", "check an interface with CNI")):
+        sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
+        _global_flags(sub, argparse.SUPPRESS)
+        _pod_flags(sub)
+        if name != "netns":
+            _cni_flags(sub, spec_required=name != "del")
+    return parser
+
+
+def _search_path(flag: str | None) -> list[str]:
+    text = flag or os.environ.get("CNI_PATH", "")
+    return [d for d in text.split(":") if d] or list(DEFAULT_CNI_PATH)
+
+
+def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
+    """-interface, -containerid, -args, -capability-args, validated before anything runs."""
+    try:
+        validate_attachment(Attachment(args.containerid or "x", "", args.interface))
+        pairs = parse_cni_args(args.args)
+    except InjectError as e:
+        raise UsageError(str(e)) from None
+    capability_args: Any = {}
+    if args.capability_args:
+        try:
+            capability_args = json.loads(args.capability_args)
+        except ValueError as e:
+            raise UsageError(f"-capability-args is not JSON: {e}") from None
+        if not isinstance(capability_args, dict):
+            raise UsageError("-capability-args must be a JSON object")
+    return {"container_id": args.containerid, "args": pairs, "capability_args": capability_args}
+
+
+def run_command(args: argparse.Namespace, node: Node) -> int:
+    """Run one parsed subcommand; prints its output; errors are raised."""
+    if args.command == "netns":
+        print(node.pod(args.ns, args.pod).netns)
+        return 0
+    options = _attachment_options(args)
+    network = load_network(args.spec) if args.spec else None
+    if args.command == "add":
+        assert network is not None
+        result = node.add(args.ns, args.pod, network, args.interface, **options)
+        print(json.dumps(result, indent=4))
+    elif args.command == "check":
+        assert network is not None
+        node.check(args.ns, args.pod, network, args.interface, **options)
+    else:
+        node.delete(args.ns, args.pod, network, args.interface, **options)
+    return 0
+
+
+def _on_sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt  # unwinds like Ctrl-C: an ADD under way is rolled back
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The if-inject command; returns the exit code (0 ok, 1 failed, 2 usage)."""
+    global log_verbosity
+    import signal
+
+    try:
+        args = build_parser().parse_args(argv)
+    except UsageError as e:
+        log_error("Invalid command line", e)
+        return 2
+    if args.version:
+        print(__version__)
+        return 0
+    if not args.command:
+        print("Subcommands:\n   netns\n   add\n   del\n   check", file=sys.stderr)
+        return 2
+    log_verbosity = args.loglevel
+    log("Start", v=1, version=__version__, command=args.command)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    node = Node(args.endpoint, args.timeout, _search_path(args.cni_path), args.cache_dir)
+    try:
+        return run_command(args, node)
+    except UsageError as e:
+        log_error("Invalid command line", e)
+        return 2
+    except InjectError as e:
+        log_error(f"{args.command} failed", e, code=e.code)
+        return 1
+    except KeyboardInterrupt:
+        log_error(f"{args.command} failed", "interrupted")
+        return 1
+    finally:
+        node.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

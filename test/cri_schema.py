@@ -1,0 +1,143 @@
+"""The CRI runtime.v1 messages the test lab uses, and a helper to call them.
+
+LAB_SCHEMA is if_inject.CRI_SCHEMA (what the tool itself uses) plus what a
+kubelet-like client needs to run pods: sandboxes, containers, ExecSync, images,
+runtime status. Field numbers are those of k8s.io/cri-api
+pkg/apis/runtime/v1/api.proto; fields the lab does not use are left out, which
+protobuf tolerates in both directions (unknown fields are skipped).
+
+The module is only "schema + call helpers" so that a fake CRI server for the
+tests can reuse it: `M` holds the message classes and enums by name,
+`call()` makes a unary call as a client, `rpc_handler()` serves one.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+# The schema extends the tool's own; the tool lives in the repository root.
+_REPO = str(Path(__file__).resolve().parent.parent)
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+import if_inject  # noqa: E402
+
+LAB_EXTRA_SCHEMA = """
+message LinuxSandboxSecurityContext { NamespaceOption namespace_options = 1; bool privileged = 6; }
+message LinuxPodSandboxConfig {
+    string cgroup_parent = 1; LinuxSandboxSecurityContext security_context = 2; map sysctls = 3;
+}
+message PodSandboxConfig {
+    PodSandboxMetadata metadata = 1; string hostname = 2; string log_directory = 3;
+    map labels = 6; map annotations = 7; LinuxPodSandboxConfig linux = 8;
+}
+message RunPodSandboxRequest { PodSandboxConfig config = 1; string runtime_handler = 2; }
+message RunPodSandboxResponse { string pod_sandbox_id = 1; }
+message StopPodSandboxRequest { string pod_sandbox_id = 1; }
+message StopPodSandboxResponse { }
+message RemovePodSandboxRequest { string pod_sandbox_id = 1; }
+message RemovePodSandboxResponse { }
+
+enum ContainerState {
+    CONTAINER_CREATED = 0; CONTAINER_RUNNING = 1; CONTAINER_EXITED = 2; CONTAINER_UNKNOWN = 3;
+}
+message ContainerMetadata { string name = 1; uint32 attempt = 2; }
+message ImageSpec { string image = 1; map annotations = 2; }
+message KeyValue { string key = 1; string value = 2; }
+message LinuxContainerSecurityContext { bool privileged = 2; NamespaceOption namespace_options = 3; }
+message LinuxContainerConfig { LinuxContainerSecurityContext security_context = 2; }
+message ContainerConfig {
+    ContainerMetadata metadata = 1; ImageSpec image = 2; repeated string command = 3;
+    repeated string args = 4; string working_dir = 5; repeated KeyValue envs = 6;
+    map labels = 9; map annotations = 10; string log_path = 11; LinuxContainerConfig linux = 15;
+}
+message CreateContainerRequest {
+    string pod_sandbox_id = 1; ContainerConfig config = 2; PodSandboxConfig sandbox_config = 3;
+}
+message CreateContainerResponse { string container_id = 1; }
+message StartContainerRequest { string container_id = 1; }
+message StartContainerResponse { }
+message StopContainerRequest { string container_id = 1; int64 timeout = 2; }
+message StopContainerResponse { }
+message RemoveContainerRequest { string container_id = 1; }
+message RemoveContainerResponse { }
+message ContainerStateValue { ContainerState state = 1; }
+message ContainerFilter {
+    string id = 1; ContainerStateValue state = 2; string pod_sandbox_id = 3; map label_selector = 4;
+}
+message ListContainersRequest { ContainerFilter filter = 1; }
+message Container {
+    string id = 1; string pod_sandbox_id = 2; ContainerMetadata metadata = 3; ImageSpec image = 4;
+    string image_ref = 5; ContainerState state = 6; int64 created_at = 7; map labels = 8;
+    map annotations = 9;
+}
+message ListContainersResponse { repeated Container containers = 1; }
+message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
+message ContainerStatus {
+    string id = 1; ContainerMetadata metadata = 2; ContainerState state = 3; int64 created_at = 4;
+    int64 started_at = 5; int64 finished_at = 6; int32 exit_code = 7; ImageSpec image = 8;
+    string image_ref = 9; string reason = 10; string message = 11; map labels = 12;
+    map annotations = 13; string log_path = 15;
+}
+message ContainerStatusResponse { ContainerStatus status = 1; map info = 2; }
+message ExecSyncRequest { string container_id = 1; repeated string cmd = 2; int64 timeout = 3; }
+message ExecSyncResponse { bytes stdout = 1; bytes stderr = 2; int32 exit_code = 3; }
+
+message StatusRequest { bool verbose = 1; }
+message RuntimeCondition { string type = 1; bool status = 2; string reason = 3; string message = 4; }
+message RuntimeStatus { repeated RuntimeCondition conditions = 1; }
+message StatusResponse { RuntimeStatus status = 1; map info = 2; }
+
+message ImageFilter { ImageSpec image = 1; }
+message ListImagesRequest { ImageFilter filter = 1; }
+message Image { string id = 1; repeated string repo_tags = 2; repeated string repo_digests = 3; uint64 size = 4; }
+message ListImagesResponse { repeated Image images = 1; }
+"""
+
+LAB_SCHEMA = if_inject.CRI_SCHEMA + LAB_EXTRA_SCHEMA
+
+RUNTIME_SERVICE = "runtime.v1.RuntimeService"
+IMAGE_SERVICE = "runtime.v1.ImageService"
+IMAGE_METHODS = frozenset({"ListImages"})
+
+# Message classes and enums (as {name: number} dicts) by name, e.g.
+# M["RunPodSandboxRequest"](config=...), M["ContainerState"]["CONTAINER_RUNNING"].
+M: dict[str, Any] = if_inject.proto_messages(LAB_SCHEMA)
+
+
+def service_of(method: str) -> str:
+    """The fully qualified gRPC service that serves `method`."""
+    return IMAGE_SERVICE if method in IMAGE_METHODS else RUNTIME_SERVICE
+
+
+def message_types(method: str) -> tuple[Any, Any]:
+    """(request class, response class) of a CRI method, e.g. "ExecSync"."""
+    return M[f"{method}Request"], M[f"{method}Response"]
+
+
+def call(channel: Any, method: str, timeout: float = 10, **fields: Any) -> Any:
+    """Make the unary CRI call `method` on a grpc channel and return the response.
+
+    The request is built from `fields` (message fields may be given as dicts,
+    which protobuf turns into messages): call(ch, "StopPodSandbox", pod_sandbox_id=id).
+    """
+    request_cls, response_cls = message_types(method)
+    stub = channel.unary_unary(f"/{service_of(method)}/{method}",
+                               request_serializer=request_cls.SerializeToString,
+                               response_deserializer=response_cls.FromString)
+    return stub(request_cls(**fields), timeout=timeout)
+
+
+def rpc_handler(service: str, methods: dict[str, Callable[[Any, Any], Any]]) -> Any:
+    """A grpc generic handler serving `methods` ({name: fn(request, context)}) for a fake server."""
+    import grpc
+
+    handlers = {}
+    for name, fn in methods.items():
+        request_cls, response_cls = message_types(name)
+        handlers[name] = grpc.unary_unary_rpc_method_handler(
+            fn, request_deserializer=request_cls.FromString,
+            response_serializer=response_cls.SerializeToString)
+    return grpc.method_handlers_generic_handler(service, handlers)
