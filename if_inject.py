@@ -843,6 +843,7 @@ class CNI:
 
     def add(self, network: NetworkConfig, att: Attachment) -> dict[str, Any]:
         """ADD the whole list; on any failure or interrupt, DEL what ran, then raise."""
+        validate_attachment(att)
         # The entry goes in first: if we are killed half-way, gc and del find it.
         write_cache(self.cache_dir, network, att, None)
         result: dict[str, Any] | None = None
@@ -869,7 +870,7 @@ class CNI:
                 else f"rollback failed: {'; '.join(failures)}")
         log("Add failed", v=1, rollback=note)
         if isinstance(cause, InjectError):
-            raise InjectError(f"{cause.msg}; {note}", cause.code, cause.details) from None
+            raise InjectError(f"{cause}; {note}", cause.code) from None
         raise InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL) from None
 
     def delete_plugins(self, network: NetworkConfig, att: Attachment,
@@ -886,6 +887,7 @@ class CNI:
 
     def delete(self, network: NetworkConfig, att: Attachment) -> None:
         """DEL with the cached result; the cache entry goes only when every plugin succeeded."""
+        validate_attachment(att)
         entry = read_cache(cache_file(self.cache_dir, network.name, att.container_id, att.ifname))
         failures = self.delete_plugins(network, att, network.plugins,
                                        entry.get("result") if entry else None)
@@ -895,6 +897,7 @@ class CNI:
 
     def check(self, network: NetworkConfig, att: Attachment) -> None:
         """CHECK every plugin against the cached result of the ADD."""
+        validate_attachment(att)
         if network.version_tuple < (0, 4, 0):
             raise InjectError(f"CHECK needs cniVersion 0.4.0 or later, not {network.cni_version}",
                               CODE_INCOMPATIBLE_VERSION)

@@ -1,0 +1,357 @@
+"""The CNI layer on its own: config loading, plugin execution, cache, add/del/check.
+
+Real plugins from /usr/lib/cni run into real network namespaces made here;
+fake plugins (small shell scripts) stand in only for faults.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import if_inject as ii
+
+pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")
+
+CNI_BIN = "/usr/lib/cni"
+
+
+def ns_ip(ns: str, *argv: str) -> str:
+    return subprocess.run(["ip", "-n", ns, *argv], check=True, capture_output=True, text=True).stdout
+
+
+NS_COUNTER = itertools.count()
+
+
+@pytest.fixture
+def ns() -> str:
+    """A fresh named netns; its path is /run/netns/<name>."""
+    name = f"iit{os.getpid()}-{next(NS_COUNTER)}"
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    yield name
+    subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+@pytest.fixture
+def cni(tmp_path: Path, restore_ip_forward: None) -> ii.CNI:
+    """A CNI runtime with a private cache and a dir for fake plugins first in its path."""
+    (tmp_path / "bin").mkdir()
+    return ii.CNI([str(tmp_path / "bin"), CNI_BIN], str(tmp_path / "results"), timeout=5)
+
+
+@pytest.fixture
+def restore_ip_forward() -> None:
+    # ptp and bridge switch forwarding on, even on a failed ADD.
+    path = "/proc/sys/net/ipv4/ip_forward"
+    before = Path(path).read_text()
+    yield
+    Path(path).write_text(before)
+
+
+def network(tmp_path: Path, *plugins: dict, name: str = "iitnet", version: str = "1.0.0") -> ii.NetworkConfig:
+    """A conflist whose host-local plugins keep their leases under tmp_path."""
+    for plugin in plugins:
+        if plugin.get("ipam", {}).get("type") == "host-local":
+            plugin["ipam"]["dataDir"] = str(tmp_path / "ipam")
+    conf = {"cniVersion": version, "name": name, "plugins": list(plugins)}
+    return ii.parse_network(json.dumps(conf).encode())
+
+
+def ptp(subnet: str = "10.99.1.0/24") -> dict:
+    return {"type": "ptp", "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]]}}
+
+
+def fake_plugin(cni: ii.CNI, name: str, body: str) -> None:
+    path = Path(cni.path[0]) / name
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+
+
+def leases(tmp_path: Path, net: str = "iitnet") -> list[str]:
+    d = tmp_path / "ipam" / net
+    return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
+
+
+def host_links() -> set[str]:
+    return {line.split(":")[1].strip().split("@")[0]
+            for line in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
+                                       check=True).stdout.splitlines()}
+
+
+def attachment(ns: str, ifname: str = "net1") -> ii.Attachment:
+    return ii.Attachment(ns, f"/run/netns/{ns}", ifname, [("IgnoreUnknown", "1")])
+
+
+# ---- config loading -----------------------------------------------------
+
+@pytest.mark.parametrize("raw, message, code", [
+    (b"", "empty", ii.CODE_INVALID_CONFIG),
+    (b"  \n", "empty", ii.CODE_INVALID_CONFIG),
+    (b"{nope", "not JSON", ii.CODE_DECODING),
+    (b"[1, 2]", "not a JSON object", ii.CODE_INVALID_CONFIG),
+    (b'{"name": "n", "cniVersion": "1.0.0"}', "neither a plugin conf", ii.CODE_INVALID_CONFIG),
+    (b'{"name": "n", "cniVersion": "1.0.0", "plugins": []}', "non-empty list", ii.CODE_INVALID_CONFIG),
+    (b'{"name": "n", "cniVersion": "9.9.9", "type": "ptp"}', "unknown cniVersion '9.9.9'",
+     ii.CODE_INCOMPATIBLE_VERSION),
+    (b'{"name": "n", "type": "ptp"}', "unknown cniVersion None", ii.CODE_INCOMPATIBLE_VERSION),
+    (b'{"name": "-bad", "cniVersion": "1.0.0", "type": "ptp"}', "invalid network name",
+     ii.CODE_INVALID_CONFIG),
+    (b'{"name": "n", "cniVersion": "1.0.0", "type": "../../bin/sh"}', "must be a plain file name",
+     ii.CODE_INVALID_CONFIG),
+    (b'{"name": "n", "cniVersion": "1.0.0", "plugins": [{"type": ""}]}', "needs a 'type'",
+     ii.CODE_INVALID_CONFIG),
+    (b'{"name": "n", "cniVersion": "1.0.0", "plugins": ["ptp"]}', "needs a 'type'", ii.CODE_INVALID_CONFIG),
+])
+def test_bad_specs_are_refused_before_anything_runs(raw: bytes, message: str, code: int) -> None:
+    with pytest.raises(ii.InjectError) as e:
+        ii.parse_network(raw, "x.json")
+    assert str(e.value).startswith("x.json: ") and message in str(e.value)
+    assert e.value.code == code
+
+
+def test_spec_file_errors(tmp_path: Path) -> None:
+    with pytest.raises(ii.InjectError, match="No such file or directory"):
+        ii.load_network(str(tmp_path / "missing.json"))
+    with pytest.raises(ii.InjectError, match="Is a directory"):
+        ii.load_network(str(tmp_path))
+
+
+def test_single_conf_becomes_a_list_of_one() -> None:
+    net = ii.load_network(str(Path(__file__).parent / "ptp.json"))
+    assert (net.name, net.cni_version, [p["type"] for p in net.plugins]) == ("mynet", "1.0.0", ["ptp"])
+
+
+@pytest.mark.parametrize("ifname", ["", "a" * 16, ".", "..", "a/b", "a:b", "a b", "a\tb"])
+def test_invalid_interface_names(ifname: str) -> None:
+    with pytest.raises(ii.InjectError, match="invalid interface name"):
+        ii.validate_attachment(ii.Attachment("c1", "/x", ifname))
+
+
+@pytest.mark.parametrize("cid", ["", "-x", "a/b", "a b", "ä"])
+def test_invalid_container_ids(cid: str) -> None:
+    with pytest.raises(ii.InjectError, match="invalid container ID"):
+        ii.validate_attachment(ii.Attachment(cid, "/x", "net1"))
+
+
+def test_cni_args() -> None:
+    assert ii.parse_cni_args("A=1;B=x=y;") == [("A", "1"), ("B", "x=y")]
+    for bad in ("A", "=1", "A=1;B"):
+        with pytest.raises(ii.InjectError, match="invalid CNI args"):
+            ii.parse_cni_args(bad)
+
+
+def test_plugin_stdin_as_libcni_builds_it() -> None:
+    net = ii.parse_network(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": [
+        {"type": "a"}, {"type": "tuning", "capabilities": {"mac": True, "ips": False}}]}).encode())
+    att = ii.Attachment("c", "/x", capability_args={"mac": "02:00:00:00:00:01", "ips": ["1.2.3.4/24"]})
+    first = json.loads(ii.plugin_stdin(net, net.plugins[0], att, None))
+    assert first == {"type": "a", "name": "n", "cniVersion": "1.0.0"}
+    second = json.loads(ii.plugin_stdin(net, net.plugins[1], att, {"cniVersion": "1.0.0"}))
+    assert second["runtimeConfig"] == {"mac": "02:00:00:00:00:01"}
+    assert second["prevResult"] == {"cniVersion": "1.0.0"}
+
+
+def test_plugin_not_found(cni: ii.CNI) -> None:
+    with pytest.raises(ii.InjectError, match="plugin 'nosuch' not found in CNI path") as e:
+        ii.find_plugin("nosuch", cni.path)
+    assert e.value.code == ii.CODE_NOT_AVAILABLE
+
+
+# ---- add, check, del with real plugins ----------------------------------
+
+def test_ptp_add_check_del(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    net = network(tmp_path, ptp())
+    att = attachment(ns)
+    result = cni.add(net, att)
+    assert result["cniVersion"] == "1.0.0"
+    assert result["ips"][0]["address"] == "10.99.1.2/24"
+    assert "inet 10.99.1.2/24" in ns_ip(ns, "-o", "addr", "show", "net1")
+    assert leases(tmp_path) == ["10.99.1.2"]
+    host_veth = result["interfaces"][0]["name"]
+    assert host_veth in host_links()
+
+    cache = Path(cni.cache_dir) / f"iitnet-{ns}-net1"
+    assert stat.S_IMODE(cache.stat().st_mode) == 0o600
+    assert stat.S_IMODE(Path(cni.cache_dir).stat().st_mode) == 0o700
+    entry = json.loads(cache.read_text())
+    assert entry["kind"] == "cniCacheV1" and entry["result"] == result
+    assert (entry["containerId"], entry["ifName"], entry["networkName"]) == (ns, "net1", "iitnet")
+    assert base64.b64decode(entry["config"]) == net.raw
+    assert entry["netns"] == f"/run/netns/{ns}" and entry["cniArgs"] == [["IgnoreUnknown", "1"]]
+
+    cni.check(net, att)
+    cni.delete(net, att)
+    assert "net1" not in ns_ip(ns, "-o", "link")
+    assert host_veth not in host_links()
+    assert leases(tmp_path) == [] and not cache.exists()
+    cni.delete(net, att)  # DEL is idempotent
+
+
+def test_check_finds_a_missing_interface(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    net, att = network(tmp_path, ptp()), attachment(ns)
+    cni.add(net, att)
+    ns_ip(ns, "link", "del", "net1")
+    with pytest.raises(ii.InjectError, match="plugin ptp failed"):
+        cni.check(net, att)
+    cni.delete(net, att)
+    assert leases(tmp_path) == []
+
+
+def test_check_needs_a_cached_result_and_cni_040(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    with pytest.raises(ii.InjectError, match="no cached result for net1 of network iitnet"):
+        cni.check(network(tmp_path, ptp()), attachment(ns))
+    with pytest.raises(ii.InjectError, match="CHECK needs cniVersion 0.4.0"):
+        cni.check(network(tmp_path, ptp(), version="0.3.1"), attachment(ns))
+
+
+def test_bridge_conflist_with_tuning_mac_capability(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    bridge = {"type": "bridge", "bridge": "iitbr0", "isGateway": False, "ipMasq": False,
+              "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.99.2.0/24"}]]}}
+    tuning = {"type": "tuning", "capabilities": {"mac": True}}
+    net, att = network(tmp_path, bridge, tuning), attachment(ns)
+    att.capability_args = {"mac": "02:11:22:33:44:55"}
+    try:
+        result = cni.add(net, att)
+        assert "link/ether 02:11:22:33:44:55" in ns_ip(ns, "-o", "link", "show", "net1")
+        assert result["ips"][0]["address"] == "10.99.2.2/24"
+        cni.check(net, att)
+        cni.delete(net, att)
+        assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
+    finally:
+        subprocess.run(["ip", "link", "del", "iitbr0"], capture_output=True)
+
+
+def test_macvlan_with_static_ipam(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    subprocess.run(["ip", "link", "add", "iitmaster0", "type", "veth", "peer", "name", "iitmaster1"], check=True)
+    try:
+        macvlan = {"type": "macvlan", "master": "iitmaster0", "mode": "bridge",
+                   "ipam": {"type": "static", "addresses": [{"address": "10.99.3.7/24"}]}}
+        net, att = network(tmp_path, macvlan, version="0.4.0"), attachment(ns)
+        result = cni.add(net, att)
+        assert result["ips"][0]["address"] == "10.99.3.7/24"
+        assert "inet 10.99.3.7/24" in ns_ip(ns, "-o", "addr", "show", "net1")
+        cni.check(net, att)
+        cni.delete(net, att)
+        assert "net1" not in ns_ip(ns, "-o", "link")
+    finally:
+        subprocess.run(["ip", "link", "del", "iitmaster0"], check=True)
+
+
+# ---- faults: everything is rolled back ----------------------------------
+
+def assert_nothing_left(cni: ii.CNI, ns: str, tmp_path: Path, links_before: set[str]) -> None:
+    assert leases(tmp_path) == []
+    assert host_links() == links_before
+    assert "net1" not in ns_ip(ns, "-o", "link")
+    assert not os.path.exists(cni.cache_dir) or os.listdir(cni.cache_dir) == []
+
+
+FAULTS = {
+    "error JSON": ('echo \'{"cniVersion":"1.0.0","code":111,"msg":"no way","details":"really"}\'; exit 1',
+                   "plugin fault failed (code 111): no way: really"),
+    "stderr only": ("echo 'it broke' >&2; exit 3", "plugin fault failed (exit 3): it broke"),
+    "crash": ("kill -SEGV $$", "plugin fault failed (killed by signal 11): no output"),
+    "garbage": ("echo 'not json at all'", "plugin fault returned no valid result: 'not json at all\\n'"),
+    "no result": ("exit 0", "plugin fault returned no valid result: ''"),
+}
+
+
+@pytest.mark.parametrize("fault", FAULTS)
+def test_second_plugin_fails_and_the_first_is_rolled_back(
+        cni: ii.CNI, ns: str, tmp_path: Path, fault: str) -> None:
+    body, message = FAULTS[fault]
+    # The fake plugin fails on ADD only; DEL must succeed, as the spec asks.
+    fake_plugin(cni, "fault", f'[ "$CNI_COMMAND" = ADD ] || exit 0\ncat >/dev/null\n{body}')
+    links_before = host_links()
+    with pytest.raises(ii.InjectError) as e:
+        cni.add(network(tmp_path, ptp(), {"type": "fault"}), attachment(ns))
+    assert str(e.value).startswith(message)
+    assert str(e.value).endswith("; rolled back (DEL ran for fault, ptp)")
+    assert_nothing_left(cni, ns, tmp_path, links_before)
+
+
+def test_hanging_plugin_is_killed_and_rolled_back(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    marker = tmp_path / "hung.pid"
+    fake_plugin(cni, "hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\necho $$ > {marker}\nexec sleep 60')
+    cni.timeout = 1
+    links_before = host_links()
+    started = time.monotonic()
+    with pytest.raises(ii.InjectError, match=r"^plugin hang did not finish within 1s: killed; "
+                                             r"rolled back \(DEL ran for hang, ptp\)$") as e:
+        cni.add(network(tmp_path, ptp(), {"type": "hang"}), attachment(ns))
+    assert time.monotonic() - started < 5
+    assert e.value.code == ii.CODE_TRY_AGAIN_LATER
+    assert not Path(f"/proc/{marker.read_text().strip()}").exists()
+    assert_nothing_left(cni, ns, tmp_path, links_before)
+
+
+def test_sigint_during_add_rolls_back(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    """A caller of the API interrupted with Ctrl-C: the ADD is undone before it returns."""
+    fake_plugin(cni, "hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\ntouch {tmp_path}/started\nexec sleep 60')
+    net = network(tmp_path, ptp(), {"type": "hang"})
+    (tmp_path / "net.json").write_bytes(net.raw)
+    script = f"""
+import if_inject as ii
+cni = ii.CNI({cni.path!r}, {cni.cache_dir!r}, 30)
+att = ii.Attachment({ns!r}, "/run/netns/{ns}", "net1", [("IgnoreUnknown", "1")])
+try:
+    cni.add(ii.load_network({str(tmp_path / 'net.json')!r}), att)
+except ii.InjectError as e:
+    print(e)
+"""
+    links_before = host_links()
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).parent.parent)
+    while not (tmp_path / "started").exists():
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=20)
+    assert out.strip() == "interrupted (KeyboardInterrupt); rolled back (DEL ran for hang, ptp)"
+    assert_nothing_left(cni, ns, tmp_path, links_before)
+
+
+# ---- the cache ----------------------------------------------------------
+
+@pytest.mark.parametrize("content", [b"", b"{corrupt", b"[]", b'{"kind": "other"}'])
+def test_corrupt_cache_never_blocks_del(cni: ii.CNI, ns: str, tmp_path: Path, content: bytes) -> None:
+    net, att = network(tmp_path, ptp()), attachment(ns)
+    cni.add(net, att)
+    Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1")).write_bytes(content)
+    cni.delete(net, att)
+    assert leases(tmp_path) == [] and os.listdir(cni.cache_dir) == []
+    assert "net1" not in ns_ip(ns, "-o", "link")
+
+
+def test_read_only_cache_dir_fails_before_any_plugin(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    os.makedirs(cni.cache_dir, mode=0o700)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", cni.cache_dir], check=True)
+    try:
+        with pytest.raises(ii.InjectError, match="result cache .*: Read-only file system"):
+            cni.add(network(tmp_path, ptp()), attachment(ns))
+    finally:
+        subprocess.run(["umount", cni.cache_dir], check=True)
+    assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
+
+
+def test_cache_written_by_libcni_is_read(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    """An entry without our mark (as containerd writes) still gives DEL its prevResult."""
+    net, att = network(tmp_path, ptp()), attachment(ns)
+    result = cni.add(net, att)
+    path = Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1"))
+    entry = json.loads(path.read_text())
+    del entry[ii.CACHE_MARK]
+    path.write_text(json.dumps(entry))
+    assert ii.read_cache(str(path))["result"] == result
+    assert ii.cached_attachments(cni.cache_dir) == []  # not ours: gc and list leave it alone
+    cni.delete(net, att)
+    assert leases(tmp_path) == [] and not path.exists()
