@@ -117,17 +117,21 @@ def message_types(method: str) -> tuple[Any, Any]:
     return M[f"{method}Request"], M[f"{method}Response"]
 
 
-def call(channel: Any, method: str, timeout: float = 10, **fields: Any) -> Any:
+def call(channel: Any, method: str, request: Any = None, timeout: float = 10) -> Any:
     """Make the unary CRI call `method` on a grpc channel and return the response.
 
-    The request is built from `fields` (message fields may be given as dicts,
-    which protobuf turns into messages): call(ch, "StopPodSandbox", pod_sandbox_id=id).
+    `request` is the request message, or a dict of its fields (nested messages
+    as dicts too), or None for an empty one:
+    call(ch, "ExecSync", {"container_id": cid, "cmd": ["ip", "link"], "timeout": 5}).
+    `timeout` is the gRPC deadline in seconds.
     """
     request_cls, response_cls = message_types(method)
+    if not isinstance(request, request_cls):
+        request = request_cls(**(request or {}))
     stub = channel.unary_unary(f"/{service_of(method)}/{method}",
                                request_serializer=request_cls.SerializeToString,
                                response_deserializer=response_cls.FromString)
-    return stub(request_cls(**fields), timeout=timeout)
+    return stub(request, timeout=timeout)
 
 
 def rpc_handler(service: str, methods: dict[str, Callable[[Any, Any], Any]]) -> Any:

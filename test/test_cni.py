@@ -210,7 +210,7 @@ def test_check_finds_a_missing_interface(cni: ii.CNI, ns: str, tmp_path: Path) -
 def test_check_needs_a_cached_result_and_cni_040(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
     with pytest.raises(ii.InjectError, match="no cached result for net1 of network iitnet"):
         cni.check(network(tmp_path, ptp()), attachment(ns))
-    with pytest.raises(ii.InjectError, match="CHECK needs cniVersion 0.4.0"):
+    with pytest.raises(ii.InjectError, match=r"CHECK needs cniVersion 0\.4\.0"):
         cni.check(network(tmp_path, ptp(), version="0.3.1"), attachment(ns))
 
 
@@ -232,7 +232,8 @@ def test_bridge_conflist_with_tuning_mac_capability(cni: ii.CNI, ns: str, tmp_pa
 
 
 def test_macvlan_with_static_ipam(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
-    subprocess.run(["ip", "link", "add", "iitmaster0", "type", "veth", "peer", "name", "iitmaster1"], check=True)
+    master = ["ip", "link", "add", "iitmaster0", "type", "veth", "peer", "name", "iitmaster1"]
+    subprocess.run(master, check=True)
     try:
         macvlan = {"type": "macvlan", "master": "iitmaster0", "mode": "bridge",
                    "ipam": {"type": "static", "addresses": [{"address": "10.99.3.7/24"}]}}
@@ -336,7 +337,7 @@ def test_read_only_cache_dir_fails_before_any_plugin(cni: ii.CNI, ns: str, tmp_p
     os.makedirs(cni.cache_dir, mode=0o700)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", cni.cache_dir], check=True)
     try:
-        with pytest.raises(ii.InjectError, match="result cache .*: Read-only file system"):
+        with pytest.raises(ii.InjectError, match=r"result cache .*: Read-only file system"):
             cni.add(network(tmp_path, ptp()), attachment(ns))
     finally:
         subprocess.run(["umount", cni.cache_dir], check=True)
