@@ -303,6 +303,18 @@ class Pod:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def parse_selector(text: str) -> dict[str, str]:
+    """A label selector as kubectl's -l takes it; equality only: 'k=v,k2==v2'."""
+    labels = {}
+    for term in filter(None, (t.strip() for t in text.split(","))):
+        key, sep, value = term.replace("==", "=").partition("=")
+        if not sep or not key.strip() or "!" in key or any(c in term for c in "()"):
+            raise InjectError(f"unsupported label selector {term!r}: only k=v terms, joined by ','",
+                              CODE_INVALID_ENV)
+        labels[key.strip()] = value.strip()
+    return labels
+
+
 def list_sandboxes(client: RuntimeClient, labels: dict[str, str] | None = None,
                    ready_only: bool = False) -> list[Any]:
     """ListPodSandbox filtered by labels (and the READY state when asked)."""
@@ -1063,6 +1075,107 @@ def check(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "ne
         n.check(namespace, pod, _network(spec), ifname, **attachment)
 
 
+# ---- CNI on pods: many at once, and the lifecycle of attachments --------
+
+
+def select_pods(client: RuntimeClient, namespace: str | None, names: list[str] | None = None,
+                selector: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(namespace, name) of the pods to work on: the named ones, or the ready
+    pods matching `selector`, in `namespace` (every namespace when None)."""
+    if names and not selector and namespace is not None:
+        return [(namespace, name) for name in dict.fromkeys(names)]
+    labels = dict(selector or {})
+    if namespace is not None:
+        labels[POD_NAMESPACE_LABEL] = namespace
+    found = {(s.metadata.namespace, s.metadata.name)
+             for s in list_sandboxes(client, labels, ready_only=True)}
+    return sorted(p for p in found if not names or p[1] in names)
+
+
+def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], T],
+                 parallel: int = 8) -> Iterator[tuple[str, str, T | InjectError]]:
+    """Run work(namespace, name) for every pod on a bounded pool of threads;
+    yields (namespace, name, result or error) as each finishes. One pod's
+    failure is its own (its ADD is rolled back alone); the others go on."""
+    from concurrent.futures import ThreadPoolExecutor, as_completed
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = {pool.submit(work, ns, name): (ns, name) for ns, name in pods}
+        try:
+            for future in as_completed(futures):
+                ns, name = futures[future]
+                try:
+                    outcome: T | InjectError = future.result()
+                except InjectError as e:
+                    outcome = e
+                yield ns, name, outcome
+        except BaseException:
+            # Interrupted: pods not started yet are skipped, those under way
+            # finish whole (an ADD either completes or is rolled back).
+            for future in futures:
+                future.cancel()
+            raise
+
+
+def result_addresses(result: Any) -> list[str]:
+    """The addresses in a CNI result of any version."""
+    if not isinstance(result, dict):
+        return []
+    ips = result.get("ips")
+    if isinstance(ips, list):
+        return [str(ip.get("address")) for ip in ips if isinstance(ip, dict) and ip.get("address")]
+    old = [_dig(result, "ip4", "ip"), _dig(result, "ip6", "ip")]  # CNI 0.1.0 and 0.2.0
+    return [str(a) for a in old if a]
+
+
+def attachments(node: Node, namespace: str | None = None, pod: str | None = None) -> list[dict[str, Any]]:
+    """Every attachment if-inject made on this node, from the result cache,
+    with the state of its pod's sandbox as the runtime reports it now."""
+    states = {s.id: s.state for s in list_sandboxes(node.client)}
+    rows = []
+    for path, entry in cached_attachments(node.cni.cache_dir):
+        mark = entry[CACHE_MARK]
+        if (namespace and mark.get("namespace") != namespace) or (pod and mark.get("pod") != pod):
+            continue
+        sandbox = str(mark.get("sandboxId", ""))
+        state = {SANDBOX_READY: "ready", SANDBOX_NOTREADY: "notready"}.get(states.get(sandbox, -1), "gone")
+        netns = str(entry.get("netns") or "")
+        rows.append({
+            "namespace": mark.get("namespace", ""), "pod": mark.get("pod", ""),
+            "interface": entry.get("ifName", ""), "network": entry.get("networkName", ""),
+            "addresses": result_addresses(entry.get("result")),
+            "containerId": entry.get("containerId", ""), "netns": netns, "sandboxId": sandbox,
+            # Without a sandbox ID (an API caller's entry) only the netns tells.
+            "sandboxState": state, "stale": (bool(sandbox) and state != "ready")
+                                            or not os.path.exists(netns),
+            "cacheFile": path})
+    return rows
+
+
+def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
+    """DEL every attachment whose pod sandbox is gone (or not ready, or whose
+    netns is gone), from its cached config; live pods are never touched.
+    Yields one record per stale attachment: what was done, or what failed."""
+    for row in attachments(node):
+        if not row["stale"]:
+            continue
+        record = {k: row[k] for k in ("namespace", "pod", "interface", "network", "addresses",
+                                      "containerId", "sandboxId", "sandboxState")}
+        if dry_run:
+            yield dict(record, action="would delete")
+            continue
+        try:
+            entry = read_cache(row["cacheFile"])
+            if entry is None:
+                continue  # deleted meanwhile by a del or another gc
+            att = cached_attachment(entry)
+            with attachment_lock(node.cni.cache_dir, att.container_id, att.ifname, node.timeout):
+                node.cni.delete(cached_network(entry), att)
+            yield dict(record, action="deleted")
+        except InjectError as e:
+            yield dict(record, action="failed", error=str(e))
+
+
 # ---- netlink helpers ----------------------------------------------------
 
 
@@ -1144,12 +1257,20 @@ def _global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
 
 def _pod_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-ns", "--ns", default="default", help="the pod's namespace (default: default)")
-    parser.add_argument("-pod", "--pod", required=True, help="the pod's name")
+    parser.add_argument("-pod", "--pod", action="append", metavar="POD",
+                        help="the pod's name; repeat it for several pods")
+    parser.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
+                        help="all ready pods with these labels, as kubectl's -l app=alpine")
+    parser.add_argument("-A", "-all-namespaces", "--all-namespaces", action="store_true",
+                        help="pods of every namespace (with -l or -pod)")
+    parser.add_argument("-parallel", "--parallel", type=int, default=8, metavar="N",
+                        help="pods worked on at once with several pods (default 8)")
 
 
 def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
     parser.add_argument("-spec", "--spec", required=spec_required, metavar="FILE",
-                        help="CNI network: a plugin conf or a conflist")
+                        help="CNI network: a plugin conf or a conflist"
+                             + ("" if spec_required else " (default: the cached one)"))
     parser.add_argument("-interface", "--interface", default="net1", help="name in the pod (default net1)")
     parser.add_argument("-containerid", "--containerid", default="", metavar="ID",
                         help="CNI container ID (default: the netns file's name)")
@@ -1159,21 +1280,38 @@ def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> N
                         help='runtimeConfig for plugins that declare them, e.g. {"mac": "..."}')
 
 
+POD_COMMANDS = {
+    "netns": "print the pod's network namespace path",
+    "add": "add an interface with CNI; prints the result",
+    "del": "delete an interface with CNI (also after the pod is gone)",
+    "check": "check an interface with CNI",
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="if-inject", allow_abbrev=False,
                      description="Inject interfaces into, and remove them from, running pods.")
     parser.add_argument("-version", "--version", action="store_true", help="print the version")
     _global_flags(parser, None)
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
-    for name, text in (("netns", "print the pod's network namespace path"),
-                       ("add", "add an interface with CNI; prints the result"),
-                       ("del", "delete an interface with CNI"),
-                       ("check", "check an interface with CNI")):
+
+    def command(name: str, text: str) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
         _global_flags(sub, argparse.SUPPRESS)
+        return sub
+
+    for name, text in POD_COMMANDS.items():
+        sub = command(name, text)
         _pod_flags(sub)
         if name != "netns":
             _cni_flags(sub, spec_required=name != "del")
+    sub = command("list", "list the attachments if-inject made, with their pods' state")
+    sub.add_argument("-ns", "--ns", default="", help="only this namespace")
+    sub.add_argument("-pod", "--pod", default="", help="only this pod")
+    sub.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    sub = command("gc", "delete the attachments of pods that are gone")
+    sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
+    parser.set_defaults(subcommands=list(commands.choices))
     return parser
 
 
@@ -1200,23 +1338,78 @@ def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"container_id": args.containerid, "args": pairs, "capability_args": capability_args}
 
 
-def run_command(args: argparse.Namespace, node: Node) -> int:
-    """Run one parsed subcommand; prints its output; errors are raised."""
+def _pod_work(args: argparse.Namespace, node: Node) -> Callable[[str, str], Any]:
+    """What netns/add/del/check do for one pod; returns what to print."""
     if args.command == "netns":
-        print(node.pod(args.ns, args.pod).netns)
-        return 0
+        return lambda ns, pod: node.pod(ns, pod).netns
     options = _attachment_options(args)
     network = load_network(args.spec) if args.spec else None
-    if args.command == "add":
-        assert network is not None
-        result = node.add(args.ns, args.pod, network, args.interface, **options)
-        print(json.dumps(result, indent=4))
-    elif args.command == "check":
-        assert network is not None
-        node.check(args.ns, args.pod, network, args.interface, **options)
-    else:
-        node.delete(args.ns, args.pod, network, args.interface, **options)
+    if args.command == "del":
+        return lambda ns, pod: node.delete(ns, pod, network, args.interface, **options) and None
+    assert network is not None
+    if args.command == "check":
+        return lambda ns, pod: node.check(ns, pod, network, args.interface, **options)
+    return lambda ns, pod: node.add(ns, pod, network, args.interface, **options)
+
+
+def run_pod_command(args: argparse.Namespace, node: Node) -> int:
+    """netns/add/del/check on one pod (plain output) or on several (JSON lines)."""
+    if not (args.pod or args.selector or args.all_namespaces):
+        raise UsageError("the following arguments are required: -pod (or -l, -A)")
+    if args.containerid and (args.selector or args.all_namespaces or len(args.pod) > 1):
+        raise UsageError("-containerid goes with a single pod")
+    work = _pod_work(args, node)
+    if not (args.selector or args.all_namespaces or len(args.pod) > 1):
+        output = work(args.ns, args.pod[0])
+        if output is not None:
+            print(output if isinstance(output, str) else json.dumps(output, indent=4))
+        return 0
+    try:
+        selector = parse_selector(args.selector)
+    except InjectError as e:
+        raise UsageError(str(e)) from None
+    pods = select_pods(node.client, None if args.all_namespaces else args.ns, args.pod, selector)
+    failed = 0
+    for done, (ns, pod, outcome) in enumerate(for_each_pod(pods, work, args.parallel), 1):
+        line: dict[str, Any] = {"namespace": ns, "pod": pod}
+        if isinstance(outcome, InjectError):
+            failed += 1
+            line["error"] = str(outcome)
+        else:
+            line["result"] = outcome
+        print(json.dumps(line), flush=True)
+        if sys.stderr.isatty():
+            sys.stderr.write(f"\r{done}/{len(pods)} pods, {failed} failed" + "\n" * (done == len(pods)))
+    return 1 if failed else 0
+
+
+def run_list(args: argparse.Namespace, node: Node) -> int:
+    rows = attachments(node, args.ns or None, args.pod or None)
+    if args.output == "json":
+        print(json.dumps(rows, indent=4))
+        return 0
+    table = [("NAMESPACE", "POD", "INTERFACE", "NETWORK", "ADDRESSES", "SANDBOX", "STATE")]
+    table += [(r["namespace"], r["pod"], r["interface"], r["network"], ",".join(r["addresses"]) or "-",
+               r["sandboxId"][:13] or "-", "stale" if r["stale"] else r["sandboxState"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
     return 0
+
+
+def run_gc(args: argparse.Namespace, node: Node) -> int:
+    failed = 0
+    for record in gc(node, args.dry_run):
+        failed += record["action"] == "failed"
+        print(json.dumps(record), flush=True)
+    return 1 if failed else 0
+
+
+def run_command(args: argparse.Namespace, node: Node) -> int:
+    """Run one parsed subcommand; prints its output; errors are raised."""
+    if args.command in POD_COMMANDS:
+        return run_pod_command(args, node)
+    return {"list": run_list, "gc": run_gc}[args.command](args, node)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:
@@ -1237,7 +1430,7 @@ def main(argv: list[str] | None = None) -> int:
         print(__version__)
         return 0
     if not args.command:
-        print("Subcommands:\n   netns\n   add\n   del\n   check", file=sys.stderr)
+        print("Subcommands:", *args.subcommands, sep="\n   ", file=sys.stderr)
         return 2
     log_verbosity = args.loglevel
     log("Start", v=1, version=__version__, command=args.command)
