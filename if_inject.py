@@ -196,6 +196,8 @@ def endpoint_candidates(endpoint: str | None = None) -> list[str]:
 def socket_path(endpoint: str) -> str:
     if endpoint.startswith("unix://"):
         return endpoint[len("unix://"):]
+    if endpoint.startswith("unix:"):  # unix:/run/x.sock, as grpc and kubelet take it too
+        return endpoint[len("unix:"):]
     if "://" in endpoint:
         raise InjectError(f"unsupported runtime endpoint {endpoint}: only unix sockets are",
                           CODE_INVALID_CONFIG)
@@ -275,10 +277,18 @@ class RuntimeClient:
 
 _cri_messages: dict[str, Any] = {}
 
+# ContainerStatus, for cri-dockerd (see docker_sandbox_info). Apart from
+# CRI_SCHEMA, so that schemas extending that one can define the whole message.
+CONTAINER_STATUS_SCHEMA = """
+message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
+message ContainerStatusResponse { map info = 2; }
+"""
+
 
 def cri_messages() -> dict[str, Any]:
     if not _cri_messages:
         _cri_messages.update(proto_messages(CRI_SCHEMA))
+        _cri_messages.update(proto_messages(CONTAINER_STATUS_SCHEMA))
     return _cri_messages
 
 
@@ -301,18 +311,6 @@ class Pod:
     network_mode: str = "POD"
     ready: bool = True
     labels: dict[str, str] = field(default_factory=dict)
-
-
-def parse_selector(text: str) -> dict[str, str]:
-    """A label selector as kubectl's -l takes it; equality only: 'k=v,k2==v2'."""
-    labels = {}
-    for term in filter(None, (t.strip() for t in text.split(","))):
-        key, sep, value = term.replace("==", "=").partition("=")
-        if not sep or not key.strip() or "!" in key or any(c in term for c in "()"):
-            raise InjectError(f"unsupported label selector {term!r}: only k=v terms, joined by ','",
-                              CODE_INVALID_ENV)
-        labels[key.strip()] = value.strip()
-    return labels
 
 
 def list_sandboxes(client: RuntimeClient, labels: dict[str, str] | None = None,
@@ -360,17 +358,39 @@ def netns_from_info(info: dict[str, Any]) -> str:
     namespaces = _dig(info, "runtimeSpec", "linux", "namespaces")
     for ns in namespaces if isinstance(namespaces, list) else []:
         if isinstance(ns, dict) and ns.get("type") == "network" and ns.get("path"):
-            return str(ns["path"])
+            return _netns_path(ns["path"])
     # containerd 2.x keeps the path in its sandbox metadata, also when the
     # shim is gone and runtimeSpec is null.
     path = _dig(info, "sandboxMetadata", "Metadata", "NetNSPath")
-    if isinstance(path, str) and path:
-        return path
+    if path:
+        return _netns_path(path)
     pid = info.get("pid")
-    if isinstance(pid, int) and pid > 0:
+    # A JSON true is an int to Python: it must not become /proc/True/ns/net.
+    if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
         return f"/proc/{pid}/ns/net"
-    raise InjectError("the runtime reports no network namespace for this sandbox",
-                      CODE_UNKNOWN_CONTAINER)
+    raise InjectError("the runtime reports no network namespace for this sandbox", CODE_UNKNOWN_CONTAINER,
+                      f"its info has {', '.join(sorted(info))}" if info else "its info is empty")
+
+
+def _netns_path(value: object) -> str:
+    """A path from the runtime, taken only when absolute: a relative one would
+    resolve against wherever if-inject happens to run."""
+    if not isinstance(value, str) or not value.startswith("/"):
+        raise InjectError(f"the runtime reports an invalid network namespace path: {value!r}",
+                          CODE_DECODING)
+    return value
+
+
+def docker_sandbox_info(client: RuntimeClient, sandbox_id: str) -> str:
+    """cri-dockerd answers PodSandboxStatus without any info; but a sandbox is a
+    docker container there, and ContainerStatus(verbose) on its ID gives
+    {"sandboxID", "pid"}: the pause process, in the pod's netns."""
+    request = client.messages["ContainerStatusRequest"](container_id=sandbox_id, verbose=True)
+    try:
+        return str(client.call("ContainerStatus", request).info.get("info", ""))
+    except InjectError as e:
+        log("No container info for the sandbox either", v=1, sandbox=sandbox_id, error=str(e))
+        return ""
 
 
 def sandbox_info(client: RuntimeClient, sandbox_id: str) -> tuple[Any, dict[str, Any]]:
@@ -378,11 +398,11 @@ def sandbox_info(client: RuntimeClient, sandbox_id: str) -> tuple[Any, dict[str,
     m = client.messages
     response = client.call("PodSandboxStatus",
                            m["PodSandboxStatusRequest"](pod_sandbox_id=sandbox_id, verbose=True))
-    raw = response.info.get("info", "")
+    raw = response.info.get("info", "") or docker_sandbox_info(client, sandbox_id)
     log("Sandbox info", v=4, sandbox=sandbox_id, info=raw)
     try:
         info = json.loads(raw) if raw else {}
-    except ValueError as e:
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
         raise InjectError(f"sandbox {sandbox_id}: runtime info is not JSON ({e})",
                           CODE_DECODING) from None
     if not isinstance(info, dict):
@@ -390,15 +410,20 @@ def sandbox_info(client: RuntimeClient, sandbox_id: str) -> tuple[Any, dict[str,
     return response.status, info
 
 
-def sandbox_pod(client: RuntimeClient, sandbox: Any) -> Pod:
-    """A Pod from a ListPodSandbox item, with its netns read from the runtime."""
+def sandbox_pod(client: RuntimeClient, sandbox: Any, netns_required: bool = True) -> Pod:
+    """A Pod from a ListPodSandbox item, with its netns read from the runtime
+    (left empty when the runtime knows none and `netns_required` is false)."""
     status, info = sandbox_info(client, sandbox.id)
     mode = NAMESPACE_MODES.get(status.linux.namespaces.options.network, "?")
     pod = Pod(namespace=sandbox.metadata.namespace, name=sandbox.metadata.name,
               uid=sandbox.metadata.uid, sandbox_id=sandbox.id, network_mode=mode,
               ready=sandbox.state == SANDBOX_READY, labels=dict(sandbox.labels))
     if mode != "NODE":
-        pod.netns = netns_from_info(info)
+        try:
+            pod.netns = netns_from_info(info)
+        except InjectError:
+            if netns_required:
+                raise
     log("Pod", v=2, namespace=pod.namespace, pod=pod.name, sandbox=pod.sandbox_id,
         netns=pod.netns, network=mode)
     return pod
@@ -410,11 +435,18 @@ def find_pod(client: RuntimeClient, namespace: str, name: str,
     sandbox = ready_sandbox(client, namespace, name, missing_ok)
     if sandbox is None:
         return None
-    pod = sandbox_pod(client, sandbox)
-    if pod.network_mode == "NODE":
-        raise InjectError(f"pod {namespace}/{name} uses the node's network (hostNetwork): "
-                          "refusing to change the node", CODE_INVALID_CONFIG)
-    check_netns(pod.netns)
+    try:
+        pod = sandbox_pod(client, sandbox)
+        if pod.network_mode == "NODE":
+            raise InjectError(f"pod {namespace}/{name} uses the node's network (hostNetwork): "
+                              "refusing to change the node", CODE_INVALID_CONFIG)
+        check_netns(pod.netns)
+    except InjectError:
+        # Stopped or removed since the list (PodSandboxStatus NOT_FOUND, the
+        # netns gone): for a delete, that is a pod that is gone, as if unlisted.
+        if missing_ok and ready_sandbox(client, namespace, name, missing_ok=True) is None:
+            return None
+        raise
     return pod
 
 
@@ -423,6 +455,59 @@ def resolve_netns(namespace: str, pod: str, endpoint: str | None = None,
     """The path of a pod's network namespace, as `if-inject netns` prints it."""
     with Node(endpoint, timeout) as node:
         return node.pod(namespace, pod).netns
+
+
+# Kubernetes label syntax: an optional DNS-subdomain prefix and "/", then a
+# name of up to 63 characters; a value is empty or name-like.
+_LABEL_NAME = r"(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_PREFIX = r"(?=.{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
+_LABEL_KEY = re.compile(f"^({_LABEL_PREFIX})?{_LABEL_NAME}$")
+_LABEL_VALUE = re.compile(f"^({_LABEL_NAME})?$")
+
+
+def parse_selector(text: str) -> dict[str, str]:
+    """A kubectl label selector of equality terms, `app=alpine,tier==web`, as
+    {key: value}; "" selects everything. Set-based terms (in, notin, !=,
+    bare keys) are refused: the CRI filters on equality only."""
+    labels: dict[str, str] = {}
+    for term in (t.strip() for t in text.split(",")):
+        if not term and not text.strip():
+            continue
+        match = re.fullmatch(r"([^=!\s]+)\s*==?\s*([^=!\s]*)", term)
+        if not match:
+            raise InjectError(f"unsupported label selector term {term!r} in {text!r}: only "
+                              "key=value and key==value, joined by ','", CODE_INVALID_CONFIG)
+        key, value = match.groups()
+        if not _LABEL_KEY.match(key):
+            raise InjectError(f"invalid label key {key!r} in selector {text!r}", CODE_INVALID_CONFIG)
+        if not _LABEL_VALUE.match(value):
+            raise InjectError(f"invalid label value {value!r} in selector {text!r}", CODE_INVALID_CONFIG)
+        if labels.setdefault(key, value) != value:
+            raise InjectError(f"label selector {text!r} wants {key} to be both "
+                              f"{labels[key]!r} and {value!r}", CODE_INVALID_CONFIG)
+    return labels
+
+
+def list_pods(client: RuntimeClient, namespace: str | None = None,
+              selector: dict[str, str] | None = None) -> list[Pod]:
+    """Every pod sandbox on this node, READY and NOTREADY, in `namespace`
+    (every one when None) and with the labels in `selector`. A netns that is
+    gone (stopped sandboxes) shows as ""; a sandbox removed while we look is
+    left out."""
+    labels = dict(selector or {})
+    if namespace is not None and labels.setdefault(POD_NAMESPACE_LABEL, namespace) != namespace:
+        return []
+    pods = []
+    for sandbox in list_sandboxes(client, labels):
+        try:
+            pod = sandbox_pod(client, sandbox, netns_required=False)
+        except InjectError as e:
+            log("Skipping sandbox", v=1, sandbox=sandbox.id, error=str(e))
+            continue
+        if pod.netns and not os.path.exists(pod.netns):
+            pod.netns = ""
+        pods.append(pod)
+    return sorted(pods, key=lambda p: (p.namespace, p.name, not p.ready))
 
 
 # ---- network namespace checks -------------------------------------------
@@ -450,7 +535,8 @@ def check_netns(path: str) -> None:
     if not path:
         raise InjectError("no network namespace path", CODE_INVALID_ENV)
     try:
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        # O_NONBLOCK: opening a FIFO (or a device) must not hang us.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as e:
         raise InjectError(f"network namespace {path}: {e.strerror}", CODE_UNKNOWN_CONTAINER) from None
     try:
@@ -856,6 +942,8 @@ class CNI:
     def add(self, network: NetworkConfig, att: Attachment) -> dict[str, Any]:
         """ADD the whole list; on any failure or interrupt, DEL what ran, then raise."""
         validate_attachment(att)
+        for plugin in network.plugins:  # a missing one fails before anything is done
+            find_plugin(plugin["type"], self.path)
         # The entry goes in first: if we are killed half-way, gc and del find it.
         write_cache(self.cache_dir, network, att, None)
         result: dict[str, Any] | None = None
@@ -1224,6 +1312,272 @@ def interface_names(netns: str) -> set[str]:
     return in_netns(netns, lambda: {name for _, name in socket.if_nameindex()})
 
 
+def netlink(netns: str | None, work: Callable[[Any], T]) -> T:
+    """work(ipr) with a pyroute2 IPRoute on the node (netns None) or inside the
+    netns at path `netns`.
+
+    The socket is opened in a thread that entered the netns (in_netns), never
+    with IPRoute(netns=...): that forks this process, grpc threads and SIGTERM
+    handler included (a child that gets pyroute2's SIGTERM at the wrong moment
+    runs our error handling), and unless given flags=0 it creates and mounts a
+    new netns where the path is missing.
+    """
+    from pyroute2 import IPRoute
+
+    def run() -> T:
+        with IPRoute() as ipr:
+            return work(ipr)
+
+    return run() if netns is None else in_netns(netns, run)
+
+
+@contextmanager
+def netlink_step(what: str) -> Iterator[None]:
+    """Turn a netlink or OS error inside the block into an InjectError saying what failed."""
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    try:
+        yield
+    except NetlinkError as e:
+        raise InjectError(f"{what}: {os.strerror(e.code)}", CODE_IO) from None
+    except OSError as e:
+        raise InjectError(f"{what}: {e.strerror or e}", CODE_IO) from None
+
+
+def pod_links(netns: str) -> list[dict[str, Any]]:
+    """The interfaces in the netns at `netns`, as `ip -br addr` shows them:
+    name, index, state (operstate), mac, mtu, kind ("" when the kernel names
+    none), link (parent or veth peer: a name here, "ifN" in another netns)
+    and addresses as CIDR strings."""
+    def read(ipr: Any) -> tuple[list[Any], list[Any]]:
+        with netlink_step(f"reading the interfaces in {netns}"):
+            return list(ipr.get_links()), list(ipr.get_addr())
+
+    links, addresses = netlink(netns, read)
+    names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
+    cidrs: dict[int, list[str]] = {}
+    for a in addresses:
+        # On a point-to-point address IFA_ADDRESS is the far end; ours is IFA_LOCAL.
+        local = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
+        cidrs.setdefault(a["index"], []).append(f"{local}/{a['prefixlen']}")
+    return [link_record(link, names, cidrs.get(link["index"], [])) for link in links]
+
+
+def link_record(link: Any, names: dict[int, str], addresses: list[str]) -> dict[str, Any]:
+    """One RTM_NEWLINK message as a plain dict (see pod_links)."""
+    parent = link.get_attr("IFLA_LINK")
+    if not parent or parent == link["index"]:
+        via = ""
+    elif link.get_attr("IFLA_LINK_NETNSID") is not None:
+        via = f"if{parent}"  # an index in another netns, as ip shows it
+    else:
+        via = names.get(parent, f"if{parent}")
+    return {"name": link.get_attr("IFLA_IFNAME"), "index": link["index"],
+            "state": link.get_attr("IFLA_OPERSTATE") or "UNKNOWN",
+            "mac": link.get_attr("IFLA_ADDRESS") or "", "mtu": link.get_attr("IFLA_MTU"),
+            "kind": link_kind(link), "link": via, "addresses": addresses}
+
+
+def link_kind(link: Any) -> str:
+    info = link.get_attr("IFLA_LINKINFO")
+    return str(info.get_attr("IFLA_INFO_KIND") or "") if info else ""
+
+
+def host_veth_name(sandbox_id: str, ifname: str) -> str:
+    """The node end's default name: short (12 bytes), the same for the same
+    pod sandbox and interface, so that `veth -delete` finds it again."""
+    import hashlib
+
+    return "veth" + hashlib.sha256(f"{sandbox_id}/{ifname}".encode()).hexdigest()[:8]
+
+
+def check_ifname(name: str) -> None:
+    validate_attachment(Attachment("x", "", name))  # the CNI spec's rules for interface names
+
+
+def parse_cidrs(value: str | list[str] | None) -> list[Any]:
+    """Addresses as ipaddress interfaces; a bare address is a /32 or /128, as with ip."""
+    import ipaddress
+
+    try:
+        return [ipaddress.ip_interface(text) for text in ([value] if isinstance(value, str)
+                                                           else value or [])]
+    except ValueError as e:
+        raise InjectError(f"invalid address: {e}", CODE_INVALID_CONFIG) from None
+
+
+def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str] | None = None,
+             host_address: str | list[str] | None = None, mtu: int | None = None) -> dict[str, Any]:
+    """A veth pair between the node (`host_ifname`) and the netns at `netns`
+    (`ifname`), both ends up, with the addresses given; returns what was made.
+
+    The kernel makes the pod end right inside the pod's netns under its final
+    name, so the pair appears whole or not at all (a name taken on either
+    side fails the creation). Any later failure or interrupt deletes the pair.
+    """
+    for name in (ifname, host_ifname):
+        check_ifname(name)
+    pod_cidrs, host_cidrs = parse_cidrs(address), parse_cidrs(host_address)
+    if mtu is not None and not 68 <= mtu <= 65535:
+        raise InjectError(f"invalid MTU {mtu}: 68 to 65535", CODE_INVALID_CONFIG)
+    check_netns(netns)
+    refuse_taken_names(netns, ifname, host_ifname)
+    made = False
+    try:
+        create_veth(netns, ifname, host_ifname, mtu)
+        made = True
+        host_end = configure_link(None, host_ifname, host_cidrs)
+        pod_end = configure_link(netns, ifname, pod_cidrs)
+    except BaseException as e:
+        if made or not isinstance(e, InjectError):
+            undo_veth(netns, ifname, host_ifname, e)
+        raise
+    log("Veth added", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
+    return {"netns": netns, "interface": ifname, "host_interface": host_ifname,
+            "mtu": pod_end["mtu"],
+            "addresses": {"interface": pod_end["addresses"], "host_interface": host_end["addresses"]},
+            "macs": {"interface": pod_end["mac"], "host_interface": host_end["mac"]}}
+
+
+def refuse_taken_names(netns: str, ifname: str, host_ifname: str) -> None:
+    """Clear messages for the usual case; the kernel refuses the rest (races, altnames)."""
+    import socket
+
+    if ifname in interface_names(netns):
+        raise InjectError(f"interface {ifname} already exists in network namespace {netns}",
+                          CODE_INVALID_CONFIG)
+    if host_ifname in {name for _, name in socket.if_nameindex()}:
+        raise InjectError(f"interface {host_ifname} already exists on the node", CODE_INVALID_CONFIG)
+
+
+def create_veth(netns: str, ifname: str, host_ifname: str, mtu: int | None) -> None:
+    """One RTM_NEWLINK makes both ends, the peer already in the pod's netns."""
+    import errno
+
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    mtu_attr = {"mtu": mtu} if mtu else {}
+    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        netlink(None, lambda ipr: ipr.link("add", ifname=host_ifname, kind="veth", **mtu_attr,
+                                           peer={"ifname": ifname, "net_ns_fd": fd, **mtu_attr}))
+    except NetlinkError as e:
+        why = (f"the name {host_ifname} (node) or {ifname} (pod) is taken"
+               if e.code == errno.EEXIST else os.strerror(e.code))
+        raise InjectError(f"creating veth {host_ifname} - {ifname}: {why}", CODE_IO) from None
+    finally:
+        os.close(fd)
+
+
+def configure_link(netns: str | None, name: str, cidrs: list[Any]) -> dict[str, Any]:
+    """Add the addresses to an interface, set it up; returns its mac, mtu and addresses."""
+    where = f"in {netns}" if netns else "on the node"
+
+    def configure(ipr: Any) -> Any:
+        with netlink_step(f"finding {name} {where}"):
+            indexes = ipr.link_lookup(ifname=name)
+        if not indexes:
+            raise InjectError(f"{name} is gone {where}", CODE_IO)
+        for cidr in cidrs:
+            with netlink_step(f"adding {cidr} to {name} {where}"):
+                ipr.addr("add", index=indexes[0], address=str(cidr.ip),
+                         prefixlen=cidr.network.prefixlen)
+        with netlink_step(f"setting {name} up {where}"):
+            ipr.link("set", index=indexes[0], state="up")
+            return ipr.get_links(indexes[0])[0]
+
+    link = netlink(netns, configure)
+    return {"mac": link.get_attr("IFLA_ADDRESS"), "mtu": link.get_attr("IFLA_MTU"),
+            "addresses": [str(cidr) for cidr in cidrs]}
+
+
+def undo_veth(netns: str, ifname: str, host_ifname: str, cause: BaseException) -> NoReturn:
+    """Delete a half-made pair (never a pair we did not make), then raise."""
+    with signals_deferred():
+        try:
+            pod_end, _, peer_index = veth_ends(netns, ifname, host_ifname)
+            if pod_end is not None and peer_index == pod_end["index"]:
+                delete_veth(netns, ifname, host_ifname)
+            note = "the veth pair was removed"
+        except InjectError as e:
+            note = f"removing the veth pair failed: {e}"
+    log("Add veth failed", v=1, rollback=note)
+    if isinstance(cause, InjectError):
+        raise InjectError(f"{cause.msg}; {note}", cause.code, cause.details) from None
+    raise InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL) from None
+
+
+def find_link(ipr: Any, name: str) -> Any:
+    """The RTM_NEWLINK message of interface `name`, or None."""
+    indexes = ipr.link_lookup(ifname=name)
+    return ipr.get_links(indexes[0])[0] if indexes else None
+
+
+def veth_ends(netns: str, ifname: str | None, host_ifname: str | None) -> tuple[Any, Any, int]:
+    """(the link `ifname` in the netns, the link `host_ifname` on the node, the
+    index in the netns of the node link's veth peer, 0 when it has none there);
+    None for a link that is missing or not asked for."""
+    pod_end = None
+    if ifname and os.path.exists(netns):
+        with netlink_step(f"reading {ifname} in {netns}"):
+            pod_end = netlink(netns, lambda ipr: find_link(ipr, ifname))
+    if not host_ifname:
+        return pod_end, None, 0
+
+    def read_node_end(ipr: Any) -> tuple[Any, int | None]:
+        host_end = find_link(ipr, host_ifname)
+        if host_end is None or link_kind(host_end) != "veth" or not os.path.exists(netns):
+            return host_end, None
+        # A peer's index means something only with the netns it is in: the
+        # node's id for the pod's netns must be the one the link reports.
+        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            return host_end, ipr.get_netnsid(fd=fd)["nsid"]
+        finally:
+            os.close(fd)
+
+    with netlink_step(f"reading {host_ifname} on the node"):
+        host_end, nsid = netlink(None, read_node_end)
+    if host_end is None or nsid is None or host_end.get_attr("IFLA_LINK_NETNSID") != nsid:
+        return pod_end, host_end, 0
+    return pod_end, host_end, int(host_end.get_attr("IFLA_LINK") or 0)
+
+
+def delete_veth(netns: str, ifname: str | None = None, host_ifname: str | None = None) -> None:
+    """Delete a veth pair by either end: `ifname` in the netns at `netns` or
+    `host_ifname` on the node (deleting one end deletes both). Given both
+    names, they must be the two ends of one pair. Only veths are deleted."""
+    if not ifname and not host_ifname:
+        raise InjectError("delete_veth: name the interface, the node's end, or both",
+                          CODE_INVALID_CONFIG)
+    pod_end, host_end, peer_index = veth_ends(netns, ifname, host_ifname)
+    if pod_end is None and host_end is None:
+        names = " nor ".join(n for n in (f"{ifname} in {netns}" if ifname else "",
+                                         f"{host_ifname} on the node" if host_ifname else "") if n)
+        raise InjectError(f"no interface {names}", CODE_UNKNOWN_CONTAINER)
+    for end, name in ((pod_end, ifname), (host_end, host_ifname)):
+        if end is not None and link_kind(end) != "veth":
+            raise InjectError(f"{name} is a {link_kind(end) or 'device'} link, not a veth: "
+                              "not deleting it", CODE_INVALID_CONFIG)
+    if ifname and host_ifname and not (pod_end is not None and peer_index == pod_end["index"]):
+        raise InjectError(f"{ifname} in {netns} and {host_ifname} on the node are not the two "
+                          "ends of one veth pair: not deleting either", CODE_INVALID_CONFIG)
+    if not ifname:
+        assert host_ifname is not None
+        if not peer_index:
+            raise InjectError(f"the peer of {host_ifname} is not in {netns}: not deleting it",
+                              CODE_INVALID_CONFIG)
+        delete_link(None, host_ifname)
+    else:
+        delete_link(netns, ifname)
+    log("Veth deleted", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
+
+
+def delete_link(netns: str | None, name: str) -> None:
+    with netlink_step(f"deleting {name} {f'in {netns}' if netns else 'on the node'}"):
+        netlink(netns, lambda ipr: ipr.link("del", ifname=name))
+
+
 # ---- CLI ----------------------------------------------------------------
 
 
@@ -1280,6 +1634,37 @@ def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> N
                         help='runtimeConfig for plugins that declare them, e.g. {"mac": "..."}')
 
 
+def _netlink_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
+    """pods, links, veth: the node's view of pods and veths, without CNI."""
+    sub = command("pods", "list the pods on this node as the runtime sees them")
+    sub.add_argument("-ns", "--ns", default=None, help="only this namespace (default: every one)")
+    sub.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
+                     help="only pods with these labels, as kubectl's -l app=alpine,tier=web")
+    _output_flag(sub)
+    links = command("links", "show the pod's interfaces (as ip -br addr inside it), read from the node")
+    veth = command("veth", "add a veth pair between the node and the pod (or -delete it); "
+                           "prints what it made")
+    for sub in (links, veth):
+        sub.add_argument("-ns", "--ns", default="default", help="the pod's namespace (default: default)")
+        sub.add_argument("-pod", "--pod", required=True, help="the pod's name")
+    _output_flag(links)
+    veth.add_argument("-interface", "--interface", default="net1", help="name in the pod (default net1)")
+    veth.add_argument("-host-interface", "--host-interface", default="", metavar="NAME",
+                      help="name on the node (default: veth + 8 hex digits from the sandbox and -interface)")
+    veth.add_argument("-address", "--address", action="append", metavar="CIDR",
+                      help="address of the pod's end; repeat it for more")
+    veth.add_argument("-host-address", "--host-address", action="append", metavar="CIDR",
+                      help="address of the node's end; repeat it for more")
+    veth.add_argument("-mtu", "--mtu", type=int, metavar="N", help="MTU of both ends (default: the kernel's)")
+    veth.add_argument("-delete", "--delete", action="store_true",
+                      help="delete the pair of -interface and -host-interface instead")
+
+
+def _output_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-o", "-output", "--output", choices=("text", "json"), default="text",
+                        help="a table (default) or JSON")
+
+
 POD_COMMANDS = {
     "netns": "print the pod's network namespace path",
     "add": "add an interface with CNI; prints the result",
@@ -1311,6 +1696,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub.add_argument("-o", "--output", choices=("text", "json"), default="text")
     sub = command("gc", "delete the attachments of pods that are gone")
     sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
+    _netlink_commands(command)
     parser.set_defaults(subcommands=list(commands.choices))
     return parser
 
@@ -1345,7 +1731,9 @@ def _pod_work(args: argparse.Namespace, node: Node) -> Callable[[str, str], Any]
     options = _attachment_options(args)
     network = load_network(args.spec) if args.spec else None
     if args.command == "del":
-        return lambda ns, pod: node.delete(ns, pod, network, args.interface, **options) and None
+        def delete_one(ns: str, pod: str) -> None:
+            node.delete(ns, pod, network, args.interface, **options)
+        return delete_one
     assert network is not None
     if args.command == "check":
         return lambda ns, pod: node.check(ns, pod, network, args.interface, **options)
@@ -1356,18 +1744,18 @@ def run_pod_command(args: argparse.Namespace, node: Node) -> int:
     """netns/add/del/check on one pod (plain output) or on several (JSON lines)."""
     if not (args.pod or args.selector or args.all_namespaces):
         raise UsageError("the following arguments are required: -pod (or -l, -A)")
-    if args.containerid and (args.selector or args.all_namespaces or len(args.pod) > 1):
+    if getattr(args, "containerid", "") and (args.selector or args.all_namespaces or len(args.pod) > 1):
         raise UsageError("-containerid goes with a single pod")
+    try:
+        selector = parse_selector(args.selector)
+    except InjectError as e:
+        raise UsageError(str(e)) from None
     work = _pod_work(args, node)
     if not (args.selector or args.all_namespaces or len(args.pod) > 1):
         output = work(args.ns, args.pod[0])
         if output is not None:
             print(output if isinstance(output, str) else json.dumps(output, indent=4))
         return 0
-    try:
-        selector = parse_selector(args.selector)
-    except InjectError as e:
-        raise UsageError(str(e)) from None
     pods = select_pods(node.client, None if args.all_namespaces else args.ns, args.pod, selector)
     failed = 0
     for done, (ns, pod, outcome) in enumerate(for_each_pod(pods, work, args.parallel), 1):
@@ -1405,11 +1793,74 @@ def run_gc(args: argparse.Namespace, node: Node) -> int:
     return 1 if failed else 0
 
 
+def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
+    table = [header, *rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    for row in table:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+
+
+def run_pods(args: argparse.Namespace, node: Node) -> int:
+    try:
+        selector = parse_selector(args.selector)
+    except InjectError as e:
+        raise UsageError(str(e)) from None
+    pods = list_pods(node.client, args.ns, selector)
+    if args.output == "json":
+        print(json.dumps([{"namespace": p.namespace, "name": p.name, "uid": p.uid,
+                           "sandbox_id": p.sandbox_id, "state": "READY" if p.ready else "NOTREADY",
+                           "network": p.network_mode, "netns": p.netns, "labels": p.labels}
+                          for p in pods], indent=4))
+        return 0
+    _print_table(("NAMESPACE", "NAME", "SANDBOX", "STATE", "NETWORK", "NETNS"),
+                 [(p.namespace, p.name, p.sandbox_id[:13], "READY" if p.ready else "NOTREADY",
+                   p.network_mode, p.netns or "-") for p in pods])
+    return 0
+
+
+def run_links(args: argparse.Namespace, node: Node) -> int:
+    links = pod_links(node.pod(args.ns, args.pod).netns)
+    if args.output == "json":
+        print(json.dumps(links, indent=4))
+        return 0
+    _print_table(("NAME", "STATE", "MAC", "MTU", "ADDRESSES"),
+                 [(link["name"] + (f"@{link['link']}" if link["link"] else ""), link["state"],
+                   link["mac"], str(link["mtu"]), " ".join(link["addresses"])) for link in links])
+    return 0
+
+
+def run_veth(args: argparse.Namespace, node: Node) -> int:
+    """veth: the README's manual injection (ip link add ... veth) in one command."""
+    try:
+        for name in filter(None, (args.interface, args.host_interface)):
+            check_ifname(name)
+        parse_cidrs((args.address or []) + (args.host_address or []))
+    except InjectError as e:
+        raise UsageError(str(e)) from None
+    if args.delete and (args.address or args.host_address or args.mtu):
+        raise UsageError("-delete takes no -address, -host-address or -mtu")
+    pod = node.pod(args.ns, args.pod)
+    host_ifname = args.host_interface or host_veth_name(pod.sandbox_id, args.interface)
+    # The lock of a CNI add/del on the same interface: they must not overlap.
+    with attachment_lock(node.cni.cache_dir, default_container_id(pod), args.interface, node.timeout):
+        try:
+            if args.delete:
+                delete_veth(pod.netns, args.interface, host_ifname)
+                return 0
+            made = add_veth(pod.netns, args.interface, host_ifname, args.address,
+                            args.host_address, args.mtu)
+        except InjectError as e:
+            raise InjectError(f"pod {pod.namespace}/{pod.name}: {e.msg}", e.code, e.details) from None
+    print(json.dumps({"pod": f"{pod.namespace}/{pod.name}", **made}, indent=4))
+    return 0
+
+
 def run_command(args: argparse.Namespace, node: Node) -> int:
     """Run one parsed subcommand; prints its output; errors are raised."""
     if args.command in POD_COMMANDS:
         return run_pod_command(args, node)
-    return {"list": run_list, "gc": run_gc}[args.command](args, node)
+    return {"list": run_list, "gc": run_gc, "pods": run_pods, "links": run_links,
+            "veth": run_veth}[args.command](args, node)
 
 
 def _on_sigterm(signum: int, frame: Any) -> None:

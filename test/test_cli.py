@@ -1,0 +1,521 @@
+"""The if-inject command on the lab's real containerd, pods and CNI plugins.
+
+Every test looks at the outcome from inside the pod (ExecSync in its busybox
+container) and on the node: interfaces, leases, cache files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import if_inject as ii
+
+REPO = Path(__file__).resolve().parent.parent
+JSON_LOG = re.compile(r'^\{"level": "error", "time": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", ')
+
+
+@dataclass
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def error(self) -> str:
+        """The error of the single JSON log line on stderr (asserted to be just that)."""
+        lines = self.err.splitlines()
+        assert len(lines) == 1 and JSON_LOG.match(lines[0]), self.err
+        assert "Traceback" not in self.err
+        return str(json.loads(lines[0])["error"])
+
+
+class Tool:
+    """if-inject on the lab, with a private cache, CNI dir and IPAM dataDir."""
+
+    def __init__(self, argv: list[str], lab: Any, tmp: Path) -> None:
+        self.argv, self.lab, self.tmp = argv, lab, tmp
+        self.cache = tmp / "results"
+        self.bin = tmp / "bin"
+        self.bin.mkdir()
+        self.ipam = tmp / "ipam"
+        self.spec = self.write_spec("ptp.json", json.loads((REPO / "test" / "ptp.json").read_text()))
+
+    def write_spec(self, name: str, conf: dict[str, Any]) -> str:
+        for plugin in conf.get("plugins", [conf]):
+            if plugin.get("ipam", {}).get("type") == "host-local":
+                plugin["ipam"]["dataDir"] = str(self.ipam)
+        path = self.tmp / name
+        path.write_text(json.dumps(conf))
+        return str(path)
+
+    def fake_plugin(self, name: str, body: str) -> None:
+        path = self.bin / name
+        path.write_text("#!/bin/sh\n" + body + "\n")
+        path.chmod(0o755)
+
+    def cmd(self, *args: str) -> list[str]:
+        return [*self.argv, "-r", self.lab.endpoint, "-cache-dir", str(self.cache),
+                "-cni-path", f"{self.bin}:/usr/lib/cni", *args]
+
+    def __call__(self, *args: str, timeout: float = 60) -> Run:
+        proc = subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout)
+        return Run(proc.returncode, proc.stdout, proc.stderr)
+
+    def leases(self) -> list[str]:
+        d = self.ipam / "mynet"
+        return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
+
+    def cache_files(self) -> list[str]:
+        return sorted(os.listdir(self.cache)) if self.cache.exists() else []
+
+
+@pytest.fixture
+def inject(tool: list[str], lab: Any, tmp_path: Path, restore_ip_forward: None) -> Tool:
+    return Tool(tool, lab, tmp_path)
+
+
+@pytest.fixture
+def restore_ip_forward() -> Iterator[None]:
+    path = Path("/proc/sys/net/ipv4/ip_forward")
+    before = path.read_text()
+    yield
+    path.write_text(before)
+
+
+def pod_addrs(lab: Any, pod: Any, ifname: str = "net1") -> str:
+    code, out, _ = lab.exec(pod, ["ip", "-o", "addr", "show", "dev", ifname])
+    return out if code == 0 else ""
+
+
+def host_links() -> str:
+    """The node's links with an address of test/ptp.json's subnet: ptp's host ends.
+    (Only these: other tests' labs may add and remove links meanwhile.)"""
+    return subprocess.run(["ip", "-o", "-4", "addr", "show", "to", "10.22.22.0/24"],
+                          capture_output=True, text=True, check=True).stdout
+
+
+def args_for(pod: Any) -> list[str]:
+    return ["-ns", pod.namespace, "-pod", pod.name]
+
+
+# ---- the original README, unchanged -------------------------------------
+
+@pytest.fixture
+def default_dirs(restore_ip_forward: None) -> Iterator[None]:
+    """test/ptp.json as users run it keeps its leases in /var/lib/cni/networks/mynet."""
+    leases = Path("/var/lib/cni/networks/mynet")
+    existed = leases.exists()
+    yield
+    if not existed and leases.exists():
+        for p in leases.iterdir():
+            p.unlink()
+        leases.rmdir()
+        with_parent = leases.parent
+        if not any(with_parent.iterdir()):
+            with_parent.rmdir()
+
+
+def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, default_dirs: None) -> None:
+    """netns, add | jq, ping, check, del, del: the original README's commands."""
+    base = [*tool, "-r", lab.endpoint]
+    netns = subprocess.run([*base, "netns", "-ns", pod.namespace, "-pod", pod.name],
+                           capture_output=True, text=True)
+    assert (netns.returncode, netns.stdout, netns.stderr) == (0, pod.netns + "\n", "")
+
+    spec = str(REPO / "test" / "ptp.json")
+    add = subprocess.run([*base, "add", *args_for(pod), "-spec", spec], capture_output=True, text=True)
+    assert add.returncode == 0 and add.stderr == ""
+    result = json.loads(add.stdout)
+    assert add.stdout == json.dumps(result, indent=4) + "\n"
+    address = result["ips"][0]["address"]
+    assert re.fullmatch(r"10\.22\.22\.\d+/24", address)
+    assert f"inet {address}" in pod_addrs(lab, pod)
+    ip = address.split("/")[0]
+    assert Path(f"/var/lib/cni/networks/mynet/{ip}").exists()
+    ping = subprocess.run(["ping", "-c", "1", "-W", "2", ip], capture_output=True, text=True)
+    assert ping.returncode == 0, ping.stdout
+    cache = Path("/var/lib/cni/results") / f"mynet-{os.path.basename(pod.netns)}-net1"
+    assert json.loads(cache.read_text())["result"] == result
+
+    for command in ("check", "del", "del"):
+        run = subprocess.run([*base, command, *args_for(pod), "-spec", spec], capture_output=True, text=True)
+        assert (run.returncode, run.stdout, run.stderr) == (0, "", ""), command
+    assert pod_addrs(lab, pod) == ""
+    assert not Path(f"/var/lib/cni/networks/mynet/{ip}").exists() and not cache.exists()
+
+
+def test_flag_forms_and_global_flags_after_the_subcommand(inject: Tool, pod: Any) -> None:
+    for args in (["netns", "-ns", pod.namespace, "-pod", pod.name],
+                 ["netns", f"-ns={pod.namespace}", f"-pod={pod.name}"],
+                 ["netns", "--ns", pod.namespace, "--pod", pod.name],
+                 ["netns", f"--ns={pod.namespace}", f"--pod={pod.name}", "-loglevel=0", "-timeout", "5"]):
+        run = inject(*args)
+        assert (run.code, run.out, run.err) == (0, pod.netns + "\n", ""), args
+
+
+def test_loglevels_show_more_detail(inject: Tool, pod: Any) -> None:
+    quiet = inject("netns", *args_for(pod))
+    assert quiet.err == ""
+    verbose = inject("-loglevel", "4", "netns", *args_for(pod))
+    logs = [json.loads(line) for line in verbose.err.splitlines()]
+    assert all(set(entry) >= {"level", "time", "msg"} for entry in logs)
+    messages = {entry["msg"]: entry for entry in logs}
+    assert messages["Runtime connected"]["endpoint"] == inject.lab.endpoint
+    assert messages["Pod"]["sandbox"] == pod.sandbox_id and messages["Pod"]["netns"] == pod.netns
+    assert json.loads(messages["Sandbox info"]["info"])["pid"] > 0
+    level2 = inject("-loglevel", "2", "add", *args_for(pod), "-spec", inject.spec)
+    plugin_logs = [json.loads(line) for line in level2.err.splitlines() if '"Plugin"' in line]
+    assert plugin_logs[0]["env"]["CNI_COMMAND"] == "ADD" and plugin_logs[0]["env"]["CNI_IFNAME"] == "net1"
+    assert "K8S_POD_NAME=" + pod.name in plugin_logs[0]["env"]["CNI_ARGS"]
+    assert json.loads(plugin_logs[0]["stdin"])["name"] == "mynet"
+    assert inject("del", *args_for(pod), "-spec", inject.spec).code == 0
+
+
+def test_version_and_usage(tool: list[str]) -> None:
+    run = subprocess.run([*tool, "-version"], capture_output=True, text=True)
+    assert (run.returncode, run.stdout, run.stderr) == (0, ii.__version__ + "\n", "")
+    bare = subprocess.run(tool, capture_output=True, text=True)
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert bare.stderr.splitlines()[:5] == ["Subcommands:", "   netns", "   add", "   del", "   check"]
+
+
+# ---- bad input: a clear error, exit code, nothing done ------------------
+
+@pytest.mark.parametrize("args, message", [
+    (["add", "-ns", "x", "-spec", "s.json"], "the following arguments are required: -pod (or -l, -A)"),
+    (["add", "-pod", "p"], "the following arguments are required: -spec/--spec"),
+    (["add", "-pod", "p", "-spec", "s", "-interface", "a" * 16], "invalid interface name 'aaaaaaaaaaaaaaaa'"),
+    (["add", "-pod", "p", "-spec", "s", "-interface", "a:b"], "invalid interface name 'a:b'"),
+    (["add", "-pod", "p", "-spec", "s", "-containerid", "a/b"], "invalid container ID 'a/b'"),
+    (["add", "-pod", "p", "-spec", "s", "-args", "novalue"], "invalid CNI args 'novalue'"),
+    (["add", "-pod", "p", "-spec", "s", "-capability-args", "{x"], "-capability-args is not JSON"),
+    (["add", "-pod", "p", "-spec", "s", "-capability-args", "[]"], "-capability-args must be a JSON object"),
+    (["add", "-pod", "p", "-spec", "s", "-l", "app in (a)"], "unsupported label selector term 'app in (a)'"),
+    (["add", "-pod", "a", "-pod", "b", "-spec", "s", "-containerid", "c"], "-containerid goes with a single"),
+    (["nosuch"], "argument SUBCOMMAND: invalid choice: 'nosuch'"),
+    (["netns", "-pod", "p", "-bogus"], "unrecognized arguments: -bogus"),
+])
+def test_usage_errors_exit_2(tool: list[str], args: list[str], message: str) -> None:
+    proc = subprocess.run([*tool, "-r", "/nonexistent", *args], capture_output=True, text=True)
+    run = Run(proc.returncode, proc.stdout, proc.stderr)
+    assert (run.code, run.out) == (2, "")
+    assert run.error.startswith(message), run.error
+
+
+@pytest.mark.parametrize("content, message", [
+    (None, "No such file or directory"),
+    ("", "empty"),
+    ("{not json", "not JSON"),
+    ('["a"]', "not a JSON object"),
+    ('{"name": "mynet", "cniVersion": "1.0.0"}', "neither a plugin conf"),
+    ('{"name": "mynet", "cniVersion": "0.9.0", "type": "ptp"}', "unknown cniVersion '0.9.0'"),
+    ('{"name": "mynet", "cniVersion": "1.0.0", "type": "../../bin/sh"}', "must be a plain file name"),
+    ('{"name": "mynet", "cniVersion": "1.0.0", "type": "nosuchplugin"}', "plugin 'nosuchplugin' not found"),
+])
+def test_bad_spec_files(inject: Tool, pod: Any, content: str | None, message: str) -> None:
+    spec = inject.tmp / "bad.json"
+    if content is not None:
+        spec.write_text(content)
+    run = inject("add", *args_for(pod), "-spec", str(spec))
+    assert (run.code, run.out) == (1, "") and message in run.error
+    assert pod_addrs(inject.lab, pod) == "" and inject.cache_files() == []
+
+
+def test_spec_that_is_a_directory(inject: Tool, pod: Any) -> None:
+    run = inject("add", *args_for(pod), "-spec", str(inject.tmp))
+    assert run.code == 1 and run.error.endswith("Is a directory")
+
+
+def test_unknown_pod_and_namespace(inject: Tool, pod: Any) -> None:
+    for ns, name in (("if-inject", "nosuch"), ("nosuch-ns", pod.name)):
+        run = inject("add", "-ns", ns, "-pod", name, "-spec", inject.spec)
+        assert (run.code, run.out, run.error) == (1, "", f"pod {ns}/{name} not found on this node")
+    assert inject.leases() == []
+
+
+def test_pod_with_only_a_stopped_sandbox(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
+    pod = make_pod()
+    lab.stop_pod(pod)
+    run = inject("netns", *args_for(pod))
+    assert run.code == 1 and run.out == ""
+    assert run.error == (f"pod {pod.namespace}/{pod.name} not found on this node "
+                         f"(only not-ready sandboxes: {pod.sandbox_id})")
+
+
+def test_stopped_sandbox_beside_a_ready_one_is_ignored(inject: Tool, lab: Any,
+                                                       make_pod: Callable[..., Any]) -> None:
+    old = make_pod()
+    new = lab.restart_pod(old)
+    run = inject("netns", *args_for(new))
+    assert (run.code, run.out) == (0, new.netns + "\n")
+
+
+def test_two_ready_sandboxes_are_refused(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
+    first = make_pod()
+    second = lab.run_pod(first.namespace, first.name, uid=first.uid, attempt=1, container=False)
+    try:
+        run = inject("add", *args_for(first), "-spec", inject.spec)
+        assert run.code == 1 and run.error.startswith(f"pod {first.namespace}/{first.name} has 2 ready "
+                                                      "sandboxes: ")
+        assert first.sandbox_id in run.error and second.sandbox_id in run.error
+        assert inject.leases() == []
+    finally:
+        lab.remove_pod(second)
+
+
+def test_host_network_pod_is_refused(inject: Tool, make_pod: Callable[..., Any]) -> None:
+    pod = make_pod(host_network=True, container=False)
+    links = host_links()
+    run = inject("add", *args_for(pod), "-spec", inject.spec)
+    assert run.code == 1
+    assert run.error == (f"pod {pod.namespace}/{pod.name} uses the node's network (hostNetwork): "
+                         "refusing to change the node")
+    assert host_links() == links and inject.leases() == []
+
+
+def test_existing_interface_is_never_touched(inject: Tool, lab: Any, pod: Any) -> None:
+    eth0 = pod_addrs(lab, pod, "eth0")
+    assert "inet " in eth0
+    run = inject("add", *args_for(pod), "-spec", inject.spec, "-interface", "eth0")
+    assert run.code == 1
+    assert run.error == f"interface eth0 already exists in pod {pod.namespace}/{pod.name}"
+    assert pod_addrs(lab, pod, "eth0") == eth0
+    assert inject.leases() == [] and inject.cache_files() == []
+
+
+@pytest.mark.parametrize("endpoint, message", [
+    ("/nonexistent.sock", "/nonexistent.sock: No such file or directory"),
+    ("{spec}", "not a unix socket"),
+    ("tcp://127.0.0.1:1", "unsupported runtime endpoint tcp://127.0.0.1:1"),
+])
+def test_bad_runtime_endpoints(inject: Tool, pod: Any, endpoint: str, message: str) -> None:
+    endpoint = endpoint.format(spec=inject.spec)
+    run = inject("netns", *args_for(pod), "-r", endpoint)
+    assert run.code == 1 and run.out == "" and message in run.error
+
+
+# ---- faults and interruptions -------------------------------------------
+
+def chain(inject: Tool, second: str) -> str:
+    conf = json.loads((REPO / "test" / "ptp.json").read_text())
+    plugins = [{k: v for k, v in conf.items() if k not in ("name", "cniVersion")}, {"type": second}]
+    return inject.write_spec(f"chain-{second}.json", {"cniVersion": "1.0.0", "name": "mynet",
+                                                      "plugins": plugins})
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_during_add_rolls_back(inject: Tool, lab: Any, pod: Any, signum: int) -> None:
+    started = inject.tmp / "started"
+    inject.fake_plugin("hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\ntouch {started}\nexec sleep 60')
+    spec = chain(inject, "hang")
+    links = host_links()
+    proc = subprocess.Popen(inject.cmd("add", *args_for(pod), "-spec", spec),
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not started.exists() and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signum)
+    out, err = proc.communicate(timeout=30)
+    run = Run(proc.returncode, out, err)
+    assert (run.code, run.out) == (1, "")
+    assert run.error == "interrupted (KeyboardInterrupt); rolled back (DEL ran for hang, ptp)"
+    assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
+    assert host_links() == links
+
+
+def test_second_plugin_fails_nothing_left(inject: Tool, lab: Any, pod: Any) -> None:
+    inject.fake_plugin("fail", '[ "$CNI_COMMAND" = ADD ] || exit 0\n'
+                               'echo \'{"cniVersion":"1.0.0","code":7,"msg":"bad","details":"d"}\'; exit 1')
+    links = host_links()
+    run = inject("add", *args_for(pod), "-spec", chain(inject, "fail"))
+    assert run.code == 1
+    assert run.error == "plugin fail failed (code 7): bad: d; rolled back (DEL ran for fail, ptp)"
+    assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
+    assert host_links() == links
+
+
+def test_hanging_plugin_killed_at_the_timeout(inject: Tool, lab: Any, pod: Any) -> None:
+    inject.fake_plugin("hang", '[ "$CNI_COMMAND" = ADD ] || exit 0\nexec sleep 60')
+    started = time.monotonic()
+    run = inject("-timeout", "1", "add", *args_for(pod), "-spec", chain(inject, "hang"))
+    assert time.monotonic() - started < 10
+    assert run.error == "plugin hang did not finish within 1s: killed; rolled back (DEL ran for hang, ptp)"
+    assert pod_addrs(lab, pod) == "" and inject.leases() == []
+
+
+def test_two_adds_at_once_exactly_one_wins(inject: Tool, lab: Any, pod: Any) -> None:
+    # A slow ptp makes the two runs overlap.
+    inject.fake_plugin("slowptp", "sleep 0.5\nexec /usr/lib/cni/ptp")
+    conf = json.loads((REPO / "test" / "ptp.json").read_text())
+    spec = inject.write_spec("slow.json", dict(conf, type="slowptp"))
+    procs = [subprocess.Popen(inject.cmd("add", *args_for(pod), "-spec", spec),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outputs = [p.communicate(timeout=60) for p in procs]
+    runs = [Run(p.returncode, out, err) for p, (out, err) in zip(procs, outputs, strict=True)]
+    assert sorted(r.code for r in runs) == [0, 1]
+    loser = next(r for r in runs if r.code == 1)
+    assert loser.error == f"interface net1 already exists in pod {pod.namespace}/{pod.name}"
+    assert len(inject.leases()) == 1 and len(inject.cache_files()) == 1
+    assert inject("del", *args_for(pod), "-spec", spec).code == 0
+    assert inject.leases() == [] and inject.cache_files() == []
+
+
+def test_del_after_the_pod_is_gone(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
+    pod = make_pod()
+    assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0
+    assert len(inject.leases()) == 1
+    lab.remove_pod(pod)
+    for _ in range(2):
+        run = inject("del", *args_for(pod), "-spec", inject.spec)
+        assert (run.code, run.out) == (0, "")
+    assert inject.leases() == [] and inject.cache_files() == []
+
+
+def test_del_from_the_cache_without_spec(inject: Tool, lab: Any, pod: Any) -> None:
+    assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0
+    run = inject("del", *args_for(pod), "-interface", "net1")
+    assert (run.code, run.out, run.err) == (0, "", "")
+    assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
+    again = inject("del", *args_for(pod))
+    assert again.code == 1
+    assert again.error == f"no cached attachment net1 for pod {pod.namespace}/{pod.name}: give -spec"
+
+
+def test_corrupt_cache_and_read_only_cache_dir(inject: Tool, lab: Any, pod: Any) -> None:
+    assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0
+    (inject.cache / inject.cache_files()[0]).write_text("{garbage")
+    assert inject("del", *args_for(pod), "-spec", inject.spec).code == 0
+    assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(inject.cache)], check=True)
+    try:
+        run = inject("add", *args_for(pod), "-spec", inject.spec)
+    finally:
+        subprocess.run(["umount", str(inject.cache)], check=True)
+    assert run.code == 1 and run.error.endswith(": Read-only file system")
+    assert pod_addrs(lab, pod) == "" and inject.leases() == []
+
+
+# ---- many pods at once --------------------------------------------------
+
+def json_lines(run: Run) -> dict[str, dict[str, Any]]:
+    lines = [json.loads(line) for line in run.out.splitlines()]
+    return {line["pod"]: line for line in lines}
+
+
+def test_batch_by_label_selector(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
+    pods = [make_pod(labels={"app": "batch"}) for _ in range(3)]
+    other = make_pod(labels={"app": "other"})
+    run = inject("add", "-ns", "if-inject", "-l", "app=batch", "-spec", inject.spec, "-parallel", "2")
+    assert run.code == 0, run.err
+    lines = json_lines(run)
+    assert sorted(lines) == sorted(p.name for p in pods)
+    for pod in pods:
+        address = lines[pod.name]["result"]["ips"][0]["address"]
+        assert lines[pod.name]["namespace"] == "if-inject"
+        assert f"inet {address}" in pod_addrs(lab, pod)
+    assert pod_addrs(lab, other) == "" and len(inject.leases()) == 3
+
+    netns = json_lines(inject("netns", "-A", "-l", "app=batch"))
+    assert {name: line["result"] for name, line in netns.items()} == {p.name: p.netns for p in pods}
+
+    by_name = [arg for p in pods for arg in ("-pod", p.name)]
+    deleted = inject("del", "-ns", "if-inject", *by_name, "-spec", inject.spec)
+    assert deleted.code == 0
+    assert {name: line["result"] for name, line in json_lines(deleted).items()} == dict.fromkeys(
+        [p.name for p in pods])
+    assert inject.leases() == [] and inject.cache_files() == []
+
+
+def test_batch_with_a_failing_pod(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
+    good, taken = make_pod(labels={"app": "mixed"}), make_pod(labels={"app": "mixed"})
+    subprocess.run(["nsenter", f"--net={taken.netns}", "ip", "link", "add", "net1", "type", "veth",
+                    "peer", "name", "net1peer"], check=True)
+    run = inject("add", "-ns", "if-inject", "-l", "app=mixed", "-spec", inject.spec)
+    assert run.code == 1
+    lines = json_lines(run)
+    assert lines[taken.name]["error"] == f"interface net1 already exists in pod if-inject/{taken.name}"
+    assert "ips" in lines[good.name]["result"]
+    assert len(inject.leases()) == 1
+    assert inject("del", *args_for(good), "-spec", inject.spec).code == 0
+    assert inject.leases() == []
+
+
+# ---- lifecycle: list and gc ---------------------------------------------
+
+def test_list_and_gc_release_exactly_the_stale(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
+    # The default cache dir, where containerd keeps its own entries (eth0, lo): gc must leave them.
+    inject.cache = Path(ii.DEFAULT_CACHE_DIR)
+    live, gone, stopped = make_pod(), make_pod(), make_pod()
+    for pod in (live, gone, stopped):
+        assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0
+    lab.remove_pod(gone)
+    lab.stop_pod(stopped)
+    lab_entries = [name for name in inject.cache_files() if not name.startswith("mynet-")]
+    assert f"{lab.network}-{live.sandbox_id}-eth0" in lab_entries
+
+    rows = {r["pod"]: r for r in json.loads(inject("list", "-o", "json").out)}
+    assert {name: (r["sandboxState"], r["stale"]) for name, r in rows.items()} == {
+        live.name: ("ready", False), gone.name: ("gone", True), stopped.name: ("notready", True)}
+    assert rows[live.name]["interface"] == "net1" and rows[live.name]["network"] == "mynet"
+    assert rows[live.name]["addresses"][0] in pod_addrs(lab, live)
+    text = inject("list").out.splitlines()
+    assert text[0].split() == ["NAMESPACE", "POD", "INTERFACE", "NETWORK", "ADDRESSES", "SANDBOX", "STATE"]
+    assert len(text) == 4
+
+    leases, caches = inject.leases(), inject.cache_files()
+    dry = inject("gc", "-dry-run")
+    assert dry.code == 0
+    stale = sorted([gone.name, stopped.name])
+    assert sorted(json.loads(line)["pod"] for line in dry.out.splitlines()) == stale
+    assert {json.loads(line)["action"] for line in dry.out.splitlines()} == {"would delete"}
+    assert (inject.leases(), inject.cache_files()) == (leases, caches)
+
+    done = inject("gc")
+    assert done.code == 0
+    assert sorted(json.loads(line)["pod"] for line in done.out.splitlines()) == stale
+    assert inject.leases() == [rows[live.name]["addresses"][0].split("/")[0]]
+    assert [name for name in inject.cache_files() if name.startswith("mynet-")] == [
+        f"mynet-{os.path.basename(live.netns)}-net1"]
+    assert rows[live.name]["addresses"][0] in pod_addrs(lab, live)
+    assert [name for name in inject.cache_files() if not name.startswith("mynet-")] == lab_entries
+    assert inject("gc").out == ""  # a second run finds nothing to do
+    assert inject("del", *args_for(live), "-spec", inject.spec).code == 0
+
+
+# ---- soak ---------------------------------------------------------------
+
+def test_soak_200_add_del_cycles_in_one_process(inject: Tool, lab: Any, pod: Any) -> None:
+    network = ii.load_network(inject.spec)
+    links = host_links()
+    with ii.Node(lab.endpoint, cni_path=["/usr/lib/cni"], cache_dir=str(inject.cache)) as node:
+        def cycle() -> None:
+            node.add(pod.namespace, pod.name, network)
+            node.delete(pod.namespace, pod.name, network)
+
+        for _ in range(20):  # warm up: imports, grpc channel, caches
+            cycle()
+        fds, rss = len(os.listdir("/proc/self/fd")), rss_kib()
+        for _ in range(180):
+            cycle()
+        assert len(os.listdir("/proc/self/fd")) <= fds
+        assert rss_kib() - rss < 4096
+    assert inject.leases() == [] and inject.cache_files() == [] and host_links() == links
+    assert pod_addrs(lab, pod) == ""
+
+
+def rss_kib() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmRSS")
