@@ -1776,12 +1776,9 @@ def run_list(args: argparse.Namespace, node: Node) -> int:
     if args.output == "json":
         print(json.dumps(rows, indent=4))
         return 0
-    table = [("NAMESPACE", "POD", "INTERFACE", "NETWORK", "ADDRESSES", "SANDBOX", "STATE")]
-    table += [(r["namespace"], r["pod"], r["interface"], r["network"], ",".join(r["addresses"]) or "-",
-               r["sandboxId"][:13] or "-", "stale" if r["stale"] else r["sandboxState"]) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    _print_table(("NAMESPACE", "POD", "INTERFACE", "NETWORK", "ADDRESSES", "SANDBOX", "STATE"),
+                 [(r["namespace"], r["pod"], r["interface"], r["network"], ",".join(r["addresses"]) or "-",
+                   r["sandboxId"][:13] or "-", "stale" if r["stale"] else r["sandboxState"]) for r in rows])
     return 0
 
 
