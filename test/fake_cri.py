@@ -1,0 +1,442 @@
+"""A CRI server for the tests that answers as cri-o, containerd 1.6/1.7/2.x and cri-dockerd do.
+
+Only containerd 1.6 runs on these machines, so the other runtimes are played
+by this grpcio server on a unix socket:
+
+    sandbox = crio_sandbox("web-0", "/var/run/netns/ifi-1234")
+    with FakeCRI(socket_path, CRIO, [sandbox]) as cri:
+        ...  # if-inject -runtime-endpoint cri.endpoint netns -pod web-0
+
+A sandbox is built by one of the personality functions below; each copies what
+that runtime's own source puts in PodSandboxStatus (the `info` map and the
+status), as read in:
+- cri-o server/sandbox_status.go: info["info"] is {"runtimeSpec"} for a pod
+  without an infra container (drop_infra_ctr, the default) and
+  {"image", "pid", "runtimeSpec"} with one; older releases sent "{}" instead of
+  the runtimeSpec-only form. The netns is pinned at /var/run/netns/<uuid>, for
+  hostNetwork pods too (a pinned copy of the node's), with the namespace
+  options as the kubelet asked (network NODE). Unknown IDs: NOT_FOUND.
+- containerd 1.6/1.7 pkg/cri/server/sandbox_status.go: info["info"] is the
+  SandboxInfo JSON (pid, processStatus, netNamespaceClosed, image, snapshotKey,
+  snapshotter, runtimeHandler, runtimeType, runtimeOptions, config,
+  runtimeSpec, cniResult); hostNetwork pods have no network entry in the spec.
+- containerd 2.x internal/cri/server/podsandbox/sandbox_status.go and
+  types/sandbox_info.go: the same without runtimeHandler, plus
+  sandboxMetadata = {"Version": "v1", "Metadata": {..., "NetNSPath"}}; when the
+  shim is gone the controller answers NotFound and the info is rebuilt from the
+  store: processStatus "deleted", runtimeSpec null, NetNSPath still set.
+  2.3 always fills info["info"], also without verbose.
+- cri-dockerd core/sandbox_status.go: no info at all; ContainerStatus on the
+  sandbox's ID (a docker container) gives {"sandboxID", "pid"}.
+
+The message classes are the tool's own (`if_inject.CRI_SCHEMA`); the real
+containerd lab checks that schema against a real runtime.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from concurrent import futures
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+# The tool lives in the repository root.
+_REPO = str(Path(__file__).resolve().parent.parent)
+if _REPO not in sys.path:
+    sys.path.insert(0, _REPO)
+
+import if_inject  # noqa: E402
+
+M: dict[str, Any] = if_inject.proto_messages(if_inject.CRI_SCHEMA)
+# ContainerStatus, which only the cri-dockerd personality needs; field numbers
+# of k8s.io/cri-api runtime/v1 api.proto.
+CONTAINER_STATUS = if_inject.proto_messages("""
+message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
+message ContainerStatus { string id = 1; }
+message ContainerStatusResponse { ContainerStatus status = 1; map info = 2; }
+""")
+
+READY, NOTREADY = 0, 1
+POD, CONTAINER, NODE = 0, 1, 2
+NAME_LABEL, NAMESPACE_LABEL, UID_LABEL = (
+    if_inject.POD_NAME_LABEL, if_inject.POD_NAMESPACE_LABEL, if_inject.POD_UID_LABEL)
+PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
+
+
+# ---- runtimes and sandboxes ---------------------------------------------
+
+
+@dataclass(frozen=True)
+class Runtime:
+    """What a runtime says in Version, and how it answers PodSandboxStatus."""
+
+    name: str
+    version: str
+    info_without_verbose: bool = False  # containerd 2.3
+    not_found: str = "sandbox {id} not found"  # the NOT_FOUND text
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+
+CRIO = Runtime("cri-o", "1.29.2", not_found='could not find pod "{id}": not found')
+CONTAINERD_16 = Runtime("containerd", "v1.6.20", not_found=(
+    'an error occurred when try to find sandbox: not found'))
+CONTAINERD_17 = Runtime("containerd", "v1.7.14", not_found=CONTAINERD_16.not_found)
+CONTAINERD_20 = Runtime("containerd", "v2.0.0", not_found=CONTAINERD_16.not_found)
+CONTAINERD_23 = Runtime("containerd", "v2.3.0", info_without_verbose=True,
+                        not_found=CONTAINERD_16.not_found)
+CRI_DOCKERD = Runtime("docker", "24.0.7", not_found="Error: No such container: {id}")
+
+
+def new_id() -> str:
+    """A 64-hex sandbox ID, as every runtime makes them."""
+    return uuid.uuid4().hex + uuid.uuid4().hex
+
+
+@dataclass
+class Sandbox:
+    """One pod sandbox as the fake runtime keeps it."""
+
+    name: str
+    namespace: str = "default"
+    id: str = field(default_factory=new_id)
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))
+    attempt: int = 0
+    state: int = READY  # in ListPodSandbox
+    status_state: int | None = None  # in PodSandboxStatus, when it differs from the list
+    network: int = POD  # status.linux.namespaces.options.network
+    info: dict[str, str] = field(default_factory=dict)  # PodSandboxStatus info (verbose)
+    container_info: str | None = None  # ContainerStatus info["info"] (cri-dockerd)
+    vanishes: bool = False  # removed right after it is listed: its status is NOT_FOUND
+
+    @property
+    def labels(self) -> dict[str, str]:
+        return {NAME_LABEL: self.name, NAMESPACE_LABEL: self.namespace, UID_LABEL: self.uid}
+
+
+def pod_config(sb: Sandbox, host_network: bool = False) -> dict[str, Any]:
+    """The PodSandboxConfig as Go's encoding/json writes it (snake_case, zero values left out)."""
+    namespaces = {"network": NODE, "pid": CONTAINER} if host_network else {"pid": CONTAINER}
+    return {"metadata": {"name": sb.name, "uid": sb.uid, "namespace": sb.namespace},
+            "hostname": sb.name, "log_directory": f"/var/log/pods/{sb.namespace}_{sb.name}_{sb.uid}",
+            "labels": sb.labels,
+            "linux": {"cgroup_parent": f"/kubepods/besteffort/pod{sb.uid}",
+                      "security_context": {"namespace_options": namespaces}}}
+
+
+def oci_spec(sb: Sandbox, namespaces: list[dict[str, str]], annotations: dict[str, str]) -> dict[str, Any]:
+    """The sandbox's OCI runtime spec, cut to the parts the runtimes always fill."""
+    return {"ociVersion": "1.1.0",
+            "process": {"user": {"uid": 65535, "gid": 65535}, "args": ["/pause"], "cwd": "/",
+                        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+            "root": {"path": "rootfs", "readonly": True}, "hostname": sb.name,
+            "annotations": annotations,
+            "linux": {"cgroupsPath": f"/kubepods/besteffort/pod{sb.uid}/{sb.id}",
+                      "namespaces": namespaces, "maskedPaths": ["/proc/kcore", "/proc/keys"]}}
+
+
+def cni_result(netns: str) -> dict[str, Any]:
+    """containerd's cniResult (go-cni's Result, Go field names)."""
+    return {"Interfaces": {"eth0": {"IPConfigs": [{"IP": "10.88.0.7", "Gateway": "10.88.0.1"}],
+                                    "Mac": "0a:58:0a:58:00:07", "Sandbox": netns},
+                           "lo": {"IPConfigs": [{"IP": "127.0.0.1", "Gateway": ""}],
+                                  "Mac": "00:00:00:00:00:00", "Sandbox": netns}},
+            "DNS": [{}], "Routes": None}
+
+
+def with_info(sb: Sandbox, info: dict[str, Any] | str) -> Sandbox:
+    """The sandbox, answering `info` (an object, or raw text) as info["info"]."""
+    sb.info = {"info": info if isinstance(info, str) else json.dumps(info)}
+    return sb
+
+
+# ---- personalities ------------------------------------------------------
+
+
+def crio_sandbox(name: str, netns: str, namespace: str = "default", infra_pid: int = 0,
+                 host_network: bool = False) -> Sandbox:
+    """cri-o: {"runtimeSpec"} alone without an infra container (drop_infra_ctr),
+    {"image", "pid", "runtimeSpec"} with one (infra_pid > 0)."""
+    sb = Sandbox(name, namespace, network=NODE if host_network else POD)
+    uid = uuid.uuid4()
+    namespaces = [{"type": "pid"}, {"type": "network", "path": netns},
+                  {"type": "ipc", "path": f"/var/run/ipcns/{uid}"},
+                  {"type": "uts", "path": f"/var/run/utsns/{uid}"}, {"type": "mount"}]
+    spec = oci_spec(sb, namespaces, {"io.kubernetes.cri-o.SandboxID": sb.id,
+                                     "io.kubernetes.cri-o.HostNetwork": str(host_network).lower(),
+                                     "io.kubernetes.pod.name": name})
+    if infra_pid:
+        return with_info(sb, {"image": PAUSE_IMAGE, "pid": infra_pid, "runtimeSpec": spec})
+    return with_info(sb, {"runtimeSpec": spec})
+
+
+def crio_old_spoofed_sandbox(name: str, namespace: str = "default") -> Sandbox:
+    """cri-o releases before the runtimeSpec-only form: "{}" for a pod without infra container."""
+    return with_info(Sandbox(name, namespace), "{}")
+
+
+def containerd_info(sb: Sandbox, netns: str | None, pid: int, host_network: bool = False,
+                    v2: bool = False) -> dict[str, Any]:
+    """containerd's SandboxInfo; `netns` None leaves the network entry out (hostNetwork)."""
+    namespaces = [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+    if netns is not None:
+        namespaces.append({"type": "network", "path": netns})
+    info: dict[str, Any] = {
+        "pid": pid, "processStatus": "running", "netNamespaceClosed": False,
+        "image": PAUSE_IMAGE, "snapshotKey": sb.id, "snapshotter": "overlayfs",
+        "runtimeHandler": "", "runtimeType": "io.containerd.runc.v2",
+        "runtimeOptions": {"systemd_cgroup": True}, "config": pod_config(sb, host_network),
+        "runtimeSpec": oci_spec(sb, namespaces, {"io.kubernetes.cri.container-type": "sandbox",
+                                                 "io.kubernetes.cri.sandbox-id": sb.id}),
+        "cniResult": None if host_network or netns is None else cni_result(netns)}
+    if v2:
+        del info["runtimeHandler"]
+        info["sandboxMetadata"] = {"Version": "v1", "Metadata": {
+            "ID": sb.id, "Name": f"{sb.name}_{sb.namespace}_{sb.uid}_{sb.attempt}",
+            "Config": info["config"], "NetNSPath": "" if host_network else netns or "",
+            "IP": "" if host_network else "10.88.0.7", "AdditionalIPs": None,
+            "RuntimeHandler": "", "CNIResult": info["cniResult"], "ProcessLabel": ""}}
+    return info
+
+
+def containerd16_sandbox(name: str, netns: str, pid: int, namespace: str = "default") -> Sandbox:
+    """containerd 1.6/1.7 with a pinned netns (the path in the runtime spec)."""
+    sb = Sandbox(name, namespace)
+    return with_info(sb, containerd_info(sb, netns, pid))
+
+
+def containerd17_proc_sandbox(name: str, pid: int, namespace: str = "default") -> Sandbox:
+    """containerd 1.7 and older giving the netns as /proc/<pid>/ns/net only."""
+    sb = Sandbox(name, namespace)
+    return with_info(sb, containerd_info(sb, f"/proc/{pid}/ns/net", pid))
+
+
+def containerd_host_network_sandbox(name: str, pid: int, namespace: str = "default",
+                                    mode: int = NODE) -> Sandbox:
+    """containerd, hostNetwork pod: no network entry in the spec; `mode` as reported."""
+    sb = Sandbox(name, namespace, network=mode)
+    return with_info(sb, containerd_info(sb, None, pid, host_network=True))
+
+
+def containerd2_sandbox(name: str, netns: str, pid: int, namespace: str = "default",
+                        shim_gone: bool = False) -> Sandbox:
+    """containerd 2.x: sandboxMetadata.Metadata.NetNSPath beside runtimeSpec; with
+    the shim gone, runtimeSpec null and NetNSPath still set (status NOTREADY)."""
+    sb = Sandbox(name, namespace)
+    info = containerd_info(sb, netns, pid, v2=True)
+    if shim_gone:
+        sb.status_state = NOTREADY
+        info.update(pid=0, processStatus="deleted", image="", snapshotKey="", snapshotter="",
+                    runtimeType="", runtimeOptions=None, runtimeSpec=None)
+    return with_info(sb, info)
+
+
+def containerd23_quiet_info() -> dict[str, str]:
+    """What containerd 2.3 puts in info without verbose: an all-zero SandboxInfo."""
+    return {"info": json.dumps({
+        "pid": 0, "processStatus": "", "netNamespaceClosed": False, "image": "", "snapshotKey": "",
+        "snapshotter": "", "runtimeType": "", "runtimeOptions": None, "config": None,
+        "runtimeSpec": None, "cniResult": None, "sandboxMetadata": None})}
+
+
+def cri_dockerd_sandbox(name: str, pid: int, namespace: str = "default",
+                        host_network: bool = False) -> Sandbox:
+    """cri-dockerd: no info in PodSandboxStatus; the pause container's pid via ContainerStatus."""
+    sb = Sandbox(name, namespace, network=NODE if host_network else POD)
+    sb.container_info = json.dumps({"sandboxID": "", "pid": pid})
+    return sb
+
+
+# ---- the server -----------------------------------------------------------
+
+
+Handler = Callable[[Any, grpc.ServicerContext], Any]
+
+
+class FakeCRI:
+    """A CRI RuntimeService on a unix socket, answering as `runtime` does.
+
+    Faults: `abort` {method: status code} fails every call of a method;
+    `delay` {method: seconds} answers late (stop() cuts the wait short);
+    `v1alpha2_only` serves the old runtime.v1alpha2 service only, so every
+    runtime.v1 method is UNIMPLEMENTED. Requests are kept in `calls`.
+    """
+
+    def __init__(self, socket_path: str | Path, runtime: Runtime, sandboxes: Iterable[Sandbox] = (),
+                 abort: dict[str, grpc.StatusCode] | None = None,
+                 delay: dict[str, float] | None = None, v1alpha2_only: bool = False) -> None:
+        self.socket_path = str(socket_path)
+        self.runtime = runtime
+        self.sandboxes = list(sandboxes)
+        self.abort = dict(abort or {})
+        self.delay = dict(delay or {})
+        self.v1alpha2_only = v1alpha2_only
+        self.calls: list[tuple[str, Any]] = []
+        self._stopping = threading.Event()
+        self._server: grpc.Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return "unix://" + self.socket_path
+
+    def start(self) -> FakeCRI:
+        server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
+        service = "runtime.v1alpha2.RuntimeService" if self.v1alpha2_only else if_inject.CRI_SERVICE
+        server.add_generic_rpc_handlers((self._handlers(service),))
+        if not server.add_insecure_port("unix:" + self.socket_path):
+            raise RuntimeError(f"cannot listen on {self.socket_path}")
+        server.start()
+        self._server = server
+        return self
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._server is not None:
+            self._server.stop(grace=None).wait()
+            self._server = None
+        Path(self.socket_path).unlink(missing_ok=True)
+
+    def __enter__(self) -> FakeCRI:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def _handlers(self, service: str) -> grpc.GenericRpcHandler:
+        methods: dict[str, tuple[Handler, Any, Any]] = {
+            "Version": (self.version, M["VersionRequest"], M["VersionResponse"]),
+            "ListPodSandbox": (self.list_pod_sandbox, M["ListPodSandboxRequest"],
+                               M["ListPodSandboxResponse"]),
+            "PodSandboxStatus": (self.pod_sandbox_status, M["PodSandboxStatusRequest"],
+                                 M["PodSandboxStatusResponse"]),
+            "ContainerStatus": (self.container_status, CONTAINER_STATUS["ContainerStatusRequest"],
+                                CONTAINER_STATUS["ContainerStatusResponse"]),
+        }
+        handlers = {
+            name: grpc.unary_unary_rpc_method_handler(
+                self._faulty(name, fn), request_deserializer=request.FromString,
+                response_serializer=response.SerializeToString)
+            for name, (fn, request, response) in methods.items()}
+        return grpc.method_handlers_generic_handler(service, handlers)
+
+    def _faulty(self, name: str, fn: Handler) -> Handler:
+        """`fn` with this method's configured faults in front."""
+        def handle(request: Any, context: grpc.ServicerContext) -> Any:
+            self.calls.append((name, request))
+            if name in self.delay:
+                self._stopping.wait(self.delay[name])
+            if name in self.abort:
+                context.abort(self.abort[name], f"fake {self.runtime.name}: {name} failed")
+            return fn(request, context)
+        return handle
+
+    # ---- RuntimeService methods ----
+
+    def version(self, request: Any, context: grpc.ServicerContext) -> Any:
+        return M["VersionResponse"](version="0.1.0", runtime_name=self.runtime.name,
+                                    runtime_version=self.runtime.version, runtime_api_version="v1")
+
+    def list_pod_sandbox(self, request: Any, context: grpc.ServicerContext) -> Any:
+        flt = request.filter
+        items = [sb for sb in self.sandboxes
+                 if (not flt.id or sb.id.startswith(flt.id))
+                 and (not flt.HasField("state") or sb.state == flt.state.state)
+                 and all(sb.labels.get(k) == v for k, v in flt.label_selector.items())]
+        # Removed by the kubelet right after this answer left.
+        self.sandboxes = [sb for sb in self.sandboxes if not (sb.vanishes and sb in items)]
+        return M["ListPodSandboxResponse"](items=[
+            M["PodSandbox"](id=sb.id, metadata=self._metadata(sb), state=sb.state,
+                            created_at=1_700_000_000_000_000_000, labels=sb.labels)
+            for sb in items])
+
+    def pod_sandbox_status(self, request: Any, context: grpc.ServicerContext) -> Any:
+        sb = self._sandbox(request.pod_sandbox_id, context)
+        status = M["PodSandboxStatus"](
+            id=sb.id, metadata=self._metadata(sb), created_at=1_700_000_000_000_000_000,
+            state=sb.state if sb.status_state is None else sb.status_state, labels=sb.labels,
+            network=M["PodSandboxNetworkStatus"](ip="" if sb.network == NODE else "10.88.0.7"))
+        status.linux.namespaces.options.network = sb.network
+        status.linux.namespaces.options.pid = CONTAINER
+        if request.verbose:
+            info = sb.info
+        else:
+            info = containerd23_quiet_info() if self.runtime.info_without_verbose else {}
+        return M["PodSandboxStatusResponse"](status=status, info=info)
+
+    def container_status(self, request: Any, context: grpc.ServicerContext) -> Any:
+        # Only cri-dockerd answers for a sandbox ID: the sandbox is a docker container.
+        sb = self._sandbox(request.container_id, context)
+        if sb.container_info is None:
+            context.abort(grpc.StatusCode.NOT_FOUND,
+                          f'an error occurred when try to find container "{request.container_id}"')
+        info = {"info": sb.container_info} if request.verbose else {}
+        return CONTAINER_STATUS["ContainerStatusResponse"](
+            status=CONTAINER_STATUS["ContainerStatus"](id=sb.id), info=info)
+
+    def _sandbox(self, sandbox_id: str, context: grpc.ServicerContext) -> Sandbox:
+        for sb in self.sandboxes:
+            if sb.id == sandbox_id:
+                return sb
+        context.abort(grpc.StatusCode.NOT_FOUND, self.runtime.not_found.format(id=sandbox_id))
+        raise AssertionError("abort() raises")
+
+    @staticmethod
+    def _metadata(sb: Sandbox) -> Any:
+        return M["PodSandboxMetadata"](name=sb.name, uid=sb.uid, namespace=sb.namespace,
+                                       attempt=sb.attempt)
+
+
+# ---- sockets that are not runtimes ----------------------------------------
+
+
+def dead_socket(path: str | Path) -> str:
+    """A unix socket file with nobody listening (a runtime that crashed)."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.close()
+    return str(path)
+
+
+class SilentSocket:
+    """A unix socket that accepts connections and never reads or answers."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self.endpoint = "unix://" + self.path
+        self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self._accepted: list[socket.socket] = []
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+
+    def __enter__(self) -> SilentSocket:
+        self._listener.bind(self.path)
+        self._listener.listen(16)
+        self._thread.start()
+        return self
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:  # closed by __exit__
+                return
+            self._accepted.append(conn)
+
+    def __exit__(self, *exc: object) -> None:
+        # shutdown() wakes the accept() in the thread; close() alone does not.
+        for sock in [self._listener, *self._accepted]:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            sock.close()
+        self._thread.join(timeout=5)
+        Path(self.path).unlink(missing_ok=True)

@@ -1,0 +1,705 @@
+"""if-inject on every CRI runtime users run, each played by test/fake_cri.py.
+
+Only containerd 1.6 runs on these machines (the lab tests use it); cri-o,
+containerd 1.7 and 2.x and cri-dockerd are fake_cri personalities that answer
+as those runtimes' sources do. Their answers point at a real network namespace
+the test makes (`ip netns add`, or a process inside one for /proc/<pid>/ns/net),
+so `add`, `check` and `del` run the real ptp and host-local plugins, and the
+tests look at the result from inside the namespace.
+
+Also here: the runtime faults (gRPC errors, answers the tool cannot use, pods
+it must refuse) and the order in which the tool looks for a runtime socket.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import itertools
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import pytest
+from fake_cri import (
+    CONTAINERD_16,
+    CONTAINERD_17,
+    CONTAINERD_20,
+    CONTAINERD_23,
+    CRI_DOCKERD,
+    CRIO,
+    NOTREADY,
+    POD,
+    FakeCRI,
+    Runtime,
+    Sandbox,
+    SilentSocket,
+    containerd2_sandbox,
+    containerd16_sandbox,
+    containerd17_proc_sandbox,
+    containerd_host_network_sandbox,
+    cri_dockerd_sandbox,
+    crio_old_spoofed_sandbox,
+    crio_sandbox,
+    dead_socket,
+    with_info,
+)
+
+import if_inject
+
+REPO = Path(__file__).resolve().parent.parent
+CNI_BIN = "/usr/lib/cni"
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+NS, NAME = "if-inject", "web-0"  # the pod every fake runtime runs
+
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not os.path.exists(f"{CNI_BIN}/ptp"),
+    reason="needs root and the CNI plugins in /usr/lib/cni (network namespaces, ptp)")
+
+
+# ---- fixtures -------------------------------------------------------------
+
+
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A short private directory for sockets (a socket path has at most 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="ifi-cri-"))
+    yield path
+    for entry in path.iterdir():
+        entry.unlink()
+    path.rmdir()
+
+
+Serve = Callable[..., FakeCRI]
+
+
+@pytest.fixture
+def serve(sock_dir: Path) -> Iterator[Serve]:
+    """serve(runtime, sandboxes, name=None, **faults): a running FakeCRI, stopped after the test."""
+    started: list[FakeCRI] = []
+
+    def start(runtime: Runtime, sandboxes: list[Sandbox] | tuple[()] = (), name: str = "",
+              **faults: object) -> FakeCRI:
+        cri = FakeCRI(sock_dir / (name or f"cri{len(started)}.sock"), runtime, sandboxes,
+                      **faults)  # type: ignore[arg-type]
+        started.append(cri.start())
+        return cri
+
+    yield start
+    for cri in started:
+        cri.stop()
+
+
+def inode(path: str) -> int:
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return 0
+
+
+@pytest.fixture
+def netns_pid(netns: str) -> Iterator[int]:
+    """A process in `netns` (conftest's), for runtimes that say /proc/<pid>/ns/net."""
+    proc = subprocess.Popen(["ip", "netns", "exec", os.path.basename(netns), "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 5
+        while inode(f"/proc/{proc.pid}/ns/net") != inode(netns):
+            assert proc.poll() is None and time.monotonic() < deadline, "sleep did not start in the netns"
+            time.sleep(0.002)
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture
+def node_netns(netns: str) -> Iterator[str]:
+    """A pinned copy of the node's own netns, as cri-o pins one for hostNetwork pods.
+    (After conftest's `netns`, so that its cleanup of /run/netns comes last.)"""
+    name = f"if-inject-node-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "attach", name, str(os.getpid())], check=True)
+    path = f"/run/netns/{name}"
+    try:
+        assert inode(path) == inode("/proc/self/ns/net")
+        yield path
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+_subnets = itertools.count(1)
+
+
+@dataclass
+class Network:
+    """A ptp + host-local network with its own IPAM dir and result cache."""
+
+    spec: Path
+    name: str
+    data_dir: Path
+    cache_dir: Path
+
+    def flags(self) -> list[str]:
+        return ["-cni-path", CNI_BIN, "-cache-dir", str(self.cache_dir)]
+
+    def leases(self) -> dict[str, str]:
+        """{address: container ID} as host-local keeps them."""
+        ipam = self.data_dir / self.name
+        files = [p for p in ipam.iterdir() if is_address(p.name)] if ipam.exists() else []
+        return {p.name: p.read_text().splitlines()[0] for p in files}
+
+    def leftovers(self) -> list[str]:
+        """Cache entries, leases and lock files: none after a del or a failure."""
+        locks = self.cache_dir.parent / "if-inject-locks"
+        cached = sorted(os.listdir(self.cache_dir)) if self.cache_dir.exists() else []
+        return cached + sorted(self.leases()) + ([str(locks)] if locks.exists() else [])
+
+
+def is_address(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+@pytest.fixture
+def network(tmp_path: Path) -> Iterator[Network]:
+    """The ptp network of the add/check/del tests; ip_forward (which ptp sets) is put back."""
+    net = Network(tmp_path / "ptp.json", "if-inject-rt", tmp_path / "ipam", tmp_path / "cache")
+    net.spec.write_text(json.dumps({
+        "cniVersion": "1.0.0", "name": net.name, "type": "ptp",
+        "ipam": {"type": "host-local", "dataDir": str(net.data_dir),
+                 "ranges": [[{"subnet": f"10.231.{next(_subnets)}.0/24"}]]}}))
+    forward = IP_FORWARD.read_text()
+    try:
+        yield net
+    finally:
+        IP_FORWARD.write_text(forward)
+
+
+# ---- helpers ------------------------------------------------------------------
+
+
+def run(tool: list[str], *args: str, env: dict[str, str] | None = None,
+        timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    """The tool with `args`, without the caller's runtime endpoint or CNI path."""
+    clean = {k: v for k, v in os.environ.items() if k not in ("CONTAINER_RUNTIME_ENDPOINT", "CNI_PATH")}
+    return subprocess.run([*tool, *args], capture_output=True, text=True, timeout=timeout,
+                          env={**clean, **(env or {})})
+
+
+def error_of(out: subprocess.CompletedProcess[str]) -> str:
+    """The error of a failed run: exit 1, nothing on stdout, one JSON line on stderr."""
+    assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
+    assert out.stdout == ""
+    assert "Traceback" not in out.stderr
+    lines = out.stderr.splitlines()
+    assert len(lines) == 1, out.stderr
+    line = json.loads(lines[0])
+    assert line["level"] == "error"
+    return str(line["error"])
+
+
+def connected_to(out: subprocess.CompletedProcess[str]) -> str:
+    """The runtime version in the "Runtime connected" log line (-loglevel 1)."""
+    for line in out.stderr.splitlines():
+        record = json.loads(line)
+        if record["msg"] == "Runtime connected":
+            return str(record["runtime_version"])
+    raise AssertionError(f"not connected: {out.stderr}")
+
+
+def addresses_in(netns: str, ifname: str) -> list[str] | None:
+    """The IPv4 addresses of `ifname` seen from inside `netns`; None when it does not exist."""
+    out = subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "-4", "addr", "show", "dev", ifname],
+                         capture_output=True, text=True)
+    if out.returncode != 0:
+        assert "does not exist" in out.stderr, out.stderr
+        return None
+    return [line.split()[3] for line in out.stdout.splitlines()]
+
+
+def links_in(netns: str) -> list[str]:
+    out = subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "link"],
+                         capture_output=True, text=True, check=True).stdout
+    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+
+
+def node_has_link(name: str) -> bool:
+    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True).returncode == 0
+
+
+def host_end(result: dict[str, object]) -> str:
+    """The ptp veth's node end in a CNI result: the interface without a sandbox."""
+    interfaces = result["interfaces"]
+    assert isinstance(interfaces, list)
+    (name,) = [i["name"] for i in interfaces if not i.get("sandbox")]
+    return str(name)
+
+
+def var_run(netns: str) -> str:
+    """The netns as cri-o and containerd 2.x name it: /var/run/netns/NAME (/var/run is /run)."""
+    return "/var" + netns
+
+
+# ---- personalities: each runtime's answers for a pod in a real netns ----------
+
+# (netns path, pid in it) -> (the runtime, its sandbox, the path if-inject must print)
+Personality = Callable[[str, int], tuple[Runtime, Sandbox, str]]
+
+PERSONALITIES: dict[str, Personality] = {
+    "cri-o": lambda netns, pid: (CRIO, crio_sandbox(NAME, var_run(netns), NS), var_run(netns)),
+    "cri-o-infra-ctr": lambda netns, pid: (
+        CRIO, crio_sandbox(NAME, var_run(netns), NS, infra_pid=pid), var_run(netns)),
+    "containerd-1.6": lambda netns, pid: (
+        CONTAINERD_16, containerd16_sandbox(NAME, netns, pid, NS), netns),
+    "containerd-1.7-proc": lambda netns, pid: (
+        CONTAINERD_17, containerd17_proc_sandbox(NAME, pid, NS), f"/proc/{pid}/ns/net"),
+    "containerd-2.0": lambda netns, pid: (
+        CONTAINERD_20, containerd2_sandbox(NAME, var_run(netns), pid, NS), var_run(netns)),
+    "containerd-2.0-shim-gone": lambda netns, pid: (
+        CONTAINERD_20, containerd2_sandbox(NAME, var_run(netns), pid, NS, shim_gone=True),
+        var_run(netns)),
+    "containerd-2.3": lambda netns, pid: (
+        CONTAINERD_23, containerd2_sandbox(NAME, var_run(netns), pid, NS), var_run(netns)),
+    "cri-dockerd": lambda netns, pid: (
+        CRI_DOCKERD, cri_dockerd_sandbox(NAME, pid, NS), f"/proc/{pid}/ns/net"),
+}
+
+
+def container_id(sandbox: Sandbox, netns_path: str) -> str:
+    """The CNI container ID the tool uses: the netns file's name, the sandbox ID for /proc paths."""
+    return sandbox.id if netns_path.startswith("/proc/") else os.path.basename(netns_path)
+
+
+@needs_root
+@pytest.mark.parametrize("personality", PERSONALITIES)
+def test_netns_prints_the_path_the_runtime_gives(personality: str, tool: list[str], serve: Serve,
+                                                  netns: str, netns_pid: int) -> None:
+    runtime, sandbox, expected = PERSONALITIES[personality](netns, netns_pid)
+    cri = serve(runtime, [sandbox])
+    out = run(tool, "-runtime-endpoint", cri.endpoint, "netns", "-ns", NS, "-pod", NAME)
+    assert (out.returncode, out.stdout, out.stderr) == (0, expected + "\n", "")
+    assert inode(expected) == inode(netns)
+    # Only a verbose status has the netns (containerd 2.3 sends an empty info without).
+    assert [r.verbose for m, r in cri.calls if m == "PodSandboxStatus"] == [True]
+
+
+@needs_root
+@pytest.mark.parametrize("personality", PERSONALITIES)
+def test_add_check_del_through_the_cli(personality: str, tool: list[str], serve: Serve, netns: str,
+                                       netns_pid: int, network: Network) -> None:
+    runtime, sandbox, path = PERSONALITIES[personality](netns, netns_pid)
+    cri = serve(runtime, [sandbox])
+    pod = ["-ns", NS, "-pod", NAME, "-spec", str(network.spec)]
+    flags = ["-runtime-endpoint", cri.endpoint, *network.flags()]
+
+    added = run(tool, *flags, "add", *pod)
+    assert added.returncode == 0, added.stderr
+    result = json.loads(added.stdout)
+    address = result["ips"][0]["address"]
+    assert addresses_in(netns, "net1") == [address]
+    assert network.leases() == {address.split("/")[0]: container_id(sandbox, path)}
+    assert node_has_link(host_end(result))
+
+    checked = run(tool, *flags, "check", *pod)
+    assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
+
+    deleted = run(tool, *flags, "del", *pod)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert addresses_in(netns, "net1") is None
+    assert not node_has_link(host_end(result))
+    assert network.leftovers() == []
+
+
+@needs_root
+@pytest.mark.parametrize("personality", PERSONALITIES)
+def test_add_check_del_through_the_api(personality: str, serve: Serve, netns: str, netns_pid: int,
+                                       network: Network) -> None:
+    runtime, sandbox, path = PERSONALITIES[personality](netns, netns_pid)
+    cri = serve(runtime, [sandbox])
+    assert if_inject.resolve_netns(NS, NAME, endpoint=cri.endpoint, timeout=5) == path
+    with if_inject.Node(cri.endpoint, 5, [CNI_BIN], str(network.cache_dir)) as node:
+        pod = node.pod(NS, NAME)
+        assert (pod.sandbox_id, pod.uid, pod.netns, pod.network_mode) == (
+            sandbox.id, sandbox.uid, path, "POD")
+        assert node.client.version.runtime_name == runtime.name
+        result = if_inject.add(NS, NAME, str(network.spec), node=node)
+        assert addresses_in(netns, "net1") == [result["ips"][0]["address"]]
+        if_inject.check(NS, NAME, str(network.spec), node=node)
+        assert if_inject.delete(NS, NAME, str(network.spec), node=node) == 1
+    assert addresses_in(netns, "net1") is None
+    assert network.leftovers() == []
+
+
+@pytest.mark.parametrize("runtime", [CRIO, CONTAINERD_17, CONTAINERD_20, CONTAINERD_23, CRI_DOCKERD],
+                         ids=lambda r: r.label)
+def test_what_each_runtime_sends_without_verbose(runtime: Runtime, serve: Serve) -> None:
+    """Only containerd 2.3 fills info without verbose, and then with nothing usable in it."""
+    sandbox = containerd2_sandbox(NAME, "/var/run/netns/x", 4242, NS)
+    cri = serve(runtime, [sandbox])
+    with if_inject.RuntimeClient(cri.endpoint, timeout=2) as client:
+        request = client.messages["PodSandboxStatusRequest"](pod_sandbox_id=sandbox.id)
+        info = dict(client.call("PodSandboxStatus", request).info)
+    if runtime is CONTAINERD_23:
+        quiet = json.loads(info.pop("info"))
+        assert (quiet["runtimeSpec"], quiet["sandboxMetadata"], quiet["pid"]) == (None, None, 0)
+    assert info == {}
+
+
+@needs_root
+def test_del_of_a_sandbox_removed_while_looking_uses_the_cache(
+        tool: list[str], serve: Serve, netns: str, network: Network) -> None:
+    """Listed, then NOT_FOUND: for a del that is a pod that is gone, not an error."""
+    sandbox = crio_sandbox(NAME, var_run(netns), NS)
+    cri = serve(CRIO, [sandbox])
+    flags = ["-runtime-endpoint", cri.endpoint, *network.flags()]
+    pod = ["-ns", NS, "-pod", NAME, "-spec", str(network.spec)]
+    assert run(tool, *flags, "add", *pod).returncode == 0
+    sandbox.vanishes = True
+    before = len(cri.calls)
+    deleted = run(tool, *flags, "del", *pod)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert [m for m, _ in cri.calls[before:]] == [
+        "Version", "ListPodSandbox", "PodSandboxStatus", "ListPodSandbox"]
+    assert addresses_in(netns, "net1") is None
+    assert network.leftovers() == []
+
+
+@needs_root
+def test_del_after_the_shim_is_gone_uses_the_cache(tool: list[str], serve: Serve, netns: str,
+                                                   netns_pid: int, network: Network) -> None:
+    """containerd 2.x: the sandbox turns NOTREADY (runtimeSpec null); del still cleans up."""
+    sandbox = containerd2_sandbox(NAME, var_run(netns), netns_pid, NS)
+    cri = serve(CONTAINERD_20, [sandbox])
+    flags = ["-runtime-endpoint", cri.endpoint, *network.flags()]
+    pod = ["-ns", NS, "-pod", NAME, "-spec", str(network.spec)]
+    assert run(tool, *flags, "add", *pod).returncode == 0
+    cri.sandboxes = [containerd2_sandbox(NAME, var_run(netns), netns_pid, NS, shim_gone=True)]
+    cri.sandboxes[0].state = NOTREADY
+    deleted = run(tool, *flags, "del", *pod)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert addresses_in(netns, "net1") is None
+    assert network.leftovers() == []
+
+
+# ---- faults: exit 1, one JSON error line, nothing changed -------------------------
+
+
+@dataclass
+class Scene:
+    """What a fault's setup may use."""
+
+    serve: Serve
+    netns: str
+    tmp_path: Path
+
+
+def answering(info: str) -> Callable[[Scene], str]:
+    """A cri-o whose pod's info["info"] is `info` ({netns} is replaced by the real path)."""
+    def setup(scene: Scene) -> str:
+        sandbox = with_info(Sandbox(NAME, NS), info.replace("{netns}", scene.netns))
+        return scene.serve(CRIO, [sandbox]).endpoint
+    return setup
+
+
+def crio_pod(**faults: object) -> Callable[[Scene], str]:
+    """A cri-o with a good pod in the test's netns, and `faults`."""
+    def setup(scene: Scene) -> str:
+        return scene.serve(CRIO, [crio_sandbox(NAME, var_run(scene.netns), NS)], **faults).endpoint
+    return setup
+
+
+def crio_pods(*states: int, vanishes: bool = False) -> Callable[[Scene], str]:
+    """A cri-o with one sandbox of the pod per state (attempts)."""
+    def setup(scene: Scene) -> str:
+        sandboxes = [crio_sandbox(NAME, var_run(scene.netns), NS) for _ in states]
+        for attempt, (sandbox, state) in enumerate(zip(sandboxes, states, strict=True)):
+            sandbox.state, sandbox.attempt, sandbox.vanishes = state, attempt, vanishes
+        return scene.serve(CRIO, sandboxes).endpoint
+    return setup
+
+
+def fifo_netns(scene: Scene) -> str:
+    fifo = scene.tmp_path / "fifo"
+    os.mkfifo(fifo)
+    return scene.serve(CRIO, [crio_sandbox(NAME, str(fifo), NS)]).endpoint
+
+
+SPEC_WITH = '{"runtimeSpec": {"linux": {"namespaces": [{"type": "network", "path": %s}]}}}'
+NO_NETNS = "the runtime reports no network namespace for this sandbox"
+
+FAULTS: dict[str, tuple[Callable[[Scene], str], list[str]]] = {
+    "unavailable": (crio_pod(abort={"Version": grpc.StatusCode.UNAVAILABLE}),
+                    ["no container runtime answers", "Version: UNAVAILABLE"]),
+    "unavailable-after-connecting": (crio_pod(abort={"ListPodSandbox": grpc.StatusCode.UNAVAILABLE}),
+                                     ["ListPodSandbox: UNAVAILABLE"]),
+    "deadline-exceeded": (crio_pod(delay={"PodSandboxStatus": 30}),
+                          ["PodSandboxStatus: DEADLINE_EXCEEDED: no answer within 0.5s"]),
+    "unimplemented-v1alpha2-only": (crio_pod(v1alpha2_only=True),
+                                    ["Version: UNIMPLEMENTED: the runtime does not serve CRI runtime.v1"]),
+    "info-not-json": (answering('{"runtimeSpec": {"linux": '), ["runtime info is not JSON"]),
+    "info-nested-too-deep": (answering("[" * 100_000), ["runtime info is not JSON"]),
+    "info-not-an-object": (answering('["runtimeSpec"]'), ["runtime info is not a JSON object"]),
+    "info-null": (answering("null"), ["runtime info is not a JSON object"]),
+    "info-empty-old-cri-o": (
+        lambda scene: scene.serve(CRIO, [crio_old_spoofed_sandbox(NAME, NS)]).endpoint,
+        [NO_NETNS, "its info is empty"]),
+    "runtime-spec-null": (answering('{"runtimeSpec": null, "pid": 0}'), [NO_NETNS, "pid, runtimeSpec"]),
+    "namespaces-not-a-list": (answering('{"runtimeSpec": {"linux": {"namespaces": "network"}}}'),
+                              [NO_NETNS]),
+    "pid-a-string": (answering('{"pid": "4242"}'), [NO_NETNS]),
+    "pid-true": (answering('{"pid": true}'), [NO_NETNS]),
+    "metadata-not-an-object": (answering('{"runtimeSpec": null, "sandboxMetadata": "{netns}"}'),
+                               [NO_NETNS]),
+    "path-not-a-string": (answering(SPEC_WITH % "42"),
+                          ["the runtime reports an invalid network namespace path: 42"]),
+    "path-relative": (answering(SPEC_WITH % '"run/netns/x"'),
+                      ["invalid network namespace path: 'run/netns/x'"]),
+    "netnspath-not-a-string": (
+        answering('{"runtimeSpec": null, "sandboxMetadata": {"Version": "v1", '
+                  '"Metadata": {"NetNSPath": ["{netns}"]}}}'),
+        ["invalid network namespace path: ['/run/netns/"]),
+    "path-not-a-netns": (answering(SPEC_WITH % '"/etc/hostname"'),
+                         ["/etc/hostname is not a network namespace"]),
+    "path-a-fifo": (fifo_netns, ["fifo is not a network namespace"]),
+    "path-gone": (answering(SPEC_WITH % '"/var/run/netns/if-inject-gone"'),
+                  ["network namespace /var/run/netns/if-inject-gone: No such file or directory"]),
+    "sandbox-removed-after-list": (crio_pods(0, vanishes=True),
+                                   ['PodSandboxStatus: NOT_FOUND: could not find pod "']),
+    "two-ready-sandboxes": (crio_pods(0, 0), [f"pod {NS}/{NAME} has 2 ready sandboxes: "]),
+    "only-notready-sandboxes": (crio_pods(NOTREADY, NOTREADY),
+                                [f"pod {NS}/{NAME} not found on this node (only not-ready sandboxes: "]),
+    "no-such-pod": (lambda scene: scene.serve(CRIO, []).endpoint,
+                    [f"pod {NS}/{NAME} not found on this node"]),
+}
+
+
+@needs_root
+@pytest.mark.parametrize("command", ["netns", "add"])
+@pytest.mark.parametrize("fault", FAULTS)
+def test_runtime_fault(fault: str, command: str, tool: list[str], serve: Serve, netns: str,
+                       network: Network, tmp_path: Path) -> None:
+    setup, words = FAULTS[fault]
+    endpoint = setup(Scene(serve, netns, tmp_path))
+    args = ["-ns", NS, "-pod", NAME] + (["-spec", str(network.spec)] if command == "add" else [])
+    started = time.monotonic()
+    out = run(tool, "-runtime-endpoint", endpoint, "-timeout", "0.5", *network.flags(), command, *args,
+              timeout=10)
+    error = error_of(out)
+    for word in words:
+        assert word in error
+    assert time.monotonic() - started < 5
+    assert links_in(netns) == ["lo"]
+    assert network.leftovers() == []
+
+
+# A spec whose plugin does not exist: should a refusal fail, nothing runs on the node.
+NEVER_RUNS = {"cniVersion": "1.0.0", "name": "if-inject-never", "type": "if-inject-no-such-plugin"}
+
+HOST_NETWORK = f"pod {NS}/{NAME} uses the node's network (hostNetwork): refusing to change the node"
+NODE_NETNS = "is the node's own network namespace: refusing to change the node"
+
+# (the node's netns pinned at /run/netns/NAME) -> (runtime, sandbox), and what
+# the error must say ({pinned}: that path as cri-o names it).
+NODE_PODS: dict[str, tuple[Callable[[str], tuple[Runtime, Sandbox]], str]] = {
+    "cri-o-host-network": (
+        lambda pinned: (CRIO, crio_sandbox(NAME, var_run(pinned), NS, host_network=True)),
+        HOST_NETWORK),
+    "cri-o-node-netns-as-pod": (lambda pinned: (CRIO, crio_sandbox(NAME, var_run(pinned), NS)),
+                                "{pinned} " + NODE_NETNS),
+    "containerd-host-network": (
+        lambda pinned: (CONTAINERD_17, containerd_host_network_sandbox(NAME, os.getpid(), NS)),
+        HOST_NETWORK),
+    "containerd-host-network-as-pod": (
+        lambda pinned: (CONTAINERD_17, containerd_host_network_sandbox(NAME, os.getpid(), NS, mode=POD)),
+        f"/proc/{os.getpid()}/ns/net {NODE_NETNS}"),
+    "cri-dockerd-host-network": (
+        lambda pinned: (CRI_DOCKERD, cri_dockerd_sandbox(NAME, os.getpid(), NS, host_network=True)),
+        HOST_NETWORK),
+}
+
+
+@needs_root
+@pytest.mark.parametrize("command", ["netns", "add"])
+@pytest.mark.parametrize("case", NODE_PODS)
+def test_the_nodes_network_is_refused(case: str, command: str, tool: list[str], serve: Serve,
+                                      node_netns: str, tmp_path: Path) -> None:
+    build, words = NODE_PODS[case]
+    runtime, sandbox = build(node_netns)
+    cri = serve(runtime, [sandbox])
+    spec = tmp_path / "never.json"
+    spec.write_text(json.dumps(NEVER_RUNS))
+    args = ["-ns", NS, "-pod", NAME] + (["-spec", str(spec)] if command == "add" else [])
+    out = run(tool, "-runtime-endpoint", cri.endpoint, "-cache-dir", str(tmp_path / "cache"),
+              command, *args)
+    assert words.format(pinned=var_run(node_netns)) in error_of(out)
+    assert not (tmp_path / "cache").exists()
+
+
+# ---- where the tool looks for the runtime ----------------------------------------
+
+# The default list's slots, in if_inject.DEFAULT_ENDPOINTS' order.
+SLOTS = ("run-crio", "run-containerd", "var-run-crio", "cri-dockerd")
+
+
+def make_slot(kind: str, path: Path, serve: Serve, stack: list[SilentSocket]) -> None:
+    """Put `kind` at `path`: missing, file (not a socket), dead (no listener),
+    silent (accepts, never answers), v1alpha2 (old runtime) or live (answers)."""
+    if kind == "file":
+        path.write_text("")
+    elif kind == "dead":
+        dead_socket(path)
+    elif kind == "silent":
+        stack.append(SilentSocket(path).__enter__())
+    elif kind in ("live", "v1alpha2"):
+        runtime = Runtime("fake", path.stem)  # the version says who answered
+        serve(runtime, [], name=path.name, v1alpha2_only=kind == "v1alpha2")
+
+
+@pytest.fixture
+def slots(sock_dir: Path, serve: Serve, monkeypatch: pytest.MonkeyPatch
+          ) -> Iterator[Callable[[list[str]], list[str]]]:
+    """slots(kinds): the default endpoints, moved to tmp paths holding `kinds`; returns them."""
+    silent: list[SilentSocket] = []
+    monkeypatch.delenv("CONTAINER_RUNTIME_ENDPOINT", raising=False)
+
+    def make(kinds: list[str]) -> list[str]:
+        paths = [sock_dir / f"{slot}.sock" for slot in SLOTS]
+        for kind, path in zip(kinds, paths, strict=True):
+            make_slot(kind, path, serve, silent)
+        endpoints = [f"unix://{path}" for path in paths]
+        monkeypatch.setattr(if_inject, "DEFAULT_ENDPOINTS", tuple(endpoints))
+        return endpoints
+
+    yield make
+    for sock in silent:
+        sock.__exit__()
+
+
+SEARCHES: dict[str, tuple[list[str], int]] = {
+    "all-live": (["live", "live", "live", "live"], 0),
+    "crio-missing": (["missing", "live", "live", "live"], 1),
+    "crio-not-a-socket": (["file", "live", "live", "live"], 1),
+    "crio-dead": (["dead", "live", "live", "live"], 1),
+    "crio-silent": (["silent", "live", "live", "live"], 1),
+    "crio-v1alpha2-only": (["v1alpha2", "live", "live", "live"], 1),
+    "var-run-crio": (["missing", "dead", "live", "live"], 2),
+    "cri-dockerd-last": (["file", "dead", "missing", "live"], 3),
+}
+
+
+@pytest.mark.parametrize("search", SEARCHES)
+def test_the_first_default_endpoint_that_answers_is_used(
+        search: str, slots: Callable[[list[str]], list[str]]) -> None:
+    kinds, chosen = SEARCHES[search]
+    endpoints = slots(kinds)
+    started = time.monotonic()
+    with if_inject.RuntimeClient(timeout=0.5) as client:
+        assert client.endpoint == endpoints[chosen]
+        assert client.version.runtime_version == SLOTS[chosen]
+    assert time.monotonic() - started < 3
+
+
+def test_no_default_endpoint_answers(slots: Callable[[list[str]], list[str]]) -> None:
+    endpoints = slots(["missing", "file", "dead", "silent"])
+    with pytest.raises(if_inject.InjectError) as failed:
+        if_inject.RuntimeClient(timeout=0.5)
+    message = failed.value.msg
+    assert message.startswith("no container runtime answers: ")
+    for endpoint, why in zip(endpoints, ["No such file or directory", "not a unix socket",
+                                         "Version: UNAVAILABLE", "Version: DEADLINE_EXCEEDED"], strict=True):
+        assert f"{endpoint}: {why}" in message
+
+
+def test_env_and_argument_come_before_the_defaults(
+        slots: Callable[[list[str]], list[str]], serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
+    slots(["live", "live", "live", "live"])
+    env = serve(Runtime("fake", "env"), name="env.sock")
+    flag = serve(Runtime("fake", "flag"), name="flag.sock")
+    monkeypatch.setenv("CONTAINER_RUNTIME_ENDPOINT", env.endpoint)
+    with if_inject.RuntimeClient(timeout=2) as client:
+        assert client.version.runtime_version == "env"
+    with if_inject.RuntimeClient(flag.endpoint, timeout=2) as client:
+        assert client.version.runtime_version == "flag"
+
+
+def test_a_chosen_endpoint_that_fails_is_not_replaced(
+        slots: Callable[[list[str]], list[str]], sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An explicit endpoint (env or argument) is the one the user wants: no silent fallback."""
+    slots(["live", "live", "live", "live"])
+    dead = "unix://" + dead_socket(sock_dir / "dead.sock")
+    monkeypatch.setenv("CONTAINER_RUNTIME_ENDPOINT", dead)
+    with pytest.raises(if_inject.InjectError, match=f"^no container runtime answers: {dead}: "
+                                                    "Version: UNAVAILABLE"):
+        if_inject.RuntimeClient(timeout=2)
+    monkeypatch.delenv("CONTAINER_RUNTIME_ENDPOINT")
+    with pytest.raises(if_inject.InjectError, match=f"^no container runtime answers: {dead}: "):
+        if_inject.RuntimeClient(dead, timeout=2)
+
+
+# Runs the CLI with if_inject.DEFAULT_ENDPOINTS replaced: argv is REPO, the
+# four endpoints, then the tool's arguments. (The real defaults are system paths.)
+WITH_DEFAULTS = ("import sys; sys.path.insert(0, sys.argv[1]); import if_inject; "
+                 "if_inject.DEFAULT_ENDPOINTS = tuple(sys.argv[2:6]); sys.exit(if_inject.main(sys.argv[6:]))")
+
+
+def test_cli_endpoint_precedence_flag_env_defaults(serve: Serve, sock_dir: Path) -> None:
+    def runtime(version: str) -> FakeCRI:
+        return serve(Runtime("fake", version), name=f"{version}.sock")
+    defaults = [f"unix://{sock_dir}/missing.sock", "unix://" + dead_socket(sock_dir / "dead.sock"),
+                runtime("default").endpoint, runtime("last").endpoint]
+    env, flag = runtime("env"), runtime("flag")
+    cli = [sys.executable, "-c", WITH_DEFAULTS, str(REPO), *defaults, "-loglevel", "1"]
+    query = ["netns", "-ns", NS, "-pod", NAME]  # no pod anywhere: exit 1 after connecting
+
+    assert connected_to(run(cli, "-runtime-endpoint", flag.endpoint, *query,
+                            env={"CONTAINER_RUNTIME_ENDPOINT": env.endpoint})) == "flag"
+    assert connected_to(run(cli, "-r", flag.endpoint, *query)) == "flag"
+    assert connected_to(run(cli, *query, env={"CONTAINER_RUNTIME_ENDPOINT": env.endpoint})) == "env"
+    assert connected_to(run(cli, *query)) == "default"
+    # An empty variable is no choice: the defaults are searched.
+    assert connected_to(run(cli, *query, env={"CONTAINER_RUNTIME_ENDPOINT": ""})) == "default"
+
+
+@needs_root
+def test_cli_endpoint_forms(tool: list[str], serve: Serve, netns: str) -> None:
+    """unix:///path, unix:/path and a bare path name the same socket."""
+    cri = serve(CRIO, [crio_sandbox(NAME, var_run(netns), NS)])
+    for endpoint in (cri.endpoint, "unix:" + cri.socket_path, cri.socket_path):
+        out = run(tool, "-runtime-endpoint", endpoint, "netns", "-ns", NS, "-pod", NAME)
+        assert (out.returncode, out.stdout, out.stderr) == (0, var_run(netns) + "\n", "")
+        out = run(tool, "netns", "-ns", NS, "-pod", NAME, env={"CONTAINER_RUNTIME_ENDPOINT": endpoint})
+        assert (out.returncode, out.stdout) == (0, var_run(netns) + "\n")
+
+
+def test_cli_endpoint_faults(tool: list[str], sock_dir: Path) -> None:
+    query = ["netns", "-ns", NS, "-pod", NAME]
+    not_a_socket = sock_dir / "file.sock"
+    not_a_socket.write_text("")
+    cases = {
+        "tcp://127.0.0.1:10010": "unsupported runtime endpoint tcp://127.0.0.1:10010: only unix sockets are",
+        f"unix://{sock_dir}/missing.sock": f"unix://{sock_dir}/missing.sock: No such file or directory",
+        f"unix://{not_a_socket}": f"unix://{not_a_socket}: not a unix socket",
+        "unix://" + dead_socket(sock_dir / "dead.sock"): f"unix://{sock_dir}/dead.sock: Version: UNAVAILABLE",
+    }
+    for endpoint, words in cases.items():
+        assert words in error_of(run(tool, "-runtime-endpoint", endpoint, *query))
+        assert words in error_of(run(tool, *query, env={"CONTAINER_RUNTIME_ENDPOINT": endpoint}))
+
+
+def test_cli_socket_that_never_answers_times_out(tool: list[str], sock_dir: Path) -> None:
+    with SilentSocket(sock_dir / "silent.sock") as silent:
+        started = time.monotonic()
+        out = run(tool, "-runtime-endpoint", silent.endpoint, "-timeout", "1",
+                  "netns", "-ns", NS, "-pod", NAME, timeout=10)
+        elapsed = time.monotonic() - started
+    assert f"{silent.endpoint}: Version: DEADLINE_EXCEEDED: no answer within 1s" in error_of(out)
+    assert 1 <= elapsed < 4
