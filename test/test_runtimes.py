@@ -264,14 +264,32 @@ PERSONALITIES: dict[str, Personality] = {
         CONTAINERD_17, containerd17_proc_sandbox(NAME, pid, NS), f"/proc/{pid}/ns/net"),
     "containerd-2.0": lambda netns, pid: (
         CONTAINERD_20, containerd2_sandbox(NAME, var_run(netns), pid, NS), var_run(netns)),
-    "containerd-2.0-shim-gone": lambda netns, pid: (
-        CONTAINERD_20, containerd2_sandbox(NAME, var_run(netns), pid, NS, shim_gone=True),
+    "containerd-2.0-no-spec": lambda netns, pid: (
+        CONTAINERD_20, ready_without_spec(containerd2_sandbox(NAME, var_run(netns), pid, NS, shim_gone=True)),
         var_run(netns)),
     "containerd-2.3": lambda netns, pid: (
         CONTAINERD_23, containerd2_sandbox(NAME, var_run(netns), pid, NS), var_run(netns)),
     "cri-dockerd": lambda netns, pid: (
         CRI_DOCKERD, cri_dockerd_sandbox(NAME, pid, NS), f"/proc/{pid}/ns/net"),
 }
+
+
+def ready_without_spec(sandbox: Sandbox) -> Sandbox:
+    """runtimeSpec null but the sandbox still ready: only NetNSPath tells the netns."""
+    sandbox.status_state = None
+    return sandbox
+
+
+@needs_root
+def test_a_sandbox_whose_shim_is_gone_is_no_target(tool: list[str], serve: Serve, netns: str,
+                                                   netns_pid: int) -> None:
+    """containerd 2.x lists it READY a moment longer than its status says so: refused."""
+    sandbox = containerd2_sandbox(NAME, var_run(netns), netns_pid, NS, shim_gone=True)
+    cri = serve(CONTAINERD_20, [sandbox])
+    out = run(tool, "-runtime-endpoint", cri.endpoint, "netns", "-ns", NS, "-pod", NAME)
+    assert (out.returncode, out.stdout) == (1, "")
+    assert json.loads(out.stderr)["error"] == (f"pod {NS}/{NAME} not found on this node "
+                                               f"(sandbox {sandbox.id} is no longer ready)")
 
 
 def container_id(sandbox: Sandbox, netns_path: str) -> str:
