@@ -14,8 +14,9 @@ tests can reuse it: `M` holds the message classes and enums by name,
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 # The schema extends the tool's own; the tool lives in the repository root.
 _REPO = str(Path(__file__).resolve().parent.parent)
@@ -46,7 +47,10 @@ enum ContainerState {
 message ContainerMetadata { string name = 1; uint32 attempt = 2; }
 message ImageSpec { string image = 1; map annotations = 2; }
 message KeyValue { string key = 1; string value = 2; }
-message LinuxContainerSecurityContext { bool privileged = 2; NamespaceOption namespace_options = 3; }
+message Capability { repeated string add_capabilities = 1; repeated string drop_capabilities = 2; }
+message LinuxContainerSecurityContext {
+    Capability capabilities = 1; bool privileged = 2; NamespaceOption namespace_options = 3;
+}
 message LinuxContainerConfig { LinuxContainerSecurityContext security_context = 2; }
 message ContainerConfig {
     ContainerMetadata metadata = 1; ImageSpec image = 2; repeated string command = 3;
@@ -92,7 +96,9 @@ message StatusResponse { RuntimeStatus status = 1; map info = 2; }
 
 message ImageFilter { ImageSpec image = 1; }
 message ListImagesRequest { ImageFilter filter = 1; }
-message Image { string id = 1; repeated string repo_tags = 2; repeated string repo_digests = 3; uint64 size = 4; }
+message Image {
+    string id = 1; repeated string repo_tags = 2; repeated string repo_digests = 3; uint64 size = 4;
+}
 message ListImagesResponse { repeated Image images = 1; }
 """
 
