@@ -81,16 +81,8 @@ class Tool:
 
 
 @pytest.fixture
-def inject(tool: list[str], lab: Any, tmp_path: Path, restore_ip_forward: None) -> Tool:
+def inject(tool: list[str], lab: Any, tmp_path: Path) -> Tool:
     return Tool(tool, lab, tmp_path)
-
-
-@pytest.fixture
-def restore_ip_forward() -> Iterator[None]:
-    path = Path("/proc/sys/net/ipv4/ip_forward")
-    before = path.read_text()
-    yield
-    path.write_text(before)
 
 
 def pod_addrs(lab: Any, pod: Any, ifname: str = "net1") -> str:
@@ -112,7 +104,7 @@ def args_for(pod: Any) -> list[str]:
 # ---- the original README, unchanged -------------------------------------
 
 @pytest.fixture
-def default_dirs(restore_ip_forward: None) -> Iterator[None]:
+def default_dirs() -> Iterator[None]:
     """test/ptp.json as users run it keeps its leases in /var/lib/cni/networks/mynet."""
     leases = Path("/var/lib/cni/networks/mynet")
     existed = leases.exists()

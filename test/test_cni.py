@@ -36,19 +36,10 @@ def ns(netns: str) -> str:
 
 
 @pytest.fixture
-def cni(tmp_path: Path, restore_ip_forward: None) -> ii.CNI:
+def cni(tmp_path: Path) -> ii.CNI:
     """A CNI runtime with a private cache and a dir for fake plugins first in its path."""
     (tmp_path / "bin").mkdir()
     return ii.CNI([str(tmp_path / "bin"), CNI_BIN], str(tmp_path / "results"), timeout=5)
-
-
-@pytest.fixture
-def restore_ip_forward() -> None:
-    # ptp and bridge switch forwarding on, even on a failed ADD.
-    path = "/proc/sys/net/ipv4/ip_forward"
-    before = Path(path).read_text()
-    yield
-    Path(path).write_text(before)
 
 
 def network(tmp_path: Path, *plugins: dict, name: str = "iitnet", version: str = "1.0.0") -> ii.NetworkConfig:

@@ -1,0 +1,216 @@
+"""Shared fixtures: the runtime lab, pods, named netns, and a machine check.
+
+- `lab`: one real containerd lab per session (skipped unless root).
+- `pod`, `make_pod`: fresh pods in namespace "if-inject", removed after the test.
+- `netns`: a plain named network namespace, deleted after the test.
+- `tool`: the argv prefix that runs if_inject.py with this Python.
+- every test puts net.ipv4.ip_forward back (the ptp plugin sets it).
+
+After the session the machine must be as it was before: processes, mounts,
+netns, links, /var/lib/cni, /run/containerd, ip_forward and the labs' cgroups
+are compared, and any difference fails the run loudly (see the end of the file).
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+for _path in (str(REPO / "test"), str(REPO)):
+    if _path not in sys.path:
+        sys.path.insert(0, _path)
+
+from lab import IP_FORWARD, Lab, Pod, lock_machine, mounts_under, proc_alive, proc_cmdline  # noqa: E402
+
+POD_NAMESPACE = "if-inject"
+# Lab roots of this session start with this, so its processes can be told from
+# those of a concurrent session on the same machine.
+LAB_PREFIX = f"if-inject-lab-{os.getpid()}-"
+
+
+def need_root() -> None:
+    if os.geteuid() != 0:
+        pytest.skip("needs root: the lab runs containerd, runc and CNI plugins")
+
+
+@pytest.fixture(scope="session")
+def tool() -> list[str]:
+    """argv prefix running the tool from this checkout with the test's Python."""
+    return [sys.executable, str(REPO / "if_inject.py")]
+
+
+@pytest.fixture(scope="session")
+def lab_base() -> Iterator[Path]:
+    """A private directory for lab roots (the session lab and any a test starts)."""
+    need_root()
+    base = Path(tempfile.mkdtemp(prefix=LAB_PREFIX))
+    yield base
+    left = mounts_under(str(base))
+    assert not left, f"mounts left under {base}: {left}"  # never rmtree through a mount
+    shutil.rmtree(base)
+
+
+@pytest.fixture(scope="session")
+def lab(lab_base: Path) -> Iterator[Lab]:
+    """The session's lab: containerd + CRI + CNI with pause and busybox images."""
+    lab = Lab(str(lab_base / "lab"))
+    lab.up()
+    try:
+        yield lab
+    finally:
+        lab.down()
+
+
+@pytest.fixture
+def make_pod(lab: Lab) -> Iterator[Callable[..., Pod]]:
+    """make_pod(name=None, namespace="if-inject", labels={"app": "alpine"}, **run_pod kw).
+
+    Pods are like test/alpine.yaml's (label app=alpine, a busybox container);
+    every sandbox of them, restarted attempts included, is removed afterwards.
+    """
+    made: list[Pod] = []
+
+    def make(name: str | None = None, namespace: str = POD_NAMESPACE, **kw: Any) -> Pod:
+        kw.setdefault("labels", {"app": "alpine"})
+        pod = lab.run_pod(namespace, name or f"alpine-{uuid.uuid4().hex[:8]}", **kw)
+        made.append(pod)
+        return pod
+
+    yield make
+    for pod in made:
+        lab.remove_pod(pod)
+
+
+@pytest.fixture
+def pod(make_pod: Callable[..., Pod]) -> Pod:
+    """A fresh ready pod with a busybox container in namespace "if-inject"."""
+    return make_pod()
+
+
+@pytest.fixture(autouse=True)
+def restore_ip_forward() -> Iterator[None]:
+    """The ptp plugin sets net.ipv4.ip_forward=1 on every ADD (failed ones too), and
+    neither libcni nor the tool puts it back: each test does, as a kubelet-less node would."""
+    before = IP_FORWARD.read_text()
+    yield
+    if IP_FORWARD.read_text() != before:
+        IP_FORWARD.write_text(before)
+
+
+@pytest.fixture
+def netns() -> Iterator[str]:
+    """A plain named netns made with `ip netns add`; yields its path /run/netns/NAME."""
+    need_root()
+    name = f"if-inject-test-{uuid.uuid4().hex[:8]}"
+    existed, was_mount = os.path.isdir("/run/netns"), os.path.ismount("/run/netns")
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield f"/run/netns/{name}"
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=True)
+        # `ip netns add` makes /run/netns a mount point of its own: undo that
+        # too, unless someone else's netns is in there now.
+        if not os.listdir("/run/netns"):
+            if not was_mount and os.path.ismount("/run/netns"):
+                subprocess.run(["umount", "/run/netns"], check=True)
+            if not existed:
+                os.rmdir("/run/netns")
+
+
+# ---- the machine is as before ---------------------------------------------------------
+
+def _tree(top: str) -> list[str] | None:
+    if not os.path.exists(top):
+        return None
+    return sorted(os.path.join(d, n) for d, dirs, files in os.walk(top) for n in dirs + files)
+
+
+def _our_processes() -> list[str]:
+    """Live processes started by this session: descendants, and those of our labs."""
+    parents: dict[int, int] = {}
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            stat = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
+    ours = {os.getpid()}
+    changed = True
+    while changed:  # close over children: pods' processes are children of shims
+        new = {pid for pid, ppid in parents.items() if ppid in ours or
+               any(LAB_PREFIX in arg for arg in proc_cmdline(pid))}
+        changed, ours = not new <= ours, ours | new
+    ours.discard(os.getpid())
+    return sorted(f"{pid} {' '.join(proc_cmdline(pid))}" for pid in ours if proc_alive(pid))
+
+
+def _links() -> list[str]:
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+
+
+def machine_snapshot() -> dict[str, Any]:
+    """What tests and labs may change on the host, to compare before and after."""
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    return {
+        "processes": _our_processes(),
+        "mounts": sorted(Path("/proc/mounts").read_text().splitlines()),
+        "ip netns list": sorted(netns.splitlines()),
+        "/run/netns": _tree("/run/netns"),
+        "links": _links(),
+        "/var/lib/cni": _tree("/var/lib/cni"),
+        "/run/containerd": _tree("/run/containerd"),
+        "net.ipv4.ip_forward": IP_FORWARD.read_text().strip(),
+        "lab cgroups": sorted(glob.glob("/sys/fs/cgroup/*/if-inject-lab-*")),
+    }
+
+
+def machine_differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    lines = []
+    for key, old in before.items():
+        new = after[key]
+        if old == new:
+            continue
+        if isinstance(old, list) and isinstance(new, list):
+            lines += [f"{key}: + {x}" for x in new if x not in old]
+            lines += [f"{key}: - {x}" for x in old if x not in new]
+        else:
+            lines.append(f"{key}: {old!r} -> {new!r}")
+    return lines
+
+
+_BEFORE = pytest.StashKey[dict[str, Any]]()
+_LOCK = pytest.StashKey[int]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if os.geteuid() == 0:  # root sessions change the host: one at a time
+        session.config.stash[_LOCK] = lock_machine()
+    session.config.stash[_BEFORE] = machine_snapshot()
+
+
+@pytest.hookimpl(trylast=True)  # after the runner's, which tears the session fixtures down
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    differences = machine_differences(session.config.stash[_BEFORE], machine_snapshot())
+    if _LOCK in session.config.stash:
+        os.close(session.config.stash[_LOCK])
+    if not differences:
+        return
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    write = reporter.write_line if reporter else (lambda s, **kw: print(s, file=sys.stderr))
+    write("")
+    write("!!! the machine is not as the test session found it:", red=True, bold=True)
+    for line in differences:
+        write(f"!!!   {line}", red=True)
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED

@@ -1,0 +1,211 @@
+"""`make demo`: the original README's walk-through, on a real containerd.
+
+Starts a lab (test/lab.py), creates three pods like test/alpine.yaml in
+namespace if-inject, then runs the README's commands one by one, each printed
+before it runs: `if-inject netns`, a veth injected by hand with `ip link` (ping
+the pod's link-local address), `if-inject add -spec test/ptp.json | jq`, ping
+the pod's 10.22.22.x address, `if-inject check`, `if-inject del`. Finally it
+stops the lab, leaving the machine as it found it.
+
+`kubectl exec` is played by the lab (CRI ExecSync into the pod's container).
+Usage, as root: python3 test/demo.py [LAB_ROOT]   (default /tmp/if-inject-demo)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from lab import Lab, Pod, install_missing, lock_machine
+
+REPO = Path(__file__).resolve().parent.parent
+NAMESPACE = "if-inject"
+PTP_SPEC = REPO / "test/ptp.json"
+PTP_CONF = {"cniVersion": "1.0.0", "name": "mynet", "type": "ptp",
+            "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.22.22.0/24"}]]}}
+MYNET_LEASES = Path("/var/lib/cni/networks/mynet")
+
+
+class Shell:
+    """Runs README lines with bash, printing each first; keeps their shell variables."""
+
+    def __init__(self, lab: Lab) -> None:
+        self.lab = lab
+        self.vars = {"CONTAINER_RUNTIME_ENDPOINT": lab.endpoint}
+        # This checkout's tool with this Python, whatever `if-inject` is on PATH.
+        tool = f"{shlex.quote(sys.executable)} {shlex.quote(str(REPO / 'if_inject.py'))}"
+        self.prelude = f'if-inject() {{ {tool} "$@"; }}\n'
+        # Command lines that undo what a step made, run if the demo stops half-way.
+        self.undo: list[str] = []
+
+    def __call__(self, line: str, check: bool = True, show: str = "") -> str:
+        """Print and run a command line (shown as `show` if given); return its stdout."""
+        print(f"$ {show or line}", flush=True)
+        proc = self.run(line)
+        sys.stdout.write(proc.stderr if show else proc.stdout + proc.stderr)
+        if check and proc.returncode != 0:
+            raise RuntimeError(f"failed with exit code {proc.returncode}: {line}")
+        return proc.stdout
+
+    def run(self, line: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["bash", "-o", "pipefail", "-c", self.prelude + line],
+                              capture_output=True, text=True, cwd=REPO,
+                              env={**os.environ, **self.vars})
+
+    def set(self, name: str, line: str) -> str:
+        """name=$(line), as the README's ns=$(if-inject netns ...)."""
+        value = self(line, show=f"{name}=$({line})").strip()
+        self.vars[name] = value
+        return value
+
+    def let(self, name: str, value: str) -> None:
+        print(f"$ {name}={value}", flush=True)
+        self.vars[name] = value
+
+    def kubectl_exec(self, pod: Pod, argv: list[str], check: bool = True) -> str:
+        print(f"$ kubectl exec -n {NAMESPACE} $pod -- {' '.join(argv)}", flush=True)
+        code, out, err = self.lab.exec(pod, argv)
+        sys.stdout.write(out + err)
+        if check and code != 0:
+            raise RuntimeError(f"exit code {code} in the pod: {' '.join(argv)}")
+        return out
+
+
+def heading(text: str) -> None:
+    print(f"\n## {text}\n", flush=True)
+
+
+def pod_names(count: int) -> list[str]:
+    """Names as a Deployment's ReplicaSet gives them: alpine-<hash>-<suffix>."""
+    alphabet = "bcdfghjklmnpqrstvwxz2456789"
+    template = "".join(random.choices(alphabet, k=10))
+    return [f"alpine-{template}-{''.join(random.choices(alphabet, k=5))}" for _ in range(count)]
+
+
+def get_pods(lab: Lab, pods: list[Pod]) -> None:
+    print(f"$ kubectl get pods -n {NAMESPACE} -o wide     # as the lab's CRI sees them")
+    print(f"{'NAME':32} {'READY':6} {'STATUS':8} {'IP':16} NODE")
+    for pod in pods:
+        ip = lab.cri("PodSandboxStatus", {"pod_sandbox_id": pod.sandbox_id}).status.network.ip
+        print(f"{pod.name:32} {'1/1':6} {'Running':8} {ip:16} {os.uname().nodename}")
+
+
+def wait_link_local(lab: Lab, pod: Pod, ifname: str) -> str:
+    """The pod's fe80:: address on ifname, once duplicate address detection is done."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        _, out, _ = lab.exec(pod, ["ip", "-6", "-o", "addr", "show", "dev", ifname])
+        words = out.split()
+        if "fe80" in out and "tentative" not in words:
+            return words[words.index("inet6") + 1].split("/")[0]
+        time.sleep(0.2)
+    raise RuntimeError(f"no link-local address on {ifname} in {pod.name}")
+
+
+def wait_host_dad(ifname: str) -> None:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        out = subprocess.run(["ip", "-6", "-o", "addr", "show", "dev", ifname],
+                             capture_output=True, text=True).stdout
+        if "fe80" in out and "tentative" not in out.split():
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"{ifname} keeps a tentative address")
+
+
+def manual_injection(sh: Shell, lab: Lab, pod: Pod) -> None:
+    heading("Manually inject an interface (a veth pair, one side moved into the pod)")
+    sh.let("pod", pod.name)
+    sh("if-inject netns -ns if-inject -pod $pod")
+    sh.set("ns", "if-inject netns -ns if-inject -pod $pod")
+    sh.undo.append("ip link del pod0")
+    sh("ip link add pod0 type veth peer net1")
+    sh("ip link set net1 netns $ns")
+    sh.kubectl_exec(pod, ["ip", "link", "set", "net1", "up"])
+    sh("ip link set pod0 up")
+    address = wait_link_local(lab, pod, "net1")
+    wait_host_dad("pod0")
+    sh.kubectl_exec(pod, ["ip", "addr", "show", "net1"])
+    sh(f"ping -c1 -W2 {address}%pod0")
+    print("# Clean up by removing either end of the veth pair:")
+    sh("ip link del pod0")
+    sh.undo.pop()
+
+
+def cni_injection(sh: Shell, lab: Lab, pod: Pod) -> None:
+    heading("Inject an interface with a CNI plugin (ptp, with host-local IPAM)")
+    sh.let("pod", pod.name)
+    # A repeated del is harmless, and releases the lease of an add that failed half-way.
+    sh.undo.append(f"if-inject del -ns if-inject -pod {pod.name} -spec test/ptp.json")
+    result = json.loads(sh("if-inject add -ns if-inject -pod $pod -spec test/ptp.json | jq"))
+    sh.kubectl_exec(pod, ["ip", "addr", "show", "net1"])
+    sh(f"ping -c1 -W2 {result['ips'][0]['address'].split('/')[0]}")
+    sh("if-inject check -ns if-inject -pod $pod -spec test/ptp.json && echo check passed")
+    sh("if-inject del -ns if-inject -pod $pod -spec test/ptp.json")
+    sh.undo.pop()
+    sh.kubectl_exec(pod, ["ip", "link", "show", "net1"], check=False)
+
+
+def undo_leftovers(sh: Shell, had: dict[Path, bool]) -> None:
+    """What the demo made outside the lab's pods, also after a failure half-way."""
+    for line in reversed(sh.undo):
+        sh.run(line)
+    # host-local keeps its directory after the last release: remove it if the demo made
+    # it and it holds no lease (a concurrent user of "mynet" may have one).
+    if not had[MYNET_LEASES] and MYNET_LEASES.is_dir():
+        state = {"lock", "last_reserved_ip.0"}
+        if {p.name for p in MYNET_LEASES.iterdir()} <= state:
+            shutil.rmtree(MYNET_LEASES)
+    networks = MYNET_LEASES.parent
+    if not had[networks] and networks.is_dir() and not any(networks.iterdir()):
+        networks.rmdir()
+
+
+def main() -> int:
+    if os.geteuid() != 0:
+        print("the demo needs root: it runs containerd, runc and CNI plugins", file=sys.stderr)
+        return 1
+    if os.path.exists("/sys/class/net/pod0"):
+        print("a link named pod0 exists already; the demo would take it over", file=sys.stderr)
+        return 1
+    install_missing([("ping", "iputils-ping"), ("jq", "jq")])
+    lock_machine()  # held until the demo exits: test sessions change the host too
+    if not PTP_SPEC.exists():
+        PTP_SPEC.write_text(json.dumps(PTP_CONF, indent="\t") + "\n")
+    had = {p: p.exists() for p in (MYNET_LEASES, MYNET_LEASES.parent)}
+    started = time.monotonic()
+    lab = Lab(sys.argv[1] if len(sys.argv) > 1 else "/tmp/if-inject-demo")
+    made_root = not lab.root.exists()
+    print(f"# Starting the lab (containerd + CRI + CNI) in {lab.root} ...", flush=True)
+    lab.up()
+    sh = Shell(lab)
+    try:
+        pods = [lab.run_pod(NAMESPACE, name, labels={"app": "alpine"}) for name in pod_names(3)]
+        heading("Three pods like test/alpine.yaml")
+        sh(f"export CONTAINER_RUNTIME_ENDPOINT={lab.endpoint}   # the lab's containerd")
+        get_pods(lab, pods)
+        manual_injection(sh, lab, pods[0])
+        cni_injection(sh, lab, pods[1])
+    except BaseException:
+        print(f"\n# The demo failed; containerd's log is {lab.root}/containerd.log", flush=True)
+        raise
+    finally:
+        undo_leftovers(sh, had)
+        print("\n# Stopping the lab ...", flush=True)
+        lab.down()
+    if made_root:  # only its image cache and containerd's log are left in it
+        shutil.rmtree(lab.root)
+    print(f"# Done in {time.monotonic() - started:.1f} s.")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

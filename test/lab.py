@@ -1,0 +1,807 @@
+"""A real Kubernetes-node runtime for the tests: containerd + CRI + runc + CNI.
+
+    lab = Lab("/tmp/if-inject-lab")
+    lab.up()                                  # install, build images, start containerd
+    pod = lab.run_pod("if-inject", "alpine-0", labels={"app": "alpine"})
+    lab.exec(pod, ["ip", "-o", "addr", "show", "eth0"])
+    lab.down()                                # the machine is as before up()
+
+or as a script: `python3 test/lab.py up|down|clean ROOT`.
+
+Everything the lab owns lives under ROOT, and every name it puts on the host is
+derived from ROOT (socket, bridge, CNI network, cgroup parent, pod subnet), so
+two labs with different roots run side by side. ../shared/notes/runtime-lab.md
+records why the containerd configuration looks the way it does.
+
+containerd 1.6 also writes outside its directories whatever the config says:
+shim sockets in /run/containerd/s, libcni's cache in /var/lib/cni/results,
+cgroup dirs, the bridge, ip_forward (the ptp plugin). clean() removes exactly
+those of this lab, also after a crashed run; down() is clean() on a live lab.
+
+Standard library + grpc + cri_schema only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import fcntl
+import glob
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cri_schema
+from cri_schema import M
+
+TEST_DIR = Path(__file__).resolve().parent
+CNI_BIN_DIR = "/usr/lib/cni"
+PAUSE_IMAGE = "localhost/if-inject/pause:1"
+BUSYBOX_IMAGE = "localhost/if-inject/busybox:1"
+CRI_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin uses
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+CNI_RESULTS = Path("/var/lib/cni/results")
+SHIM_SOCKETS = Path("/run/containerd/s")
+# Directories containerd and libcni create on the host whatever the config says,
+# with their modes. A lab creates the missing ones itself and marks them with
+# an xattr, so that whichever lab goes down last removes them, even when labs
+# of concurrent test sessions overlap.
+OUTSIDE_DIRS = {"/run/containerd": 0o600, "/run/containerd/s": 0o600,
+                "/var/lib/cni": 0o700, "/var/lib/cni/results": 0o700}
+MARK = "trusted.if-inject-lab"
+# What the lab creates in ROOT; clean() removes only these names, so a wrong
+# ROOT (say $HOME) loses nothing else. cache/ and containerd.log are kept.
+OWNED = ["root", "state", "runc", "tmp", "opt", "net.d", "ipam", "pods", "config.toml",
+         "containerd.sock", "containerd.sock.ttrpc", "containerd.pid", "lab.json"]
+
+# Debian packages providing what the lab runs: (file or command, package).
+REQUIREMENTS = [
+    ("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc"),
+    (f"{CNI_BIN_DIR}/bridge", "containernetworking-plugins"), ("ip", "iproute2"),
+    ("gcc", "gcc"), ("/usr/include/signal.h", "libc6-dev"),
+]
+SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+POD = 0
+NODE = 2
+CONTAINER = 1
+
+
+# ---- small host helpers -----------------------------------------------------
+
+def log(msg: str) -> None:
+    print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def run(argv: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
+    """Run a command, capturing its output; a failure raises with its stderr."""
+    proc = subprocess.run(argv, capture_output=True, text=True, env=_env(), **kw)
+    if check and proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)}: exit {proc.returncode}: {proc.stderr.strip()}")
+    return proc
+
+
+def _env() -> dict[str, str]:
+    # runc lives in /usr/sbin; a CI shell's PATH may lack it.
+    return dict(os.environ, PATH=os.environ.get("PATH", "") + ":" + SBIN_PATH)
+
+
+def which(name: str) -> str | None:
+    if name.startswith("/"):
+        return name if os.path.exists(name) else None
+    return shutil.which(name, path=_env()["PATH"])
+
+
+def is_static_elf(path: str) -> bool:
+    """True if `path` is an ELF executable without an interpreter (PT_INTERP)."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        if head[:4] != b"\x7fELF" or head[4] != 2:  # 64-bit only, which is all we run on
+            return False
+        phoff = int.from_bytes(head[32:40], "little")
+        phentsize = int.from_bytes(head[54:56], "little")
+        phnum = int.from_bytes(head[56:58], "little")
+        f.seek(phoff)
+        table = f.read(phentsize * phnum)
+    types = (int.from_bytes(table[i:i + 4], "little") for i in range(0, len(table), phentsize))
+    return 3 not in types
+
+
+def lock_machine() -> int:
+    """Wait for, and take, the machine-wide lock of tests and demos; returns its fd.
+
+    They change host state (links, ip_forward, /var/lib/cni) and compare it
+    before and after, so two at once would see each other. An flock on a
+    directory that always exists leaves no lock file; it ends with the process.
+    """
+    fd = os.open("/run/lock" if os.path.isdir("/run/lock") else "/tmp", os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        log("waiting for another if-inject test session or demo on this machine...")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def install_missing(requirements: list[tuple[str, str]] = REQUIREMENTS) -> None:
+    """apt-get install what is needed and missing: [(file or command, Debian package)]."""
+    missing = {pkg for what, pkg in requirements if which(what) is None}
+    busybox = which("busybox")
+    if requirements is REQUIREMENTS and (busybox is None or not is_static_elf(busybox)):
+        missing.add("busybox-static")  # the image has no libc
+    if not missing:
+        return
+    log(f"installing {' '.join(sorted(missing))}")
+    env = dict(_env(), DEBIAN_FRONTEND="noninteractive")
+    subprocess.run(["apt-get", "update", "-q"], check=True, env=env, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", "install", "-y", "-q", "--no-install-recommends", *sorted(missing)],
+                   check=True, env=env, stdout=subprocess.DEVNULL)
+
+
+def proc_alive(pid: int) -> bool:
+    """A process that exists and is not a zombie (PID 1 reaps orphans lazily here)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] not in ("Z", "X")
+
+
+def proc_cmdline(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")[:-1]
+    except OSError:
+        return []
+
+
+def wait_gone(pid: int, timeout: float) -> bool:
+    deadline = time.monotonic() + timeout
+    while proc_alive(pid):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.02)
+    return True
+
+
+def mounts_under(root: str) -> list[str]:
+    """Mount points at or below `root`, deepest first."""
+    points = []
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        point = re.sub(r"\\(\d{3})", lambda m: chr(int(m.group(1), 8)), line.split()[4])
+        if point == root or point.startswith(root + "/"):
+            points.append(point)
+    return sorted(points, key=len, reverse=True)
+
+
+def unmount(path: str) -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.umount2(path.encode(), 0) != 0:
+        libc.umount2(path.encode(), 2)  # MNT_DETACH: still busy, detach it lazily
+
+
+# ---- images ------------------------------------------------------------------
+
+def _tar_entry(name: str, data: bytes | None = None, mode: int = 0o755,
+               link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.mode, info.mtime, info.uname, info.gname = mode, 0, "root", "root"
+    if link:
+        info.type, info.linkname = tarfile.SYMTYPE, link
+    elif data is None:
+        info.type = tarfile.DIRTYPE
+    else:
+        info.size = len(data)
+    return info, data
+
+
+def _tar(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def oci_archive(name: str, layer: bytes, config: dict[str, Any]) -> bytes:
+    """An OCI image-layout tar with one uncompressed layer, named `name` for containerd."""
+    arch = {"x86_64": "amd64", "aarch64": "arm64"}.get(platform.machine(), platform.machine())
+    layer_digest = hashlib.sha256(layer).hexdigest()  # uncompressed: digest == diff_id
+    image_config = json.dumps({
+        "architecture": arch, "os": "linux", "config": config,
+        "rootfs": {"type": "layers", "diff_ids": [f"sha256:{layer_digest}"]},
+    }, sort_keys=True).encode()
+
+    def descriptor(media: str, blob: bytes) -> dict[str, Any]:
+        return {"mediaType": media, "digest": f"sha256:{hashlib.sha256(blob).hexdigest()}",
+                "size": len(blob)}
+
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": descriptor("application/vnd.oci.image.config.v1+json", image_config),
+        "layers": [descriptor("application/vnd.oci.image.layer.v1.tar", layer)],
+    }, sort_keys=True).encode()
+    # A fully qualified name: containerd does not resolve one without a registry host.
+    entry = descriptor("application/vnd.oci.image.manifest.v1+json", manifest)
+    entry["annotations"] = {"io.containerd.image.name": name,
+                            "org.opencontainers.image.ref.name": name.rpartition(":")[2]}
+    index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
+    blobs = [_tar_entry(f"blobs/sha256/{hashlib.sha256(b).hexdigest()}", b, 0o644)
+             for b in (layer, image_config, manifest)]
+    return _tar([_tar_entry("blobs", None), _tar_entry("blobs/sha256", None), *blobs,
+                 _tar_entry("oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 0o644),
+                 _tar_entry("index.json", index, 0o644)])
+
+
+def _cached(cache: Path, key: str, build: Callable[[], bytes]) -> Path:
+    """cache/<key>, built by build() once; written atomically so a crash leaves no half file."""
+    path = cache / key
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(build())
+        tmp.rename(path)
+    return path
+
+
+def pause_image(cache: Path) -> Path:
+    source = (TEST_DIR / "pause.c").read_bytes()
+
+    def build() -> bytes:
+        binary = cache / f"pause.{os.getpid()}"
+        run(["gcc", "-static", "-Os", "-s", "-o", str(binary), str(TEST_DIR / "pause.c")])
+        try:
+            layer = _tar([_tar_entry("pause", binary.read_bytes())])
+        finally:
+            binary.unlink()
+        return oci_archive(PAUSE_IMAGE, layer, {"Entrypoint": ["/pause"]})
+
+    return _cached(cache, f"pause-{hashlib.sha256(source).hexdigest()[:16]}.tar", build)
+
+
+def busybox_image(cache: Path) -> Path:
+    busybox = Path(which("busybox") or "/bin/busybox").resolve()
+    binary = busybox.read_bytes()
+
+    def build() -> bytes:
+        applets = run([str(busybox), "--list"]).stdout.split()
+        entries = [_tar_entry(d, None) for d in ("bin", "dev", "etc", "proc", "root", "sys", "var")]
+        entries.append(_tar_entry("tmp", None, 0o1777))
+        entries.append(_tar_entry("bin/busybox", binary))
+        entries += [_tar_entry(f"bin/{a}", link="busybox") for a in applets if a != "busybox"]
+        entries.append(_tar_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
+        entries.append(_tar_entry("etc/group", b"root:x:0:\n", 0o644))
+        layer = _tar(entries)
+        return oci_archive(BUSYBOX_IMAGE, layer, {"Cmd": ["sh"], "Env": ["PATH=/bin"]})
+
+    return _cached(cache, f"busybox-{hashlib.sha256(binary).hexdigest()[:16]}.tar", build)
+
+
+# ---- pods --------------------------------------------------------------------
+
+@dataclass
+class Pod:
+    """A pod sandbox made by the lab (one attempt of it), as kubelet would see it."""
+
+    namespace: str
+    name: str
+    uid: str
+    sandbox_id: str
+    container_id: str | None
+    netns: str | None  # None for hostNetwork pods: containerd gives no path
+    attempt: int = 0
+    host_network: bool = False
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+class Lab:
+    """A private containerd with its CRI plugin, CNI and images, all under `root`."""
+
+    def __init__(self, root: str) -> None:
+        self.root = Path(os.path.realpath(root))
+        if len(f"{self.root}/containerd.sock.ttrpc") >= 108:  # sun_path of a unix socket
+            raise ValueError(f"lab root too long for a unix socket path: {self.root}")
+        # Every name the lab puts on the host derives from its root, so labs
+        # with different roots never share a bridge, network, cgroup or subnet.
+        digest = hashlib.sha256(str(self.root).encode()).digest()
+        tag = digest[:4].hex()
+        self.network = f"if-inject-lab-{tag}"
+        self.bridge = f"ifilab{tag}"
+        self.cgroup_parent = f"/if-inject-lab-{tag}"
+        self.subnet = f"10.{200 + digest[4] % 50}.{digest[5]}.0/24"
+        self.cache = self.root / "cache"
+        self.config_path = self.root / "config.toml"
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._channel: Any = None
+        self._sandbox_configs: dict[str, Any] = {}  # CreateContainer needs the pod's config again
+
+    @property
+    def socket(self) -> str:
+        return str(self.root / "containerd.sock")
+
+    @property
+    def endpoint(self) -> str:
+        return f"unix://{self.socket}"
+
+    @property
+    def channel(self) -> Any:
+        if self._channel is None:
+            import grpc
+
+            self._channel = grpc.insecure_channel(self.endpoint)
+        return self._channel
+
+    def cri(self, method: str, request: Any = None, timeout: float = 30) -> Any:
+        """A raw CRI call on this lab's containerd (see cri_schema.call)."""
+        return cri_schema.call(self.channel, method, request, timeout)
+
+    # ---- life cycle ----------------------------------------------------------
+
+    def up(self) -> None:
+        """Make the lab ready for run_pod(), cleaning up after a crashed run first."""
+        if os.geteuid() != 0:
+            raise PermissionError("the lab needs root (containerd, runc, CNI)")
+        install_missing()
+        self.clean()
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._record_host()
+        try:
+            images = [pause_image(self.cache), busybox_image(self.cache)]
+            self._start_containerd()
+            for image in images:
+                run(["ctr", "--address", self.socket, "-n", CRI_NAMESPACE, "images", "import",
+                     "--snapshotter", "overlayfs", str(image)])
+            self._wait_network_ready()
+        except BaseException:
+            self.down()
+            raise
+
+    def down(self) -> None:
+        """Remove every pod, stop containerd, and undo what it did to the host."""
+        self.clean()
+
+    def clean(self) -> None:
+        """Tear down this root's lab, running or left over by a crash.
+
+        Pods are removed through containerd (restarted for that if it died),
+        so CNI DEL releases their leases as kubelet would; then what containerd
+        leaves on the host is removed. Raises if something could not be undone.
+        """
+        problems: list[str] = []
+        ids = self._sandbox_ids_on_disk()
+        pid = self._containerd_pid()
+        if pid is None and ids:
+            log(f"restarting containerd to remove the pods left in {self.root}")
+            pid = self._start_containerd()
+        if pid is not None:
+            problems += self._remove_all_pods(ids)
+            problems += self._stop_containerd(pid)
+        problems += self._sweep(ids)
+        if problems:
+            raise RuntimeError("lab clean-up incomplete:\n  " + "\n  ".join(problems))
+
+    # ---- containerd ------------------------------------------------------------
+
+    def _containerd_pid(self) -> int | None:
+        """The PID in our pidfile, if it is still our containerd (PIDs get reused)."""
+        try:
+            pid = int((self.root / "containerd.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        argv = proc_cmdline(pid)
+        ours = argv[1:] == ["--config", str(self.config_path)] and argv[0].endswith("containerd")
+        return pid if ours and proc_alive(pid) else None
+
+    def _start_containerd(self) -> int:
+        self._write_config()
+        with open(self.root / "containerd.log", "ab") as logfile:
+            # A session of its own: a ^C in the terminal must not kill it
+            # before down() has removed the pods.
+            self._proc = subprocess.Popen(
+                ["containerd", "--config", str(self.config_path)], stdin=subprocess.DEVNULL,
+                stdout=logfile, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
+        (self.root / "containerd.pid").write_text(str(self._proc.pid))
+        self._wait_cri()
+        return self._proc.pid
+
+    def _wait_cri(self, timeout: float = 20) -> None:
+        import grpc
+
+        assert self._proc is not None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._proc.poll() is not None:
+                raise RuntimeError(f"containerd exited with {self._proc.returncode}:\n{self._log_tail()}")
+            # Only dial once the socket exists: gRPC backs off for a second
+            # after a failed connect.
+            if os.path.exists(self.socket):
+                try:
+                    self.cri("Version", timeout=1)
+                    return
+                except grpc.RpcError as e:
+                    if e.code() == grpc.StatusCode.UNIMPLEMENTED:  # the CRI plugin failed to load
+                        raise RuntimeError(f"containerd has no CRI:\n{self._log_tail()}") from e
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"containerd CRI not answering after {timeout}s:\n{self._log_tail()}")
+            time.sleep(0.02)
+
+    def _wait_network_ready(self, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            conditions = self.cri("Status").status.conditions
+            if all(c.status for c in conditions):
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"runtime not ready: {conditions}")
+            time.sleep(0.05)
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            text = (self.root / "containerd.log").read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _stop_containerd(self, pid: int) -> list[str]:
+        """SIGTERM (it exits in 0.3-1.2 s), SIGKILL if it hangs; reap it if it is our child."""
+        self._close_channel()
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+        if self._proc is not None and self._proc.pid == pid:
+            try:
+                self._proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+            self._proc = None
+        elif not wait_gone(pid, 15):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            if not wait_gone(pid, 5):
+                return [f"containerd {pid} does not exit"]
+        (self.root / "containerd.pid").unlink(missing_ok=True)
+        return []
+
+    def _close_channel(self) -> None:
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+
+    # ---- configuration -----------------------------------------------------------
+
+    def _write_config(self) -> None:
+        for d in ("root", "state", "runc", "tmp", "opt", "net.d", "ipam", "pods"):
+            (self.root / d).mkdir(parents=True, exist_ok=True)
+        conflist = {
+            "cniVersion": "1.0.0", "name": self.network,
+            "plugins": [{
+                # No gateway, no masquerade: the pods' eth0 needs no host route
+                # and no iptables rule, so nothing of it outlives the bridge.
+                "type": "bridge", "bridge": self.bridge, "isGateway": False, "ipMasq": False,
+                "ipam": {"type": "host-local", "dataDir": str(self.root / "ipam"),
+                         "ranges": [[{"subnet": self.subnet}]]},
+            }],
+        }
+        (self.root / "net.d/10-lab.conflist").write_text(json.dumps(conflist, indent=2) + "\n")
+        self.config_path.write_text(self._containerd_toml())
+
+    def _containerd_toml(self) -> str:
+        r = self.root
+
+        def q(path: Path | str) -> str:  # a TOML basic string; JSON's escaping is compatible
+            return json.dumps(str(path))
+
+        cri = '[plugins."io.containerd.grpc.v1.cri"'
+        return f"""\
+# Written by test/lab.py for the lab in {r}; see ../shared/notes/runtime-lab.md.
+version = 2
+root = {q(r / "root")}
+state = {q(r / "state")}
+temp = {q(r / "tmp")}
+disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
+  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
+
+[grpc]
+  address = {q(self.socket)}
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = {q(r / "opt")}
+
+{cri}]
+  sandbox_image = {q(PAUSE_IMAGE)}
+  # Without CAP_SYS_RESOURCE runc cannot set the sandbox's oom_score_adj -998.
+  restrict_oom_score_adj = true
+  # Keep netns bind mounts in our state dir, not in /var/run/netns.
+  netns_mounts_under_state_dir = true
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+{cri}.containerd]
+  snapshotter = "overlayfs"
+  default_runtime_name = "runc"
+
+{cri}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+
+{cri}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = {q(r / "runc")}
+
+{cri}.cni]
+  bin_dir = {q(CNI_BIN_DIR)}
+  conf_dir = {q(r / "net.d")}
+  max_conf_num = 1
+"""
+
+    def _record_host(self) -> None:
+        """Note what clean() must restore, in a file so a crashed run can be undone."""
+        created = []
+        for d, mode in OUTSIDE_DIRS.items():
+            if not os.path.exists(d):
+                os.mkdir(d, mode)
+                created.append(d)
+                # Without xattrs only this lab's record below says it made d.
+                with contextlib.suppress(OSError):
+                    os.setxattr(d, MARK, b"1")
+        facts = {"ip_forward": IP_FORWARD.read_text().strip(), "created_dirs": created}
+        (self.root / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
+
+    # ---- pods ------------------------------------------------------------------------
+
+    def run_pod(self, namespace: str, name: str, labels: dict[str, str] | None = None,
+                host_network: bool = False, container: bool = True, uid: str | None = None,
+                attempt: int = 0) -> Pod:
+        """Create a ready pod sandbox the way kubelet does, with a busybox container.
+
+        The container runs `sleep infinity` with NET_ADMIN added, as the original's
+        test/alpine.yaml does (so `ip link set net1 up` works inside the pod).
+        `uid` and `attempt` make another sandbox of an existing pod (see restart_pod).
+        """
+        labels = dict(labels or {})
+        uid = uid or str(uuid.uuid4())
+        config = self._sandbox_config(namespace, name, uid, attempt, labels, host_network)
+        sandbox_id = self.cri("RunPodSandbox", {"config": config}, timeout=60).pod_sandbox_id
+        self._sandbox_configs[sandbox_id] = config
+        pod = Pod(namespace, name, uid, sandbox_id, None, None, attempt, host_network, labels)
+        try:
+            pod.netns = netns_path(self.sandbox_info(pod))
+            if container:
+                pod.container_id = self._start_container(pod)
+        except BaseException:
+            self.remove_pod(pod)
+            raise
+        return pod
+
+    def _sandbox_config(self, namespace: str, name: str, uid: str, attempt: int,
+                        labels: dict[str, str], host_network: bool) -> Any:
+        log_dir = self.root / "pods" / f"{namespace}_{name}_{uid}"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        return M["PodSandboxConfig"](
+            metadata={"name": name, "uid": uid, "namespace": namespace, "attempt": attempt},
+            # runc cannot set a hostname without a UTS namespace of the pod's own.
+            hostname="" if host_network else name, log_directory=str(log_dir),
+            labels={**labels, "io.kubernetes.pod.name": name,
+                    "io.kubernetes.pod.namespace": namespace, "io.kubernetes.pod.uid": uid},
+            linux={"cgroup_parent": self.cgroup_parent,
+                   "security_context": {"namespace_options": namespace_options(host_network)}})
+
+    def _start_container(self, pod: Pod) -> str:
+        config = {
+            # (name, attempt) is unique per pod uid in containerd: a new sandbox
+            # attempt needs a new container attempt, as kubelet's restart count.
+            "metadata": {"name": "busybox", "attempt": pod.attempt},
+            "image": {"image": BUSYBOX_IMAGE},
+            "command": ["sleep", "infinity"], "log_path": "busybox.log",
+            "labels": {"io.kubernetes.container.name": "busybox",
+                       "io.kubernetes.pod.name": pod.name,
+                       "io.kubernetes.pod.namespace": pod.namespace,
+                       "io.kubernetes.pod.uid": pod.uid},
+            "linux": {"security_context": {"capabilities": {"add_capabilities": ["NET_ADMIN"]},
+                                           "namespace_options": namespace_options(pod.host_network)}},
+        }
+        container_id: str = self.cri("CreateContainer", {
+            "pod_sandbox_id": pod.sandbox_id, "config": config,
+            "sandbox_config": self._sandbox_configs[pod.sandbox_id]}, timeout=60).container_id
+        self.cri("StartContainer", {"container_id": container_id}, timeout=60)
+        return container_id
+
+    def sandbox_info(self, pod: Pod) -> dict[str, Any]:
+        """containerd's verbose sandbox info (pid, runtimeSpec, cniResult, ...)."""
+        response = self.cri("PodSandboxStatus", {"pod_sandbox_id": pod.sandbox_id, "verbose": True})
+        info: dict[str, Any] = json.loads(response.info["info"])
+        return info
+
+    def sandbox_state(self, pod: Pod) -> str:
+        """"SANDBOX_READY" or "SANDBOX_NOTREADY"."""
+        status = self.cri("PodSandboxStatus", {"pod_sandbox_id": pod.sandbox_id}).status
+        names: dict[int, str] = {v: k for k, v in M["PodSandboxState"].items()}
+        return names[status.state]
+
+    def exec(self, pod: Pod, argv: list[str], timeout: int = 10) -> tuple[int, str, str]:
+        """Run argv in the pod's container: (exit code, stdout, stderr)."""
+        if pod.container_id is None:
+            raise ValueError(f"pod {pod.namespace}/{pod.name} has no container")
+        response = self.cri("ExecSync", {"container_id": pod.container_id, "cmd": list(argv),
+                                         "timeout": timeout}, timeout=timeout + 10)
+        return (response.exit_code, response.stdout.decode(errors="replace"),
+                response.stderr.decode(errors="replace"))
+
+    def stop_pod(self, pod: Pod) -> None:
+        """Stop the sandbox (NOTREADY, netns gone) but leave it listed, as a dead pod is."""
+        self.cri("StopPodSandbox", {"pod_sandbox_id": pod.sandbox_id}, timeout=60)
+
+    def restart_pod(self, pod: Pod) -> Pod:
+        """Stop `pod` and run its next attempt, as kubelet does when a sandbox dies.
+
+        The stopped sandbox stays listed beside the new ready one.
+        """
+        self.stop_pod(pod)
+        return self.run_pod(pod.namespace, pod.name, pod.labels, pod.host_network,
+                            pod.container_id is not None, pod.uid, pod.attempt + 1)
+
+    def remove_pod(self, pod: Pod) -> None:
+        """Stop and remove every sandbox of the pod (all attempts), containers first."""
+        selector = {"io.kubernetes.pod.uid": pod.uid}
+        for sandbox in self.cri("ListPodSandbox", {"filter": {"label_selector": selector}}).items:
+            self._remove_sandbox(sandbox.id)
+
+    def _remove_sandbox(self, sandbox_id: str) -> None:
+        containers = self.cri("ListContainers", {"filter": {"pod_sandbox_id": sandbox_id}})
+        for c in containers.containers:
+            self.cri("StopContainer", {"container_id": c.id, "timeout": 0}, timeout=60)
+            self.cri("RemoveContainer", {"container_id": c.id}, timeout=60)
+        self.cri("StopPodSandbox", {"pod_sandbox_id": sandbox_id}, timeout=60)
+        self.cri("RemovePodSandbox", {"pod_sandbox_id": sandbox_id}, timeout=60)
+        self._sandbox_configs.pop(sandbox_id, None)
+
+    def _remove_all_pods(self, ids: set[str]) -> list[str]:
+        """Remove every sandbox of this containerd, adding their ids to `ids`.
+
+        A failure is reported, not fatal: the others are removed all the same.
+        """
+        problems = []
+        try:
+            sandboxes = self.cri("ListPodSandbox").items
+        except Exception as e:
+            return [f"listing sandboxes: {e}"]
+        for sandbox in sandboxes:
+            ids.add(sandbox.id)
+            try:
+                self._remove_sandbox(sandbox.id)
+            except Exception as e:  # go on with the others, report at the end
+                problems.append(f"removing sandbox {sandbox.id}: {e}")
+        return problems
+
+    # ---- what containerd leaves on the host ---------------------------------------------
+
+    def _sandbox_ids_on_disk(self) -> set[str]:
+        """Sandbox and container ids containerd keeps under ROOT (known even after a crash)."""
+        dirs = [self.root / "root/io.containerd.grpc.v1.cri/sandboxes",
+                self.root / "state/io.containerd.runtime.v2.task" / CRI_NAMESPACE]
+        return {p.name for d in dirs if d.is_dir() for p in d.iterdir()}
+
+    def _sweep(self, ids: set[str]) -> list[str]:
+        """Remove what containerd left on the host, then the lab's files in ROOT."""
+        problems = self._kill_leftover_processes()
+        for point in mounts_under(str(self.root)):
+            unmount(point)
+        for id_ in ids:
+            # The shim's socket name, as containerd 1.6 derives it.
+            name = hashlib.sha256(f"{self.socket}/{CRI_NAMESPACE}/{id_}".encode()).hexdigest()
+            (SHIM_SOCKETS / name).unlink(missing_ok=True)
+        self._remove_cni_cache(ids)
+        problems += self._remove_cgroups()
+        if os.path.exists(f"/sys/class/net/{self.bridge}"):
+            run(["ip", "link", "del", self.bridge], check=False)
+        self._restore_host()
+        if mounts_under(str(self.root)):
+            return [*problems, f"mounts left under {self.root}: {mounts_under(str(self.root))}"]
+        self._remove_owned()
+        return problems
+
+    def _kill_leftover_processes(self) -> list[str]:
+        """After a crash: processes in our cgroups, and shims serving our socket."""
+        pids = set()
+        for procs in glob.glob(f"/sys/fs/cgroup/*{self.cgroup_parent}/**/cgroup.procs", recursive=True):
+            pids |= {int(p) for p in Path(procs).read_text().split()}
+        for entry in os.listdir("/proc"):
+            argv = proc_cmdline(int(entry)) if entry.isdigit() else []
+            if argv and "containerd-shim" in argv[0] and self.socket in argv:
+                pids.add(int(entry))
+        for pid in pids:
+            log(f"killing left-over process {pid}: {' '.join(proc_cmdline(pid))}")
+            os.kill(pid, signal.SIGKILL)
+        return [f"process {pid} does not die" for pid in pids if not wait_gone(pid, 5)]
+
+    def _remove_cni_cache(self, ids: set[str]) -> None:
+        """libcni's result cache entries of our network or our sandboxes (cni-loopback)."""
+        for path in CNI_RESULTS.glob("*"):
+            try:
+                entry = json.loads(path.read_text())
+            except (OSError, ValueError):
+                entry = {}
+            if path.name.startswith(f"{self.network}-") or entry.get("containerId") in ids:
+                path.unlink(missing_ok=True)
+
+    def _remove_cgroups(self) -> list[str]:
+        problems = []
+        for top in glob.glob(f"/sys/fs/cgroup/*{self.cgroup_parent}"):
+            for dirpath, _, _ in os.walk(top, topdown=False):
+                try:
+                    os.rmdir(dirpath)
+                except OSError as e:
+                    problems.append(f"cgroup {dirpath}: {e}")
+        return problems
+
+    def _restore_host(self) -> None:
+        try:
+            facts = json.loads((self.root / "lab.json").read_text())
+        except (OSError, ValueError):
+            facts = {"created_dirs": []}
+        if "ip_forward" in facts and IP_FORWARD.read_text().strip() != facts["ip_forward"]:
+            IP_FORWARD.write_text(facts["ip_forward"])
+        for d in reversed(OUTSIDE_DIRS):  # deepest first
+            if d in facts["created_dirs"] or _marked(d):
+                # Not empty: another lab (or a real containerd) uses it now.
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+
+    def _remove_owned(self) -> None:
+        for name in OWNED:
+            path = self.root / name
+            if path.is_dir() and not path.is_symlink():
+                shutil.rmtree(path)
+            elif path.exists() or path.is_symlink():
+                path.unlink()
+
+
+def namespace_options(host_network: bool) -> dict[str, int]:
+    """What kubelet asks for: the node's network or the pod's own, a PID namespace per container."""
+    return {"network": NODE if host_network else POD, "pid": CONTAINER}
+
+
+def _marked(path: str) -> bool:
+    try:
+        return os.getxattr(path, MARK) == b"1"
+    except OSError:
+        return False
+
+
+def netns_path(info: dict[str, Any]) -> str | None:
+    """The network namespace path in containerd's verbose sandbox info, if any."""
+    spec = info.get("runtimeSpec") or {}
+    for ns in (spec.get("linux") or {}).get("namespaces") or []:
+        if ns.get("type") == "network":
+            return ns.get("path") or None
+    return None
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[1] not in ("up", "down", "clean"):
+        print(f"usage: {argv[0]} up|down|clean ROOT", file=sys.stderr)
+        return 2
+    lab = Lab(argv[2])
+    if argv[1] == "up":
+        lab.up()
+        print(lab.endpoint)
+    else:
+        lab.down()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

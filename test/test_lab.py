@@ -1,0 +1,231 @@
+"""The lab itself: real pods as kubelet makes them, and a clean machine afterwards."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cri_schema
+from lab import (
+    BUSYBOX_IMAGE,
+    CNI_RESULTS,
+    OWNED,
+    PAUSE_IMAGE,
+    SHIM_SOCKETS,
+    Lab,
+    Pod,
+    mounts_under,
+    proc_alive,
+    proc_cmdline,
+)
+
+REPO = Path(__file__).resolve().parent.parent
+READY, NOTREADY = "SANDBOX_READY", "SANDBOX_NOTREADY"
+
+
+def sandboxes_of(lab: Lab, pod: Pod) -> dict[str, str]:
+    """{sandbox id: state} of the pod, found by its labels as the tool finds it."""
+    selector = {"io.kubernetes.pod.name": pod.name, "io.kubernetes.pod.namespace": pod.namespace}
+    items = lab.cri("ListPodSandbox", {"filter": {"label_selector": selector}}).items
+    return {s.id: (READY if s.state == 0 else NOTREADY) for s in items}
+
+
+def eth0_address(lab: Lab, pod: Pod) -> ipaddress.IPv4Interface:
+    code, out, err = lab.exec(pod, ["ip", "-o", "-4", "addr", "show", "eth0"])
+    assert code == 0, err
+    return ipaddress.IPv4Interface(out.split()[3])
+
+
+def leftovers(lab: Lab, sandbox_ids: set[str]) -> list[str]:
+    """Everything of `lab` still on the machine, concretely."""
+    root = str(lab.root)
+    found = [f"process {pid}" for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+             if proc_alive(pid) and any(root in arg for arg in proc_cmdline(pid))]
+    found += [f"mount {m}" for m in mounts_under(root)]
+    found += [f"link {lab.bridge}"] if os.path.exists(f"/sys/class/net/{lab.bridge}") else []
+    found += [f"cgroup {d}" for d in Path("/sys/fs/cgroup").glob(f"*{lab.cgroup_parent}")]
+    found += [f"cni cache {p}" for p in CNI_RESULTS.glob("*")
+              if p.name.startswith(f"{lab.network}-") or any(i in p.name for i in sandbox_ids)]
+    for id_ in sandbox_ids:
+        shim = SHIM_SOCKETS / hashlib.sha256(f"{lab.socket}/k8s.io/{id_}".encode()).hexdigest()
+        found += [f"shim socket {shim}"] if shim.exists() else []
+    found += [f"file {lab.root / n}" for n in OWNED if (lab.root / n).exists()]
+    return found
+
+
+# ---- pods as kubelet makes them -------------------------------------------------------
+
+def test_pod_netns_is_the_pause_process_netns(lab: Lab, pod: Pod) -> None:
+    assert pod.netns is not None
+    assert pod.netns.startswith(f"{lab.root}/state/io.containerd.grpc.v1.cri/netns/cni-")
+    mountinfo = Path("/proc/self/mountinfo").read_text().splitlines()
+    assert any(line.split()[4] == pod.netns and " - nsfs " in line for line in mountinfo)
+    info = lab.sandbox_info(pod)
+    assert proc_cmdline(info["pid"]) == ["/pause"]
+    ns, pause_ns = os.stat(pod.netns), os.stat(f"/proc/{info['pid']}/ns/net")
+    assert (ns.st_dev, ns.st_ino) == (pause_ns.st_dev, pause_ns.st_ino)
+    own = os.stat("/proc/self/ns/net")
+    assert (ns.st_dev, ns.st_ino) != (own.st_dev, own.st_ino)
+    assert info["cniResult"]["Interfaces"]["eth0"]["Sandbox"] == pod.netns
+
+
+def test_exec_sees_eth0_with_an_address_of_the_lab_subnet(lab: Lab, pod: Pod) -> None:
+    address = eth0_address(lab, pod)
+    assert address.network == ipaddress.IPv4Network(lab.subnet)
+    status = lab.cri("PodSandboxStatus", {"pod_sandbox_id": pod.sandbox_id}).status
+    assert status.network.ip == str(address.ip)
+
+
+def test_exec_reports_exit_code_and_stderr(lab: Lab, pod: Pod) -> None:
+    code, out, err = lab.exec(pod, ["ip", "link", "show", "net1"])
+    assert code != 0 and out == "" and "net1" in err
+
+
+def test_pod_has_kubelet_labels(lab: Lab, make_pod: Callable[..., Pod]) -> None:
+    pod = make_pod("alpine-labels", labels={"app": "alpine"})
+    assert sandboxes_of(lab, pod) == {pod.sandbox_id: READY}
+    status = lab.cri("PodSandboxStatus", {"pod_sandbox_id": pod.sandbox_id}).status
+    assert dict(status.labels) == {
+        "app": "alpine", "io.kubernetes.pod.name": "alpine-labels",
+        "io.kubernetes.pod.namespace": "if-inject", "io.kubernetes.pod.uid": pod.uid}
+    assert (status.metadata.name, status.metadata.namespace, status.metadata.uid) == (
+        "alpine-labels", "if-inject", pod.uid)
+
+
+def test_stop_pod_leaves_a_notready_sandbox(lab: Lab, pod: Pod) -> None:
+    lab.stop_pod(pod)
+    assert sandboxes_of(lab, pod) == {pod.sandbox_id: NOTREADY}
+    info = lab.sandbox_info(pod)
+    assert info["netNamespaceClosed"] is True and info["pid"] == 0
+    assert pod.netns is not None and pod.netns not in mounts_under(str(lab.root))
+
+
+def test_restart_leaves_a_stopped_sandbox_beside_the_ready_one(lab: Lab, pod: Pod) -> None:
+    again = lab.restart_pod(pod)
+    assert (again.uid, again.attempt) == (pod.uid, 1)
+    assert sandboxes_of(lab, pod) == {pod.sandbox_id: NOTREADY, again.sandbox_id: READY}
+    assert again.netns not in (None, pod.netns)
+    assert eth0_address(lab, again).network == ipaddress.IPv4Network(lab.subnet)
+
+
+def test_host_network_pod_has_no_network_namespace_entry(lab: Lab,
+                                                         make_pod: Callable[..., Pod]) -> None:
+    pod = make_pod(host_network=True)
+    assert pod.netns is None
+    info = lab.sandbox_info(pod)
+    assert "network" not in [ns["type"] for ns in info["runtimeSpec"]["linux"]["namespaces"]]
+    status = lab.cri("PodSandboxStatus", {"pod_sandbox_id": pod.sandbox_id}).status
+    assert status.linux.namespaces.options.network == 2  # NODE
+    code, out, _ = lab.exec(pod, ["ip", "-o", "link"])
+    assert code == 0 and f": {lab.bridge}:" in out  # the node's own links
+
+
+# ---- labs side by side, and nothing left behind ------------------------------------------
+
+def test_two_labs_side_by_side(lab: Lab, lab_base: Path, pod: Pod) -> None:
+    second = Lab(str(lab_base / "second"))
+    names = ["socket", "bridge", "network", "cgroup_parent", "subnet"]
+    assert all(getattr(lab, n) != getattr(second, n) for n in names)
+    ids: set[str] = set()
+    try:
+        second.up()
+        other = second.run_pod(pod.namespace, pod.name, labels={"app": "alpine"})
+        ids.add(other.sandbox_id)
+        assert eth0_address(second, other).network == ipaddress.IPv4Network(second.subnet)
+        assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
+    finally:
+        second.down()
+    assert leftovers(second, ids) == []
+    assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
+    assert sandboxes_of(lab, pod) == {pod.sandbox_id: READY}
+
+
+def test_down_leaves_nothing(lab_base: Path) -> None:
+    third = Lab(str(lab_base / "third"))
+    forward = Path("/proc/sys/net/ipv4/ip_forward")
+    before = forward.read_text()
+    ids: set[str] = set()
+    try:
+        third.up()
+        pods = [third.run_pod("if-inject", "a"), third.run_pod("if-inject", "b", host_network=True)]
+        pods.append(third.restart_pod(pods[0]))
+        ids = {p.sandbox_id for p in pods}
+        assert leftovers(third, ids) != []
+        forward.write_text("0\n" if before.strip() == "1" else "1\n")  # as the ptp plugin does
+    finally:
+        third.down()
+    assert leftovers(third, ids) == []
+    assert forward.read_text() == before
+
+
+def test_clean_after_a_crash(lab_base: Path) -> None:
+    """A lab whose controlling process died and whose containerd was killed."""
+    root = str(lab_base / "crashed")
+    up = subprocess.run([sys.executable, "test/lab.py", "up", root], capture_output=True,
+                        text=True, cwd=REPO)
+    crashed = Lab(root)
+    assert up.returncode == 0, up.stderr
+    assert up.stdout.strip() == crashed.endpoint
+    pod = crashed.run_pod("if-inject", "a")
+    crashed._close_channel()
+    pid = int((crashed.root / "containerd.pid").read_text())  # recorded by the lab
+    os.kill(pid, signal.SIGKILL)
+    down = subprocess.run([sys.executable, "test/lab.py", "down", root], capture_output=True,
+                          text=True, cwd=REPO)
+    assert down.returncode == 0, down.stderr
+    assert leftovers(crashed, {pod.sandbox_id}) == []
+
+
+def test_images_are_imported_under_their_names(lab: Lab) -> None:
+    tags = {tag for image in lab.cri("ListImages").images for tag in image.repo_tags}
+    assert {PAUSE_IMAGE, BUSYBOX_IMAGE} <= tags
+
+
+def test_cri_schema_serves_what_it_calls(tmp_path: Path) -> None:
+    """The helpers a fake CRI server uses, against the client helper (no root needed)."""
+    from concurrent import futures
+
+    import grpc
+
+    def version(request: Any, context: Any) -> Any:
+        return cri_schema.M["VersionResponse"](version=request.version, runtime_name="fake")
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    server.add_generic_rpc_handlers(
+        [cri_schema.rpc_handler(cri_schema.RUNTIME_SERVICE, {"Version": version})])
+    server.add_insecure_port(f"unix://{tmp_path}/cri.sock")
+    server.start()
+    try:
+        with grpc.insecure_channel(f"unix://{tmp_path}/cri.sock") as channel:
+            response = cri_schema.call(channel, "Version", {"version": "v1"}, timeout=5)
+    finally:
+        server.stop(None)
+    assert (response.version, response.runtime_name) == ("v1", "fake")
+
+
+# ---- the other fixtures -------------------------------------------------------------------
+
+def test_netns_fixture_is_a_named_netns(netns: str) -> None:
+    name = os.path.basename(netns)
+    assert name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    ns, own = os.stat(netns), os.stat("/proc/self/ns/net")
+    assert (ns.st_dev, ns.st_ino) != (own.st_dev, own.st_ino)
+
+
+def test_machine_check_names_what_changed() -> None:
+    from conftest import machine_differences
+
+    before = {"links": ["eth0", "lo"], "net.ipv4.ip_forward": "0", "/var/lib/cni": None}
+    after = {"links": ["eth0", "lo", "pod0"], "net.ipv4.ip_forward": "1",
+             "/var/lib/cni": ["/var/lib/cni/results"]}
+    assert machine_differences(before, after) == [
+        "links: + pod0", "net.ipv4.ip_forward: '0' -> '1'",
+        "/var/lib/cni: None -> ['/var/lib/cni/results']"]
+    assert machine_differences(before, before) == []
