@@ -5,9 +5,9 @@ O ?= .
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev
+DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev zlib1g-dev
 
-.PHONY: all demo test lint bench deps venv clean
+.PHONY: all demo test lint bench deps venv clean FORCE
 
 all: $(O)/if-inject
 
@@ -28,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check if_inject.py test
+	$(VENV)/bin/ruff check if_inject.py test tools
 	$(VENV)/bin/mypy
 
 test: deps venv lint
@@ -39,8 +39,11 @@ demo: deps venv
 
 bench: deps venv
 	$(PY) test/bench.py
+	$(PY) tools/measure_exe.py
 
-$(O)/if-inject: if_inject.py
+# Always asked: build_exe.py itself skips a build whose sources and version are unchanged,
+# and `__version=X make` must restamp an existing file.
+$(O)/if-inject: FORCE
 	$(PYTHON) tools/build_exe.py --output $(O)/if-inject
 
 clean:

@@ -1,0 +1,182 @@
+"""The built executable in an image and a pod of the lab, as test/if-inject-pod.yaml runs it.
+
+    image = exe_image(lab.cache, exe, bundle)     # an OCI tar: busybox, glibc, if-inject
+    import_image(lab, image)
+    tool = run_tool_pod(lab, mounts=[...])        # privileged, host network and PIDs
+    lab.exec(tool, ["if-inject", "-version"])
+
+The image has no Python: busybox (static), the glibc libraries the executable
+and the CNI plugins link against (copied from this machine, as a glibc base
+image would have them), and the executable. It is made offline like the lab's
+pause and busybox images (lab.oci_archive).
+
+The lab's schema has no container mounts, so the few messages needed for a
+privileged container with mounts are defined here, in a pool of their own.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import tarfile
+import uuid
+from pathlib import Path
+from typing import Any
+
+from cri_schema import LAB_SCHEMA, M
+from lab import CRI_NAMESPACE, NODE, Lab, Pod, oci_archive, run, which
+
+import if_inject
+
+EXE_IMAGE = "localhost/if-inject/if-inject:test"
+IN_IMAGE = "/usr/local/bin/if-inject"
+PLUGINS_FOR_LIBS = ["/usr/lib/cni/ptp", "/usr/lib/cni/host-local"]
+PROPAGATION = {"private": 0, "host-to-container": 1}
+
+# k8s.io/cri-api runtime.v1: Mount, and ContainerConfig with its mounts (field 7).
+MOUNT_SCHEMA = LAB_SCHEMA + """
+enum MountPropagation {
+    PROPAGATION_PRIVATE = 0; PROPAGATION_HOST_TO_CONTAINER = 1; PROPAGATION_BIDIRECTIONAL = 2;
+}
+message Mount {
+    string container_path = 1; string host_path = 2; bool readonly = 3; bool selinux_relabel = 4;
+    MountPropagation propagation = 5;
+}
+message ContainerConfigWithMounts {
+    ContainerMetadata metadata = 1; ImageSpec image = 2; repeated string command = 3;
+    repeated string args = 4; repeated KeyValue envs = 6; repeated Mount mounts = 7;
+    map labels = 9; string log_path = 11; LinuxContainerConfig linux = 15;
+}
+message CreateContainerWithMountsRequest {
+    string pod_sandbox_id = 1; ContainerConfigWithMounts config = 2; PodSandboxConfig sandbox_config = 3;
+}
+"""
+MM: dict[str, Any] = if_inject.proto_messages(MOUNT_SCHEMA)
+
+
+# ---- the image -----------------------------------------------------------------
+
+def shared_libraries(files: list[Path], bundle: Path) -> list[Path]:
+    """The system libraries (glibc) that `files` load from outside `bundle`, and ld.so."""
+    found: set[Path] = set()
+    for f in files:
+        out = subprocess.run(["ldd", str(f)], capture_output=True, text=True,
+                             env={"LD_LIBRARY_PATH": str(bundle / "_internal"), "PATH": "/usr/bin:/bin"})
+        for line in out.stdout.splitlines():
+            words = line.split()
+            path = words[2] if len(words) > 2 and words[1] == "=>" else words[0] if words else ""
+            if path.startswith("/") and not path.startswith(str(bundle)):
+                found.add(Path(path))
+    return sorted(found)
+
+
+def elf_files(bundle: Path) -> list[Path]:
+    return [p for p in bundle.rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"]
+
+
+def _entry(name: str, data: bytes | None = None, mode: int = 0o755,
+           link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
+    info = tarfile.TarInfo(name)
+    info.mode, info.uname, info.gname = mode, "root", "root"
+    if link:
+        info.type, info.linkname = tarfile.SYMTYPE, link
+    elif data is None:
+        info.type = tarfile.DIRTYPE
+    else:
+        info.size = len(data)
+    return info, data
+
+
+def image_layer(exe: Path, libraries: list[Path]) -> bytes:
+    busybox = Path(which("busybox") or "/bin/busybox").resolve()
+    entries = [_entry(d) for d in ("bin", "etc", "lib", "lib64", "proc", "sys", "dev", "run",
+                                   "usr", "usr/local", "usr/local/bin", "var", "opt")]
+    entries.append(_entry("tmp", None, 0o1777))
+    entries.append(_entry("bin/busybox", busybox.read_bytes()))
+    entries += [_entry(f"bin/{applet}", link="busybox") for applet in ("sh", "sleep", "ls", "cat", "ip")]
+    entries.append(_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
+    entries.append(_entry(IN_IMAGE.lstrip("/"), exe.read_bytes()))
+    made = {"lib", "lib64"}
+    for lib in libraries:
+        parts = lib.parent.relative_to("/").parts
+        for i in range(1, len(parts) + 1):
+            d = "/".join(parts[:i])
+            if d not in made and d not in ("usr",):
+                entries.append(_entry(d))
+                made.add(d)
+        entries.append(_entry(str(lib).lstrip("/"), lib.read_bytes()))
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for info, data in entries:
+            tar.addfile(info, io.BytesIO(data) if data is not None else None)
+    return buf.getvalue()
+
+
+def exe_image(cache: Path, exe: Path, bundle: Path) -> Path:
+    """An OCI tar of the image, cached by the executable's content.
+
+    `bundle` is the unpacked one-folder build (a cache entry of the executable):
+    its ELF files say which glibc libraries the image needs.
+    """
+    libraries = shared_libraries(elf_files(bundle) + [Path(p) for p in PLUGINS_FOR_LIBS], bundle)
+    key = hashlib.sha256(exe.read_bytes() + "".join(map(str, libraries)).encode()).hexdigest()[:16]
+    path = cache / f"if-inject-exe-{key}.tar"
+    if not path.exists():
+        cache.mkdir(parents=True, exist_ok=True)
+        archive = oci_archive(EXE_IMAGE, image_layer(exe, libraries),
+                              {"Cmd": ["sleep", "infinity"], "Env": ["PATH=/bin:/usr/local/bin"]})
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
+        tmp.write_bytes(archive)
+        tmp.rename(path)
+    return path
+
+
+def import_image(lab: Lab, image: Path) -> None:
+    run(["ctr", "--address", lab.socket, "-n", CRI_NAMESPACE, "images", "import",
+         "--snapshotter", "overlayfs", str(image)])
+
+
+# ---- the pod ----------------------------------------------------------------------
+
+def mount(host_path: str, container_path: str | None = None, readonly: bool = False,
+          propagation: str = "private") -> Any:
+    return MM["Mount"](host_path=host_path, container_path=container_path or host_path,
+                       readonly=readonly, propagation=PROPAGATION[propagation])
+
+
+def run_tool_pod(lab: Lab, mounts: list[Any], namespace: str = "kube-system",
+                 name: str = "if-inject") -> Pod:
+    """test/if-inject-pod.yaml on the lab: privileged, hostNetwork, hostPID, `mounts`."""
+    uid = str(uuid.uuid4())
+    labels = {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace,
+              "io.kubernetes.pod.uid": uid}
+    host = {"network": NODE, "pid": NODE}
+    log_dir = lab.root / "pods" / f"{namespace}_{name}_{uid}"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    sandbox_config = M["PodSandboxConfig"](
+        metadata={"name": name, "uid": uid, "namespace": namespace}, log_directory=str(log_dir),
+        labels=labels, linux={"cgroup_parent": lab.cgroup_parent,
+                              "security_context": {"namespace_options": host, "privileged": True}})
+    sandbox_id = lab.cri("RunPodSandbox", {"config": sandbox_config}, timeout=60).pod_sandbox_id
+    pod = Pod(namespace, name, uid, sandbox_id, None, None, host_network=True, labels=labels)
+    try:
+        config = MM["ContainerConfigWithMounts"](
+            metadata={"name": "if-inject"}, image={"image": EXE_IMAGE},
+            command=["sleep", "infinity"], log_path="if-inject.log", mounts=mounts,
+            labels={"io.kubernetes.container.name": "if-inject", **labels},
+            linux={"security_context": {"privileged": True, "namespace_options": host}})
+        request = MM["CreateContainerWithMountsRequest"](
+            pod_sandbox_id=sandbox_id, config=config,
+            sandbox_config=MM["PodSandboxConfig"].FromString(sandbox_config.SerializeToString()))
+        create = lab.channel.unary_unary(
+            "/runtime.v1.RuntimeService/CreateContainer",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=M["CreateContainerResponse"].FromString)
+        pod.container_id = create(request, timeout=60).container_id
+        lab.cri("StartContainer", {"container_id": pod.container_id}, timeout=60)
+    except BaseException:
+        lab.remove_pod(pod)
+        raise
+    return pod

@@ -1,0 +1,148 @@
+"""Startup of the one-file executable against the pip-installed command, on a real lab.
+
+    .venv/bin/python tools/measure_exe.py [--exe FILE] [--pip-command FILE] [--runs 21]   # as root
+
+Builds what is not given (the executable with tools/build_exe.py, the command
+with `pip install .` into build/measure/venv), starts a private containerd lab
+(test/lab.py) with one pod, and times each command as scripts call it, a new
+process per call, the two alternating so that load on the machine hits both
+alike. Prints medians in ms and the ratios, and checks issue 8's targets:
+`netns` and `add` within 1.3x of the pip-installed command, `-version` under
+100 ms. Also times the executable's first run, which unpacks it.
+
+The machine is left as found: the lab down, the leases (a private host-local
+dataDir) and the result cache (a private -cache-dir) released,
+net.ipv4.ip_forward restored, the unpack caches removed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+TOOLS = Path(__file__).resolve().parent
+REPO = TOOLS.parent
+sys.path.insert(0, str(TOOLS))
+sys.path.insert(0, str(REPO / "test"))
+import build_exe  # noqa: E402
+from lab import Lab, lock_machine  # noqa: E402
+
+IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
+RATIO_LIMIT = 1.3
+VERSION_LIMIT_MS = 100.0
+
+
+def pip_command(work: Path) -> Path:
+    """`pip install .` of this checkout into a virtualenv of its own."""
+    venv = work / "venv"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    subprocess.run([*pip, str(REPO)], check=True)  # with its dependencies
+    subprocess.run([*pip, "--force-reinstall", "--no-deps", str(REPO)], check=True)  # this source
+    return venv / "bin" / "if-inject"
+
+
+def timed(argv: list[str], env: dict[str, str]) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(argv, env=env, capture_output=True)
+    elapsed = (time.perf_counter() - started) * 1000
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(argv)} failed: {proc.stderr.decode(errors='replace')}")
+    return elapsed
+
+
+def measure(commands: dict[str, Path], lab: Lab, tmp: Path, runs: int) -> dict[str, dict[str, list[float]]]:
+    pod = lab.run_pod("if-inject-measure", "alpine-0", container=False)
+    spec = json.loads((REPO / "test" / "ptp.json").read_text())
+    spec["ipam"]["dataDir"] = str(tmp / "ipam")
+    (tmp / "ptp.json").write_text(json.dumps(spec))
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IF_INJECT_EXE_CACHE": str(tmp / "exe-cache")}
+    base = ["-r", lab.endpoint, "-cache-dir", str(tmp / "results"), "-cni-path", "/usr/lib/cni"]
+    pod_args = ["-ns", pod.namespace, "-pod", pod.name]
+    calls = {"-version": ["-version"], "netns": [*base, "netns", *pod_args],
+             "add": [*base, "add", *pod_args, "-spec", str(tmp / "ptp.json")],
+             "del": [*base, "del", *pod_args, "-spec", str(tmp / "ptp.json")]}
+    times: dict[str, dict[str, list[float]]] = {name: {c: [] for c in calls} for name in commands}
+    for command in commands.values():  # warm up: the executable unpacks, caches fill
+        for args in calls.values():
+            timed([str(command), *args], env)
+    for i in range(runs):
+        order = list(commands.items())
+        for name, command in order if i % 2 else reversed(order):
+            for call, args in calls.items():
+                times[name][call].append(timed([str(command), *args], env))
+    lab.remove_pod(pod)
+    return times
+
+
+def first_runs(exe: Path, tmp: Path, runs: int = 5) -> list[float]:
+    """-version with an empty unpack cache: the cost of the first run of a build."""
+    samples = []
+    for i in range(runs):
+        cache = tmp / f"first-{i}"
+        env = {"PATH": "/usr/bin:/bin", "IF_INJECT_EXE_CACHE": str(cache)}
+        samples.append(timed([str(exe), "-version"], env))
+        shutil.rmtree(cache)
+    return samples
+
+
+def report(times: dict[str, dict[str, list[float]]], first: list[float]) -> bool:
+    pip, exe = times["pip"], times["exe"]
+    print(f"{'command':<10} {'pip-installed':>14} {'executable':>11} {'ratio':>6}  target")
+    ok = True
+    for call in pip:
+        a, b = statistics.median(pip[call]), statistics.median(exe[call])
+        if call == "-version":
+            target, met = f"< {VERSION_LIMIT_MS:.0f} ms", b < VERSION_LIMIT_MS
+        elif call in ("netns", "add"):
+            target, met = f"<= {RATIO_LIMIT}x", b <= a * RATIO_LIMIT
+        else:
+            target, met = "", True
+        ok &= met
+        mark = ("PASS" if met else "FAIL") if target else ""
+        print(f"{call:<10} {a:>11.1f} ms {b:>8.1f} ms {b / a:>5.2f}x  {target} {mark}")
+    print(f"first run of a build (unpacks): {statistics.median(first):.0f} ms (median of {len(first)})")
+    return ok
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--exe", help="the executable (default: build one into build/measure)")
+    parser.add_argument("--pip-command", help="an installed if-inject (default: pip install . into a venv)")
+    parser.add_argument("--runs", type=int, default=21)
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        raise SystemExit("measure_exe.py needs root (the lab runs containerd and CNI plugins)")
+    work = REPO / "build" / "measure"
+    work.mkdir(parents=True, exist_ok=True)
+    exe = Path(args.exe) if args.exe else work / "if-inject"
+    if not args.exe:
+        build_exe.build(exe, REPO / "build" / "exe")
+    commands = {"pip": Path(args.pip_command) if args.pip_command else pip_command(work), "exe": exe}
+    lock = lock_machine()
+    tmp = Path(tempfile.mkdtemp(prefix="if-inject-measure-"))
+    forward = IP_FORWARD.read_text()
+    lab = Lab(str(tmp / "lab"))
+    try:
+        lab.up()
+        times = measure(commands, lab, tmp, args.runs)
+        first = first_runs(exe, tmp)
+    finally:
+        lab.down()
+        IP_FORWARD.write_text(forward)
+        shutil.rmtree(tmp)
+        os.close(lock)
+    return 0 if report(times, first) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
