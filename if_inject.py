@@ -24,15 +24,10 @@ __version__ = "unknown"
 # Scripts probe the tool with `-version`. Run as a script, it is answered
 # here, before the imports and definitions below: they are two thirds of its
 # run time (argparse, dataclasses, re, typing). main() answers it before
-# building its parser, for the console script. For any other command, the
-# cyclic GC slows down from here on (see cli()).
-if __name__ == "__main__":
-    if sys.argv[1:] in (["-version"], ["--version"]):
-        print(__version__)
-        sys.exit(0)
-    import gc as _gc  # `gc` is the command's function below
-
-    _gc.set_threshold(100_000)
+# building its parser, for the console script.
+if __name__ == "__main__" and sys.argv[1:] in (["-version"], ["--version"]):
+    print(__version__)
+    sys.exit(0)
 
 import argparse
 import json

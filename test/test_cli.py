@@ -299,6 +299,12 @@ def test_bad_runtime_endpoints(inject: Tool, pod: Any, endpoint: str, message: s
 
 # ---- faults and interruptions -------------------------------------------
 
+def default_sigint() -> None:
+    """Ctrl-C as in a terminal: a shell's background job (as CI may run us) inherits
+    SIGINT ignored, and Python then keeps ignoring it."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def chain(inject: Tool, second: str) -> str:
     conf = json.loads((REPO / "test" / "ptp.json").read_text())
     plugins = [{k: v for k, v in conf.items() if k not in ("name", "cniVersion")}, {"type": second}]
@@ -312,7 +318,7 @@ def test_signal_during_add_rolls_back(inject: Tool, lab: Any, pod: Any, signum: 
     inject.fake_plugin("hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\ntouch {started}\nexec sleep 60')
     spec = chain(inject, "hang")
     links = host_links()
-    proc = subprocess.Popen(inject.cmd("add", *args_for(pod), "-spec", spec),
+    proc = subprocess.Popen(inject.cmd("add", *args_for(pod), "-spec", spec), preexec_fn=default_sigint,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 20
     while not started.exists() and time.monotonic() < deadline:

@@ -295,7 +295,9 @@ except ii.InjectError as e:
     print(e)
 """
     links_before = host_links()
+    # SIGINT as in a terminal: a background job (as CI may run us) inherits it ignored.
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             cwd=Path(__file__).parent.parent)
     while not (tmp_path / "started").exists():
         time.sleep(0.02)
