@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from cri_schema import LAB_SCHEMA, M
-from lab import CRI_NAMESPACE, NODE, Lab, Pod, oci_archive, run, which
+from lab import CRI_NAMESPACE, NODE, Lab, Pod, oci_archive, run, tar_entry, which
 
 import if_inject
 
@@ -76,37 +76,24 @@ def elf_files(bundle: Path) -> list[Path]:
     return [p for p in bundle.rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"]
 
 
-def _entry(name: str, data: bytes | None = None, mode: int = 0o755,
-           link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
-    info = tarfile.TarInfo(name)
-    info.mode, info.uname, info.gname = mode, "root", "root"
-    if link:
-        info.type, info.linkname = tarfile.SYMTYPE, link
-    elif data is None:
-        info.type = tarfile.DIRTYPE
-    else:
-        info.size = len(data)
-    return info, data
-
-
 def image_layer(exe: Path, libraries: list[Path]) -> bytes:
     busybox = Path(which("busybox") or "/bin/busybox").resolve()
-    entries = [_entry(d) for d in ("bin", "etc", "lib", "lib64", "proc", "sys", "dev", "run",
+    entries = [tar_entry(d) for d in ("bin", "etc", "lib", "lib64", "proc", "sys", "dev", "run",
                                    "usr", "usr/local", "usr/local/bin", "var", "opt")]
-    entries.append(_entry("tmp", None, 0o1777))
-    entries.append(_entry("bin/busybox", busybox.read_bytes()))
-    entries += [_entry(f"bin/{applet}", link="busybox") for applet in ("sh", "sleep", "ls", "cat", "ip")]
-    entries.append(_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
-    entries.append(_entry(IN_IMAGE.lstrip("/"), exe.read_bytes()))
+    entries.append(tar_entry("tmp", None, 0o1777))
+    entries.append(tar_entry("bin/busybox", busybox.read_bytes()))
+    entries += [tar_entry(f"bin/{applet}", link="busybox") for applet in ("sh", "sleep", "ls", "cat", "ip")]
+    entries.append(tar_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
+    entries.append(tar_entry(IN_IMAGE.lstrip("/"), exe.read_bytes()))
     made = {"lib", "lib64"}
     for lib in libraries:
         parts = lib.parent.relative_to("/").parts
         for i in range(1, len(parts) + 1):
             d = "/".join(parts[:i])
             if d not in made and d not in ("usr",):
-                entries.append(_entry(d))
+                entries.append(tar_entry(d))
                 made.add(d)
-        entries.append(_entry(str(lib).lstrip("/"), lib.read_bytes()))
+        entries.append(tar_entry(str(lib).lstrip("/"), lib.read_bytes()))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in entries:

@@ -196,7 +196,7 @@ def unmount(path: str) -> None:
 
 # ---- images ------------------------------------------------------------------
 
-def _tar_entry(name: str, data: bytes | None = None, mode: int = 0o755,
+def tar_entry(name: str, data: bytes | None = None, mode: int = 0o755,
                link: str = "") -> tuple[tarfile.TarInfo, bytes | None]:
     info = tarfile.TarInfo(name)
     info.mode, info.mtime, info.uname, info.gname = mode, 0, "root", "root"
@@ -240,11 +240,11 @@ def oci_archive(name: str, layer: bytes, config: dict[str, Any]) -> bytes:
     entry["annotations"] = {"io.containerd.image.name": name,
                             "org.opencontainers.image.ref.name": name.rpartition(":")[2]}
     index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
-    blobs = [_tar_entry(f"blobs/sha256/{hashlib.sha256(b).hexdigest()}", b, 0o644)
+    blobs = [tar_entry(f"blobs/sha256/{hashlib.sha256(b).hexdigest()}", b, 0o644)
              for b in (layer, image_config, manifest)]
-    return _tar([_tar_entry("blobs", None), _tar_entry("blobs/sha256", None), *blobs,
-                 _tar_entry("oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 0o644),
-                 _tar_entry("index.json", index, 0o644)])
+    return _tar([tar_entry("blobs", None), tar_entry("blobs/sha256", None), *blobs,
+                 tar_entry("oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 0o644),
+                 tar_entry("index.json", index, 0o644)])
 
 
 def _cached(cache: Path, key: str, build: Callable[[], bytes]) -> Path:
@@ -265,7 +265,7 @@ def pause_image(cache: Path) -> Path:
         binary = cache / f"pause.{os.getpid()}"
         run(["gcc", "-static", "-Os", "-s", "-o", str(binary), str(TEST_DIR / "pause.c")])
         try:
-            layer = _tar([_tar_entry("pause", binary.read_bytes())])
+            layer = _tar([tar_entry("pause", binary.read_bytes())])
         finally:
             binary.unlink()
         return oci_archive(PAUSE_IMAGE, layer, {"Entrypoint": ["/pause"]})
@@ -279,12 +279,12 @@ def busybox_image(cache: Path) -> Path:
 
     def build() -> bytes:
         applets = run([str(busybox), "--list"]).stdout.split()
-        entries = [_tar_entry(d, None) for d in ("bin", "dev", "etc", "proc", "root", "sys", "var")]
-        entries.append(_tar_entry("tmp", None, 0o1777))
-        entries.append(_tar_entry("bin/busybox", binary))
-        entries += [_tar_entry(f"bin/{a}", link="busybox") for a in applets if a != "busybox"]
-        entries.append(_tar_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
-        entries.append(_tar_entry("etc/group", b"root:x:0:\n", 0o644))
+        entries = [tar_entry(d, None) for d in ("bin", "dev", "etc", "proc", "root", "sys", "var")]
+        entries.append(tar_entry("tmp", None, 0o1777))
+        entries.append(tar_entry("bin/busybox", binary))
+        entries += [tar_entry(f"bin/{a}", link="busybox") for a in applets if a != "busybox"]
+        entries.append(tar_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
+        entries.append(tar_entry("etc/group", b"root:x:0:\n", 0o644))
         layer = _tar(entries)
         return oci_archive(BUSYBOX_IMAGE, layer, {"Cmd": ["sh"], "Env": ["PATH=/bin"]})
 

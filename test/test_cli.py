@@ -13,31 +13,17 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from toolrun import Run
 
 import if_inject as ii
 
 REPO = Path(__file__).resolve().parent.parent
-JSON_LOG = re.compile(r'^\{"level": "error", "time": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", ')
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def error(self) -> str:
-        """The error of the single JSON log line on stderr (asserted to be just that)."""
-        lines = self.err.splitlines()
-        assert len(lines) == 1 and JSON_LOG.match(lines[0]), self.err
-        assert "Traceback" not in self.err
-        return str(json.loads(lines[0])["error"])
 
 
 class Tool:

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from toolrun import Run
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
@@ -33,23 +34,8 @@ import build_exe  # noqa: E402
 import stamp  # noqa: E402
 
 TEST_VERSION = "0.0.1-test"
-JSON_ERROR = re.compile(r'^\{"level": "error", '
-                        r'"time": "\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}[+-]\d\d:\d\d", ')
 
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def error(self) -> str:
-        """The error of the single JSON log line on stderr (asserted to be just that)."""
-        lines = self.err.splitlines()
-        assert len(lines) == 1 and JSON_ERROR.match(lines[0]), self.err
-        assert "Traceback" not in self.err
-        return str(json.loads(lines[0])["error"])
 
 
 @dataclass

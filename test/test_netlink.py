@@ -16,16 +16,13 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
+from toolrun import Run
 
 import if_inject as ii
-
-JSON_ERROR = re.compile(r'^\{"level": "error", "time": "[^"]+", ')
-
 
 # ---- helpers -------------------------------------------------------------------------
 
@@ -262,18 +259,6 @@ def test_delete_refuses_what_is_not_our_pair(netns: str, host_name: Callable[[],
 
 # ---- the command on the lab's pods -----------------------------------------------------
 
-@dataclass
-class Run:
-    code: int
-    out: str
-    err: str
-
-    @property
-    def error(self) -> str:
-        """The error of the single JSON log line on stderr (asserted to be just that)."""
-        lines = self.err.splitlines()
-        assert len(lines) == 1 and JSON_ERROR.match(lines[0]) and "Traceback" not in self.err, self.err
-        return str(json.loads(lines[0])["error"])
 
 
 @pytest.fixture
