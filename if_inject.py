@@ -1715,7 +1715,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = command("list", "list the attachments if-inject made, with their pods' state")
     sub.add_argument("-ns", "--ns", default="", help="only this namespace")
     sub.add_argument("-pod", "--pod", default="", help="only this pod")
-    sub.add_argument("-o", "--output", choices=("text", "json"), default="text")
+    _output_flag(sub)
     sub = command("gc", "delete the attachments of pods that are gone")
     sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
     _netlink_commands(command)
