@@ -122,7 +122,9 @@ def netns() -> Iterator[str]:
         # `ip netns add` makes /run/netns a mount point of its own: undo that
         # too, unless someone else's netns is in there now.
         if not os.listdir("/run/netns"):
-            if not was_mount and os.path.ismount("/run/netns"):
+            # It can be stacked more than once (each `ip netns add` that finds it
+            # no mount point yet, e.g. two at once, mounts it again).
+            while not was_mount and os.path.ismount("/run/netns"):
                 subprocess.run(["umount", "/run/netns"], check=True)
             if not existed:
                 os.rmdir("/run/netns")
