@@ -108,26 +108,31 @@ def restore_ip_forward() -> Iterator[None]:
         IP_FORWARD.write_text(before)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def netns_dir() -> Iterator[None]:
+    """`ip netns add` makes /run/netns a mount point of its own (stacked, when
+    two find it none yet). Undone once, last of all, when no pod holds it: right
+    after a test, with the lab's pods up, rmdir can still find it busy."""
+    existed, was_mount = os.path.isdir("/run/netns"), os.path.ismount("/run/netns")
+    yield
+    if os.geteuid() != 0 or not os.path.isdir("/run/netns") or os.listdir("/run/netns"):
+        return
+    while not was_mount and os.path.ismount("/run/netns"):
+        subprocess.run(["umount", "/run/netns"], check=True)
+    if not existed:
+        os.rmdir("/run/netns")
+
+
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A plain named netns made with `ip netns add`; yields its path /run/netns/NAME."""
     need_root()
     name = f"if-inject-test-{uuid.uuid4().hex[:8]}"
-    existed, was_mount = os.path.isdir("/run/netns"), os.path.ismount("/run/netns")
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
         yield f"/run/netns/{name}"
     finally:
         subprocess.run(["ip", "netns", "del", name], check=True)
-        # `ip netns add` makes /run/netns a mount point of its own: undo that
-        # too, unless someone else's netns is in there now.
-        if not os.listdir("/run/netns"):
-            # It can be stacked more than once (each `ip netns add` that finds it
-            # no mount point yet, e.g. two at once, mounts it again).
-            while not was_mount and os.path.ismount("/run/netns"):
-                subprocess.run(["umount", "/run/netns"], check=True)
-            if not existed:
-                os.rmdir("/run/netns")
 
 
 # ---- the machine is as before ---------------------------------------------------------
