@@ -113,11 +113,15 @@ def netns_dir() -> Iterator[None]:
     """`ip netns add` makes /run/netns a mount point of its own (stacked, when
     two find it none yet). Undone once, last of all, when no pod holds it: right
     after a test, with the lab's pods up, rmdir can still find it busy."""
-    existed, was_mount = os.path.isdir("/run/netns"), os.path.ismount("/run/netns")
+    # (os.path.ismount cannot see a bind mount of a directory onto itself.)
+    def mounted() -> bool:
+        return "/run/netns" in mounts_under("/run/netns")
+
+    existed, was_mount = os.path.isdir("/run/netns"), mounted()
     yield
     if os.geteuid() != 0 or not os.path.isdir("/run/netns") or os.listdir("/run/netns"):
         return
-    while not was_mount and os.path.ismount("/run/netns"):
+    while not was_mount and mounted():
         subprocess.run(["umount", "/run/netns"], check=True)
     if not existed:
         os.rmdir("/run/netns")
