@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import pty
 import re
 import signal
 import subprocess
@@ -401,7 +402,7 @@ def test_batch_by_label_selector(inject: Tool, lab: Any, make_pod: Callable[...,
     pods = [make_pod(labels={"app": "batch"}) for _ in range(3)]
     other = make_pod(labels={"app": "other"})
     run = inject("add", "-ns", "if-inject", "-l", "app=batch", "-spec", inject.spec, "-parallel", "2")
-    assert run.code == 0, run.err
+    assert (run.code, run.err) == (0, "")  # no progress line: stderr is no terminal
     lines = json_lines(run)
     assert sorted(lines) == sorted(p.name for p in pods)
     for pod in pods:
@@ -419,6 +420,21 @@ def test_batch_by_label_selector(inject: Tool, lab: Any, make_pod: Callable[...,
     assert {name: line["result"] for name, line in json_lines(deleted).items()} == dict.fromkeys(
         [p.name for p in pods])
     assert inject.leases() == [] and inject.cache_files() == []
+
+
+def test_batch_progress_on_a_terminal(inject: Tool, make_pod: Callable[..., Any]) -> None:
+    for _ in range(2):
+        make_pod(labels={"app": "progress"})
+    terminal, stderr = pty.openpty()
+    try:
+        proc = subprocess.run(inject.cmd("netns", "-ns", "if-inject", "-l", "app=progress"),
+                              stdout=subprocess.PIPE, stderr=stderr, text=True, timeout=60)
+        progress = os.read(terminal, 4096).decode()
+    finally:
+        os.close(stderr)
+        os.close(terminal)
+    assert proc.returncode == 0 and len(proc.stdout.splitlines()) == 2
+    assert progress == "\r1/2 pods, 0 failed\r2/2 pods, 0 failed\r\n"  # the tty turns \n into \r\n
 
 
 def test_batch_with_a_failing_pod(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
