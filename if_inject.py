@@ -1647,13 +1647,17 @@ def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> N
     parser.add_argument("-spec", "--spec", required=spec_required, metavar="FILE",
                         help="CNI network: a plugin conf or a conflist"
                              + ("" if spec_required else " (default: the cached one)"))
-    parser.add_argument("-interface", "--interface", default="net1", help="name in the pod (default net1)")
+    _interface_flag(parser)
     parser.add_argument("-containerid", "--containerid", default="", metavar="ID",
                         help="CNI container ID (default: the netns file's name)")
     parser.add_argument("-args", "--args", default="", metavar="K=V;K=V",
                         help="extra CNI_ARGS, after kubelet's")
     parser.add_argument("-capability-args", "--capability-args", default="", metavar="JSON",
                         help='runtimeConfig for plugins that declare them, e.g. {"mac": "..."}')
+
+
+def _interface_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-interface", "--interface", default="net1", help="name in the pod (default net1)")
 
 
 def _netlink_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -1670,7 +1674,7 @@ def _netlink_commands(command: Callable[[str, str], argparse.ArgumentParser]) ->
         sub.add_argument("-ns", "--ns", default="default", help="the pod's namespace (default: default)")
         sub.add_argument("-pod", "--pod", required=True, help="the pod's name")
     _output_flag(links)
-    veth.add_argument("-interface", "--interface", default="net1", help="name in the pod (default net1)")
+    _interface_flag(veth)
     veth.add_argument("-host-interface", "--host-interface", default="", metavar="NAME",
                       help="name on the node (default: veth + 8 hex digits from the sandbox and -interface)")
     veth.add_argument("-address", "--address", action="append", metavar="CIDR",
