@@ -474,6 +474,10 @@ def test_list_and_gc_release_exactly_the_stale(inject: Tool, lab: Any, make_pod:
     assert len(text) == 4
 
     leases, caches = inject.leases(), inject.cache_files()
+    blind = inject("gc", "-r", str(inject.tmp / "no.sock"))  # without the runtime, nothing is stale
+    assert (blind.code, blind.out) == (1, "")
+    assert blind.error.startswith("no container runtime answers: ")
+    assert (inject.leases(), inject.cache_files()) == (leases, caches)
     dry = inject("gc", "-dry-run")
     assert dry.code == 0
     stale = sorted([gone.name, stopped.name])
