@@ -90,6 +90,14 @@ def log_error(msg: str, error: object, **fields: Any) -> None:
     log(msg, level="error", error=str(error), **fields)
 
 
+def undone(cause: BaseException, note: str) -> InjectError:
+    """The error after a failed or interrupted change was undone: what went
+    wrong, then what the undo did (e.g. "rolled back (DEL ran for ptp)")."""
+    if isinstance(cause, InjectError):
+        return InjectError(f"{cause}; {note}", cause.code)
+    return InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL)
+
+
 # ---- CRI: schema subset of k8s.io/cri-api runtime.v1 --------------------
 
 # The messages if-inject uses, written like api.proto with its field numbers.
@@ -990,9 +998,7 @@ class CNI:
         note = (f"rolled back (DEL ran for {names})" if not failures
                 else f"rollback failed: {'; '.join(failures)}")
         log("Add failed", v=1, rollback=note)
-        if isinstance(cause, InjectError):
-            raise InjectError(f"{cause}; {note}", cause.code) from None
-        raise InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL) from None
+        raise undone(cause, note) from None
 
     def delete_plugins(self, network: NetworkConfig, att: Attachment,
                        plugins: list[dict[str, Any]], result: dict[str, Any] | None) -> list[str]:
@@ -1524,9 +1530,7 @@ def undo_veth(netns: str, ifname: str, host_ifname: str, cause: BaseException) -
         except InjectError as e:
             note = f"removing the veth pair failed: {e}"
     log("Add veth failed", v=1, rollback=note)
-    if isinstance(cause, InjectError):
-        raise InjectError(f"{cause.msg}; {note}", cause.code, cause.details) from None
-    raise InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL) from None
+    raise undone(cause, note) from None
 
 
 def find_link(ipr: Any, name: str) -> Any:
