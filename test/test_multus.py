@@ -6,8 +6,11 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import shlex
+import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,8 @@ import pytest
 import yaml
 from test_cli import Tool, args_for, pod_addrs
 from toolrun import Run
+
+import if_inject as ii
 
 REPO = Path(__file__).resolve().parent.parent
 NAD_FILE = REPO / "test" / "ptp-nad.yaml"
@@ -184,3 +189,80 @@ def test_list_and_gc_name_the_definition(inject: Tool, lab: Any, make_pod: Calla
     assert run_spec(inject, "file", text, "del", *args_for(live)).code == 0
     assert inject("del", *args_for(live), "-interface", "net2").code == 0  # from the cache
     assert leases(inject) == [] and inject.leases() == [] and inject.cache_files() == []
+
+
+# ---- README: "With Multus" ------------------------------------------------------------
+
+def readme_section(title: str) -> str:
+    text = (REPO / "README.md").read_text()
+    start = text.index(f"\n## {title}\n")
+    return text[start:text.find("\n## ", start + 1)]
+
+
+def code_block_with(section: str, marker: str) -> str:
+    blocks = section.split("```")[1::2]
+    return next(b.partition("\n")[2] for b in blocks if marker in b)
+
+
+def anonymous(text: str) -> str:
+    """Addresses and MACs, which differ from run to run, as placeholders."""
+    text = re.sub(r"\b([0-9a-f]{2}:){5}[0-9a-f]{2}\b", "MAC", text)
+    return re.sub(r"\b\d+\.\d+\.\d+\.\d+\b", "IP", text)
+
+
+@pytest.fixture
+def ptp_conf_leases() -> Iterator[None]:
+    """test/ptp-nad.yaml as users run it keeps its leases in /var/lib/cni/networks/ptp-conf."""
+    leases = Path("/var/lib/cni/networks/ptp-conf")
+    existed = leases.parent.exists()
+    yield
+    if leases.exists():
+        shutil.rmtree(leases)
+    if not existed and leases.parent.exists() and not any(leases.parent.iterdir()):
+        leases.parent.rmdir()
+
+
+def test_readme_with_multus(tool: list[str], lab: Any, pod: Any, tmp_path: Path,
+                            ptp_conf_leases: None) -> None:
+    """The README's commands with test/ptp-nad.yaml unchanged, its annotation recipe
+    with `kubectl` played by a file, and the output it shows."""
+    section = readme_section("With Multus")
+    # What Multus wrote at pod start: its entry for the cluster's network, the lab's eth0.
+    [cached] = Path(ii.DEFAULT_CACHE_DIR).glob(f"*-{pod.sandbox_id}-eth0")
+    eth0 = ii.network_status(json.loads(cached.read_text())["result"], "cbr0", "eth0")
+    eth0 = {**{k: v for k, v in eth0.items() if k != "dns"}, "default": True, "dns": eth0["dns"]}
+    annotation = tmp_path / "network-status"
+    annotation.write_text(json.dumps([eth0], indent=4))
+    prelude = f"""
+        if-inject() {{ {' '.join(map(shlex.quote, tool))} -r {lab.endpoint} "$@"; }}
+        kubectl() {{  # get pod ... -o jsonpath=..., annotate pod ... network-status=VALUE --overwrite
+            case $1 in
+            get) cat {annotation} ;;
+            annotate) for arg; do case $arg in k8s.v1.cni.cncf.io/network-status=*)
+                printf %s "${{arg#*=}}" > {annotation} ;; esac; done ;;
+            esac
+        }}
+        pod={pod.name}
+        """
+
+    def sh(script: str) -> str:
+        proc = subprocess.run(["bash", "-euo", "pipefail", "-c", prelude + script], capture_output=True,
+                              text=True, cwd=REPO, timeout=60)
+        assert (proc.returncode, proc.stderr) == (0, ""), script
+        return proc.stdout
+
+    add = "if-inject add -ns if-inject -pod $pod -spec test/ptp-nad.yaml -o network-status"
+    recipe = code_block_with(section, "network_status() {")
+    check, delete, _ = code_block_with(section, "if-inject check").strip().splitlines()
+    annotate, get = recipe.strip().splitlines()[-2:]
+    try:
+        shown = f"$ {add}\n{sh(add)}$ {annotate}\n$ {get}\n{sh(recipe)}"
+        assert anonymous(shown) in anonymous(section), shown
+        status = json.loads(annotation.read_text())
+        assert status == [eth0, {"name": "if-inject/ptp-conf", **seen_in_pod(lab, pod, "net1"), "dns": {}}]
+        assert sh(check) == ""
+    finally:
+        sh(delete)
+    # After a del, the same recipe drops the entry: net1 is gone from the pod.
+    sh(recipe)
+    assert json.loads(annotation.read_text()) == [eth0] and pod_addrs(lab, pod) == ""
