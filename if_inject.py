@@ -1971,23 +1971,24 @@ def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"container_id": args.containerid, "args": pairs, "capability_args": capability_args}
 
 
-def _pod_work(args: argparse.Namespace, node: Node,
-              network: NetworkConfig | None) -> Callable[[str, str], Any]:
-    """What netns/add/del/check do for one pod; returns what to print."""
+def _pod_work(args: argparse.Namespace, node: Node) -> tuple[Callable[[str, str], Any], NetworkConfig | None]:
+    """What netns/add/del/check do for one pod (returning what to print), and
+    the network of -spec, read once for every pod (`-spec -` reads stdin)."""
     if args.command == "netns":
-        return lambda ns, pod: node.pod(ns, pod).netns
+        return lambda ns, pod: node.pod(ns, pod).netns, None
     options = _attachment_options(args)
+    network = load_network(args.spec) if args.spec else None
     if args.command == "del":
         def delete_one(ns: str, pod: str) -> None:
             node.delete(ns, pod, network, args.interface, **options)
-        return delete_one
+        return delete_one, network
     assert network is not None
     if args.command == "check":
-        return lambda ns, pod: node.check(ns, pod, network, args.interface, **options)
+        return lambda ns, pod: node.check(ns, pod, network, args.interface, **options), network
     if args.output == "network-status":
         return lambda ns, pod: network_status(node.add(ns, pod, network, args.interface, **options),
-                                              network.status_name(ns), args.interface)
-    return lambda ns, pod: node.add(ns, pod, network, args.interface, **options)
+                                              network.status_name(ns), args.interface), network
+    return lambda ns, pod: node.add(ns, pod, network, args.interface, **options), network
 
 
 def run_pod_command(args: argparse.Namespace, node: Node) -> int:
@@ -2000,9 +2001,7 @@ def run_pod_command(args: argparse.Namespace, node: Node) -> int:
         selector = parse_selector(args.selector)
     except InjectError as e:
         raise UsageError(str(e)) from None
-    # Read once, before any pod: `-spec -` takes stdin for the whole batch.
-    network = load_network(args.spec) if getattr(args, "spec", None) else None
-    work = _pod_work(args, node, network)
+    work, network = _pod_work(args, node)
     if not (args.selector or args.all_namespaces or len(args.pod) > 1):
         output = work(args.ns, args.pod[0])
         if output is not None:
