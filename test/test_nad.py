@@ -92,6 +92,13 @@ def test_a_config_without_name_takes_the_definitions_as_multus_does() -> None:
     assert ii.parse_spec(json.dumps(nad(json.dumps(unnamed), name="other")).encode()).name == "other"
 
 
+def test_a_definition_in_yaml_flow_style_is_no_json_error() -> None:
+    flow = ("{apiVersion: k8s.cni.cncf.io/v1, kind: NetworkAttachmentDefinition, metadata: {name: ptp-conf},"
+            f" spec: {{config: '{json.dumps(CONFIG)}'}}}}")
+    network = ii.parse_spec(flow.encode())
+    assert (network.name, network.nad_namespace, network.nad_name) == ("ptp-conf", "", "ptp-conf")
+
+
 def test_a_definition_without_namespace_is_the_pods() -> None:
     network = ii.parse_spec(json.dumps(nad(namespace=None)).encode())
     assert (network.nad_namespace, network.nad_name) == ("", "ptp-conf")
@@ -171,6 +178,8 @@ def yaml_dump(document: dict[str, Any]) -> str:
     ("\n# only a comment\n", "x: 0 YAML documents: give one NetworkAttachmentDefinition",
      ii.CODE_INVALID_CONFIG),
     ("a: \x80 not UTF-8", "x: neither JSON nor YAML (", ii.CODE_DECODING),
+    ("[" * 100_000, "x: not JSON (maximum recursion depth exceeded", ii.CODE_DECODING),
+    ("x: " + "[" * 100_000, "x: neither JSON nor YAML (exceeded maximum nesting depth", ii.CODE_DECODING),
 ])
 def test_what_is_neither_json_nor_a_definition(text: str, message: str, code: int) -> None:
     with pytest.raises(ii.InjectError) as e:
