@@ -600,32 +600,162 @@ class NetworkConfig:
     cni_version: str
     plugins: list[dict[str, Any]]
     raw: bytes  # the file's bytes, cached as libcni does
+    # The Multus NetworkAttachmentDefinition it came from, if any: its
+    # namespace ("" when the document names none) and name.
+    nad_namespace: str = ""
+    nad_name: str = ""
 
     @property
     def version_tuple(self) -> tuple[int, ...]:
         return tuple(int(x) for x in self.cni_version.split("."))
 
+    def status_name(self, pod_namespace: str) -> str:
+        """The network's name in a pod's network-status, as Multus writes it:
+        <namespace>/<name> of its NetworkAttachmentDefinition (the pod's
+        namespace when the definition names none), else the network's name."""
+        if not self.nad_name:
+            return self.name
+        namespace = self.nad_namespace or pod_namespace
+        return f"{namespace}/{self.nad_name}" if namespace else self.nad_name
+
+
+# Multus' NetworkAttachmentDefinition (network-attachment-definition-client,
+# pkg/apis/k8s.cni.cncf.io/v1): the CNI config is a JSON string in .spec.config.
+NAD_API_VERSION = "k8s.cni.cncf.io/v1"
+NAD_KIND = "NetworkAttachmentDefinition"
+# Kubernetes object names: a DNS-1123 subdomain; namespaces: a DNS-1123 label.
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_OBJECT_NAME = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})*$")
+_NAMESPACE = re.compile(rf"^(?=.{{1,63}}$){_DNS_LABEL}$")
+
 
 def load_network(path: str) -> NetworkConfig:
-    """Read a network spec file: a single plugin conf or a conflist."""
+    """Read a network spec (see parse_spec) from a file, or from stdin when `path` is "-"."""
+    if path == "-":
+        return parse_spec(_read_stdin(), "stdin")
     try:
         with open(path, "rb") as f:
             raw = f.read()
     except OSError as e:
         raise InjectError(f"spec {path}: {e.strerror}", CODE_IO) from None
-    return parse_network(raw, path)
+    return parse_spec(raw, path)
+
+
+def _read_stdin() -> bytes:
+    if sys.stdin is None:
+        raise InjectError("spec -: there is no standard input", CODE_IO)
+    if sys.stdin.isatty():  # a pipe is what `-spec -` is for; a terminal would just wait
+        raise InjectError("spec -: standard input is a terminal: pipe the spec in", CODE_INVALID_CONFIG)
+    try:
+        return sys.stdin.buffer.read()
+    except OSError as e:
+        raise InjectError(f"spec -: {e.strerror or e}", CODE_IO) from None
+
+
+def parse_spec(raw: bytes, source: str = "spec") -> NetworkConfig:
+    """A network spec as users give it: a plugin conf or conflist (JSON), or a
+    Multus NetworkAttachmentDefinition (JSON or YAML, as `kubectl get
+    net-attach-def NAME -o json|yaml` prints it or a manifest holds it) whose
+    .spec.config is one."""
+    if not raw.strip():
+        raise InjectError(f"{source}: empty", CODE_INVALID_CONFIG)
+    document = _decode_spec(raw, source)
+    if _is_kubernetes_object(document):
+        return _nad_network(document, source)
+    return _network_from_conf(document, raw, source)
+
+
+def _is_kubernetes_object(document: Any) -> bool:
+    return isinstance(document, dict) and ("kind" in document or "apiVersion" in document)
+
+
+def _decode_spec(raw: bytes, source: str) -> Any:
+    """JSON, else a Kubernetes object in YAML. YAML's parser is imported only
+    for what is not JSON; JSON-looking text keeps its JSON error."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+        json_error = InjectError(f"{source}: not JSON ({e})", CODE_DECODING)
+    import yaml
+
+    try:
+        documents = [d for d in yaml.load_all(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                     if d is not None]
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        if raw.lstrip()[:1] in (b"{", b"["):
+            raise json_error from None
+        raise InjectError(f"{source}: neither JSON nor YAML ({_yaml_problem(e)})", CODE_DECODING) from None
+    if len(documents) == 1 and _is_kubernetes_object(documents[0]):
+        return documents[0]
+    if raw.lstrip()[:1] in (b"{", b"["):
+        raise json_error
+    if len(documents) != 1:
+        raise InjectError(f"{source}: {len(documents)} YAML documents: give one {NAD_KIND}",
+                          CODE_INVALID_CONFIG)
+    found = type(documents[0]).__name__
+    found = {"dict": "mapping without apiVersion and kind", "str": "string"}.get(found, found)
+    raise InjectError(f"{source}: not JSON, and as YAML a {found}, not a {NAD_KIND}", CODE_INVALID_CONFIG)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """A YAML parser error on one line: the problem and where it is."""
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
+
+
+def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
+    """The network in a NetworkAttachmentDefinition's .spec.config; a config
+    without a name is given the definition's, as Multus does (GetCNIConfigFromSpec)."""
+    kind, api_version = document.get("kind"), document.get("apiVersion")
+    if (kind, api_version) != (NAD_KIND, NAD_API_VERSION):
+        found = (f"kind {kind}" if kind else "no kind") + " and " + \
+                (f"apiVersion {api_version}" if api_version else "no apiVersion")
+        raise InjectError(f"{source}: a document of {found}, not a {NAD_KIND} of {NAD_API_VERSION}",
+                          CODE_INVALID_CONFIG)
+    name, namespace = _dig(document, "metadata", "name"), _dig(document, "metadata", "namespace") or ""
+    if not isinstance(name, str) or not _OBJECT_NAME.match(name):
+        raise InjectError(f"{source}: {NAD_KIND} with an invalid metadata.name {name!r}", CODE_INVALID_CONFIG)
+    if not isinstance(namespace, str) or (namespace and not _NAMESPACE.match(namespace)):
+        raise InjectError(f"{source}: {NAD_KIND} {name} with an invalid metadata.namespace {namespace!r}",
+                          CODE_INVALID_CONFIG)
+    what = f"{source}: {NAD_KIND} {namespace}/{name}" if namespace else f"{source}: {NAD_KIND} {name}"
+    config = _dig(document, "spec", "config")
+    if config is None or config == "":
+        raise InjectError(f"{what} has no spec.config (Multus then reads the network from a file "
+                          "on the node: give that file as -spec)", CODE_INVALID_CONFIG)
+    if not isinstance(config, str):
+        raise InjectError(f"{what}: spec.config is a {type(config).__name__}, not a string of JSON",
+                          CODE_INVALID_CONFIG)
+    try:
+        conf = json.loads(config)
+    except (ValueError, RecursionError) as e:
+        raise InjectError(f"{what}: spec.config is not JSON ({e})", CODE_DECODING) from None
+    raw = config.encode()
+    if isinstance(conf, dict) and conf.get("name", "") == "":
+        conf["name"] = name
+        raw = json.dumps(conf).encode()
+    network = _network_from_conf(conf, raw, f"{what}: spec.config")
+    network.nad_namespace, network.nad_name = namespace, name
+    return network
 
 
 def parse_network(raw: bytes, source: str = "spec") -> NetworkConfig:
     """Validate a conf or conflist as libcni does, before any plugin runs."""
-    def bad(why: str) -> InjectError:
-        return InjectError(f"{source}: {why}", CODE_INVALID_CONFIG)
     if not raw.strip():
-        raise bad("empty")
+        raise InjectError(f"{source}: empty", CODE_INVALID_CONFIG)
     try:
         conf = json.loads(raw)
     except ValueError as e:
         raise InjectError(f"{source}: not JSON ({e})", CODE_DECODING) from None
+    return _network_from_conf(conf, raw, source)
+
+
+def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
+    def bad(why: str) -> InjectError:
+        return InjectError(f"{source}: {why}", CODE_INVALID_CONFIG)
     if not isinstance(conf, dict):
         raise bad("not a JSON object")
     if "plugins" in conf:
@@ -775,6 +905,8 @@ def write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
     entry[CACHE_MARK] = {"version": __version__, "namespace": pod.namespace if pod else "",
                          "pod": pod.name if pod else "", "podUid": pod.uid if pod else "",
                          "sandboxId": pod.sandbox_id if pod else ""}
+    if network.nad_name:  # the network-status name, for list and gc
+        entry[CACHE_MARK]["netAttachDef"] = network.status_name(pod.namespace if pod else "")
     path = cache_file(cache_dir, network.name, att.container_id, att.ifname)
     try:
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
@@ -1244,6 +1376,71 @@ def result_addresses(result: Any) -> list[str]:
     return [str(a) for a in old if a]
 
 
+def network_status(result: Any, name: str, ifname: str) -> dict[str, Any]:
+    """The entry Multus writes for an attachment in the pod's
+    k8s.v1.cni.cncf.io/network-status annotation, from its CNI result (as
+    network-attachment-definition-client's CreateNetworkStatuses and the JSON
+    of its NetworkStatus: empty fields are left out, "default" among them, as
+    it is false for every network but the cluster's; "dns" is always there).
+
+    The entry is the result's pod interface named `ifname`; when the result
+    names none (CNI before 0.3.0), it still names `ifname`."""
+    interfaces = [i if isinstance(i, dict) else {} for i in _dig(result, "interfaces") or []]
+    in_pod = [n for n, i in enumerate(interfaces) if i.get("sandbox")]
+    mine = next((n for n in in_pod if interfaces[n].get("name") == ifname), in_pod[-1] if in_pod else None)
+    ips, routes = _result_ips_and_routes(result)
+    if len(interfaces) != 1 and mine is not None:
+        # Several interfaces: each pod interface gets the addresses that point
+        # at it; those that point nowhere go to the last one.
+        ips = [ip for ip in ips if ip.get("interface") == mine
+               or (not isinstance(ip.get("interface"), int) and mine == in_pod[-1])]
+    interface = interfaces[mine] if mine is not None else {}
+    entry: dict[str, Any] = {"name": name, "interface": interface.get("name") or ifname}
+    addresses = [_bare_address(ip.get("address")) for ip in ips]
+    if any(addresses):
+        entry["ips"] = [a for a in addresses if a]
+    for key in ("mac", "mtu"):
+        if interface.get(key):
+            entry[key] = interface[key]
+    dns = _dig(result, "dns") or {}
+    entry["dns"] = {k: dns[k] for k in ("nameservers", "domain", "search", "options")
+                    if isinstance(dns, dict) and dns.get(k)}
+    gateways = [str(r["gw"]) for r in routes if r.get("gw") and _is_default_route(r.get("dst"))]
+    if gateways:
+        entry["gateway"] = gateways
+    return entry
+
+
+def _result_ips_and_routes(result: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The "ips" and "routes" of a CNI result of any version, as 1.0.0 has them."""
+    if isinstance(_dig(result, "ips"), list) or isinstance(_dig(result, "routes"), list):
+        ips, routes = _dig(result, "ips") or [], _dig(result, "routes") or []
+    else:  # CNI 0.1.0 and 0.2.0: ip4 and ip6, each with its address and routes
+        old = [_dig(result, key) or {} for key in ("ip4", "ip6")]
+        ips = [{"address": o.get("ip")} for o in old if isinstance(o, dict) and o.get("ip")]
+        routes = [r for o in old if isinstance(o, dict) for r in o.get("routes") or []]
+    return ([ip for ip in ips if isinstance(ip, dict)], [r for r in routes if isinstance(r, dict)])
+
+
+def _bare_address(cidr: Any) -> str:
+    """An address without its prefix length, as Go's net.IP prints it."""
+    import ipaddress
+
+    try:
+        return str(ipaddress.ip_interface(str(cidr)).ip) if cidr else ""
+    except ValueError:
+        return ""
+
+
+def _is_default_route(dst: Any) -> bool:
+    import ipaddress
+
+    try:
+        return ipaddress.ip_interface(str(dst)).ip.is_unspecified
+    except ValueError:
+        return False
+
+
 def attachments(node: Node, namespace: str | None = None, pod: str | None = None) -> list[dict[str, Any]]:
     """Every attachment if-inject made on this node, from the result cache,
     with the state of its pod's sandbox as the runtime reports it now."""
@@ -1259,6 +1456,7 @@ def attachments(node: Node, namespace: str | None = None, pod: str | None = None
         rows.append({
             "namespace": mark.get("namespace", ""), "pod": mark.get("pod", ""),
             "interface": entry.get("ifName", ""), "network": entry.get("networkName", ""),
+            "netAttachDef": mark.get("netAttachDef", ""),
             "addresses": result_addresses(entry.get("result")),
             "containerId": entry.get("containerId", ""), "netns": netns, "sandboxId": sandbox,
             # Without a sandbox ID (an API caller's entry) only the netns tells.
@@ -1268,6 +1466,18 @@ def attachments(node: Node, namespace: str | None = None, pod: str | None = None
     return rows
 
 
+def pod_network_status(node: Node, namespace: str, pod: str) -> list[dict[str, Any]]:
+    """The network-status entries of everything if-inject attached to a pod's
+    ready sandbox, by interface name: what to merge into its annotation."""
+    statuses = []
+    for row in sorted(attachments(node, namespace, pod), key=lambda r: str(r["interface"])):
+        entry = None if row["stale"] else read_cache(row["cacheFile"])
+        if entry is not None and isinstance(entry.get("result"), dict):  # not an add under way
+            statuses.append(network_status(entry["result"], row["netAttachDef"] or row["network"],
+                                           row["interface"]))
+    return statuses
+
+
 def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
     """DEL every attachment whose pod sandbox is gone (or not ready, or whose
     netns is gone), from its cached config; live pods are never touched.
@@ -1275,8 +1485,8 @@ def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
     for row in attachments(node):
         if not row["stale"]:
             continue
-        record = {k: row[k] for k in ("namespace", "pod", "interface", "network", "addresses",
-                                      "containerId", "sandboxId", "sandboxState")}
+        record = {k: row[k] for k in ("namespace", "pod", "interface", "network", "netAttachDef",
+                                      "addresses", "containerId", "sandboxId", "sandboxState")}
         if dry_run:
             yield dict(record, action="would delete")
             continue
@@ -1649,7 +1859,8 @@ def _pod_flags(parser: argparse.ArgumentParser) -> None:
 
 def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
     parser.add_argument("-spec", "--spec", required=spec_required, metavar="FILE",
-                        help="CNI network: a plugin conf or a conflist"
+                        help="CNI network: a plugin conf or a conflist, or a Multus "
+                             "NetworkAttachmentDefinition (JSON or YAML) holding one; - reads stdin"
                              + ("" if spec_required else " (default: the cached one)"))
     _interface_flag(parser)
     parser.add_argument("-containerid", "--containerid", default="", metavar="ID",
@@ -1690,9 +1901,11 @@ def _netlink_commands(command: Callable[[str, str], argparse.ArgumentParser]) ->
                       help="delete the pair of -interface and -host-interface instead")
 
 
-def _output_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-o", "-output", "--output", choices=("text", "json"), default="text",
-                        help="a table (default) or JSON")
+def _output_flag(parser: argparse.ArgumentParser, network_status: bool = False) -> None:
+    more = ("network-status",) if network_status else ()
+    parser.add_argument("-o", "-output", "--output", choices=("text", "json", *more), default="text",
+                        help="a table (default) or JSON" + (", or the pod's network-status entries "
+                                                            "(with -ns and -pod)" if more else ""))
 
 
 POD_COMMANDS = {
@@ -1720,10 +1933,14 @@ def build_parser() -> argparse.ArgumentParser:
         _pod_flags(sub)
         if name != "netns":
             _cni_flags(sub, spec_required=name != "del")
+        if name == "add":
+            sub.add_argument("-o", "-output", "--output", choices=("json", "network-status"), default="json",
+                             help="the CNI result (default), or the entry Multus would put in the pod's "
+                                  "k8s.v1.cni.cncf.io/network-status")
     sub = command("list", "list the attachments if-inject made, with their pods' state")
     sub.add_argument("-ns", "--ns", default="", help="only this namespace")
     sub.add_argument("-pod", "--pod", default="", help="only this pod")
-    _output_flag(sub)
+    _output_flag(sub, network_status=True)
     sub = command("gc", "delete the attachments of pods that are gone")
     sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
     _netlink_commands(command)
@@ -1754,20 +1971,24 @@ def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"container_id": args.containerid, "args": pairs, "capability_args": capability_args}
 
 
-def _pod_work(args: argparse.Namespace, node: Node) -> Callable[[str, str], Any]:
-    """What netns/add/del/check do for one pod; returns what to print."""
+def _pod_work(args: argparse.Namespace, node: Node) -> tuple[Callable[[str, str], Any], NetworkConfig | None]:
+    """What netns/add/del/check do for one pod (returning what to print), and
+    the network of -spec, read once for every pod (`-spec -` reads stdin)."""
     if args.command == "netns":
-        return lambda ns, pod: node.pod(ns, pod).netns
+        return lambda ns, pod: node.pod(ns, pod).netns, None
     options = _attachment_options(args)
     network = load_network(args.spec) if args.spec else None
     if args.command == "del":
         def delete_one(ns: str, pod: str) -> None:
             node.delete(ns, pod, network, args.interface, **options)
-        return delete_one
+        return delete_one, network
     assert network is not None
     if args.command == "check":
-        return lambda ns, pod: node.check(ns, pod, network, args.interface, **options)
-    return lambda ns, pod: node.add(ns, pod, network, args.interface, **options)
+        return lambda ns, pod: node.check(ns, pod, network, args.interface, **options), network
+    if args.output == "network-status":
+        return lambda ns, pod: network_status(node.add(ns, pod, network, args.interface, **options),
+                                              network.status_name(ns), args.interface), network
+    return lambda ns, pod: node.add(ns, pod, network, args.interface, **options), network
 
 
 def run_pod_command(args: argparse.Namespace, node: Node) -> int:
@@ -1780,7 +2001,7 @@ def run_pod_command(args: argparse.Namespace, node: Node) -> int:
         selector = parse_selector(args.selector)
     except InjectError as e:
         raise UsageError(str(e)) from None
-    work = _pod_work(args, node)
+    work, network = _pod_work(args, node)
     if not (args.selector or args.all_namespaces or len(args.pod) > 1):
         output = work(args.ns, args.pod[0])
         if output is not None:
@@ -1790,6 +2011,8 @@ def run_pod_command(args: argparse.Namespace, node: Node) -> int:
     failed = 0
     for done, (ns, pod, outcome) in enumerate(for_each_pod(pods, work, args.parallel), 1):
         line: dict[str, Any] = {"namespace": ns, "pod": pod}
+        if network is not None and network.nad_name:
+            line["netAttachDef"] = network.status_name(ns)
         if isinstance(outcome, InjectError):
             failed += 1
             line["error"] = str(outcome)
@@ -1802,6 +2025,11 @@ def run_pod_command(args: argparse.Namespace, node: Node) -> int:
 
 
 def run_list(args: argparse.Namespace, node: Node) -> int:
+    if args.output == "network-status":
+        if not (args.ns and args.pod):
+            raise UsageError("-o network-status lists one pod's attachments: give -ns and -pod")
+        print(json.dumps(pod_network_status(node, args.ns, args.pod), indent=4))
+        return 0
     rows = attachments(node, args.ns or None, args.pod or None)
     if args.output == "json":
         print(json.dumps(rows, indent=4))

@@ -173,7 +173,10 @@ def without_times(text: str) -> str:
 
 
 @pytest.mark.parametrize("args", [[], ["--help"], ["netns", "-bogus"], ["add", "-pod", "x"],
-                                  ["-loglevel", "x", "netns"]])
+                                  ["-loglevel", "x", "netns"],
+                                  # YAML: PyYAML must be in the bundle.
+                                  ["-r", "/nonexistent.sock", "add", "-pod", "x", "-spec",
+                                   str(REPO / "test" / "ptp-nad.yaml")]])
 def test_it_answers_as_the_module_does(exe: Exe, empty_path: str, cache: Path, args: list[str]) -> None:
     module = subprocess.run([sys.executable, str(REPO / "if_inject.py"), *args],
                             capture_output=True, text=True)
