@@ -17,8 +17,8 @@ so that a slower or busier machine moves the floors and the figures alike:
 The targets (medians; measured on a 2-CPU VM, in brackets, with margin):
 
 - `-version`: at most 4x the interpreter [2.6x-3.1x];
-- `netns`: at most 1.8x the grpc import [installed 1.2x, script 1.5x];
-- one `add` or `del`: at most 1.6x the grpc import plus the plugin's ADD or
+- `netns`: at most 1.8x the grpc import [installed 1.2x-1.25x, script 1.5x];
+- one `add` or `del`: at most 1.7x the grpc import plus the plugin's ADD or
   DEL [1.2x-1.4x];
 - 50 pods, add + del with one batch call each (`-l`): at most 0.8x two grpc
   imports plus 50 plugin ADDs and DELs [0.45x-0.6x: the batch runs pods in
@@ -26,7 +26,8 @@ The targets (medians; measured on a 2-CPU VM, in brackets, with margin):
 - the single-file executable, by tools/measure_exe.py's targets (issue 8):
   `-version` at most 6x the interpreter [3.6x-4.1x], `netns` at most 1.3x the
   installed command's [1.0x-1.1x];
-- peak RSS at most 1.5x that of the interpreter importing grpc [1.3x].
+- peak RSS at most 1.7x that of the interpreter importing grpc [1.3x-1.4x:
+  the floor's RSS varies from run to run, 31-36 MB].
 
 The machine is left as found: pods removed, the lab down, the IP leases (a
 private host-local dataDir) and the result cache (a private -cache-dir)
@@ -69,10 +70,10 @@ SIZES = (1, 10, 50)
 # The targets, on medians: see the docstring.
 VERSION = Ratio(4.0, "interpreter")
 NETNS = Ratio(1.8, "grpc import")
-SINGLE_CALL = Ratio(1.6, "grpc import + plugin")
+SINGLE_CALL = Ratio(1.7, "grpc import + plugin")
 BATCH = Ratio(0.8, "2 grpc imports + plugins")
 BATCH_SPEEDUP = Ratio(4.0, "batch", at_least=True)
-RSS = Ratio(1.5, "grpc import's RSS")
+RSS = Ratio(1.7, "grpc import's RSS")
 
 
 # ---- running one process ------------------------------------------------
