@@ -21,13 +21,13 @@ The targets (medians; measured on a 2-CPU VM, in brackets, with margin):
 - one `add` or `del`: at most 1.7x the grpc import plus the plugin's ADD or
   DEL [1.2x-1.4x];
 - 50 pods, add + del with one batch call each (`-l`): at most 0.8x two grpc
-  imports plus 50 plugin ADDs and DELs [0.45x-0.6x: the batch runs pods in
+  imports plus 50 plugin ADDs and DELs [0.45x-0.65x: the batch runs pods in
   parallel], and at least 4x faster than 100 single calls [10x-12x];
 - the single-file executable, by tools/measure_exe.py's targets (issue 8):
-  `-version` at most 6x the interpreter [3.6x-4.1x], `netns` at most 1.3x the
+  `-version` at most 6x the interpreter [3.6x-4.2x], `netns` at most 1.3x the
   installed command's [1.0x-1.1x];
-- peak RSS at most 1.7x that of the interpreter importing grpc [1.3x-1.4x:
-  the floor's RSS varies from run to run, 31-36 MB].
+- peak RSS at most 1.7x that of the interpreter importing grpc [1.3x-1.45x:
+  the floor's RSS varies from run to run, 29-36 MB].
 
 The machine is left as found: pods removed, the lab down, the IP leases (a
 private host-local dataDir) and the result cache (a private -cache-dir)

@@ -9,7 +9,7 @@ process per call, the two alternating so that load on the machine hits both
 alike, and the bare interpreter beside them. Prints medians in ms and the
 ratios, and checks issue 8's targets as ratios to floors measured in the same
 run (tools/judge.py): `netns` and `add` at most 1.3x the pip-installed
-command's, `-version` at most 6x the interpreter's `python -c pass` (3.7x-4.1x
+command's, `-version` at most 6x the interpreter's `python -c pass` (3.6x-4.2x
 measured on a 2-CPU VM). Also times the executable's first run, which unpacks it.
 
 The machine is left as found: the lab down, the leases (a private host-local
