@@ -19,11 +19,12 @@ deps:
 		else echo "not root: cannot install $$missing (lab tests will be skipped)"; fi; \
 	fi
 
-$(VENV)/.installed: pyproject.toml
+# The work tree goes on the venv's path by a plain .pth file, not `pip install -e .`
+# (whose import hook costs every Python start 8 ms): see tools/dev_install.py.
+$(VENV)/.installed: pyproject.toml tools/dev_install.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
-	# compat: a plain path in a .pth; the default finder costs every Python start 8 ms.
-	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
+	$(PY) tools/dev_install.py test
 	touch $@
 
 venv: $(VENV)/.installed

@@ -9,7 +9,7 @@ which says "unknown"; its metadata still gets a version.
 pyproject.toml wires it in:
 
     [build-system]
-    requires = ["setuptools>=64"]
+    requires = ["setuptools>=77,<85"]
     build-backend = "build_backend"
     backend-path = ["tools"]
 
