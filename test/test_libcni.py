@@ -14,7 +14,7 @@ the cache entries and the ADD results must be the same.
   namespace under `unshare`, with /run and /sys its own: links, leases, cache
   files and iptables rules never show on the host and go with the worker.
 
-if-inject's deliberate differences (README, "CNI semantics", the list under
+if-inject's deliberate differences (README, "Running CNI plugins", the list
 "Where if-inject does more than libcni") are normalised where they show, each
 with a comment naming its line.
 """
@@ -186,6 +186,7 @@ class Bench:
     driver: str
     netns: str
     capability_args: dict[str, Any] = field(default_factory=dict)
+    args: list[list[str]] = field(default_factory=lambda: ARGS)
 
     def __post_init__(self) -> None:
         for d in ("bin", "log", "ipam", "cache"):
@@ -240,7 +241,7 @@ class Bench:
             answer = libcni(self.driver, {
                 "command": step.command, "conf": str(conf), "cacheDir": str(self.cache_dir),
                 "cniPath": [str(self.base / "bin")], "containerId": CONTAINER, "netns": self.netns,
-                "ifName": IFNAME, "args": ARGS, "capabilityArgs": self.capability_args})
+                "ifName": IFNAME, "args": self.args, "capabilityArgs": self.capability_args})
         else:
             answer = self.run_if_inject(step.command, conf)
         return {"command": step.command, "ok": "error" not in answer, "error": answer.get("error", ""),
@@ -248,7 +249,7 @@ class Bench:
 
     def run_if_inject(self, command: str, conf: Path) -> dict[str, Any]:
         cni = ii.CNI([str(self.base / "bin")], str(self.cache_dir), timeout=60)
-        att = ii.Attachment(CONTAINER, self.netns, IFNAME, [(k, v) for k, v in ARGS],
+        att = ii.Attachment(CONTAINER, self.netns, IFNAME, [(k, v) for k, v in self.args],
                             dict(self.capability_args))
         try:
             network = ii.load_network(str(conf))
@@ -350,7 +351,14 @@ def fake_plugins(bench: Bench, *names: str) -> None:
         bench.spy(name, f"exec {sys.executable} {script} {role} '{results}' {bench.base}/del-failed")
 
 
+def one(version: str) -> dict[str, Any]:
+    return conflist(version, {"type": "one"})
+
+
 CANNED_CASES: dict[str, tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]] = {
+    # No CNI args, no capability args: libcni leaves both keys out of its cache entry.
+    "no args": ([("ADD", conflist("1.0.0", {"type": "one"})), ("DEL", conflist("1.0.0", {"type": "one"}))],
+                {"args": []}),
     "conflist 1.0.0": ([("ADD", conflist("1.0.0", {"type": "one"}, {"type": "two"})),
                         ("CHECK", conflist("1.0.0", {"type": "one"}, {"type": "two"})),
                         ("DEL", conflist("1.0.0", {"type": "one"}, {"type": "two"})),
@@ -372,20 +380,19 @@ CANNED_CASES: dict[str, tuple[list[tuple[str, dict[str, Any]]], dict[str, Any]]]
     "failing mid-list": ([("ADD", conflist("1.0.0", {"type": "one"}, {"type": "failing"}, {"type": "two"})),
                           ("DEL", conflist("1.0.0", {"type": "one"}, {"type": "failing"}, {"type": "two"}))],
                          {}),
-    "0.3.1 to 1.0.0": ([("ADD", conflist("0.3.1", {"type": "one"})), ("CHECK", conflist("1.0.0", {"type": "one"})),
-                        ("DEL", conflist("1.0.0", {"type": "one"}))], {}),
-    "1.0.0 to 0.4.0": ([("ADD", conflist("1.0.0", {"type": "one"})), ("CHECK", conflist("0.4.0", {"type": "one"})),
-                        ("DEL", conflist("0.4.0", {"type": "one"}))], {}),
+    "0.3.1 to 1.0.0": ([("ADD", one("0.3.1")), ("CHECK", one("1.0.0")), ("DEL", one("1.0.0"))], {}),
+    "1.0.0 to 0.4.0": ([("ADD", one("1.0.0")), ("CHECK", one("0.4.0")), ("DEL", one("0.4.0"))], {}),
     "0.4.0 DEL without cache": ([("DEL", conflist("0.4.0", {"type": "one"}))], {}),
 }
 
 
 @pytest.mark.parametrize("case", CANNED_CASES)
 def test_same_calls_and_cache_as_libcni_with_canned_plugins(driver: str, tmp_path: Path, case: str) -> None:
-    steps, capability_args = CANNED_CASES[case]
+    steps, options = CANNED_CASES[case]
+    args, capability_args = options.get("args", ARGS), {k: v for k, v in options.items() if k != "args"}
     runs = {}
     for impl in ("libcni", "if-inject"):
-        bench = Bench(tmp_path / "bench", driver, "/run/netns/nowhere", capability_args)
+        bench = Bench(tmp_path / "bench", driver, "/run/netns/nowhere", capability_args, args)
         fake_plugins(bench, "one", "two", "failing")
         runs[impl] = [bench.run(Step(impl, command, conf)) for command, conf in steps]
         assert bench.cache() == {}
@@ -420,7 +427,8 @@ FAILING = dict(ptp("1.0.0", "10.77.5.0/24"))
 FAILING["plugins"] = [*FAILING["plugins"], {"type": "failing"}, {"type": "tuning"}]
 DEL_FAILS = dict(ptp("0.4.0", "10.77.6.0/24"))
 DEL_FAILS["plugins"] = [*DEL_FAILS["plugins"], {"type": "failing", "fails": "DEL"}, {"type": "tuning"}]
-CAPABILITIES = {"mac": "02:11:22:33:44:55",
+MAC = "02:11:22:33:44:55"
+CAPABILITIES = {"mac": MAC,
                 "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
                 "bandwidth": {"ingressRate": 1000000, "ingressBurst": 100000,
                               "egressRate": 1000000, "egressBurst": 100000}}
@@ -476,7 +484,7 @@ def test_same_calls_cache_and_result_as_libcni(driver: str, case: str) -> None:
     reference = runs["libcni"]["runs"]
     assert [i for i, r in enumerate(reference) if not r["ok"]] == LAB_FAILURES.get(case, []), reference
     assert all(r["result"]["ips"] for r in reference if r["command"] == "ADD" and r["ok"])
-    compare(reference, runs["if-inject"]["runs"], fixed=(CAPABILITIES["mac"],))
+    compare(reference, runs["if-inject"]["runs"], fixed=(MAC,))
 
 
 @needs_root
@@ -512,7 +520,8 @@ def worker(plan: dict[str, Any]) -> dict[str, Any]:
     """Run `plan` here, in the namespaces unshare made: /run and /sys are made
     this worker's own first, so its netns mount and iptables lock never show."""
     for argv in (["mount", "-t", "tmpfs", "tmpfs", "/run"], ["mount", "-t", "sysfs", "sysfs", "/sys"],
-                 ["ip", "link", "set", "lo", "up"], ["ip", "link", "add", "master0", "type", "veth", "peer", "name", "master1"],
+                 ["ip", "link", "set", "lo", "up"],
+                 ["ip", "link", "add", "master0", "type", "veth", "peer", "name", "master1"],  # macvlan's
                  ["ip", "netns", "add", "pod"]):
         subprocess.run(argv, check=True)
     bench = Bench(WORKER_BASE, plan["driver"], "/run/netns/pod", CAPABILITIES)
