@@ -309,9 +309,17 @@ def normalised(runs: list[dict[str, Any]], fixed: tuple[str, ...] = ()) -> list[
 
 def compare(libcni_runs: list[dict[str, Any]], if_inject_runs: list[dict[str, Any]],
             fixed: tuple[str, ...] = ()) -> None:
+    def outcomes(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+        return [(r["command"], r["ok"]) for r in runs]
+
+    def key_order(runs: list[dict[str, Any]]) -> list[dict[str, list[str]]]:
+        return [{name: list(entry) for name, entry in run["cache"].items()} for run in runs]
+
+    errors = [r["error"] for r in if_inject_runs + libcni_runs]
+    assert outcomes(if_inject_runs) == outcomes(libcni_runs), errors
+    # Key for key, in libcni's order (normalised() sorts them).
+    assert key_order(for_if_inject(if_inject_runs)) == key_order(libcni_runs)
     ours, theirs = normalised(for_if_inject(if_inject_runs), fixed), normalised(libcni_runs, fixed)
-    assert [(r["command"], r["ok"]) for r in ours] == [(r["command"], r["ok"]) for r in theirs], \
-        [(r["command"], r["error"]) for r in ours + theirs]
     for mine, reference in zip(ours, theirs, strict=True):
         mine.pop("error"), reference.pop("error")
         for entry in (*mine["cache"].values(), *reference["cache"].values()):
