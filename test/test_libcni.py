@@ -44,6 +44,8 @@ LIBCNI_SRC = f"{GOPATH}/src/github.com/containernetworking/cni/libcni"
 CNI_BIN = "/usr/lib/cni"
 CONTAINER = "ctr1"
 IFNAME = "eth1"
+# README "kubelet's CNI_ARGS at the pod level": the CNI class, as libcni, passes its
+# caller's args alone, so both get the same (these stand in for kubelet's).
 ARGS = [["IgnoreUnknown", "1"], ["K8S_POD_NAME", "p1"]]
 VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0")
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")
