@@ -5,7 +5,10 @@ O ?= .
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev zlib1g-dev
+# golang-go + golang-github-appc-cni-dev (bookworm's name for libcni's source, which provides
+# golang-github-containernetworking-cni-dev) build test/libcni_driver.go; portmap needs iptables.
+DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev zlib1g-dev \
+	golang-go golang-github-appc-cni-dev iptables
 
 .PHONY: all demo test lint bench deps venv clean FORCE
 

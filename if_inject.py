@@ -3,7 +3,8 @@
 if-inject asks the node's container runtime (containerd, cri-o) over its CRI
 socket for a pod's network namespace, then runs CNI plugins into that namespace
 the way a container runtime does, with libcni's semantics: conflists, chained
-prevResult, capability args, the result cache in /var/lib/cni/results.
+prevResult, capability args, disableCheck, the result cache in
+/var/lib/cni/results with cached results converted to the config's version.
 
 The module is a small library with a command line on top:
 
@@ -587,7 +588,8 @@ def check_netns(path: str) -> None:
 
 CNI_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 DEFAULT_CNI_PATH = ("/opt/cni/bin", "/usr/libexec/cni", "/usr/lib/cni")
-DEFAULT_CACHE_DIR = "/var/lib/cni/results"
+# libcni's cacheDir: results in its results/, our locks in its if-inject-locks/.
+DEFAULT_CACHE_DIR = "/var/lib/cni"
 # The CNI spec's rules for container IDs and network names.
 NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$"
 
@@ -604,6 +606,7 @@ class NetworkConfig:
     # namespace ("" when the document names none) and name.
     nad_namespace: str = ""
     nad_name: str = ""
+    disable_check: bool = False  # a conflist's "disableCheck": CHECK then runs no plugin
 
     @property
     def version_tuple(self) -> tuple[int, ...]:
@@ -758,10 +761,14 @@ def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
         return InjectError(f"{source}: {why}", CODE_INVALID_CONFIG)
     if not isinstance(conf, dict):
         raise bad("not a JSON object")
+    disable_check = False  # libcni reads it from a conflist only, and ignores it in a conf
     if "plugins" in conf:
         plugins = conf["plugins"]
         if not isinstance(plugins, list) or not plugins:
             raise bad("'plugins' must be a non-empty list")
+        disable_check = conf.get("disableCheck", False)
+        if not isinstance(disable_check, bool):
+            raise bad("'disableCheck' must be true or false")
     elif "type" in conf:
         plugins = [conf]
     else:
@@ -778,7 +785,7 @@ def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
             raise bad("every plugin needs a 'type'")
         if "/" in plugin_type or plugin_type in (".", ".."):
             raise bad(f"plugin type {plugin_type!r} must be a plain file name")
-    return NetworkConfig(name, version, plugins, raw)
+    return NetworkConfig(name, version, plugins, raw, disable_check=disable_check)
 
 
 # ---- CNI: plugin execution ----------------------------------------------
@@ -884,36 +891,62 @@ CACHE_KIND = "cniCacheV1"
 CACHE_MARK = "ifInject"
 
 
+def results_dir(cache_dir: str) -> str:
+    """Where libcni keeps its cached results under its cacheDir."""
+    return os.path.join(cache_dir, "results")
+
+
 def cache_file(cache_dir: str, network: str, container_id: str, ifname: str) -> str:
-    return os.path.join(cache_dir, f"{network}-{container_id}-{ifname}")
+    return os.path.join(results_dir(cache_dir), f"{network}-{container_id}-{ifname}")
 
 
-def write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
-                result: dict[str, Any] | None) -> None:
-    """Write the cache entry atomically (0600 in a 0700 dir), as libcni does."""
+def _go_map(value: Any) -> Any:
+    """`value` with its objects' keys sorted, as Go's encoding/json writes a map."""
+    if isinstance(value, dict):
+        return {k: _go_map(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_go_map(v) for v in value]
+    return value
+
+
+def cache_entry(network: NetworkConfig, att: Attachment, result: dict[str, Any] | None) -> dict[str, Any]:
+    """The cache entry, key for key as libcni's cachedInfo: netns as libcni 1.2+
+    writes it, cniArgs, capabilityArgs and result left out when empty."""
     import base64
 
     entry: dict[str, Any] = {
         "kind": CACHE_KIND, "containerId": att.container_id,
         "config": base64.b64encode(network.raw).decode(), "ifName": att.ifname,
-        "networkName": network.name, "netns": att.netns,
-        "cniArgs": [list(kv) for kv in att.args], "capabilityArgs": att.capability_args,
+        "networkName": network.name,
     }
-    if result is not None:
-        entry["result"] = result
+    if att.netns:
+        entry["netns"] = att.netns
+    if att.args:
+        entry["cniArgs"] = [list(kv) for kv in att.args]
+    if att.capability_args:
+        entry["capabilityArgs"] = _go_map(att.capability_args)
+    if result:
+        entry["result"] = _go_map(result)
     pod = att.pod
     entry[CACHE_MARK] = {"version": __version__, "namespace": pod.namespace if pod else "",
                          "pod": pod.name if pod else "", "podUid": pod.uid if pod else "",
                          "sandboxId": pod.sandbox_id if pod else ""}
     if network.nad_name:  # the network-status name, for list and gc
         entry[CACHE_MARK]["netAttachDef"] = network.status_name(pod.namespace if pod else "")
+    return entry
+
+
+def write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
+                result: dict[str, Any] | None) -> None:
+    """Write the cache entry atomically (0600 in a 0700 dir), as libcni does."""
     path = cache_file(cache_dir, network.name, att.container_id, att.ifname)
     try:
-        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        for directory in (cache_dir, results_dir(cache_dir)):  # MkdirAll(results, 0700)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
         tmp = f"{path}.tmp{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(entry, f)
+            json.dump(cache_entry(network, att, result), f, separators=(",", ":"))
         os.replace(tmp, path)
     except OSError as e:
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
@@ -946,15 +979,16 @@ def remove_cache(cache_dir: str, network: str, container_id: str, ifname: str) -
 
 def cached_attachments(cache_dir: str) -> list[tuple[str, dict[str, Any]]]:
     """(path, entry) of every readable entry that if-inject wrote."""
+    results = results_dir(cache_dir)
     try:
-        names = sorted(os.listdir(cache_dir))
+        names = sorted(os.listdir(results))
     except FileNotFoundError:
         return []
     except OSError as e:
-        raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
+        raise InjectError(f"result cache {results}: {e.strerror}", CODE_IO) from None
     found = []
     for name in names:
-        path = os.path.join(cache_dir, name)
+        path = os.path.join(results, name)
         if ".tmp" in name or not os.path.isfile(path):
             continue
         entry = read_cache(path)
@@ -990,13 +1024,115 @@ def cached_attachment(entry: dict[str, Any]) -> Attachment:
                       capability_args=entry.get("capabilityArgs") or {}, pod=pod)
 
 
+# The result types of libcni's pkg/types (020, 040, 100) and the versions each
+# reads; 1.1.0 is read as 1.0.0 is, as libcni does from 1.2.
+RESULT_TYPES = {"0.1.0": "020", "0.2.0": "020", "0.3.0": "040", "0.3.1": "040", "0.4.0": "040",
+                "1.0.0": "100", "1.1.0": "100"}
+
+
+def convert_result(result: dict[str, Any], version: str) -> dict[str, Any]:
+    """`result` as CNI `version`, as libcni's GetAsVersion converts a cached
+    result to the config's version before it is any plugin's prevResult."""
+    source = result.get("cniVersion") or "0.1.0"  # libcni's reading of a missing version
+    if source == version and "cniVersion" in result and "dns" in result:
+        return result
+    if RESULT_TYPES.get(source) is None or RESULT_TYPES.get(version) is None:
+        raise InjectError(f"cannot convert a CNI {source} result to {version}: no such result version",
+                          CODE_INCOMPATIBLE_VERSION)
+    if source == version or RESULT_TYPES[source] == RESULT_TYPES[version] != "040":
+        # Relabelled, as 0.1.0 and 0.2.0 are, and 1.0.0 and 1.1.0; libcni's types always have dns.
+        return {**result, "cniVersion": version, "dns": result.get("dns") or {}}
+    try:
+        return _result_from_040(_result_to_040(result, RESULT_TYPES[source]), version)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        raise InjectError(f"cannot convert a CNI {source} result to {version}: {e}",
+                          CODE_INCOMPATIBLE_VERSION) from None
+
+
+def _interface_040(interface: dict[str, Any]) -> dict[str, Any]:
+    """An interface as libcni's 040 and 100 types carry it across versions."""
+    out = {"name": str(interface.get("name", ""))}
+    out.update((k, interface[k]) for k in ("mac", "sandbox") if interface.get(k))
+    return out
+
+
+def _ip_040(ip: dict[str, Any], version: str) -> dict[str, Any]:
+    out: dict[str, Any] = {"version": version}
+    if ip.get("interface") is not None:
+        out["interface"] = ip["interface"]
+    out["address"] = ip["address"]
+    if ip.get("gateway"):
+        out["gateway"] = ip["gateway"]
+    return out
+
+
+def _address_family(cidr: str) -> str:
+    import ipaddress
+
+    ip = ipaddress.ip_interface(cidr).ip
+    return "4" if ip.version == 4 or getattr(ip, "ipv4_mapped", None) else "6"
+
+
+def _result_to_040(result: dict[str, Any], kind: str) -> dict[str, Any]:
+    """Any result as libcni's 0.4.0 type holds it: ips with their IP version."""
+    out: dict[str, Any] = {"interfaces": [], "ips": [], "routes": [], "dns": dict(result.get("dns") or {})}
+    if kind == "020":
+        for family, key in (("4", "ip4"), ("6", "ip6")):
+            if result.get(key):
+                ip = result[key]
+                out["ips"].append(_ip_040({"address": ip["ip"], "gateway": ip.get("gateway")}, family))
+                out["routes"] += [dict(r) for r in ip.get("routes") or []]
+        return out
+    out["interfaces"] = [_interface_040(i) if kind == "100" else dict(i)
+                         for i in result.get("interfaces") or []]
+    out["ips"] = [_ip_040(ip, _address_family(ip["address"]) if kind == "100" else ip.get("version", ""))
+                  for ip in result.get("ips") or []]
+    out["routes"] = [dict(r) for r in result.get("routes") or []]
+    return out
+
+
+def _result_from_040(r040: dict[str, Any], version: str) -> dict[str, Any]:
+    """A result held as 0.4.0 written as `version`; empty lists are left out."""
+    if RESULT_TYPES[version] == "020":
+        return _result_020(r040, version)
+    ips = r040["ips"]
+    if RESULT_TYPES[version] == "100":
+        ips = [{k: v for k, v in ip.items() if k != "version"} for ip in ips]
+    interfaces = [_interface_040(i) for i in r040["interfaces"]] if RESULT_TYPES[version] == "100" \
+        else r040["interfaces"]
+    out: dict[str, Any] = {"cniVersion": version}
+    for key, value in (("interfaces", interfaces), ("ips", ips), ("routes", r040["routes"])):
+        if value:
+            out[key] = value
+    out["dns"] = r040["dns"]
+    return out
+
+
+def _result_020(r040: dict[str, Any], version: str) -> dict[str, Any]:
+    """0.1.0 and 0.2.0 hold one address per IP version; routes go with their family."""
+    out: dict[str, Any] = {"cniVersion": version}
+    for ip in r040["ips"]:
+        key = {"4": "ip4", "6": "ip6"}.get(ip.get("version", ""))
+        if key and key not in out:
+            out[key] = {"ip": ip["address"], **({"gateway": ip["gateway"]} if ip.get("gateway") else {})}
+    if "ip4" not in out and "ip6" not in out:
+        raise ValueError("no valid IP addresses")
+    for route in r040["routes"]:
+        key = "ip4" if _address_family(route["dst"]) == "4" else "ip6"
+        if key in out:
+            kept = {k: route[k] for k in ("dst", "gw") if route.get(k)}
+            out[key].setdefault("routes", []).append(kept)
+    out["dns"] = r040["dns"]
+    return out
+
+
 class attachment_lock:
     """An exclusive flock per container and interface, so that two if-injects
     never work on the same attachment at once. The lock file is removed after
     use; a waiter that got the lock on a removed file tries again."""
 
     def __init__(self, cache_dir: str, container_id: str, ifname: str, timeout: float) -> None:
-        lock_dir = os.path.join(os.path.dirname(os.path.normpath(cache_dir)), "if-inject-locks")
+        lock_dir = os.path.join(cache_dir, "if-inject-locks")
         self.path = os.path.join(lock_dir, f"{container_id}-{ifname}.lock")
         self.timeout = timeout
         self.fd = -1
@@ -1092,13 +1228,21 @@ class CNI:
         if not isinstance(result, dict):
             raise InjectError(f"plugin {plugin['type']} returned no valid result: "
                               f"{out[:200].decode(errors='replace')!r}", CODE_DECODING)
-        result.setdefault("cniVersion", network.cni_version)
+        if not isinstance(result.get("cniVersion"), str) or not result["cniVersion"]:
+            result["cniVersion"] = network.cni_version  # as libcni: the conf's, when the plugin gave none
         return result
 
     def prev_result_for_del(self, network: NetworkConfig,
                             result: dict[str, Any] | None) -> dict[str, Any] | None:
         # prevResult on DEL came with CNI 0.4.0; older plugins must not see it.
-        return result if network.version_tuple >= (0, 4, 0) else None
+        if result is None or network.version_tuple < (0, 4, 0):
+            return None
+        try:
+            return convert_result(result, network.cni_version)
+        except InjectError as e:
+            # libcni fails the DEL here; a DEL must release what it can, so it runs without one.
+            log("Cached result not usable: DEL runs without prevResult", error=str(e))
+            return None
 
     def add(self, network: NetworkConfig, att: Attachment) -> dict[str, Any]:
         """ADD the whole list; on any failure or interrupt, DEL what ran, then raise."""
@@ -1155,18 +1299,26 @@ class CNI:
         remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
 
     def check(self, network: NetworkConfig, att: Attachment) -> None:
-        """CHECK every plugin against the cached result of the ADD."""
+        """CHECK every plugin against the cached result of the ADD, converted
+        to the network's version; nothing runs when the list disables CHECK."""
         validate_attachment(att)
         if network.version_tuple < (0, 4, 0):
             raise InjectError(f"CHECK needs cniVersion 0.4.0 or later, not {network.cni_version}",
                               CODE_INCOMPATIBLE_VERSION)
+        if network.disable_check:
+            log("CHECK disabled by the network's disableCheck: no plugin runs", v=1, network=network.name)
+            return
         path = cache_file(self.cache_dir, network.name, att.container_id, att.ifname)
         entry = read_cache(path)
         if not entry or not isinstance(entry.get("result"), dict):
             raise InjectError(f"no cached result for {att.ifname} of network {network.name} "
                               f"({path}): was it added?", CODE_UNKNOWN_CONTAINER)
+        try:
+            prev = convert_result(entry["result"], network.cni_version)
+        except InjectError as e:
+            raise InjectError(f"cached result {path}: {e}", e.code) from None
         for plugin in network.plugins:
-            self.invoke("CHECK", network, plugin, att, entry["result"])
+            self.invoke("CHECK", network, plugin, att, prev)
 
 
 # ---- CNI on pods: the public API ----------------------------------------
@@ -1842,7 +1994,8 @@ def _global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
                         help="plugin dirs, ':'-separated (default: $CNI_PATH, else "
                              + ":".join(DEFAULT_CNI_PATH) + ")")
     parser.add_argument("-cache-dir", "--cache-dir", default=d(DEFAULT_CACHE_DIR), metavar="DIR",
-                        help=f"CNI result cache (default {DEFAULT_CACHE_DIR})")
+                        help="libcni's cache dir: results in its results/, as a runtime's "
+                             f"(default {DEFAULT_CACHE_DIR})")
 
 
 def _pod_flags(parser: argparse.ArgumentParser) -> None:

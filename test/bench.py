@@ -184,7 +184,7 @@ class Bench:
         self.exe = exe
         self.repeat = repeat
         self.lab = Lab(str(base / "lab"))
-        self.cache_dir = base / "cni" / "results"
+        self.cache_dir = base / "cni"  # libcni's cacheDir: entries in its results/
         self.ipam_dir = base / "ipam"
         self.spec = base / "ptp.json"
         self.pods: list[Pod] = []
@@ -365,7 +365,8 @@ class Bench:
         """Every lease and cache entry made by the bench is gone again."""
         leases = [p.name for p in self.ipam_dir.glob("*/*")
                   if p.name != "lock" and not p.name.startswith("last_reserved_ip")]
-        cached = os.listdir(self.cache_dir) if self.cache_dir.exists() else []
+        results = self.cache_dir / "results"
+        cached = os.listdir(results) if results.exists() else []
         return [f"IP leases left: {leases}"] * bool(leases) + [f"cache entries left: {cached}"] * bool(cached)
 
     def run(self) -> list[str]:

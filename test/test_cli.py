@@ -32,7 +32,7 @@ class Tool:
 
     def __init__(self, argv: list[str], lab: Any, tmp: Path) -> None:
         self.argv, self.lab, self.tmp = argv, lab, tmp
-        self.cache = tmp / "results"
+        self.cache = tmp / "cni"  # -cache-dir: libcni's cacheDir, entries in its results/
         self.bin = tmp / "bin"
         self.bin.mkdir()
         self.ipam = tmp / "ipam"
@@ -64,7 +64,8 @@ class Tool:
         return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
 
     def cache_files(self) -> list[str]:
-        return sorted(os.listdir(self.cache)) if self.cache.exists() else []
+        results = self.cache / "results"
+        return sorted(os.listdir(results)) if results.exists() else []
 
 
 @pytest.fixture
@@ -379,7 +380,7 @@ def test_del_from_the_cache_without_spec(inject: Tool, lab: Any, pod: Any) -> No
 
 def test_corrupt_cache_and_read_only_cache_dir(inject: Tool, lab: Any, pod: Any) -> None:
     assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0
-    (inject.cache / inject.cache_files()[0]).write_text("{garbage")
+    (inject.cache / "results" / inject.cache_files()[0]).write_text("{garbage")
     assert inject("del", *args_for(pod), "-spec", inject.spec).code == 0
     assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(inject.cache)], check=True)

@@ -39,7 +39,7 @@ def ns(netns: str) -> str:
 def cni(tmp_path: Path) -> ii.CNI:
     """A CNI runtime with a private cache and a dir for fake plugins first in its path."""
     (tmp_path / "bin").mkdir()
-    return ii.CNI([str(tmp_path / "bin"), CNI_BIN], str(tmp_path / "results"), timeout=5)
+    return ii.CNI([str(tmp_path / "bin"), CNI_BIN], str(tmp_path / "cni"), timeout=5)
 
 
 def network(tmp_path: Path, *plugins: dict, name: str = "iitnet", version: str = "1.0.0") -> ii.NetworkConfig:
@@ -164,9 +164,9 @@ def test_ptp_add_check_del(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
     host_veth = result["interfaces"][0]["name"]
     assert host_veth in host_links()
 
-    cache = Path(cni.cache_dir) / f"iitnet-{ns}-net1"
+    cache = Path(cni.cache_dir) / "results" / f"iitnet-{ns}-net1"  # libcni's place under its cacheDir
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
-    assert stat.S_IMODE(Path(cni.cache_dir).stat().st_mode) == 0o700
+    assert stat.S_IMODE(cache.parent.stat().st_mode) == 0o700
     entry = json.loads(cache.read_text())
     assert entry["kind"] == "cniCacheV1" and entry["result"] == result
     assert (entry["containerId"], entry["ifName"], entry["networkName"]) == (ns, "net1", "iitnet")
@@ -238,7 +238,8 @@ def assert_nothing_left(cni: ii.CNI, ns: str, tmp_path: Path, links_before: set[
     assert leases(tmp_path) == []
     assert host_links() == links_before
     assert "net1" not in ns_ip(ns, "-o", "link")
-    assert not os.path.exists(cni.cache_dir) or os.listdir(cni.cache_dir) == []
+    results = ii.results_dir(cni.cache_dir)
+    assert not os.path.exists(results) or os.listdir(results) == []
 
 
 FAULTS = {
@@ -315,7 +316,7 @@ def test_corrupt_cache_never_blocks_del(cni: ii.CNI, ns: str, tmp_path: Path, co
     cni.add(net, att)
     Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1")).write_bytes(content)
     cni.delete(net, att)
-    assert leases(tmp_path) == [] and os.listdir(cni.cache_dir) == []
+    assert leases(tmp_path) == [] and os.listdir(ii.results_dir(cni.cache_dir)) == []
     assert "net1" not in ns_ip(ns, "-o", "link")
 
 
@@ -342,3 +343,52 @@ def test_cache_written_by_libcni_is_read(cni: ii.CNI, ns: str, tmp_path: Path) -
     assert ii.cached_attachments(cni.cache_dir) == []  # not ours: gc and list leave it alone
     cni.delete(net, att)
     assert leases(tmp_path) == [] and not path.exists()
+
+
+# ---- disableCheck and cached results of another version -----------------
+
+def test_disable_check_runs_no_plugin(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    """As libcni's CheckNetworkList: a conflist with disableCheck passes CHECK
+    without running a plugin (here with the interface gone and no cache entry),
+    but not before 0.4.0; a single conf's disableCheck is ignored, as libcni does."""
+    net, att = network(tmp_path, ptp()), attachment(ns)
+    conf = json.loads(net.raw)
+    disabled = ii.parse_network(json.dumps(dict(conf, disableCheck=True)).encode())
+    cni.check(disabled, att)  # nothing added, nothing cached: no plugin ran
+    cni.add(net, att)
+    ns_ip(ns, "link", "del", "net1")
+    cni.check(disabled, att)
+    with pytest.raises(ii.InjectError, match="plugin ptp failed"):
+        cni.check(net, att)
+    with pytest.raises(ii.InjectError, match=r"CHECK needs cniVersion 0\.4\.0"):
+        old = dict(conf, disableCheck=True, cniVersion="0.3.1")
+        cni.check(ii.parse_network(json.dumps(old).encode()), att)
+    single = ii.parse_network(json.dumps(dict(conf["plugins"][0], name="iitnet", cniVersion="1.0.0",
+                                              disableCheck=True)).encode())
+    with pytest.raises(ii.InjectError, match="plugin ptp failed"):
+        cni.check(single, att)
+    cni.delete(net, att)
+    assert leases(tmp_path) == []
+
+
+def test_cached_result_follows_the_networks_version(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    """ADD at 0.4.0, then CHECK and DEL at 1.0.0: the cached result is converted
+    (ptp refuses a 0.4.0 prevResult in a 1.0.0 conf); one that cannot be
+    converted fails CHECK clearly, and DEL still releases everything without it."""
+    att = attachment(ns)
+    cni.add(network(tmp_path, ptp(), version="0.4.0"), att)
+    later = network(tmp_path, ptp(), version="1.0.0")
+    cni.check(later, att)
+    cni.delete(later, att)
+    assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
+
+    cni.add(later, att)
+    path = Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1"))
+    entry = json.loads(path.read_text())
+    path.write_text(json.dumps(dict(entry, result=dict(entry["result"], cniVersion="0.5.0"))))
+    with pytest.raises(ii.InjectError, match=r"^cached result .*: cannot convert a CNI 0\.5\.0 result to "
+                                             r"1\.0\.0: no such result version$") as e:
+        cni.check(later, att)
+    assert e.value.code == ii.CODE_INCOMPATIBLE_VERSION
+    cni.delete(later, att)
+    assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link") and not path.exists()

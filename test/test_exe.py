@@ -367,7 +367,7 @@ def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, po
                                     "exec /usr/lib/cni/ptp\n")
     (plugins / "envptp").chmod(0o755)
     spec = ptp_spec(tmp_path, "envptp")
-    base = [str(exe.path), "-r", lab.endpoint, "-cache-dir", str(tmp_path / "results"),
+    base = [str(exe.path), "-r", lab.endpoint, "-cache-dir", str(tmp_path / "cni"),
             "-cni-path", f"{plugins}:/usr/lib/cni"]
     pod_args = ["-ns", pod.namespace, "-pod", pod.name]
     env = clean_env(empty_path, cache)
@@ -384,7 +384,7 @@ def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, po
     delete = run([*base, "del", *pod_args, "-spec", str(spec)], env)
     assert (delete.code, delete.out, delete.err) == (0, "", "")
     assert pod_addrs(lab, pod) == "" and leases(tmp_path) == []
-    assert os.listdir(tmp_path / "results") == []
+    assert os.listdir(tmp_path / "cni" / "results") == []
 
     # Plugins get the user's environment, not the bundle's library path or PyInstaller's variables.
     for command, library_path in (("ADD", "/opt/mine"), ("DEL", None)):

@@ -265,7 +265,7 @@ def test_delete_refuses_what_is_not_our_pair(netns: str, host_name: Callable[[],
 def run(tool: list[str], lab: Any, tmp_path: Path) -> Callable[..., Run]:
     """if-inject on the lab, global flags after the subcommand (private lock/cache dir)."""
     def run(command: str, *args: str) -> Run:
-        argv = [*tool, command, *args, "-r", lab.endpoint, "-cache-dir", str(tmp_path / "results")]
+        argv = [*tool, command, *args, "-r", lab.endpoint, "-cache-dir", str(tmp_path / "cni")]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
         return Run(proc.returncode, proc.stdout, proc.stderr)
     return run

@@ -156,8 +156,8 @@ class Network:
 
     def leftovers(self) -> list[str]:
         """Cache entries, leases and lock files: none after a del or a failure."""
-        locks = self.cache_dir.parent / "if-inject-locks"
-        cached = sorted(os.listdir(self.cache_dir)) if self.cache_dir.exists() else []
+        locks, results = self.cache_dir / "if-inject-locks", self.cache_dir / "results"
+        cached = sorted(os.listdir(results)) if results.exists() else []
         return cached + sorted(self.leases()) + ([str(locks)] if locks.exists() else [])
 
 

@@ -72,7 +72,7 @@ def measure(commands: dict[str, Path], lab: Lab, tmp: Path, runs: int) -> dict[s
     spec["ipam"]["dataDir"] = str(tmp / "ipam")
     (tmp / "ptp.json").write_text(json.dumps(spec))
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IF_INJECT_EXE_CACHE": str(tmp / "exe-cache")}
-    base = ["-r", lab.endpoint, "-cache-dir", str(tmp / "results"), "-cni-path", "/usr/lib/cni"]
+    base = ["-r", lab.endpoint, "-cache-dir", str(tmp / "cni"), "-cni-path", "/usr/lib/cni"]
     pod_args = ["-ns", pod.namespace, "-pod", pod.name]
     calls = {"-version": ["-version"], "netns": [*base, "netns", *pod_args],
              "add": [*base, "add", *pod_args, "-spec", str(tmp / "ptp.json")],
