@@ -93,7 +93,7 @@ def test_definition_through_add_check_del(inject: Tool, lab: Any, pod: Any, form
 
     # The cache records the definition, and the config as it was in it.
     [name] = inject.cache_files()
-    entry = json.loads((inject.cache / name).read_text())
+    entry = json.loads((inject.cache / "results" / name).read_text())
     assert name == f"ptp-conf-{Path(pod.netns).name}-net1"
     assert entry["ifInject"]["netAttachDef"] == "if-inject/ptp-conf"
     assert base64.b64decode(entry["config"]).decode() == definition(inject)["spec"]["config"]
@@ -150,7 +150,7 @@ def test_a_batch_reads_stdin_once_and_each_pod_gets_its_namespace(inject: Tool, 
         assert line["netAttachDef"] == f"{pod.namespace}/ptp-conf"
         assert line["result"] == {"name": f"{pod.namespace}/ptp-conf", **seen_in_pod(lab, pod, "net1"),
                                   "dns": {}}
-        entry = json.loads((inject.cache / f"ptp-conf-{Path(pod.netns).name}-net1").read_text())
+        entry = json.loads((inject.cache / "results" / f"ptp-conf-{Path(pod.netns).name}-net1").read_text())
         assert entry["ifInject"]["netAttachDef"] == f"{pod.namespace}/ptp-conf"
     assert len(leases(inject)) == 2
 
@@ -228,7 +228,7 @@ def test_readme_with_multus(tool: list[str], lab: Any, pod: Any, tmp_path: Path,
     with `kubectl` played by a file, and the output it shows."""
     section = readme_section("With Multus")
     # What Multus wrote at pod start: its entry for the cluster's network, the lab's eth0.
-    [cached] = Path(ii.DEFAULT_CACHE_DIR).glob(f"*-{pod.sandbox_id}-eth0")
+    [cached] = Path(ii.results_dir(ii.DEFAULT_CACHE_DIR)).glob(f"*-{pod.sandbox_id}-eth0")
     eth0 = ii.network_status(json.loads(cached.read_text())["result"], "cbr0", "eth0")
     eth0 = {**{k: v for k, v in eth0.items() if k != "dns"}, "default": True, "dns": eth0["dns"]}
     annotation = tmp_path / "network-status"
