@@ -240,6 +240,24 @@ def test_it_runs_on_its_own_loader_and_libraries(exe: Exe, empty_path: str, cach
     assert [lib for lib in libraries if not lib.startswith(f"{entry}/")] == []
 
 
+def test_its_loader_searches_nothing_of_the_node(bundle: Path, empty_path: str) -> None:
+    """No /etc/ld.so.cache or /etc/ld.so.preload, no default dirs for what libc loads
+    (NSS modules), no gconv modules: the node's libraries are never even looked at."""
+    loader = (bundle / "_internal" / "ld-linux-x86-64.so.2").read_bytes()
+    assert b"\0/etc/ld.so.cache\0" not in loader and b"\0/etc/ld.so.preload\0" not in loader
+    libc = (bundle / "_internal" / "libc.so.6").read_bytes()
+    assert not re.search(rb"\0/[^\0]*/gconv\0", libc)
+    dynamic = subprocess.run(["readelf", "-d", str(bundle / "_internal" / "libc.so.6")],
+                             capture_output=True, text=True, check=True).stdout
+    assert re.search(r"\(FLAGS_1\)\s+Flags: .*NODEFLIB", dynamic), dynamic
+    # The loader's own account of every search, the program started directly.
+    proc = subprocess.run([str(bundle / "if-inject"), "-version"], capture_output=True, text=True,
+                          env={"PATH": empty_path, "LD_DEBUG": "libs"})
+    searched = re.findall(r"trying file=(\S+)|search cache=(\S+)", proc.stderr)
+    assert proc.returncode == 0 and searched
+    assert [path for pair in searched for path in pair if path and not path.startswith(f"{bundle}/")] == []
+
+
 def test_a_moved_cache_dir_is_unpacked_again(exe: Exe, empty_path: str, tmp_path: Path) -> None:
     """An entry's program names its loader by absolute path: moved, it is unpacked anew."""
     key = cache_key(exe.path)

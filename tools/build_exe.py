@@ -196,12 +196,13 @@ def system_libraries(files: list[Path], libdir: Path) -> dict[str, Path]:
 
 
 def patch_once(path: Path, old: bytes, new: bytes) -> None:
-    """Replace the C string `old` (NUL-terminated, found exactly once) by `new`."""
+    """Replace the C string matching `old` (a regex; exactly one string) by `new`."""
     data = path.read_bytes()
-    if data.count(b"\0" + old + b"\0") != 1 or len(new) > len(old):
-        raise SystemExit(f"build_exe: {path.name}: cannot patch {old!r}")
-    at = data.index(b"\0" + old + b"\0") + 1
-    path.write_bytes(data[:at] + new.ljust(len(old), b"\0") + data[at + len(old):])
+    found = [m.span(1) for m in re.finditer(rb"\0(" + old + rb")\0", data)]
+    if len(found) != 1 or len(new) > found[0][1] - found[0][0]:
+        raise SystemExit(f"build_exe: {path.name}: cannot patch {old!r}: {len(found)} found")
+    start, end = found[0]
+    path.write_bytes(data[:start] + new.ljust(end - start, b"\0") + data[end:])
 
 
 def self_contained(folder: Path, patchelf: Path) -> tuple[int, int]:
@@ -218,8 +219,9 @@ def self_contained(folder: Path, patchelf: Path) -> tuple[int, int]:
     - The loader reads no /etc/ld.so.cache and no /etc/ld.so.preload (the
       node's, naming the node's libraries), and libc.so.6 is marked NODEFLIB:
       what libc itself dlopens (NSS modules) is looked for in the folder only,
-      never in the node's /lib. C.UTF-8 and NSS "files" and "dns" are built into
-      glibc >= 2.35, so nothing is missing.
+      never in the node's /lib; and it has no gconv module dir (the node's would
+      hold the node's glibc's). C.UTF-8, UTF-8 conversions and NSS "files" and
+      "dns" are built into glibc >= 2.35, so nothing the tool uses is missing.
     """
     libdir = folder / LIBRARY_DIR
     program = folder / NAME
@@ -227,8 +229,10 @@ def self_contained(folder: Path, patchelf: Path) -> tuple[int, int]:
         shutil.copyfile(source, libdir / name)
         (libdir / name).chmod(0o755)
     loader = libdir / LOADER_NAME
-    patch_once(loader, b"/etc/ld.so.cache", b"/dev/null/x")
-    patch_once(loader, b"/etc/ld.so.preload", b"/dev/null/x")
+    patch_once(loader, rb"/etc/ld\.so\.cache", b"/dev/null/x")
+    patch_once(loader, rb"/etc/ld\.so\.preload", b"/dev/null/x")
+    patch_once(libdir / "libc.so.6", rb"/[^\0]*/gconv", b"/dev/null/x")
+    patch_once(libdir / "libc.so.6", rb"/[^\0]*/gconv/gconv-modules\.cache", b"/dev/null/x")
     for path in elf_files(folder):
         if path in (loader, program):
             continue
