@@ -214,8 +214,9 @@ def self_contained(folder: Path, patchelf: Path) -> tuple[int, int]:
       their offsets in the program), filled at unpack time with absolute
       paths: $ORIGIN would need /proc. DT_RPATH, unlike DT_RUNPATH, is also
       searched for what objects without a RUNPATH of their own load, dlopen'ed
-      libpython and extension modules included: so their RUNPATHs (the build
-      machine's Python prefix) go.
+      libpython and extension modules included: so their RUNPATHs go (the
+      build machine's Python prefix), but for $ORIGIN ones (wheels' private
+      library dirs), which become DT_RPATH.
     - The loader reads no /etc/ld.so.cache and no /etc/ld.so.preload (the
       node's, naming the node's libraries), and libc.so.6 is marked NODEFLIB:
       what libc itself dlopens (NSS modules) is looked for in the folder only,
@@ -237,7 +238,10 @@ def self_contained(folder: Path, patchelf: Path) -> tuple[int, int]:
         if path in (loader, program):
             continue
         proc = subprocess.run([str(patchelf), "--print-rpath", str(path)], capture_output=True, text=True)
-        if proc.returncode == 0 and proc.stdout.strip():
+        own = [d for d in proc.stdout.strip().split(":") if d.startswith("$ORIGIN")]
+        if own:
+            run([str(patchelf), "--force-rpath", "--set-rpath", ":".join(own), str(path)])
+        elif proc.returncode == 0 and proc.stdout.strip():
             run([str(patchelf), "--remove-rpath", str(path)])
     run([str(patchelf), "--no-default-lib", str(libdir / "libc.so.6")])
     run([str(patchelf), "--set-interpreter", INTERP_PLACEHOLDER.decode(), "--force-rpath",
