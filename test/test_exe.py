@@ -637,4 +637,5 @@ def test_in_a_root_without_libc(exe: Exe, lab: Any, pod: Any, tmp_path: Path) ->
     (root / "usr/local/bin/damaged").write_bytes(exe.path.read_bytes()[:-100])  # a failure to start
     (root / "usr/local/bin/damaged").chmod(0o755)
     damaged = in_root(root, ["/usr/local/bin/damaged", "-version"], env, binds)
-    assert (damaged.code, damaged.out) == (1, "") and damaged.error.startswith("this file has no if-inject payload")
+    assert (damaged.code, damaged.out) == (1, "")
+    assert damaged.error.startswith("this file has no if-inject payload")
