@@ -270,6 +270,29 @@ def test_a_moved_cache_dir_is_unpacked_again(exe: Exe, empty_path: str, tmp_path
     assert (tmp_path / "after" / key / "if-inject").stat().st_ino != old
 
 
+def test_an_entry_in_use_under_another_path_is_left_alone(exe: Exe, empty_path: str,
+                                                          tmp_path: Path) -> None:
+    """The same cache dir seen at another path (a bind mount; here, a rename) while a
+    run uses it: an error, not the entry pulled from under that run."""
+    key = cache_key(exe.path)
+    with hanging_runtime(tmp_path) as (endpoint, server):
+        proc = subprocess.Popen([str(exe.path), "-r", endpoint, "-timeout", "30", "netns", "-pod", "x"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=clean_env(empty_path, tmp_path / "before"))
+        try:
+            connection, _ = server.accept()
+            (tmp_path / "before").rename(tmp_path / "after")
+            busy = run([str(exe.path), "-version"], clean_env(empty_path, tmp_path / "after"))
+            connection.close()
+        finally:
+            proc.kill()
+            proc.wait(30)
+    assert (busy.code, busy.out) == (1, "")
+    assert busy.error == (f"cache entry {key} is in use by a run that sees the cache dir at another "
+                          "path: set IF_INJECT_EXE_CACHE to a dir of its own")
+    assert entries(tmp_path / "after") == [key]
+
+
 def test_no_space_in_the_cache_dir_is_one_error_line(exe: Exe, empty_path: str, tmp_path: Path) -> None:
     need_root()
     small = tmp_path / "small"

@@ -505,13 +505,19 @@ static int open_entry(int cache, const char *key, const struct trailer *t, const
         return -1;
     }
     int program = openat(fd, PROGRAM, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-    int ok = unsafe_dir(&st, 0) == NULL && program >= 0 && entry_file_ok(fd, PROGRAM)
-        && entry_file_ok(fd, LOADER) && slot_is(program, t->interp_offset, want->interp)
+    int intact = unsafe_dir(&st, 0) == NULL && program >= 0 && entry_file_ok(fd, PROGRAM)
+        && entry_file_ok(fd, LOADER);
+    int ours = intact && slot_is(program, t->interp_offset, want->interp)
         && slot_is(program, t->rpath_offset, want->rpath);
     if (program >= 0)
         close(program);
-    if (ok)
+    if (ours)
         return fd;
+    /* Intact but unpacked under another path: the same dir seen elsewhere (a
+     * bind mount). Never pull it from under a run that uses it. */
+    if (intact && flock(fd, LOCK_EX | LOCK_NB) != 0)
+        fail("cache entry %s is in use by a run that sees the cache dir at another path: "
+             "set IF_INJECT_EXE_CACHE to a dir of its own", key);
     /* Not as we leave it: set it aside, to be pruned, and unpack anew. */
     char aside[64];
     snprintf(aside, sizeof aside, ".remove-broken-%d", (int)getpid());
