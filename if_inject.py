@@ -699,9 +699,9 @@ def find_plugin(plugin_type: str, search_path: list[str]) -> str:
 
 def plugin_env(command: str, att: Attachment, search_path: list[str]) -> dict[str, str]:
     # Plugins are the node's programs: they get the environment we were started
-    # with, not what the one-file executable's bootloader (PyInstaller) keeps for
-    # itself (its _PYI_* variables; in one-file mode, its library dir prepended
-    # to LD_LIBRARY_PATH with the user's value saved in LD_LIBRARY_PATH_ORIG).
+    # with, not what the one-file executable's bootloader (PyInstaller) sets for
+    # itself: its _PYI_* variables, and its library dir prepended to
+    # LD_LIBRARY_PATH (the user's value, if any, saved in LD_LIBRARY_PATH_ORIG).
     env = {k: v for k, v in os.environ.items() if not k.startswith(("_PYI_", "_MEIPASS"))}
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle and "LD_LIBRARY_PATH_ORIG" in env:

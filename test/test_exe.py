@@ -317,7 +317,7 @@ def test_plugins_get_the_users_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     assert env["LD_LIBRARY_PATH"] == "/opt/mine" and not [k for k in env if k.startswith("_PYI")]
     monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
     assert "LD_LIBRARY_PATH" not in if_inject.plugin_env("ADD", att, [])
-    monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", "/opt/yours")  # PyInstaller's one-file mode
+    monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", "/opt/yours")  # the user's, saved by the bootloader
     env = if_inject.plugin_env("DEL", att, [])
     assert env["LD_LIBRARY_PATH"] == "/opt/yours" and "LD_LIBRARY_PATH_ORIG" not in env
     monkeypatch.delattr(sys, "_MEIPASS")  # the pip-installed command: as it is
