@@ -835,7 +835,20 @@ def find_plugin(plugin_type: str, search_path: list[str]) -> str:
 
 
 def plugin_env(command: str, att: Attachment, search_path: list[str]) -> dict[str, str]:
-    env = dict(os.environ)
+    # Plugins are the node's programs: they get the environment we were started
+    # with, not what the one-file executable's bootloader (PyInstaller) sets for
+    # itself: its _PYI_* variables, and its library dir prepended to
+    # LD_LIBRARY_PATH (the user's value, if any, saved in LD_LIBRARY_PATH_ORIG).
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("_PYI_", "_MEIPASS"))}
+    bundle = getattr(sys, "_MEIPASS", None)
+    if bundle and "LD_LIBRARY_PATH_ORIG" in env:
+        env["LD_LIBRARY_PATH"] = env.pop("LD_LIBRARY_PATH_ORIG")
+    elif bundle and "LD_LIBRARY_PATH" in env:
+        user = [p for p in env["LD_LIBRARY_PATH"].split(":") if os.path.realpath(p or ".") != bundle]
+        if any(user):
+            env["LD_LIBRARY_PATH"] = ":".join(user)
+        else:
+            del env["LD_LIBRARY_PATH"]
     env.update(CNI_COMMAND=command, CNI_CONTAINERID=att.container_id, CNI_NETNS=att.netns,
                CNI_IFNAME=att.ifname, CNI_PATH=":".join(search_path),
                CNI_ARGS=";".join(f"{k}={v}" for k, v in att.args))

