@@ -973,10 +973,11 @@ class _SignalGuard:
             self.act()
 
     def act(self) -> None:
-        """Raise for the signals not acted on yet (list.clear is atomic under the GIL)."""
+        """Raise for the signals not acted on yet, named after the first of them."""
         if self.pending:
+            signum = self.pending[0]
             self.pending.clear()
-            raise KeyboardInterrupt(self.name(self.received[-1]))
+            raise KeyboardInterrupt(self.name(signum))
 
     @staticmethod
     def name(signum: int) -> str:
@@ -1038,8 +1039,8 @@ def interruptible() -> AbstractContextManager[None]:
 
 
 def interrupted() -> str:
-    """The name of the signal that asked the CLI to stop, or ""."""
-    return _signals.name(_signals.received[-1]) if _signals.installed and _signals.received else ""
+    """The name of the first signal that asked the CLI to stop, or ""."""
+    return _signals.name(_signals.received[0]) if _signals.installed and _signals.received else ""
 
 
 @dataclass
