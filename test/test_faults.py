@@ -267,7 +267,7 @@ def test_containerd_killed_and_restarted_during_a_batch(
         lab.start_containerd()
     run = finish(proc)
     lines = json_lines(Run(run.code, first + run.out, run.err))
-    assert sorted(lines) == sorted(pods) and run.code == 1
+    assert sorted(lines) == sorted(pods) and run.code == 1, (first + run.out, run.err)
     added = {name for name, line in lines.items() if "result" in line}
     failed = set(pods) - added
     assert len(added) >= 4 and failed, lines
