@@ -964,7 +964,7 @@ class _SignalGuard:
             signum = getattr(signal, name)
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 signal.signal(signum, self.handle)
-        self.installed, self.modes = True, [False]
+        self.installed, self.modes, self.received, self.pending = True, [False], [], []
 
     def handle(self, signum: int, frame: Any) -> None:
         self.received.append(signum)
