@@ -96,6 +96,8 @@ def undone(cause: BaseException, note: str) -> InjectError:
     wrong, then what the undo did (e.g. "rolled back (DEL ran for ptp)")."""
     if isinstance(cause, InjectError):
         return InjectError(f"{cause}; {note}", cause.code)
+    if isinstance(cause, KeyboardInterrupt) and cause.args:  # the CLI's: named after its signal
+        return InjectError(f"interrupted by {cause.args[0]}; {note}", CODE_INTERNAL)
     return InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL)
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -399,6 +400,25 @@ def test_veth_delete_refuses_a_pod_veth_whose_peer_is_not_on_the_node(
     assert refused.code == 1 and refused.error == (f"pod {pod.namespace}/{pod.name}: the peer of net1 in "
                                                    f"{pod.netns} is not on the node: not deleting it")
     in_pod(lab, pod, "ip", "link", "show", "net1")
+
+
+def test_signal_while_the_veth_settles_removes_it(tool: list[str], lab: Any, pod: Any,
+                                                  host_name: Callable[[], str], tmp_path: Path) -> None:
+    host = host_name()
+    argv = [*tool, "veth", *pod_args(pod), "-host-interface", host, "-r", lab.endpoint,
+            "-cache-dir", str(tmp_path / "results")]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    deadline = time.monotonic() + 20
+    while not link_exists(host):  # made: duplicate address detection takes a second or two
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=30)
+    run = Run(proc.returncode, out, err)
+    assert (run.code, run.out) == (1, "")
+    assert run.error == f"pod {pod.namespace}/{pod.name}: interrupted by SIGINT; the veth pair was removed"
+    assert not link_exists(host) and lab.exec(pod, ["ip", "link", "show", "net1"])[0] != 0
 
 
 def test_veth_is_usable_when_it_returns(lab: Any, pod: Any, run: Callable[..., Run],
