@@ -1005,6 +1005,8 @@ class _SignalGuard:
             yield
         finally:
             self.modes.pop()
+        if self.modes and self.modes[-1]:
+            self.act()  # held inside an interruptible step (a netns thread): it stops now
 
     @contextmanager
     def _borrowed(self) -> Iterator[None]:

@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -325,3 +326,47 @@ def test_node_client_is_made_once_for_threads_asking_at_once(monkeypatch: pytest
     assert len(made) == 1 and seen == made * 8
     node.close()
     assert made == []
+
+
+# ---- the signal guard itself ----------------------------------------------------------------
+
+GUARD_SCRIPT = """
+import os, signal, sys, threading, time
+import if_inject as ii
+
+ii._signals.install()
+log = []
+
+def from_another_thread(signum):  # as the kernel may deliver it: to grpc's thread, a pool's
+    thread = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signum))
+    thread.start()
+    thread.join()
+    time.sleep(0.05)  # the main thread runs the handler meanwhile
+
+try:
+    with ii.interruptible():
+        with ii.signals_deferred():
+            from_another_thread(signal.SIGTERM)
+            from_another_thread(signal.SIGINT)
+            log.append("held step finished")
+        log.append("interruptible step went on")
+except KeyboardInterrupt as e:
+    log.append(f"then interrupted by {e}")
+from_another_thread(signal.SIGHUP)
+log.append("held by default")
+try:
+    with ii.interruptible():
+        log.append("interruptible step ran")
+except KeyboardInterrupt as e:
+    log.append(f"interrupted on entry by {e}")
+print(log, ii.interrupted())
+"""
+
+
+def test_signals_are_held_whatever_thread_receives_them() -> None:
+    proc = subprocess.run([sys.executable, "-c", GUARD_SCRIPT], capture_output=True, text=True,
+                          timeout=30, cwd=Path(__file__).resolve().parent.parent,
+                          preexec_fn=default_sigint)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.strip() == str(["held step finished", "then interrupted by SIGTERM", "held by default",
+                                       "interrupted on entry by SIGHUP"]) + " SIGTERM"
