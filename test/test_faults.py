@@ -178,6 +178,24 @@ def test_signal_during_a_batch_finishes_the_pods_under_way(
     assert inject.leases() == [] and inject.cache_files() == []
 
 
+def test_closed_stdout_stops_a_batch_cleanly(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
+    pods = [make_pod(labels={"app": "unread"}, container=False) for _ in range(4)]
+    slow_plugin(inject, add="sleep 0.5")
+    spec = chain(inject, "slow")
+    proc = start(inject, "add", "-ns", "if-inject", "-l", "app=unread", "-spec", spec, "-parallel", "1")
+    assert proc.stdout is not None
+    proc.stdout.close()
+    err = proc.communicate(timeout=60)[1]
+    run = Run(proc.returncode, "", err)
+    assert run.code == 1 and run.error.startswith("stdout was closed (broken pipe)")
+    # The pod under way when the first line failed finished whole; no more started.
+    added = [pod for pod in pods if "inet 10.22.22." in netns_addrs(pod.netns)]
+    assert 1 <= len(added) <= 2
+    assert len(inject.leases()) == len(inject.cache_files()) == len(added)
+    assert inject("del", "-ns", "if-inject", "-l", "app=unread", "-spec", spec).code == 0
+    assert inject.leases() == [] and inject.cache_files() == []
+
+
 def netns_addrs(netns: str, ifname: str = "net1") -> str:
     """The addresses of `ifname` in a pod without a container, seen from the node."""
     return subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "addr", "show", "dev", ifname],
