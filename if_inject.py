@@ -36,7 +36,7 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
@@ -84,7 +84,8 @@ def log(msg: str, v: int = 0, level: str = "", **fields: Any) -> None:
     stamp = datetime.now().astimezone().isoformat(timespec="milliseconds")
     line = {"level": level or ("info" if v == 0 else "debug"), "time": stamp, "msg": msg}
     line.update(fields)
-    sys.stderr.write(json.dumps(line, default=str) + "\n")
+    with suppress(OSError):  # stderr gone (a closed pipe, a hung-up terminal): go on without it
+        sys.stderr.write(json.dumps(line, default=str) + "\n")
 
 
 def log_error(msg: str, error: object, **fields: Any) -> None:
@@ -96,6 +97,8 @@ def undone(cause: BaseException, note: str) -> InjectError:
     wrong, then what the undo did (e.g. "rolled back (DEL ran for ptp)")."""
     if isinstance(cause, InjectError):
         return InjectError(f"{cause}; {note}", cause.code)
+    if isinstance(cause, KeyboardInterrupt) and cause.args:  # the CLI's: named after its signal
+        return InjectError(f"interrupted by {cause.args[0]}; {note}", CODE_INTERNAL)
     return InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL)
 
 
@@ -272,7 +275,8 @@ class RuntimeClient:
                                        request_serializer=type(request).SerializeToString,
                                        response_deserializer=response_class.FromString)
         try:
-            return rpc(request, timeout=self.timeout)
+            with interruptible():
+                return rpc(request, timeout=self.timeout)
         except grpc.RpcError as e:
             # The raised object is also a grpc.Call with code() and details().
             code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -953,15 +957,17 @@ def write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
                 result: dict[str, Any] | None) -> None:
     """Write the cache entry atomically (0600 in a 0700 dir), as libcni does."""
     path = cache_file(cache_dir, network.name, att.container_id, att.ifname)
+    tmp = f"{path}.tmp{os.getpid()}"
     try:
         for directory in (cache_dir, results_dir(cache_dir)):  # MkdirAll(results, 0700)
             os.makedirs(directory, mode=0o700, exist_ok=True)
-        tmp = f"{path}.tmp{os.getpid()}"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
             json.dump(cache_entry(network, att, result), f, separators=(",", ":"))
         os.replace(tmp, path)
     except OSError as e:
+        with suppress(OSError):  # a full disk: no half-written file stays behind
+            os.unlink(tmp)
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
 
 
@@ -1168,7 +1174,8 @@ class attachment_lock:
                     if time.monotonic() > deadline:
                         raise InjectError(f"another if-inject works on {self.path}: "
                                           "gave up waiting", CODE_TRY_AGAIN_LATER) from None
-                    time.sleep(0.05)
+                    with interruptible():
+                        time.sleep(0.05)
                     continue
                 if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
                     self.fd = fd
@@ -1202,17 +1209,123 @@ def plugin_stdin(network: NetworkConfig, plugin: dict[str, Any], att: Attachment
     return json.dumps(conf).encode()
 
 
-@contextmanager
-def signals_deferred() -> Iterator[None]:
-    """Hold SIGINT and SIGTERM back while a rollback must run to its end."""
-    import signal
+class _SignalGuard:
+    """SIGINT, SIGTERM and SIGHUP, held in Python rather than by pthread_sigmask.
 
-    held = {signal.SIGINT, signal.SIGTERM}
-    old = signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        yield
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    A mask holds a signal only in the thread that set it: the kernel hands a
+    process-directed signal to another thread (grpc's, the batch pool's, a
+    netns thread), and CPython runs the handler in the main thread anyway.
+    So the handler decides. Once the CLI has installed it, the main thread
+    keeps a stack of modes: the command runs *held* (a signal is recorded)
+    except in *interruptible* steps (a runtime call, waiting for a lock, the
+    plugins of an ADD, a veth being set up), where the handler raises
+    KeyboardInterrupt; what follows (a rollback, a clean-up, the output of
+    work that is done) runs held to its end, whatever threads exist and
+    however often the signal comes. A signal recorded while held
+    is acted on at the next interruptible step, or by the batch loop, which
+    then starts no more pods.
+
+    Without the CLI (the library in someone's program), a held step in the
+    main thread takes the signals over for its duration and delivers them to
+    the program's own handlers after it; elsewhere nothing is changed.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.received: list[int] = []  # every signal, for the batch loop and the error
+        self.pending: list[int] = []  # not yet acted on by raising
+        self.modes: list[bool] = []  # the main thread's: True = interruptible
+
+    def install(self) -> None:
+        """Take the signals over for the CLI (a signal ignored by our parent, as
+        SIGHUP under nohup, stays ignored)."""
+        import signal
+
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self.handle)
+        self.installed, self.modes, self.received, self.pending = True, [False], [], []
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        self.pending.append(signum)
+        if self.modes and self.modes[-1]:
+            self.act()
+
+    def act(self) -> None:
+        """Raise for the signals not acted on yet, named after the first of them."""
+        if self.pending:
+            signum = self.pending[0]
+            self.pending.clear()
+            raise KeyboardInterrupt(self.name(signum))
+
+    @staticmethod
+    def name(signum: int) -> str:
+        import signal
+
+        return signal.Signals(signum).name
+
+    @contextmanager
+    def mode(self, interruptible: bool) -> Iterator[None]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield  # the handler runs in the main thread: it never raises here
+            return
+        if not self.installed and not interruptible:
+            with self._borrowed():
+                yield
+            return
+        self.modes.append(interruptible)
+        try:
+            if interruptible:
+                self.act()  # a signal recorded while held stops us here
+            yield
+        finally:
+            self.modes.pop()
+        if self.modes and self.modes[-1]:
+            self.act()  # held inside an interruptible step (a netns thread): it stops now
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[None]:
+        """The library's held step: record, then hand the signals to the program's handlers."""
+        import signal
+
+        caught: list[int] = []
+        previous = {}
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                previous[signum] = signal.signal(signum, lambda n, f: caught.append(n))
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for signum in dict.fromkeys(caught):
+                signal.raise_signal(signum)
+
+
+_signals = _SignalGuard()
+
+
+def signals_deferred() -> AbstractContextManager[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP while a rollback or clean-up runs to its end."""
+    return _signals.mode(interruptible=False)
+
+
+def interruptible() -> AbstractContextManager[None]:
+    """Let SIGINT, SIGTERM and SIGHUP interrupt this step (KeyboardInterrupt),
+    which is undone or changes nothing when cut short."""
+    return _signals.mode(interruptible=True)
+
+
+def interrupted() -> str:
+    """The name of the first signal that asked the CLI to stop, or ""."""
+    return _signals.name(_signals.received[0]) if _signals.installed and _signals.received else ""
 
 
 @dataclass
@@ -1267,14 +1380,17 @@ class CNI:
         result: dict[str, Any] | None = None
         ran: list[dict[str, Any]] = []
         try:
-            for plugin in network.plugins:
-                ran.append(plugin)
-                result = self.invoke("ADD", network, plugin, att, result)
+            with interruptible():
+                for plugin in network.plugins:
+                    ran.append(plugin)
+                    result = self.invoke("ADD", network, plugin, att, result)
+            assert result is not None
+            # A result that cannot be cached (a full disk) could never be
+            # deleted with its prevResult: the ADD is undone instead.
+            write_cache(self.cache_dir, network, att, result)
         except BaseException as e:
             self.rollback(network, att, ran, result, e)
             raise  # rollback() raises; this keeps type checkers sure
-        assert result is not None
-        write_cache(self.cache_dir, network, att, result)
         return result
 
     def rollback(self, network: NetworkConfig, att: Attachment, ran: list[dict[str, Any]],
@@ -1305,11 +1421,12 @@ class CNI:
         """DEL with the cached result; the cache entry goes only when every plugin succeeded."""
         validate_attachment(att)
         entry = read_cache(cache_file(self.cache_dir, network.name, att.container_id, att.ifname))
-        failures = self.delete_plugins(network, att, network.plugins,
-                                       entry.get("result") if entry else None)
-        if failures:
-            raise InjectError("DEL failed: " + "; ".join(failures), CODE_INTERNAL)
-        remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
+        with signals_deferred():  # a DEL is a clean-up: it runs to its end
+            failures = self.delete_plugins(network, att, network.plugins,
+                                           entry.get("result") if entry else None)
+            if failures:
+                raise InjectError("DEL failed: " + "; ".join(failures), CODE_INTERNAL)
+            remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
 
     def check(self, network: NetworkConfig, att: Attachment) -> None:
         """CHECK every plugin against the cached result of the ADD, converted
@@ -1330,8 +1447,9 @@ class CNI:
             prev = convert_result(entry["result"], network.cni_version)
         except InjectError as e:
             raise InjectError(f"cached result {path}: {e}", e.code) from None
-        for plugin in network.plugins:
-            self.invoke("CHECK", network, plugin, att, prev)
+        with interruptible():
+            for plugin in network.plugins:
+                self.invoke("CHECK", network, plugin, att, prev)
 
 
 # ---- CNI on pods: the public API ----------------------------------------
@@ -1372,25 +1490,30 @@ class Node:
     """This node's runtime and CNI setup; the API's entry point.
 
     The runtime connection is opened on first use and shared by every call
-    (and thread) until close().
+    (and thread) until close(); threads asking for it at once get one.
     """
 
     def __init__(self, endpoint: str | None = None, timeout: float = 10.0,
                  cni_path: list[str] | None = None, cache_dir: str = DEFAULT_CACHE_DIR) -> None:
+        import threading
+
         self.endpoint, self.timeout = endpoint, timeout
         self.cni = CNI(list(cni_path or DEFAULT_CNI_PATH), cache_dir, timeout)
         self._client: RuntimeClient | None = None
+        self._client_lock = threading.Lock()
 
     @property
     def client(self) -> RuntimeClient:
-        if self._client is None:
-            self._client = RuntimeClient(self.endpoint, self.timeout)
-        return self._client
+        with self._client_lock:
+            if self._client is None:
+                self._client = RuntimeClient(self.endpoint, self.timeout)
+            return self._client
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def __enter__(self) -> Node:
         return self
@@ -1509,25 +1632,45 @@ def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], T],
                  parallel: int = 8) -> Iterator[tuple[str, str, T | InjectError]]:
     """Run work(namespace, name) for every pod on a bounded pool of threads;
     yields (namespace, name, result or error) as each finishes. One pod's
-    failure is its own (its ADD is rolled back alone); the others go on."""
-    from concurrent.futures import ThreadPoolExecutor, as_completed
+    failure is its own (its ADD is rolled back alone); the others go on.
+    Once the CLI is asked to stop (SIGINT, SIGTERM, SIGHUP), the pods not
+    started yet are yielded with an error, and those under way finish whole."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
     with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
         futures = {pool.submit(work, ns, name): (ns, name) for ns, name in pods}
+        order = list(futures)
         try:
-            for future in as_completed(futures):
-                ns, name = futures[future]
-                try:
-                    outcome: T | InjectError = future.result()
-                except InjectError as e:
-                    outcome = e
-                yield ns, name, outcome
+            running = set(futures)
+            while running:
+                # The CLI's handler only records a signal here: look for one every 0.1 s.
+                done, running = wait(running, 0.1 if _signals.installed else None, FIRST_COMPLETED)
+                if interrupted():
+                    stopped = {future for future in running if future.cancel()}
+                    running -= stopped
+                    done |= stopped
+                for future in sorted(done, key=order.index):
+                    ns, name = futures[future]
+                    yield ns, name, _outcome(future)
         except BaseException:
             # Interrupted: pods not started yet are skipped, those under way
             # finish whole (an ADD either completes or is rolled back).
             for future in futures:
                 future.cancel()
             raise
+
+
+NOT_STARTED = "not started: interrupted by"
+
+
+def _outcome(future: Any) -> Any:
+    """A finished pod's result or InjectError; a cancelled one's error."""
+    if future.cancelled():
+        return InjectError(f"{NOT_STARTED} {interrupted()}", CODE_TRY_AGAIN_LATER)
+    try:
+        return future.result()
+    except InjectError as e:
+        return e
 
 
 def result_addresses(result: Any) -> list[str]:
@@ -1697,8 +1840,9 @@ def in_netns(path: str, func: Callable[[], T]) -> T:
             outcome["error"] = e
 
     thread = threading.Thread(target=run, name="netns")
-    thread.start()
-    thread.join()
+    with signals_deferred():  # the thread's work is not cut short, so neither is the wait
+        thread.start()
+        thread.join()
     if "error" in outcome:
         e = outcome["error"]
         if isinstance(e, OSError):
@@ -1810,13 +1954,17 @@ def parse_cidrs(value: str | list[str] | None) -> list[Any]:
 
 
 def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str] | None = None,
-             host_address: str | list[str] | None = None, mtu: int | None = None) -> dict[str, Any]:
+             host_address: str | list[str] | None = None, mtu: int | None = None,
+             timeout: float = 10.0) -> dict[str, Any]:
     """A veth pair between the node (`host_ifname`) and the netns at `netns`
     (`ifname`), both ends up, with the addresses given; returns what was made.
 
     The kernel makes the pod end right inside the pod's netns under its final
     name, so the pair appears whole or not at all (a name taken on either
-    side fails the creation). Any later failure or interrupt deletes the pair.
+    side fails the creation). It returns once both ends are usable: their
+    IPv6 link-local addresses there and, like every address given, out of
+    duplicate address detection (within `timeout` seconds). Any later
+    failure or interrupt deletes the pair.
     """
     for name in (ifname, host_ifname):
         check_ifname(name)
@@ -1827,10 +1975,12 @@ def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str]
     refuse_taken_names(netns, ifname, host_ifname)
     made = False
     try:
-        create_veth(netns, ifname, host_ifname, mtu)
-        made = True
-        host_end = configure_link(None, host_ifname, host_cidrs)
-        pod_end = configure_link(netns, ifname, pod_cidrs)
+        with interruptible():
+            create_veth(netns, ifname, host_ifname, mtu)
+            made = True
+            host_end = configure_link(None, host_ifname, host_cidrs)
+            pod_end = configure_link(netns, ifname, pod_cidrs)
+            settle_addresses([(None, host_ifname), (netns, ifname)], timeout)
     except BaseException as e:
         if made or not isinstance(e, InjectError):
             undo_veth(netns, ifname, host_ifname, e)
@@ -1894,6 +2044,56 @@ def configure_link(netns: str | None, name: str, cidrs: list[Any]) -> dict[str, 
             "addresses": [str(cidr) for cidr in cidrs]}
 
 
+IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x08, 0x40
+IN6_ADDR_GEN_MODE_NONE = 1
+
+
+def settle_addresses(links: list[tuple[str | None, str]], timeout: float) -> None:
+    """Wait until every (netns or None for the node, name) link is usable over
+    IPv6, as the reference plugins do (ip.SettleAddresses): no address still
+    tentative, the link-local one there. A duplicate address fails at once."""
+    deadline = time.monotonic() + timeout
+    while True:
+        links = [(netns, name) for netns, name in links if not link_settled(netns, name)]
+        if not links:
+            return
+        if time.monotonic() >= deadline:
+            names = ", ".join(f"{name} {f'in {netns}' if netns else 'on the node'}" for netns, name in links)
+            raise InjectError(f"addresses of {names} still tentative after {timeout:g}s "
+                              "(duplicate address detection)", CODE_TRY_AGAIN_LATER)
+        time.sleep(0.05)
+
+
+def link_settled(netns: str | None, name: str) -> bool:
+    """One look at a link for settle_addresses."""
+    import socket
+
+    where = f"in {netns}" if netns else "on the node"
+
+    def look(ipr: Any) -> bool:
+        link = find_link(ipr, name)
+        if link is None:
+            raise InjectError(f"{name} is gone {where}", CODE_IO)
+        spec = link.get_attr("IFLA_AF_SPEC")
+        inet6 = spec.get_attr("AF_INET6") if spec else None  # none: IPv6 is off in the kernel
+        wants_link_local = inet6 is not None and not (inet6.get_attr("IFLA_INET6_CONF") or {}).get(
+            "disable_ipv6") and inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") != IN6_ADDR_GEN_MODE_NONE
+        has_link_local = False
+        for a in ipr.get_addr(family=socket.AF_INET6, index=link["index"]):
+            flags = a.get_attr("IFA_FLAGS") or a["flags"]
+            address = f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+            if flags & IFA_F_DADFAILED:
+                raise InjectError(f"{address} on {name} {where} is a duplicate address "
+                                  "(duplicate address detection failed)", CODE_IO)
+            if flags & IFA_F_TENTATIVE:
+                return False
+            has_link_local |= address.startswith("fe80:")
+        return has_link_local or not wants_link_local
+
+    with netlink_step(f"reading the addresses of {name} {where}"):
+        return netlink(netns, look)
+
+
 def undo_veth(netns: str, ifname: str, host_ifname: str, cause: BaseException) -> NoReturn:
     """Delete a half-made pair (never a pair we did not make), then raise."""
     with signals_deferred():
@@ -1946,8 +2146,10 @@ def veth_ends(netns: str, ifname: str | None, host_ifname: str | None) -> tuple[
 
 def delete_veth(netns: str, ifname: str | None = None, host_ifname: str | None = None) -> None:
     """Delete a veth pair by either end: `ifname` in the netns at `netns` or
-    `host_ifname` on the node (deleting one end deletes both). Given both
-    names, they must be the two ends of one pair. Only veths are deleted."""
+    `host_ifname` on the node (deleting one end deletes both). The end named
+    must be a veth whose peer is on the other side: in the node's netns for
+    `ifname`, in `netns` for `host_ifname`; given both names, they must be
+    the two ends of one pair."""
     if not ifname and not host_ifname:
         raise InjectError("delete_veth: name the interface, the node's end, or both",
                           CODE_INVALID_CONFIG)
@@ -1970,8 +2172,26 @@ def delete_veth(netns: str, ifname: str | None = None, host_ifname: str | None =
                               CODE_INVALID_CONFIG)
         delete_link(None, host_ifname)
     else:
+        if not host_ifname and not peer_on_node(netns, pod_end):
+            raise InjectError(f"the peer of {ifname} in {netns} is not on the node: not deleting it",
+                              CODE_INVALID_CONFIG)
         delete_link(netns, ifname)
     log("Veth deleted", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
+
+
+def peer_on_node(netns: str, link: Any) -> bool:
+    """Whether the veth peer of `link`, in the netns at `netns`, is in the node's netns."""
+    peer_nsid = link.get_attr("IFLA_LINK_NETNSID")
+    if peer_nsid is None:  # the peer is in the same netns
+        return False
+    # /proc/self is the main thread, which never leaves the node's netns.
+    fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with netlink_step(f"reading the id of the node's netns in {netns}"):
+            node_nsid = netlink(netns, lambda ipr: ipr.get_netnsid(fd=fd)["nsid"])
+    finally:
+        os.close(fd)
+    return bool(node_nsid >= 0 and node_nsid == peer_nsid)
 
 
 def delete_link(netns: str | None, name: str) -> None:
@@ -2037,8 +2257,8 @@ def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> N
                         help='runtimeConfig for plugins that declare them, e.g. {"mac": "..."}')
 
 
-def _interface_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-interface", "--interface", default="net1", help="name in the pod (default net1)")
+def _interface_flag(parser: argparse.ArgumentParser, default: str | None = "net1") -> None:
+    parser.add_argument("-interface", "--interface", default=default, help="name in the pod (default net1)")
 
 
 def _netlink_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
@@ -2055,7 +2275,7 @@ def _netlink_commands(command: Callable[[str, str], argparse.ArgumentParser]) ->
         sub.add_argument("-ns", "--ns", default="default", help="the pod's namespace (default: default)")
         sub.add_argument("-pod", "--pod", required=True, help="the pod's name")
     _output_flag(links)
-    _interface_flag(veth)
+    _interface_flag(veth, default=None)  # -delete tells a name given from none
     veth.add_argument("-host-interface", "--host-interface", default="", metavar="NAME",
                       help="name on the node (default: veth + 8 hex digits from the sandbox and -interface)")
     veth.add_argument("-address", "--address", action="append", metavar="CIDR",
@@ -2064,7 +2284,7 @@ def _netlink_commands(command: Callable[[str, str], argparse.ArgumentParser]) ->
                       help="address of the node's end; repeat it for more")
     veth.add_argument("-mtu", "--mtu", type=int, metavar="N", help="MTU of both ends (default: the kernel's)")
     veth.add_argument("-delete", "--delete", action="store_true",
-                      help="delete the pair of -interface and -host-interface instead")
+                      help="delete the pair of -interface, or of -host-interface, or of both, instead")
 
 
 def _output_flag(parser: argparse.ArgumentParser, network_status: bool = False) -> None:
@@ -2174,19 +2394,23 @@ def run_pod_command(args: argparse.Namespace, node: Node) -> int:
             print(output if isinstance(output, str) else json.dumps(output, indent=4))
         return 0
     pods = select_pods(node.client, None if args.all_namespaces else args.ns, args.pod, selector)
-    failed = 0
+    failed = not_started = 0
     for done, (ns, pod, outcome) in enumerate(for_each_pod(pods, work, args.parallel), 1):
         line: dict[str, Any] = {"namespace": ns, "pod": pod}
         if network is not None and network.nad_name:
             line["netAttachDef"] = network.status_name(ns)
         if isinstance(outcome, InjectError):
             failed += 1
+            not_started += outcome.msg.startswith(NOT_STARTED)
             line["error"] = str(outcome)
         else:
             line["result"] = outcome
         print(json.dumps(line), flush=True)
         if sys.stderr.isatty():
             sys.stderr.write(f"\r{done}/{len(pods)} pods, {failed} failed" + "\n" * (done == len(pods)))
+    if interrupted():
+        raise InjectError(f"interrupted by {interrupted()}: the pods under way were finished, "
+                          f"{not_started} of {len(pods)} not started", CODE_TRY_AGAIN_LATER)
     return 1 if failed else 0
 
 
@@ -2261,15 +2485,17 @@ def run_veth(args: argparse.Namespace, node: Node) -> int:
     if args.delete and (args.address or args.host_address or args.mtu):
         raise UsageError("-delete takes no -address, -host-address or -mtu")
     pod = node.pod(args.ns, args.pod)
-    host_ifname = args.host_interface or host_veth_name(pod.sandbox_id, args.interface)
+    # -delete with -host-interface alone finds the pod end from the node end.
+    ifname = args.interface or ("" if args.delete and args.host_interface else "net1")
+    host_ifname = args.host_interface or ("" if args.delete else host_veth_name(pod.sandbox_id, ifname))
     # The lock of a CNI add/del on the same interface: they must not overlap.
-    with attachment_lock(node.cni.cache_dir, default_container_id(pod), args.interface, node.timeout):
+    with attachment_lock(node.cni.cache_dir, default_container_id(pod), ifname or "net1", node.timeout):
         try:
             if args.delete:
-                delete_veth(pod.netns, args.interface, host_ifname)
+                delete_veth(pod.netns, ifname, host_ifname)
                 return 0
-            made = add_veth(pod.netns, args.interface, host_ifname, args.address,
-                            args.host_address, args.mtu)
+            made = add_veth(pod.netns, ifname, host_ifname, args.address,
+                            args.host_address, args.mtu, node.timeout)
         except InjectError as e:
             raise InjectError(f"pod {pod.namespace}/{pod.name}: {e.msg}", e.code, e.details) from None
     print(json.dumps({"pod": f"{pod.namespace}/{pod.name}", **made}, indent=4))
@@ -2284,14 +2510,9 @@ def run_command(args: argparse.Namespace, node: Node) -> int:
             "veth": run_veth}[args.command](args, node)
 
 
-def _on_sigterm(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt  # unwinds like Ctrl-C: an ADD under way is rolled back
-
-
 def main(argv: list[str] | None = None) -> int:
     """The if-inject command; returns the exit code (0 ok, 1 failed, 2 usage)."""
     global log_verbosity
-    import signal
 
     if (sys.argv[1:] if argv is None else argv) in (["-version"], ["--version"]):  # see the top
         print(__version__)
@@ -2309,21 +2530,40 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     log_verbosity = args.loglevel
     log("Start", v=1, version=__version__, command=args.command)
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    _signals.install()  # SIGINT, SIGTERM, SIGHUP: an ADD under way is rolled back
     node = Node(args.endpoint, args.timeout, _search_path(args.cni_path), args.cache_dir)
     try:
-        return run_command(args, node)
+        code = run_command(args, node)
+        sys.stdout.flush()  # a closed stdout shows here, not at exit
+        return code
     except UsageError as e:
         log_error("Invalid command line", e)
         return 2
     except InjectError as e:
         log_error(f"{args.command} failed", e, code=e.code)
         return 1
-    except KeyboardInterrupt:
-        log_error(f"{args.command} failed", "interrupted")
+    except KeyboardInterrupt as e:
+        log_error(f"{args.command} failed", f"interrupted by {e}" if e.args else "interrupted")
+        return 1
+    except BrokenPipeError:
+        log_error(f"{args.command} failed", _stdout_closed(args.command), code=CODE_IO)
         return 1
     finally:
         node.close()
+
+
+def _stdout_closed(command: str) -> str:
+    """A reader that went away (`| head -c 10`) is no reason to undo work that
+    is done: an ADD stays, cached, as `ip addr add` would. Only its report is
+    lost, and the exit code says so."""
+    with suppress(OSError):  # nothing more reaches the closed pipe, nor fails at exit
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    done = {"add": "; what was added stays (see `if-inject list`, undo it with `del`)",
+            "del": "; what was deleted stays deleted", "gc": "; what was deleted stays deleted",
+            "veth": "; the veth pair stays (undo it with `veth -delete`)"}.get(command, "")
+    return f"stdout was closed (broken pipe): the output was not fully written{done}"
 
 
 def exit_now(code: int) -> NoReturn:

@@ -476,6 +476,26 @@ class Lab:
         (self.root / "containerd.pid").unlink(missing_ok=True)
         return []
 
+    def kill_containerd(self) -> None:
+        """SIGKILL containerd, as a crash would; its shims and pods live on.
+        start_containerd() brings it back on the same state."""
+        pid = self._containerd_pid()
+        if pid is None:
+            raise RuntimeError("containerd is not running")
+        self._close_channel()
+        os.kill(pid, signal.SIGKILL)
+        if self._proc is not None and self._proc.pid == pid:
+            self._proc.wait()
+            self._proc = None
+        elif not wait_gone(pid, 5):
+            raise RuntimeError(f"containerd {pid} does not die")
+        (self.root / "containerd.pid").unlink(missing_ok=True)
+        # Gone with it; _wait_cri dials only once the new one is there.
+        Path(self.socket).unlink(missing_ok=True)
+
+    def start_containerd(self) -> None:
+        self._start_containerd()
+
     def _close_channel(self) -> None:
         if self._channel is not None:
             self._channel.close()

@@ -315,7 +315,7 @@ def test_signal_during_add_rolls_back(inject: Tool, lab: Any, pod: Any, signum: 
     out, err = proc.communicate(timeout=30)
     run = Run(proc.returncode, out, err)
     assert (run.code, run.out) == (1, "")
-    assert run.error == "interrupted (KeyboardInterrupt); rolled back (DEL ran for hang, ptp)"
+    assert run.error == f"interrupted by {signal.Signals(signum).name}; rolled back (DEL ran for hang, ptp)"
     assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
     assert host_links() == links
 

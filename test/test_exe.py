@@ -617,7 +617,7 @@ def test_in_a_debian_11_root_netns_add_del(exe: Exe, lab: Any, pod: Any, cache: 
     spec.write_text(json.dumps({**conf, "cniVersion": "0.4.0"}))  # Debian 11's plugins are 0.9
     binds = [lab.socket, str(Path(str(pod.netns)).parent), str(tmp_path)]
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IF_INJECT_EXE_CACHE": str(cache)}
-    base = ["/usr/local/bin/if-inject", "-r", lab.endpoint, "-cache-dir", str(tmp_path / "results"),
+    base = ["/usr/local/bin/if-inject", "-r", lab.endpoint, "-cache-dir", str(tmp_path / "cni"),
             "-cni-path", "/usr/lib/cni"]
     pod_args = ["-ns", pod.namespace, "-pod", pod.name]
 
@@ -634,7 +634,7 @@ def test_in_a_debian_11_root_netns_add_del(exe: Exe, lab: Any, pod: Any, cache: 
     delete = in_root(root, [*base, "del", *pod_args, "-spec", str(spec)], env, binds, lower)
     assert (delete.code, delete.out, delete.err) == (0, "", "")
     assert pod_addrs(lab, pod) == "" and leases(tmp_path) == []
-    assert os.listdir(tmp_path / "results") == []
+    assert os.listdir(tmp_path / "cni" / "results") == []
 
 
 def test_in_a_root_without_libc(exe: Exe, lab: Any, pod: Any, tmp_path: Path) -> None:
