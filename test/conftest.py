@@ -1,6 +1,8 @@
 """Shared fixtures: the runtime lab, pods, named netns, and a machine check.
 
-- `lab`: one real containerd lab per session (skipped unless root).
+- `lab`: one real containerd lab per runtime and session (skipped unless root).
+  A test runs on lab.DEFAULT_RUNTIME; marked `@pytest.mark.runtimes` it runs on
+  every one of lab.RUNTIMES, `@pytest.mark.runtimes("containerd-2.1")` on those named.
 - `pod`, `make_pod`: fresh pods in namespace "if-inject", removed after the test.
 - `netns`: a plain named network namespace, deleted after the test.
 - `tool`: the argv prefix that runs if_inject.py with this Python.
@@ -31,7 +33,17 @@ for _path in (str(REPO / "test"), str(REPO)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from lab import IP_FORWARD, Lab, Pod, lock_machine, mounts_under, proc_alive, proc_cmdline  # noqa: E402
+from lab import (  # noqa: E402
+    DEFAULT_RUNTIME,
+    IP_FORWARD,
+    RUNTIMES,
+    Lab,
+    Pod,
+    lock_machine,
+    mounts_under,
+    proc_alive,
+    proc_cmdline,
+)
 
 POD_NAMESPACE = "if-inject"
 # Lab roots of this session start with this, so its processes can be told from
@@ -61,10 +73,35 @@ def lab_base() -> Iterator[Path]:
     shutil.rmtree(base)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "runtimes(*names): run on these lab runtimes (no names: "
+                            "all of lab.RUNTIMES) instead of lab.DEFAULT_RUNTIME")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using the lab gets its runtime as a parameter (see `lab`)."""
+    if "lab" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        if "lab" in str(mark.args[0]).replace(" ", "").split(","):
+            return  # the test parametrizes it itself (indirect, with runtime names)
+    marker = metafunc.definition.get_closest_marker("runtimes")
+    runtimes = (marker.args or RUNTIMES) if marker else (DEFAULT_RUNTIME,)
+    unknown = set(runtimes) - set(RUNTIMES)
+    if unknown:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown runtimes {sorted(unknown)}")
+    metafunc.parametrize("lab", runtimes, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def lab(lab_base: Path) -> Iterator[Lab]:
-    """The session's lab: containerd + CRI + CNI with pause and busybox images."""
-    lab = Lab(str(lab_base / "lab"))
+def lab(request: pytest.FixtureRequest, lab_base: Path) -> Iterator[Lab]:
+    """The session's lab of one runtime: containerd + CRI + CNI with pause and busybox images.
+
+    Session-scoped per runtime: pytest groups the tests by runtime, so each
+    runtime starts once, and is torn down before the next one starts.
+    """
+    runtime = getattr(request, "param", DEFAULT_RUNTIME)
+    lab = Lab(str(lab_base / runtime), runtime=runtime)
     lab.up()
     try:
         yield lab
