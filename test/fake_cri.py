@@ -141,6 +141,7 @@ class Sandbox:
     info: dict[str, str] = field(default_factory=dict)  # PodSandboxStatus info (verbose)
     container_info: str | None = None  # ContainerStatus info["info"] (cri-dockerd)
     vanishes: bool = False  # removed right after it is listed: its status is NOT_FOUND
+    ip: str = "10.88.0.7"  # status.network.ip (none for hostNetwork pods)
     pod_labels: dict[str, str] = field(default_factory=dict)  # the pod's own, beside the kubelet's
     annotations: dict[str, str] = field(default_factory=lambda: dict(KUBELET_ANNOTATIONS))
 
@@ -157,10 +158,11 @@ def pod_config(sb: Sandbox, host_network: bool = False) -> dict[str, Any]:
     metadata: dict[str, Any] = {"name": sb.name, "uid": sb.uid, "namespace": sb.namespace}
     if sb.attempt:
         metadata["attempt"] = sb.attempt
-    config: dict[str, Any] = {
-        "metadata": metadata, "hostname": sb.name,
-        "log_directory": f"/var/log/pods/{sb.namespace}_{sb.name}_{sb.uid}",
-        "labels": dict(sorted(sb.labels.items()))}
+    config: dict[str, Any] = {"metadata": metadata}
+    if not host_network:  # the kubelet names only pods of their own network
+        config["hostname"] = sb.name
+    config["log_directory"] = f"/var/log/pods/{sb.namespace}_{sb.name}_{sb.uid}"
+    config["labels"] = dict(sorted(sb.labels.items()))
     if sb.annotations:
         config["annotations"] = dict(sorted(sb.annotations.items()))
     config["linux"] = {"cgroup_parent": f"/kubepods/besteffort/pod{sb.uid}",
@@ -168,15 +170,21 @@ def pod_config(sb: Sandbox, host_network: bool = False) -> dict[str, Any]:
     return config
 
 
-def oci_spec(sb: Sandbox, namespaces: list[dict[str, str]], annotations: dict[str, str]) -> dict[str, Any]:
-    """The sandbox's OCI runtime spec, cut to the parts the runtimes always fill."""
-    return {"ociVersion": "1.1.0",
-            "process": {"user": {"uid": 65535, "gid": 65535}, "args": ["/pause"], "cwd": "/",
-                        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-            "root": {"path": "rootfs", "readonly": True}, "hostname": sb.name,
-            "annotations": annotations,
-            "linux": {"cgroupsPath": f"/kubepods/besteffort/pod{sb.uid}/{sb.id}",
-                      "namespaces": namespaces, "maskedPaths": ["/proc/kcore", "/proc/keys"]}}
+def oci_spec(sb: Sandbox, namespaces: list[dict[str, str]], annotations: dict[str, str],
+             hostname: bool = True) -> dict[str, Any]:
+    """The sandbox's OCI runtime spec, cut to the parts the runtimes always fill
+    (containerd sets no hostname for a hostNetwork pod)."""
+    spec: dict[str, Any] = {
+        "ociVersion": "1.1.0",
+        "process": {"user": {"uid": 65535, "gid": 65535}, "args": ["/pause"], "cwd": "/",
+                    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "root": {"path": "rootfs", "readonly": True}}
+    if hostname:
+        spec["hostname"] = sb.name
+    spec["annotations"] = annotations
+    spec["linux"] = {"cgroupsPath": f"/kubepods/besteffort/pod{sb.uid}/{sb.id}",
+                     "namespaces": namespaces, "maskedPaths": ["/proc/kcore", "/proc/keys"]}
+    return spec
 
 
 def cni_result(netns: str, v2: bool = False) -> dict[str, Any]:
@@ -243,7 +251,8 @@ def containerd_info(sb: Sandbox, netns: str | None, pid: int, host_network: bool
         "image": PAUSE_IMAGE, "snapshotKey": sb.id, "snapshotter": "overlayfs",
         "runtimeHandler": "", "runtimeType": "io.containerd.runc.v2",
         "runtimeOptions": {"systemd_cgroup": True}, "config": pod_config(sb, host_network),
-        "runtimeSpec": oci_spec(sb, namespaces, containerd_spec_annotations(sb, v2)),
+        "runtimeSpec": oci_spec(sb, namespaces, containerd_spec_annotations(sb, v2),
+                                hostname=not host_network),
         "cniResult": None if host_network or netns is None else cni_result(netns, v2)}
     if v2:
         del info["runtimeHandler"]
@@ -298,6 +307,17 @@ def containerd2_sandbox(name: str, netns: str, pid: int, namespace: str = "defau
         sb.status_state = NOTREADY
         info.update(pid=0, processStatus="deleted", image="", snapshotKey="", snapshotter="",
                     runtimeType="", runtimeOptions=None, runtimeSpec=None)
+    return with_info(sb, info)
+
+
+def containerd_stopped(sb: Sandbox) -> Sandbox:
+    """A containerd sandbox after StopPodSandbox, as 1.6.20, 1.7.24 and 2.1.9 answer
+    (measured in the lab): listed and reported NOTREADY, no IP, pid 0,
+    processStatus "deleted", netNamespaceClosed true; the spec, and the netns
+    path in it (the file gone), stay."""
+    sb.state, sb.ip = NOTREADY, ""
+    info = json.loads(sb.info["info"])
+    info.update(pid=0, processStatus="deleted", netNamespaceClosed=True)
     return with_info(sb, info)
 
 
@@ -426,7 +446,7 @@ class FakeCRI:
             id=sb.id, metadata=self._metadata(sb), created_at=1_700_000_000_000_000_000,
             state=sb.state if sb.status_state is None else sb.status_state, labels=sb.labels,
             annotations=sb.annotations,
-            network=M["PodSandboxNetworkStatus"](ip="" if sb.network == NODE else "10.88.0.7"))
+            network=M["PodSandboxNetworkStatus"](ip="" if sb.network == NODE else sb.ip))
         status.linux.namespaces.options.network = sb.network
         status.linux.namespaces.options.pid = CONTAINER
         if request.verbose:
