@@ -1,7 +1,8 @@
 """A CRI server for the tests that answers as cri-o, containerd 1.6/1.7/2.x and cri-dockerd do.
 
-Only containerd 1.6 runs on these machines, so the other runtimes are played
-by this grpcio server on a unix socket:
+cri-o and cri-dockerd cannot run on these machines, and real runtimes do not
+fail on demand, so the tests also meet the runtimes through this grpcio server
+on a unix socket (the lab runs real containerd 1.6, 1.7 and 2.1):
 
     sandbox = crio_sandbox("web-0", "/var/run/netns/ifi-1234")
     with FakeCRI(socket_path, CRIO, [sandbox]) as cri:
@@ -21,7 +22,9 @@ status), as read in:
   and the node's own netns for hostNetwork pods (pinns --net=host); the spec
   lists them in runtime-tools' order (pid, network, ipc, uts, mount). cri-o's
   integration tests read the path the same way (test/network.bats:
-  .info.runtimeSpec.linux.namespaces[] | select(.type == "network").path).
+  .info.runtimeSpec.linux.namespaces[] | select(.type == "network").path),
+  and a real node's `crictl inspectp` (cri-o issue #8409) shows the
+  runtimeSpec-only form.
   The status echoes the namespace options as the kubelet asked (network
   NODE), has no IP for hostNetwork pods, and the labels and annotations of
   the config. Version: version "0.1.0", runtimeName "cri-o", runtimeVersion
