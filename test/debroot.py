@@ -111,7 +111,8 @@ def host_mirror() -> str:
             text = Path(name).read_text()
         except OSError:
             continue
-        urls = re.findall(r"^URIs:\s*(.+)$", text, re.M) + re.findall(r"^deb\s+(?:\[.*?\]\s+)?(\S+)", text, re.M)
+        urls = (re.findall(r"^URIs:\s*(.+)$", text, re.M)
+                + re.findall(r"^deb\s+(?:\[.*?\]\s+)?(\S+)", text, re.M))
         for url in (u for line in urls for u in line.split()):
             if "-security" not in url and re.search(r"/debian/?$", url):
                 return url

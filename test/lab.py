@@ -310,6 +310,55 @@ def busybox_image(cache: Path) -> Path:
     return _cached(cache, f"busybox-{hashlib.sha256(binary).hexdigest()[:16]}.tar", build)
 
 
+# ---- the namespaces of a runtime from a Debian root ----------------------------
+
+# Run by HOLDER_INIT in the new namespaces: $1 the cached root, $2 ROOT, $3 /run/netns.
+# Every shared mount but /run/netns is made private (nothing mounted here reaches the
+# host; the pods' netns do). The root is an overlay whose writable layer is in ROOT;
+# proc, sysfs, the host's cgroups and /dev, a private /run, and ROOT and the host's /tmp
+# at their own paths are mounted in it.
+HOLDER_SETUP = r"""set -e
+lower=$1 root=$2 netns=$3 m=$2/chroot
+findmnt -rn -o TARGET,PROPAGATION | while read -r target propagation; do
+  case $propagation in *shared*) [ "$target" = "$netns" ] || mount --make-private "$target";; esac
+done
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$root/chroot.upper,workdir=$root/chroot.work" "$m"
+mount -t proc proc "$m/proc"
+mount -t sysfs sysfs "$m/sys"
+mount --rbind /sys/fs/cgroup "$m/sys/fs/cgroup"
+mount --rbind /dev "$m/dev"
+mount -t tmpfs -o mode=755 tmpfs "$m/run"
+mkdir "$m/run/netns"
+mount --rbind "$netns" "$m/run/netns"
+mount --bind /tmp "$m/tmp"
+mkdir -p "$m$root"
+mount --bind "$root" "$m$root"
+ip link set lo up
+"""
+
+# PID 1 of the namespaces: runs HOLDER_SETUP, makes the root the namespace's own root
+# (pivot_root, not chroot: runc's pivot into a container's rootfs, and every exec
+# into a container, need the root to be the mount namespace's root), then only reaps,
+# so that shims outlive a restarted containerd as on a node. All dies with it.
+HOLDER_INIT = r"""
+import ctypes, os, platform, subprocess, sys, time
+setup, lower, root = sys.argv[1:4]
+subprocess.run(["sh", "-c", setup, "setup", *sys.argv[2:]], check=True)
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir(root + "/chroot")
+nr = {"x86_64": 155, "aarch64": 41}[platform.machine()]
+if libc.syscall(nr, b".", b".") != 0 or libc.umount2(b".", 2) != 0:
+    sys.exit("pivot_root: " + os.strerror(ctypes.get_errno()))
+os.chdir("/")
+open(root + "/holder.ready", "w").close()
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(0.1)
+"""
+
+
 # ---- pods --------------------------------------------------------------------
 
 @dataclass
@@ -553,9 +602,9 @@ class Lab:
         return self.root / "chroot"
 
     def _in_runtime(self, argv: list[str]) -> list[str]:
-        """argv run in the runtime's namespaces, chrooted, with the root's programs."""
+        """argv run in the runtime's namespaces, whose root is the Debian root."""
         holder = self._holder_init() or self._start_holder()
-        return ["nsenter", "-t", str(holder), "-m", "-n", "-p", "--", "chroot", str(self.chroot),
+        return ["nsenter", "-t", str(holder), "-m", "-n", "-p", "--",
                 "env", "-i", f"PATH={SBIN_PATH}", "LANG=C.UTF-8", *argv]
 
     def _holder_pid(self) -> int | None:
@@ -577,15 +626,7 @@ class Lab:
         return int(children[0]) if children else None
 
     def _start_holder(self) -> int:
-        """New mount, network and PID namespaces with the root mounted; returns their PID 1.
-
-        Inside: every shared mount but /run/netns made private (nothing mounted
-        here reaches the host, the pods' netns do), the root as an overlay with
-        its writable layer in ROOT (runc needs the root to be a mount point),
-        proc, sysfs, the host's cgroups and /dev, a private /run, and ROOT and
-        the host's /tmp at their own paths. PID 1 then only reaps: shims outlive
-        a containerd restart, as on a node, and all dies with it.
-        """
+        """New mount, network and PID namespaces whose root is the Debian root; their PID 1."""
         assert self.suite is not None
         from debroot import debian_root
 
@@ -594,38 +635,11 @@ class Lab:
         for d in ("chroot", "chroot.upper", "chroot.work"):
             (self.root / d).mkdir(exist_ok=True)
         (self.root / "holder.ready").unlink(missing_ok=True)
-        script = r"""set -e
-lower=$1 root=$2 netns=$3 python=$4 m=$2/chroot
-findmnt -rn -o TARGET,PROPAGATION | while read -r target propagation; do
-  case $propagation in *shared*) [ "$target" = "$netns" ] || mount --make-private "$target";; esac
-done
-mount -t overlay overlay -o "lowerdir=$lower,upperdir=$root/chroot.upper,workdir=$root/chroot.work" "$m"
-mount -t proc proc "$m/proc"
-mount -t sysfs sysfs "$m/sys"
-mount --rbind /sys/fs/cgroup "$m/sys/fs/cgroup"
-mount --rbind /dev "$m/dev"
-mount -t tmpfs -o mode=755 tmpfs "$m/run"
-mkdir "$m/run/netns"
-mount --rbind "$netns" "$m/run/netns"
-mount --bind /tmp "$m/tmp"
-mkdir -p "$m$root"
-mount --bind "$root" "$m$root"
-ip link set lo up
-touch "$root/holder.ready"
-exec "$python" -c '
-import os, time
-while True:
-    try:
-        os.wait()
-    except ChildProcessError:
-        time.sleep(0.1)
-'
-"""
         with open(self.root / "containerd.log", "ab") as logfile:
             self._holder = subprocess.Popen(
                 ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child",
-                 "--propagation", "unchanged", "--", "sh", "-c", script, "holder", str(lower),
-                 str(self.root), NETNS_DIR, sys.executable],
+                 "--propagation", "unchanged", "--", sys.executable, "-c", HOLDER_INIT,
+                 HOLDER_SETUP, str(lower), str(self.root), NETNS_DIR],
                 stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, env=_env(),
                 start_new_session=True)
         (self.root / "holder.pid").write_text(str(self._holder.pid))
@@ -809,7 +823,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
     def _record_host(self) -> None:
         """Note what clean() must restore, in a file so a crashed run can be undone."""
         created = []
-        for d, mode in OUTSIDE_DIRS.items() if self.suite is None else ():
+        # (A runtime in a root makes none of them, but the tool on the node makes /var/lib/cni's.)
+        for d, mode in OUTSIDE_DIRS.items():
             if not os.path.exists(d):
                 os.mkdir(d, mode)
                 created.append(d)
