@@ -287,8 +287,15 @@ def containerd16_sandbox(name: str, netns: str, pid: int, namespace: str = "defa
     return with_info(sb, containerd_info(sb, netns, pid))
 
 
-def containerd17_proc_sandbox(name: str, pid: int, namespace: str = "default") -> Sandbox:
-    """containerd 1.7 and older giving the netns as /proc/<pid>/ns/net only."""
+# A runtime answering the netns by the infra process' pid. No containerd release
+# does (cri-containerd pinned it from 1.0.0-alpha.0, 2017, before it had a
+# verbose status; 1.6 to 2.1 pin it, as the lab shows), but the tool meets the
+# path form through cri-dockerd's pid, and must take it from a spec as well.
+PROC_PATH = Runtime("proc-path", "0", not_found=CONTAINERD_16.not_found)
+
+
+def proc_path_sandbox(name: str, pid: int, namespace: str = "default") -> Sandbox:
+    """containerd's info shape with /proc/<pid>/ns/net as the spec's netns (see PROC_PATH)."""
     sb = Sandbox(name, namespace)
     return with_info(sb, containerd_info(sb, f"/proc/{pid}/ns/net", pid))
 

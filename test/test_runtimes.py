@@ -39,18 +39,19 @@ from fake_cri import (
     CRIO,
     NOTREADY,
     POD,
+    PROC_PATH,
     FakeCRI,
     Runtime,
     Sandbox,
     SilentSocket,
     containerd2_sandbox,
     containerd16_sandbox,
-    containerd17_proc_sandbox,
     containerd_host_network_sandbox,
     cri_dockerd_sandbox,
     crio_old_spoofed_sandbox,
     crio_sandbox,
     dead_socket,
+    proc_path_sandbox,
     with_info,
 )
 
@@ -262,8 +263,10 @@ PERSONALITIES: dict[str, Personality] = {
         CRIO, crio_sandbox(NAME, var_run(netns), NS, infra_pid=pid), var_run(netns)),
     "containerd-1.6": lambda netns, pid: (
         CONTAINERD_16, containerd16_sandbox(NAME, netns, pid, NS), netns),
-    "containerd-1.7-proc": lambda netns, pid: (
-        CONTAINERD_17, containerd17_proc_sandbox(NAME, pid, NS), f"/proc/{pid}/ns/net"),
+    "containerd-1.7": lambda netns, pid: (
+        CONTAINERD_17, containerd16_sandbox(NAME, var_run(netns), pid, NS), var_run(netns)),
+    "proc-path-in-spec": lambda netns, pid: (
+        PROC_PATH, proc_path_sandbox(NAME, pid, NS), f"/proc/{pid}/ns/net"),
     "containerd-2.0": lambda netns, pid: (
         CONTAINERD_20, containerd2_sandbox(NAME, var_run(netns), pid, NS), var_run(netns)),
     "containerd-2.0-no-spec": lambda netns, pid: (
