@@ -45,10 +45,10 @@ status), as read in:
   fields in declaration order, map keys sorted, zero values of the CRI
   config left out. Version: "0.1.0", "containerd", the build's version
   ("v1.7.24" for upstream releases), "v1".
-test/test_fakes_real.py holds these shapes against the documents real
-containerd 1.7.24 and 2.1.9 returned (test/data/) and against the live lab.
 - cri-dockerd core/sandbox_status.go: no info at all; ContainerStatus on the
   sandbox's ID (a docker container) gives {"sandboxID", "pid"}.
+test/test_fakes_real.py holds the containerd shapes against the documents real
+containerd 1.7.24 and 2.1.9 returned (test/data/) and against the live lab.
 
 The message classes are the tool's own (`if_inject.CRI_SCHEMA`); the real
 containerd lab checks that schema against a real runtime.
