@@ -5,7 +5,10 @@ O ?= .
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev zlib1g-dev
+# debootstrap builds the Debian roots of containerd 1.7 and 2.1 (test/debroot.py).
+DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev zlib1g-dev debootstrap
+# The runtime of `make demo`: containerd-1.6, containerd-1.7 or containerd-2.1.
+RUNTIME ?= containerd-2.1
 
 .PHONY: all demo test lint bench deps venv clean FORCE
 
@@ -36,7 +39,7 @@ test: deps venv lint
 	$(VENV)/bin/pytest -q test
 
 demo: deps venv
-	$(PY) test/demo.py
+	$(PY) test/demo.py -runtime $(RUNTIME)
 
 bench: deps venv
 	$(PY) test/bench.py
