@@ -460,7 +460,7 @@ class Lab:
         return run(self._in_runtime(argv) if self.suite else argv).stdout
 
     def version(self) -> str:
-        """The runtime's own answer, as `containerd 2.1.9+ds1`."""
+        """The runtime's own Version answer, as `containerd 2.1.9+unknown`."""
         answer = self.cri("Version", {"version": "v1"})
         return f"{answer.runtime_name} {answer.runtime_version}"
 
@@ -598,7 +598,8 @@ class Lab:
 
     @property
     def chroot(self) -> Path:
-        """Where the root is mounted, inside the runtime's mount namespace only."""
+        """Where the root is mounted before it becomes the root of the runtime's mount
+        namespace (pivot_root): an overlay, seen in that namespace only."""
         return self.root / "chroot"
 
     def _in_runtime(self, argv: list[str]) -> list[str]:
