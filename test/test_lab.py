@@ -138,20 +138,25 @@ def test_host_network_pod_has_no_network_namespace_entry(lab: Lab,
 
 # ---- labs side by side, and nothing left behind ------------------------------------------
 
+@pytest.mark.runtimes
 def test_two_labs_side_by_side(lab: Lab, lab_base: Path, pod: Pod) -> None:
-    second = Lab(str(lab_base / "second"))
+    """Two labs of one runtime (two containerds on one cached Debian root, for 1.7 and 2.1)."""
+    second = Lab(str(lab_base / f"second-{lab.runtime}"), lab.runtime)
     names = ["socket", "bridge", "network", "cgroup_parent", "subnet"]
     assert all(getattr(lab, n) != getattr(second, n) for n in names)
     ids: set[str] = set()
+    netns = None
     try:
         second.up()
         other = second.run_pod(pod.namespace, pod.name, labels={"app": "alpine"})
         ids.add(other.sandbox_id)
+        netns = other.netns
         assert eth0_address(second, other).network == ipaddress.IPv4Network(second.subnet)
         assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
     finally:
         second.down()
     assert leftovers(second, ids) == []
+    assert netns is not None and not os.path.exists(netns) and pod.netns and os.path.exists(pod.netns)
     assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
     assert sandboxes_of(lab, pod) == {pod.sandbox_id: READY}
 
