@@ -8,9 +8,10 @@
 - `tool`: the argv prefix that runs if_inject.py with this Python.
 - every test puts net.ipv4.ip_forward back (the ptp plugin sets it).
 
-After the session the machine must be as it was before: processes, mounts,
-netns, links, /var/lib/cni, /run/containerd, ip_forward and the labs' cgroups
-are compared, and any difference fails the run loudly (see the end of the file).
+After the session the machine must be as it was before: processes (the
+runtimes' namespaces included), mounts, netns, links, /var/lib/cni,
+/run/containerd, ip_forward, the labs' cgroups and the cached Debian roots are
+compared, and any difference fails the run loudly (see the end of the file).
 """
 
 from __future__ import annotations
@@ -208,6 +209,23 @@ def _links() -> list[str]:
     return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
 
 
+def _roots_written() -> list[str]:
+    """Files of the cached Debian roots newer than the root itself: labs only read them
+    (through an overlay), so that concurrent labs and later sessions get the same root."""
+    from debroot import ROOTS_DIR
+
+    changed: list[str] = []
+    try:
+        marks = sorted(ROOTS_DIR.glob("*/.complete"))
+    except OSError:
+        return changed
+    for complete in marks:
+        found = subprocess.run(["find", str(complete.parent), "-xdev", "-newer", str(complete)],
+                               capture_output=True, text=True).stdout
+        changed += found.splitlines()
+    return changed
+
+
 def machine_snapshot() -> dict[str, Any]:
     """What tests and labs may change on the host, to compare before and after."""
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -221,6 +239,7 @@ def machine_snapshot() -> dict[str, Any]:
         "/run/containerd": _tree("/run/containerd"),
         "net.ipv4.ip_forward": IP_FORWARD.read_text().strip(),
         "lab cgroups": sorted(glob.glob("/sys/fs/cgroup/*/if-inject-lab-*")),
+        "Debian roots written": _roots_written(),
     }
 
 
