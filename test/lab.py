@@ -660,9 +660,10 @@ class Lab:
         for victim in [*map(int, children), pid]:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(victim, signal.SIGKILL)
-        if self._holder is not None:
-            self._holder.wait()
-            self._holder = None
+        for started in (self._holder, self._proc):  # the nsenter of a containerd never recorded
+            if started is not None:
+                started.wait()
+        self._holder = self._proc = None
         (self.root / "holder.pid").unlink(missing_ok=True)
         (self.root / "holder.ready").unlink(missing_ok=True)
         return [] if wait_gone(pid, 10) else [f"namespace holder {pid} does not exit"]
