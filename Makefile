@@ -5,10 +5,13 @@ O ?= .
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# debootstrap builds the Debian roots of containerd 1.7 and 2.1 (test/debroot.py);
 # golang-go + golang-github-appc-cni-dev (bookworm's name for libcni's source, which provides
 # golang-github-containernetworking-cni-dev) build test/libcni_driver.go; portmap needs iptables.
 DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev zlib1g-dev \
-	golang-go golang-github-appc-cni-dev iptables
+	golang-go golang-github-appc-cni-dev iptables debootstrap
+# The runtime of `make demo`: containerd-1.6, containerd-1.7 or containerd-2.1.
+RUNTIME ?= containerd-2.1
 
 .PHONY: all demo test lint bench deps venv clean FORCE
 
@@ -40,7 +43,7 @@ test: deps venv lint
 	$(VENV)/bin/pytest -q test
 
 demo: deps venv
-	$(PY) test/demo.py
+	$(PY) test/demo.py -runtime $(RUNTIME)
 
 bench: deps venv
 	$(PY) test/bench.py

@@ -1,14 +1,17 @@
 """Shared fixtures: the runtime lab, pods, named netns, and a machine check.
 
-- `lab`: one real containerd lab per session (skipped unless root).
+- `lab`: one real containerd lab per runtime and session (skipped unless root).
+  A test runs on lab.DEFAULT_RUNTIME; marked `@pytest.mark.runtimes` it runs on
+  every one of lab.RUNTIMES, `@pytest.mark.runtimes("containerd-2.1")` on those named.
 - `pod`, `make_pod`: fresh pods in namespace "if-inject", removed after the test.
 - `netns`: a plain named network namespace, deleted after the test.
 - `tool`: the argv prefix that runs if_inject.py with this Python.
 - every test puts net.ipv4.ip_forward back (the ptp plugin sets it).
 
-After the session the machine must be as it was before: processes, mounts,
-netns, links, /var/lib/cni, /run/containerd, ip_forward and the labs' cgroups
-are compared, and any difference fails the run loudly (see the end of the file).
+After the session the machine must be as it was before: processes (the
+runtimes' namespaces included), mounts, netns, links, /var/lib/cni,
+/run/containerd, ip_forward, the labs' cgroups and the cached Debian roots are
+compared, and any difference fails the run loudly (see the end of the file).
 """
 
 from __future__ import annotations
@@ -31,7 +34,17 @@ for _path in (str(REPO / "test"), str(REPO)):
     if _path not in sys.path:
         sys.path.insert(0, _path)
 
-from lab import IP_FORWARD, Lab, Pod, lock_machine, mounts_under, proc_alive, proc_cmdline  # noqa: E402
+from lab import (  # noqa: E402
+    DEFAULT_RUNTIME,
+    IP_FORWARD,
+    RUNTIMES,
+    Lab,
+    Pod,
+    lock_machine,
+    mounts_under,
+    proc_alive,
+    proc_cmdline,
+)
 
 POD_NAMESPACE = "if-inject"
 # Lab roots of this session start with this, so its processes can be told from
@@ -61,10 +74,35 @@ def lab_base() -> Iterator[Path]:
     shutil.rmtree(base)
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "runtimes(*names): run on these lab runtimes (no names: "
+                            "all of lab.RUNTIMES) instead of lab.DEFAULT_RUNTIME")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """Every test using the lab gets its runtime as a parameter (see `lab`)."""
+    if "lab" not in metafunc.fixturenames:
+        return
+    for mark in metafunc.definition.iter_markers("parametrize"):
+        if "lab" in str(mark.args[0]).replace(" ", "").split(","):
+            return  # the test parametrizes it itself (indirect, with runtime names)
+    marker = metafunc.definition.get_closest_marker("runtimes")
+    runtimes = (marker.args or RUNTIMES) if marker else (DEFAULT_RUNTIME,)
+    unknown = set(runtimes) - set(RUNTIMES)
+    if unknown:
+        raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown runtimes {sorted(unknown)}")
+    metafunc.parametrize("lab", runtimes, indirect=True, scope="session")
+
+
 @pytest.fixture(scope="session")
-def lab(lab_base: Path) -> Iterator[Lab]:
-    """The session's lab: containerd + CRI + CNI with pause and busybox images."""
-    lab = Lab(str(lab_base / "lab"))
+def lab(request: pytest.FixtureRequest, lab_base: Path) -> Iterator[Lab]:
+    """The session's lab of one runtime: containerd + CRI + CNI with pause and busybox images.
+
+    Session-scoped per runtime: pytest groups the tests by runtime, so each
+    runtime starts once, and is torn down before the next one starts.
+    """
+    runtime = getattr(request, "param", DEFAULT_RUNTIME)
+    lab = Lab(str(lab_base / runtime), runtime=runtime)
     lab.up()
     try:
         yield lab
@@ -171,6 +209,23 @@ def _links() -> list[str]:
     return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
 
 
+def _roots_written() -> list[str]:
+    """Files of the cached Debian roots newer than the root itself: labs only read them
+    (through an overlay), so that concurrent labs and later sessions get the same root."""
+    from debroot import ROOTS_DIR
+
+    changed: list[str] = []
+    try:
+        marks = sorted(ROOTS_DIR.glob("*/.complete"))
+    except OSError:
+        return changed
+    for complete in marks:
+        found = subprocess.run(["find", str(complete.parent), "-xdev", "-newer", str(complete)],
+                               capture_output=True, text=True).stdout
+        changed += found.splitlines()
+    return changed
+
+
 def machine_snapshot() -> dict[str, Any]:
     """What tests and labs may change on the host, to compare before and after."""
     netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
@@ -184,6 +239,7 @@ def machine_snapshot() -> dict[str, Any]:
         "/run/containerd": _tree("/run/containerd"),
         "net.ipv4.ip_forward": IP_FORWARD.read_text().strip(),
         "lab cgroups": sorted(glob.glob("/sys/fs/cgroup/*/if-inject-lab-*")),
+        "Debian roots written": _roots_written(),
     }
 
 

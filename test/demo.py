@@ -1,14 +1,17 @@
-"""`make demo`: the original README's walk-through, on a real containerd.
+"""`make demo`: the original README's walk-through, on a real containerd (2.1 by default).
 
 Starts a lab (test/lab.py), creates three pods like test/alpine.yaml in
 namespace if-inject, then runs the README's commands one by one, each printed
 before it runs: `if-inject netns`, a veth injected by hand with `ip link` (ping
 the pod's link-local address), `if-inject add -spec test/ptp.json | jq`, ping
-the pod's 10.22.22.x address, `if-inject check`, `if-inject del`. Finally it
-stops the lab, leaving the machine as it found it.
+the pod's 10.22.22.x address, `if-inject check`, `if-inject del`. Then, briefly,
+what if-inject adds to the original: `pods`, `links`, `veth`, a batch `add -l
+app=alpine` across the three pods, `list`, and `gc` after one pod is removed.
+Finally it stops the lab, leaving the machine as it found it.
 
-`kubectl exec` is played by the lab (CRI ExecSync into the pod's container).
-Usage, as root: python3 test/demo.py [LAB_ROOT]   (default /tmp/if-inject-demo)
+`kubectl exec` and `kubectl delete pod` are played by the lab (CRI calls).
+Usage, as root: python3 test/demo.py [-runtime RUNTIME] [LAB_ROOT]
+(RUNTIME one of lab.RUNTIMES, default containerd-2.1; LAB_ROOT default /tmp/if-inject-demo)
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lab import Lab, Pod, install_missing, lock_machine
+from lab import RUNTIMES, Lab, Pod, install_missing, lock_machine
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "if-inject"
@@ -32,6 +35,8 @@ PTP_SPEC = REPO / "test/ptp.json"
 PTP_CONF = {"cniVersion": "1.0.0", "name": "mynet", "type": "ptp",
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.22.22.0/24"}]]}}
 MYNET_LEASES = Path("/var/lib/cni/networks/mynet")
+DEMO_RUNTIME = "containerd-2.1"  # what clusters run
+VETH_NODE, VETH_POD = "10.23.23.1/30", "10.23.23.2/30"
 
 
 class Shell:
@@ -154,6 +159,31 @@ def cni_injection(sh: Shell, lab: Lab, pod: Pod) -> None:
     sh.kubectl_exec(pod, ["ip", "link", "show", "net1"], check=False)
 
 
+def beyond_the_original(sh: Shell, lab: Lab, pods: list[Pod]) -> None:
+    heading("What if-inject adds: pods, links, veth, many pods at once, list, gc")
+    sh("if-inject pods -ns if-inject")
+    sh.let("pod", pods[2].name)
+    sh("if-inject links -ns if-inject -pod $pod")
+    sh.undo.append(f"if-inject veth -ns if-inject -pod {pods[2].name} -delete")
+    sh(f"if-inject veth -ns if-inject -pod $pod -address {VETH_POD} -host-address {VETH_NODE}")
+    sh(f"ping -c1 -W2 {VETH_POD.split('/')[0]}")
+    sh("if-inject veth -ns if-inject -pod $pod -delete")
+    sh.undo.pop()
+    print("# One command for every ready pod labelled app=alpine (a JSON line each):")
+    sh.undo.append("if-inject del -ns if-inject -l app=alpine -spec test/ptp.json")
+    sh("if-inject add -ns if-inject -l app=alpine -spec test/ptp.json"
+       " | jq -c '{pod, ips: [.result.ips[].address]}'")
+    sh("if-inject list")
+    print(f"$ kubectl delete pod -n {NAMESPACE} {pods[0].name}", flush=True)
+    lab.remove_pod(pods[0])
+    sh("if-inject list")
+    print("# gc releases what is left of pods that are gone (their leases, cache files):")
+    sh("if-inject gc")
+    sh("if-inject del -ns if-inject -l app=alpine -spec test/ptp.json | jq -c")
+    sh.undo.pop()
+    sh("if-inject list")
+
+
 def undo_leftovers(sh: Shell, had: dict[Path, bool]) -> None:
     """What the demo made outside the lab's pods, also after a failure half-way."""
     for line in reversed(sh.undo):
@@ -176,16 +206,23 @@ def main() -> int:
     if os.path.exists("/sys/class/net/pod0"):
         print("a link named pod0 exists already; the demo would take it over", file=sys.stderr)
         return 1
+    import argparse
+
+    parser = argparse.ArgumentParser(description="the README's walk-through on a real runtime")
+    parser.add_argument("-runtime", choices=RUNTIMES, default=DEMO_RUNTIME)
+    parser.add_argument("root", nargs="?", default="/tmp/if-inject-demo", help="the lab's root")
+    args = parser.parse_args()
     install_missing([("ping", "iputils-ping"), ("jq", "jq")])
     lock_machine()  # held until the demo exits: test sessions change the host too
     if not PTP_SPEC.exists():
         PTP_SPEC.write_text(json.dumps(PTP_CONF, indent="\t") + "\n")
     had = {p: p.exists() for p in (MYNET_LEASES, MYNET_LEASES.parent)}
     started = time.monotonic()
-    lab = Lab(sys.argv[1] if len(sys.argv) > 1 else "/tmp/if-inject-demo")
+    lab = Lab(args.root, args.runtime)
     made_root = not lab.root.exists()
-    print(f"# Starting the lab (containerd + CRI + CNI) in {lab.root} ...", flush=True)
+    print(f"# Starting the lab ({args.runtime} + CRI + CNI) in {lab.root} ...", flush=True)
     lab.up()
+    print(f"# The runtime says: {lab.version()}", flush=True)
     sh = Shell(lab)
     try:
         pods = [lab.run_pod(NAMESPACE, name, labels={"app": "alpine"}) for name in pod_names(3)]
@@ -194,6 +231,7 @@ def main() -> int:
         get_pods(lab, pods)
         manual_injection(sh, lab, pods[0])
         cni_injection(sh, lab, pods[1])
+        beyond_the_original(sh, lab, pods)
     except BaseException:
         print(f"\n# The demo failed; containerd's log is {lab.root}/containerd.log", flush=True)
         raise

@@ -1,7 +1,8 @@
 """A CRI server for the tests that answers as cri-o, containerd 1.6/1.7/2.x and cri-dockerd do.
 
-Only containerd 1.6 runs on these machines, so the other runtimes are played
-by this grpcio server on a unix socket:
+cri-o and cri-dockerd cannot run on these machines, and real runtimes do not
+fail on demand, so the tests also meet the runtimes through this grpcio server
+on a unix socket (the lab runs real containerd 1.6, 1.7 and 2.1):
 
     sandbox = crio_sandbox("web-0", "/var/run/netns/ifi-1234")
     with FakeCRI(socket_path, CRIO, [sandbox]) as cri:
@@ -10,24 +11,44 @@ by this grpcio server on a unix socket:
 A sandbox is built by one of the personality functions below; each copies what
 that runtime's own source puts in PodSandboxStatus (the `info` map and the
 status), as read in:
-- cri-o server/sandbox_status.go: info["info"] is {"runtimeSpec"} for a pod
-  without an infra container (drop_infra_ctr, the default) and
-  {"image", "pid", "runtimeSpec"} with one; older releases sent "{}" instead of
-  the runtimeSpec-only form. The netns is pinned at /var/run/netns/<uuid>, for
-  hostNetwork pods too (a pinned copy of the node's), with the namespace
-  options as the kubelet asked (network NODE). Unknown IDs: NOT_FOUND.
+- cri-o server/sandbox_status.go (createSandboxInfo), the same from 1.23 to
+  1.36: info["info"] is {"runtimeSpec"} for a pod without an infra container
+  (drop_infra_ctr, the default since 1.22, for every pod whose PID namespace
+  is not shared) and {"image", "pid", "runtimeSpec"} with one, in that order
+  (Go struct order). 1.19 to 1.22 sent "{}" instead of the runtimeSpec-only
+  form; before 1.19, no info at all. internal/config/nsmgr pins the pod's
+  ipc, net and uts namespaces under one fresh uuid: /var/run/netns/<uuid>,
+  /var/run/ipcns/<uuid>, /var/run/utsns/<uuid> (namespaces_dir "/var/run"),
+  and the node's own netns for hostNetwork pods (pinns --net=host); the spec
+  lists them in runtime-tools' order (pid, network, ipc, uts, mount). cri-o's
+  integration tests read the path the same way (test/network.bats:
+  .info.runtimeSpec.linux.namespaces[] | select(.type == "network").path),
+  and a real node's `crictl inspectp` (cri-o issue #8409) shows the
+  runtimeSpec-only form.
+  The status echoes the namespace options as the kubelet asked (network
+  NODE), has no IP for hostNetwork pods, and the labels and annotations of
+  the config. Version: version "0.1.0", runtimeName "cri-o", runtimeVersion
+  without a "v" ("1.29.2"), runtimeApiVersion "v1" (server/version.go).
+  Unknown IDs: NOT_FOUND 'could not find pod "<id>": ...'.
 - containerd 1.6/1.7 pkg/cri/server/sandbox_status.go: info["info"] is the
   SandboxInfo JSON (pid, processStatus, netNamespaceClosed, image, snapshotKey,
   snapshotter, runtimeHandler, runtimeType, runtimeOptions, config,
   runtimeSpec, cniResult); hostNetwork pods have no network entry in the spec.
 - containerd 2.x internal/cri/server/podsandbox/sandbox_status.go and
   types/sandbox_info.go: the same without runtimeHandler, plus
-  sandboxMetadata = {"Version": "v1", "Metadata": {..., "NetNSPath"}}; when the
-  shim is gone the controller answers NotFound and the info is rebuilt from the
-  store: processStatus "deleted", runtimeSpec null, NetNSPath still set.
+  sandboxMetadata = {"Version": "v1", "Metadata": {..., "NetNSPath"}}; go-cni
+  adds "PciID" and "SocketPath" to every cniResult interface. When the shim is
+  gone the controller answers NotFound and the info is rebuilt from the store:
+  processStatus "deleted", runtimeSpec null, NetNSPath still set.
   2.3 always fills info["info"], also without verbose.
+- containerd's config, cniResult and spec are Go's encoding/json: struct
+  fields in declaration order, map keys sorted, zero values of the CRI
+  config left out. Version: "0.1.0", "containerd", the build's version
+  ("v1.7.24" for upstream releases), "v1".
 - cri-dockerd core/sandbox_status.go: no info at all; ContainerStatus on the
   sandbox's ID (a docker container) gives {"sandboxID", "pid"}.
+test/test_fakes_real.py holds the containerd shapes against the documents real
+containerd 1.7.24 and 2.1.9 returned (test/data/) and against the live lab.
 
 The message classes are the tool's own (`if_inject.CRI_SCHEMA`); the real
 containerd lab checks that schema against a real runtime.
@@ -70,6 +91,9 @@ POD, CONTAINER, NODE = 0, 1, 2
 NAME_LABEL, NAMESPACE_LABEL, UID_LABEL = (
     if_inject.POD_NAME_LABEL, if_inject.POD_NAMESPACE_LABEL, if_inject.POD_UID_LABEL)
 PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
+# What the kubelet puts on every pod sandbox it asks for.
+KUBELET_ANNOTATIONS = {"kubernetes.io/config.seen": "2026-11-30T12:00:00.000000000Z",
+                       "kubernetes.io/config.source": "api"}
 
 
 # ---- runtimes and sandboxes ---------------------------------------------
@@ -92,8 +116,9 @@ class Runtime:
 CRIO = Runtime("cri-o", "1.29.2", not_found='could not find pod "{id}": not found')
 CONTAINERD_16 = Runtime("containerd", "v1.6.20", not_found=(
     'an error occurred when try to find sandbox: not found'))
-CONTAINERD_17 = Runtime("containerd", "v1.7.14", not_found=CONTAINERD_16.not_found)
+CONTAINERD_17 = Runtime("containerd", "v1.7.24", not_found=CONTAINERD_16.not_found)
 CONTAINERD_20 = Runtime("containerd", "v2.0.0", not_found=CONTAINERD_16.not_found)
+CONTAINERD_21 = Runtime("containerd", "v2.1.9", not_found=CONTAINERD_16.not_found)
 CONTAINERD_23 = Runtime("containerd", "v2.3.0", info_without_verbose=True,
                         not_found=CONTAINERD_16.not_found)
 CRI_DOCKERD = Runtime("docker", "24.0.7", not_found="Error: No such container: {id}")
@@ -119,39 +144,64 @@ class Sandbox:
     info: dict[str, str] = field(default_factory=dict)  # PodSandboxStatus info (verbose)
     container_info: str | None = None  # ContainerStatus info["info"] (cri-dockerd)
     vanishes: bool = False  # removed right after it is listed: its status is NOT_FOUND
+    ip: str = "10.88.0.7"  # status.network.ip (none for hostNetwork pods)
+    pod_labels: dict[str, str] = field(default_factory=dict)  # the pod's own, beside the kubelet's
+    annotations: dict[str, str] = field(default_factory=lambda: dict(KUBELET_ANNOTATIONS))
 
     @property
     def labels(self) -> dict[str, str]:
-        return {NAME_LABEL: self.name, NAMESPACE_LABEL: self.namespace, UID_LABEL: self.uid}
+        return {**self.pod_labels, NAME_LABEL: self.name, NAMESPACE_LABEL: self.namespace,
+                UID_LABEL: self.uid}
 
 
 def pod_config(sb: Sandbox, host_network: bool = False) -> dict[str, Any]:
-    """The PodSandboxConfig as Go's encoding/json writes it (snake_case, zero values left out)."""
+    """The PodSandboxConfig as Go's encoding/json writes it (snake_case, zero
+    values left out, map keys sorted)."""
     namespaces = {"network": NODE, "pid": CONTAINER} if host_network else {"pid": CONTAINER}
-    return {"metadata": {"name": sb.name, "uid": sb.uid, "namespace": sb.namespace},
-            "hostname": sb.name, "log_directory": f"/var/log/pods/{sb.namespace}_{sb.name}_{sb.uid}",
-            "labels": sb.labels,
-            "linux": {"cgroup_parent": f"/kubepods/besteffort/pod{sb.uid}",
-                      "security_context": {"namespace_options": namespaces}}}
+    metadata: dict[str, Any] = {"name": sb.name, "uid": sb.uid, "namespace": sb.namespace}
+    if sb.attempt:
+        metadata["attempt"] = sb.attempt
+    config: dict[str, Any] = {"metadata": metadata}
+    if not host_network:  # the kubelet names only pods of their own network
+        config["hostname"] = sb.name
+    config["log_directory"] = f"/var/log/pods/{sb.namespace}_{sb.name}_{sb.uid}"
+    config["labels"] = dict(sorted(sb.labels.items()))
+    if sb.annotations:
+        config["annotations"] = dict(sorted(sb.annotations.items()))
+    config["linux"] = {"cgroup_parent": f"/kubepods/besteffort/pod{sb.uid}",
+                       "security_context": {"namespace_options": namespaces}}
+    return config
 
 
-def oci_spec(sb: Sandbox, namespaces: list[dict[str, str]], annotations: dict[str, str]) -> dict[str, Any]:
-    """The sandbox's OCI runtime spec, cut to the parts the runtimes always fill."""
-    return {"ociVersion": "1.1.0",
-            "process": {"user": {"uid": 65535, "gid": 65535}, "args": ["/pause"], "cwd": "/",
-                        "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
-            "root": {"path": "rootfs", "readonly": True}, "hostname": sb.name,
-            "annotations": annotations,
-            "linux": {"cgroupsPath": f"/kubepods/besteffort/pod{sb.uid}/{sb.id}",
-                      "namespaces": namespaces, "maskedPaths": ["/proc/kcore", "/proc/keys"]}}
+def oci_spec(sb: Sandbox, namespaces: list[dict[str, str]], annotations: dict[str, str],
+             hostname: bool = True) -> dict[str, Any]:
+    """The sandbox's OCI runtime spec, cut to the parts the runtimes always fill
+    (containerd sets no hostname for a hostNetwork pod)."""
+    spec: dict[str, Any] = {
+        "ociVersion": "1.1.0",
+        "process": {"user": {"uid": 65535, "gid": 65535}, "args": ["/pause"], "cwd": "/",
+                    "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"]},
+        "root": {"path": "rootfs", "readonly": True}}
+    if hostname:
+        spec["hostname"] = sb.name
+    spec["annotations"] = annotations
+    spec["linux"] = {"cgroupsPath": f"/kubepods/besteffort/pod{sb.uid}/{sb.id}",
+                     "namespaces": namespaces, "maskedPaths": ["/proc/kcore", "/proc/keys"]}
+    return spec
 
 
-def cni_result(netns: str) -> dict[str, Any]:
-    """containerd's cniResult (go-cni's Result, Go field names)."""
-    return {"Interfaces": {"eth0": {"IPConfigs": [{"IP": "10.88.0.7", "Gateway": "10.88.0.1"}],
-                                    "Mac": "0a:58:0a:58:00:07", "Sandbox": netns},
-                           "lo": {"IPConfigs": [{"IP": "127.0.0.1", "Gateway": ""}],
-                                  "Mac": "00:00:00:00:00:00", "Sandbox": netns}},
+def cni_result(netns: str, v2: bool = False) -> dict[str, Any]:
+    """containerd's cniResult (go-cni's Result, Go field names; the node end of
+    the veth is listed too, without a sandbox). go-cni in containerd 2.x adds
+    PciID and SocketPath to every interface."""
+    def interface(ips: list[dict[str, str]] | None, mac: str, sandbox: str) -> dict[str, Any]:
+        entry: dict[str, Any] = {"IPConfigs": ips, "Mac": mac, "Sandbox": sandbox}
+        return {**entry, "PciID": "", "SocketPath": ""} if v2 else entry
+    return {"Interfaces": {
+                "eth0": interface([{"IP": "10.88.0.7", "Gateway": "10.88.0.1"}], "0a:58:0a:58:00:07", netns),
+                "lo": interface([{"IP": "127.0.0.1", "Gateway": ""}, {"IP": "::1", "Gateway": ""}],
+                                "00:00:00:00:00:00", netns),
+                "veth5a3c1f07": interface(None, "e2:6b:53:7e:2f:4b", "")},
             "DNS": [{}], "Routes": None}
 
 
@@ -169,16 +219,23 @@ def crio_sandbox(name: str, netns: str, namespace: str = "default", infra_pid: i
     """cri-o: {"runtimeSpec"} alone without an infra container (drop_infra_ctr),
     {"image", "pid", "runtimeSpec"} with one (infra_pid > 0)."""
     sb = Sandbox(name, namespace, network=NODE if host_network else POD)
-    uid = uuid.uuid4()
+    return with_info(sb, crio_info(sb, netns, infra_pid, host_network))
+
+
+def crio_info(sb: Sandbox, netns: str, infra_pid: int = 0, host_network: bool = False) -> dict[str, Any]:
+    """cri-o's info["info"] for `sb`; ipc and uts are pinned under the netns file's name."""
+    pin = netns.rsplit("/", 1)[-1]
     namespaces = [{"type": "pid"}, {"type": "network", "path": netns},
-                  {"type": "ipc", "path": f"/var/run/ipcns/{uid}"},
-                  {"type": "uts", "path": f"/var/run/utsns/{uid}"}, {"type": "mount"}]
-    spec = oci_spec(sb, namespaces, {"io.kubernetes.cri-o.SandboxID": sb.id,
+                  {"type": "ipc", "path": f"/var/run/ipcns/{pin}"},
+                  {"type": "uts", "path": f"/var/run/utsns/{pin}"}, {"type": "mount"}]
+    spec = oci_spec(sb, namespaces, {**sb.annotations, **sb.labels,
+                                     "io.kubernetes.cri-o.ContainerType": "sandbox",
                                      "io.kubernetes.cri-o.HostNetwork": str(host_network).lower(),
-                                     "io.kubernetes.pod.name": name})
+                                     "io.kubernetes.cri-o.KubeName": sb.name,
+                                     "io.kubernetes.cri-o.SandboxID": sb.id})
     if infra_pid:
-        return with_info(sb, {"image": PAUSE_IMAGE, "pid": infra_pid, "runtimeSpec": spec})
-    return with_info(sb, {"runtimeSpec": spec})
+        return {"image": PAUSE_IMAGE, "pid": infra_pid, "runtimeSpec": spec}
+    return {"runtimeSpec": spec}
 
 
 def crio_old_spoofed_sandbox(name: str, namespace: str = "default") -> Sandbox:
@@ -197,9 +254,9 @@ def containerd_info(sb: Sandbox, netns: str | None, pid: int, host_network: bool
         "image": PAUSE_IMAGE, "snapshotKey": sb.id, "snapshotter": "overlayfs",
         "runtimeHandler": "", "runtimeType": "io.containerd.runc.v2",
         "runtimeOptions": {"systemd_cgroup": True}, "config": pod_config(sb, host_network),
-        "runtimeSpec": oci_spec(sb, namespaces, {"io.kubernetes.cri.container-type": "sandbox",
-                                                 "io.kubernetes.cri.sandbox-id": sb.id}),
-        "cniResult": None if host_network or netns is None else cni_result(netns)}
+        "runtimeSpec": oci_spec(sb, namespaces, containerd_spec_annotations(sb, v2),
+                                hostname=not host_network),
+        "cniResult": None if host_network or netns is None else cni_result(netns, v2)}
     if v2:
         del info["runtimeHandler"]
         info["sandboxMetadata"] = {"Version": "v1", "Metadata": {
@@ -210,14 +267,35 @@ def containerd_info(sb: Sandbox, netns: str | None, pid: int, host_network: bool
     return info
 
 
+def containerd_spec_annotations(sb: Sandbox, v2: bool = False) -> dict[str, str]:
+    """What containerd's CRI writes on the sandbox spec (the pod's own annotations
+    only when configured to pass them through)."""
+    annotations = {"io.kubernetes.cri.container-type": "sandbox",
+                   "io.kubernetes.cri.sandbox-id": sb.id,
+                   "io.kubernetes.cri.sandbox-log-directory": pod_config(sb)["log_directory"],
+                   "io.kubernetes.cri.sandbox-name": sb.name,
+                   "io.kubernetes.cri.sandbox-namespace": sb.namespace,
+                   "io.kubernetes.cri.sandbox-uid": sb.uid}
+    if v2:
+        annotations["io.kubernetes.cri.podsandbox.image-name"] = PAUSE_IMAGE
+    return dict(sorted(annotations.items()))
+
+
 def containerd16_sandbox(name: str, netns: str, pid: int, namespace: str = "default") -> Sandbox:
     """containerd 1.6/1.7 with a pinned netns (the path in the runtime spec)."""
     sb = Sandbox(name, namespace)
     return with_info(sb, containerd_info(sb, netns, pid))
 
 
-def containerd17_proc_sandbox(name: str, pid: int, namespace: str = "default") -> Sandbox:
-    """containerd 1.7 and older giving the netns as /proc/<pid>/ns/net only."""
+# A runtime answering the netns by the infra process' pid. No containerd release
+# does (cri-containerd pinned it from 1.0.0-alpha.0, 2017, before it had a
+# verbose status; 1.6 to 2.1 pin it, as the lab shows), but the tool meets the
+# path form through cri-dockerd's pid, and must take it from a spec as well.
+PROC_PATH = Runtime("proc-path", "0", not_found=CONTAINERD_16.not_found)
+
+
+def proc_path_sandbox(name: str, pid: int, namespace: str = "default") -> Sandbox:
+    """containerd's info shape with /proc/<pid>/ns/net as the spec's netns (see PROC_PATH)."""
     sb = Sandbox(name, namespace)
     return with_info(sb, containerd_info(sb, f"/proc/{pid}/ns/net", pid))
 
@@ -239,6 +317,17 @@ def containerd2_sandbox(name: str, netns: str, pid: int, namespace: str = "defau
         sb.status_state = NOTREADY
         info.update(pid=0, processStatus="deleted", image="", snapshotKey="", snapshotter="",
                     runtimeType="", runtimeOptions=None, runtimeSpec=None)
+    return with_info(sb, info)
+
+
+def containerd_stopped(sb: Sandbox) -> Sandbox:
+    """A containerd sandbox after StopPodSandbox, as 1.6.20, 1.7.24 and 2.1.9 answer
+    (measured in the lab): listed and reported NOTREADY, no IP, pid 0,
+    processStatus "deleted", netNamespaceClosed true; the spec, and the netns
+    path in it (the file gone), stay."""
+    sb.state, sb.ip = NOTREADY, ""
+    info = json.loads(sb.info["info"])
+    info.update(pid=0, processStatus="deleted", netNamespaceClosed=True)
     return with_info(sb, info)
 
 
@@ -357,7 +446,8 @@ class FakeCRI:
         self.sandboxes = [sb for sb in self.sandboxes if not (sb.vanishes and sb in items)]
         return M["ListPodSandboxResponse"](items=[
             M["PodSandbox"](id=sb.id, metadata=self._metadata(sb), state=sb.state,
-                            created_at=1_700_000_000_000_000_000, labels=sb.labels)
+                            created_at=1_700_000_000_000_000_000, labels=sb.labels,
+                            annotations=sb.annotations)
             for sb in items])
 
     def pod_sandbox_status(self, request: Any, context: grpc.ServicerContext) -> Any:
@@ -365,7 +455,8 @@ class FakeCRI:
         status = M["PodSandboxStatus"](
             id=sb.id, metadata=self._metadata(sb), created_at=1_700_000_000_000_000_000,
             state=sb.state if sb.status_state is None else sb.status_state, labels=sb.labels,
-            network=M["PodSandboxNetworkStatus"](ip="" if sb.network == NODE else "10.88.0.7"))
+            annotations=sb.annotations,
+            network=M["PodSandboxNetworkStatus"](ip="" if sb.network == NODE else sb.ip))
         status.linux.namespaces.options.network = sb.network
         status.linux.namespaces.options.pid = CONTAINER
         if request.verbose:

@@ -1,12 +1,20 @@
 """A real Kubernetes-node runtime for the tests: containerd + CRI + runc + CNI.
 
-    lab = Lab("/tmp/if-inject-lab")
+    lab = Lab("/tmp/if-inject-lab", runtime="containerd-2.1")
     lab.up()                                  # install, build images, start containerd
     pod = lab.run_pod("if-inject", "alpine-0", labels={"app": "alpine"})
     lab.exec(pod, ["ip", "-o", "addr", "show", "eth0"])
     lab.down()                                # the machine is as before up()
 
-or as a script: `python3 test/lab.py up|down|clean ROOT`.
+or as a script: `python3 test/lab.py up|down|clean ROOT [RUNTIME]`.
+
+RUNTIMES are containerd 1.6 (the host's Debian package, run on the host) and
+containerd 1.7 and 2.1, run from Debian trixie and sid roots (test/debroot.py
+builds and caches them) in mount, network and PID namespaces of their own: the
+root is an overlay whose writable layer is in ROOT (the cached root stays
+untouched), ROOT and the host's /tmp are seen at their own paths inside, and
+the pods' netns are mounted in the host's /run/netns, as on a node.
+../shared/notes/newer-runtimes.md records how and why.
 
 Everything the lab owns lives under ROOT, and every name it puts on the host is
 derived from ROOT (socket, bridge, CNI network, cgroup parent, pod subnet), so
@@ -67,7 +75,18 @@ MARK = "trusted.if-inject-lab"
 # What the lab creates in ROOT; clean() removes only these names, so a wrong
 # ROOT (say $HOME) loses nothing else. cache/ and containerd.log are kept.
 OWNED = ["root", "state", "runc", "tmp", "opt", "net.d", "ipam", "pods", "config.toml",
-         "containerd.sock", "containerd.sock.ttrpc", "containerd.pid", "lab.json"]
+         "containerd.sock", "containerd.sock.ttrpc", "containerd.pid", "lab.json",
+         "chroot", "chroot.upper", "chroot.work", "holder.pid", "holder.ready"]
+
+RUNTIMES = ("containerd-1.6", "containerd-1.7", "containerd-2.1")
+DEFAULT_RUNTIME = "containerd-1.6"
+# The runtimes run from a Debian root: runtime -> suite. One package list for
+# both, so each suite has one cached root (debroot's key is the sorted list).
+ROOT_SUITES = {"containerd-1.7": "trixie", "containerd-2.1": "sid"}
+ROOT_PACKAGES = ("busybox-static", "containerd", "containernetworking-plugins", "iproute2", "runc")
+# Where a node's runtime mounts pod netns (the runtimes in a root do too).
+NETNS_DIR = "/run/netns"
+MARK_MOUNT = "trusted.if-inject-lab-mount"  # on NETNS_DIR: a lab made it a mount point
 
 # Debian packages providing what the lab runs: (file or command, package).
 REQUIREMENTS = [
@@ -291,6 +310,55 @@ def busybox_image(cache: Path) -> Path:
     return _cached(cache, f"busybox-{hashlib.sha256(binary).hexdigest()[:16]}.tar", build)
 
 
+# ---- the namespaces of a runtime from a Debian root ----------------------------
+
+# Run by HOLDER_INIT in the new namespaces: $1 the cached root, $2 ROOT, $3 /run/netns.
+# Every shared mount but /run/netns is made private (nothing mounted here reaches the
+# host; the pods' netns do). The root is an overlay whose writable layer is in ROOT;
+# proc, sysfs, the host's cgroups and /dev, a private /run, and ROOT and the host's /tmp
+# at their own paths are mounted in it.
+HOLDER_SETUP = r"""set -e
+lower=$1 root=$2 netns=$3 m=$2/chroot
+findmnt -rn -o TARGET,PROPAGATION | while read -r target propagation; do
+  case $propagation in *shared*) [ "$target" = "$netns" ] || mount --make-private "$target";; esac
+done
+mount -t overlay overlay -o "lowerdir=$lower,upperdir=$root/chroot.upper,workdir=$root/chroot.work" "$m"
+mount -t proc proc "$m/proc"
+mount -t sysfs sysfs "$m/sys"
+mount --rbind /sys/fs/cgroup "$m/sys/fs/cgroup"
+mount --rbind /dev "$m/dev"
+mount -t tmpfs -o mode=755 tmpfs "$m/run"
+mkdir "$m/run/netns"
+mount --rbind "$netns" "$m/run/netns"
+mount --bind /tmp "$m/tmp"
+mkdir -p "$m$root"
+mount --bind "$root" "$m$root"
+ip link set lo up
+"""
+
+# PID 1 of the namespaces: runs HOLDER_SETUP, makes the root the namespace's own root
+# (pivot_root, not chroot: runc's pivot into a container's rootfs, and every exec
+# into a container, need the root to be the mount namespace's root), then only reaps,
+# so that shims outlive a restarted containerd as on a node. All dies with it.
+HOLDER_INIT = r"""
+import ctypes, os, platform, subprocess, sys, time
+setup, lower, root = sys.argv[1:4]
+subprocess.run(["sh", "-c", setup, "setup", *sys.argv[2:]], check=True)
+libc = ctypes.CDLL(None, use_errno=True)
+os.chdir(root + "/chroot")
+nr = {"x86_64": 155, "aarch64": 41}[platform.machine()]
+if libc.syscall(nr, b".", b".") != 0 or libc.umount2(b".", 2) != 0:
+    sys.exit("pivot_root: " + os.strerror(ctypes.get_errno()))
+os.chdir("/")
+open(root + "/holder.ready", "w").close()
+while True:
+    try:
+        os.wait()
+    except ChildProcessError:
+        time.sleep(0.1)
+"""
+
+
 # ---- pods --------------------------------------------------------------------
 
 @dataclass
@@ -309,9 +377,17 @@ class Pod:
 
 
 class Lab:
-    """A private containerd with its CRI plugin, CNI and images, all under `root`."""
+    """A private containerd with its CRI plugin, CNI and images, all under `root`.
 
-    def __init__(self, root: str) -> None:
+    `runtime` is one of RUNTIMES: containerd 1.6 runs on the host as it is
+    installed; 1.7 and 2.1 run from a Debian root in namespaces of their own.
+    """
+
+    def __init__(self, root: str, runtime: str = DEFAULT_RUNTIME) -> None:
+        if runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
+        self.suite = ROOT_SUITES.get(runtime)  # None: the host's containerd
         self.root = Path(os.path.realpath(root))
         if len(f"{self.root}/containerd.sock.ttrpc") >= 108:  # sun_path of a unix socket
             raise ValueError(f"lab root too long for a unix socket path: {self.root}")
@@ -325,7 +401,8 @@ class Lab:
         self.subnet = f"10.{200 + digest[4] % 50}.{digest[5]}.0/24"
         self.cache = self.root / "cache"
         self.config_path = self.root / "config.toml"
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None  # what started containerd
+        self._holder: subprocess.Popen[bytes] | None = None  # the namespaces of a root's runtime
         self._channel: Any = None
         self._sandbox_configs: dict[str, Any] = {}  # CreateContainer needs the pod's config again
 
@@ -363,8 +440,7 @@ class Lab:
             images = [pause_image(self.cache), busybox_image(self.cache)]
             self._start_containerd()
             for image in images:
-                run(["ctr", "--address", self.socket, "-n", CRI_NAMESPACE, "images", "import",
-                     "--snapshotter", "overlayfs", str(image)])
+                self.import_image(image)
             self._wait_network_ready()
         except BaseException:
             self.down()
@@ -373,6 +449,30 @@ class Lab:
     def down(self) -> None:
         """Remove every pod, stop containerd, and undo what it did to the host."""
         self.clean()
+
+    def import_image(self, archive: Path) -> None:
+        """Import an OCI archive with the runtime's own ctr (ROOT and /tmp are seen alike)."""
+        self.ctr("images", "import", "--snapshotter", "overlayfs", str(archive))
+
+    def ctr(self, *args: str) -> str:
+        """Run the runtime's own `ctr` on its socket, in the CRI's namespace; its stdout."""
+        argv = ["ctr", "--address", self.socket, "-n", CRI_NAMESPACE, *args]
+        return run(self._in_runtime(argv) if self.suite else argv).stdout
+
+    def version(self) -> str:
+        """The runtime's own Version answer, as `containerd 2.1.9+unknown`."""
+        answer = self.cri("Version", {"version": "v1"})
+        return f"{answer.runtime_name} {answer.runtime_version}"
+
+    def restart_runtime(self) -> None:
+        """Stop containerd and start it again, pods running on (kubelet sees this on upgrades)."""
+        pid = self._containerd_pid()
+        if pid is not None:
+            problems = self._stop_containerd(pid)
+            if problems:
+                raise RuntimeError("; ".join(problems))
+        self._start_containerd()
+        self._wait_network_ready()
 
     def clean(self) -> None:
         """Tear down this root's lab, running or left over by a crash.
@@ -390,6 +490,7 @@ class Lab:
         if pid is not None:
             problems += self._remove_all_pods(ids)
             problems += self._stop_containerd(pid)
+        problems += self._stop_holder()
         problems += self._sweep(ids)
         if problems:
             raise RuntimeError("lab clean-up incomplete:\n  " + "\n  ".join(problems))
@@ -408,15 +509,18 @@ class Lab:
 
     def _start_containerd(self) -> int:
         self._write_config()
+        argv = ["containerd", "--config", str(self.config_path)]
         with open(self.root / "containerd.log", "ab") as logfile:
             # A session of its own: a ^C in the terminal must not kill it
             # before down() has removed the pods.
             self._proc = subprocess.Popen(
-                ["containerd", "--config", str(self.config_path)], stdin=subprocess.DEVNULL,
+                self._in_runtime(argv) if self.suite else argv, stdin=subprocess.DEVNULL,
                 stdout=logfile, stderr=subprocess.STDOUT, env=_env(), start_new_session=True)
-        (self.root / "containerd.pid").write_text(str(self._proc.pid))
+        # In a root, nsenter forks containerd (it enters a PID namespace).
+        pid = self._child_of(self._proc) if self.suite else self._proc.pid
+        (self.root / "containerd.pid").write_text(str(pid))
         self._wait_cri()
-        return self._proc.pid
+        return pid
 
     def _wait_cri(self, timeout: float = 20) -> None:
         import grpc
@@ -443,7 +547,8 @@ class Lab:
         deadline = time.monotonic() + timeout
         while True:
             conditions = self.cri("Status").status.conditions
-            if all(c.status for c in conditions):
+            # Only these two: 2.x adds ContainerdHasNoDeprecationWarnings.
+            if all(c.status for c in conditions if c.type in ("RuntimeReady", "NetworkReady")):
                 return
             if time.monotonic() > deadline:
                 raise RuntimeError(f"runtime not ready: {conditions}")
@@ -457,22 +562,18 @@ class Lab:
         return "\n".join(text.splitlines()[-lines:])
 
     def _stop_containerd(self, pid: int) -> list[str]:
-        """SIGTERM (it exits in 0.3-1.2 s), SIGKILL if it hangs; reap it if it is our child."""
+        """SIGTERM (it exits in 0.3-1.2 s), SIGKILL if it hangs; reap what we started."""
         self._close_channel()
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGTERM)
-        if self._proc is not None and self._proc.pid == pid:
-            try:
-                self._proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
-            self._proc = None
-        elif not wait_gone(pid, 15):
+        if not wait_gone(pid, 15):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
             if not wait_gone(pid, 5):
                 return [f"containerd {pid} does not exit"]
+        if self._proc is not None:  # containerd, or the nsenter that forked it
+            self._proc.wait()
+            self._proc = None
         (self.root / "containerd.pid").unlink(missing_ok=True)
         return []
 
@@ -501,6 +602,116 @@ class Lab:
             self._channel.close()
             self._channel = None
 
+    @staticmethod
+    def _child_of(proc: subprocess.Popen[bytes], timeout: float = 10) -> int:
+        """The PID of the one child `proc` forks."""
+        deadline = time.monotonic() + timeout
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children")
+        while True:
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                return int(children.read_text().split()[0])
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{proc.args!r}: no child process")
+            time.sleep(0.005)
+
+    # ---- a runtime from a Debian root, in namespaces of its own ------------------------
+
+    @property
+    def chroot(self) -> Path:
+        """Where the root is mounted before it becomes the root of the runtime's mount
+        namespace (pivot_root): an overlay, seen in that namespace only."""
+        return self.root / "chroot"
+
+    def _in_runtime(self, argv: list[str]) -> list[str]:
+        """argv run in the runtime's namespaces, whose root is the Debian root."""
+        holder = self._holder_init() or self._start_holder()
+        return ["nsenter", "-t", str(holder), "-m", "-n", "-p", "--",
+                "env", "-i", f"PATH={SBIN_PATH}", "LANG=C.UTF-8", *argv]
+
+    def _holder_pid(self) -> int | None:
+        """The `unshare` holding the namespaces, if it is still ours."""
+        try:
+            pid = int((self.root / "holder.pid").read_text())
+        except (OSError, ValueError):
+            return None
+        argv = proc_cmdline(pid)
+        ours = bool(argv) and argv[0].endswith("unshare") and str(self.root) in argv
+        return pid if ours and proc_alive(pid) else None
+
+    def _holder_init(self) -> int | None:
+        """PID 1 of the runtime's PID namespace, as the host sees it, once it is set up."""
+        pid = self._holder_pid()
+        if pid is None or not (self.root / "holder.ready").exists():
+            return None
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return int(children[0]) if children else None
+
+    def _start_holder(self) -> int:
+        """New mount, network and PID namespaces whose root is the Debian root; their PID 1."""
+        assert self.suite is not None
+        from debroot import debian_root
+
+        lower = debian_root(self.suite, ROOT_PACKAGES)
+        self._share_netns_dir()
+        for d in ("chroot", "chroot.upper", "chroot.work"):
+            (self.root / d).mkdir(exist_ok=True)
+        (self.root / "holder.ready").unlink(missing_ok=True)
+        with open(self.root / "containerd.log", "ab") as logfile:
+            self._holder = subprocess.Popen(
+                ["unshare", "--mount", "--net", "--pid", "--fork", "--kill-child",
+                 "--propagation", "unchanged", "--", sys.executable, "-c", HOLDER_INIT,
+                 HOLDER_SETUP, str(lower), str(self.root), NETNS_DIR],
+                stdin=subprocess.DEVNULL, stdout=logfile, stderr=subprocess.STDOUT, env=_env(),
+                start_new_session=True)
+        (self.root / "holder.pid").write_text(str(self._holder.pid))
+        deadline = time.monotonic() + 20
+        while (init := self._holder_init()) is None:
+            if self._holder.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the runtime's namespaces failed:\n{self._log_tail()}")
+            time.sleep(0.01)
+        return init
+
+    def _stop_holder(self) -> list[str]:
+        """Kill PID 1 of the runtime's namespaces: every process in them dies with it."""
+        pid = self._holder_pid()
+        if pid is None:
+            return []
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        for victim in [*map(int, children), pid]:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(victim, signal.SIGKILL)
+        for started in (self._holder, self._proc):  # the nsenter of a containerd never recorded
+            if started is not None:
+                started.wait()
+        self._holder = self._proc = None
+        (self.root / "holder.pid").unlink(missing_ok=True)
+        (self.root / "holder.ready").unlink(missing_ok=True)
+        return [] if wait_gone(pid, 10) else [f"namespace holder {pid} does not exit"]
+
+    def _share_netns_dir(self) -> None:
+        """Make /run/netns a shared mount, as `ip netns add` does, so that the pod netns the
+        runtime mounts in its own mount namespace appear on the host at the same path."""
+        if not os.path.isdir(NETNS_DIR):
+            os.mkdir(NETNS_DIR, 0o755)
+            _mark(NETNS_DIR, MARK)
+        if NETNS_DIR not in mounts_under(NETNS_DIR):
+            run(["mount", "--bind", NETNS_DIR, NETNS_DIR])
+            _mark(NETNS_DIR, MARK_MOUNT)
+        run(["mount", "--make-shared", NETNS_DIR])
+
+    def _unshare_netns_dir(self) -> None:
+        """Undo _share_netns_dir() once no lab's pod uses /run/netns any more."""
+        if not os.path.isdir(NETNS_DIR) or os.listdir(NETNS_DIR):
+            return
+        if _marked(NETNS_DIR, MARK_MOUNT):
+            with contextlib.suppress(OSError):
+                os.removexattr(NETNS_DIR, MARK_MOUNT)
+            while NETNS_DIR in mounts_under(NETNS_DIR):
+                unmount(NETNS_DIR)
+        if _marked(NETNS_DIR, MARK):
+            with contextlib.suppress(OSError):
+                os.rmdir(NETNS_DIR)
+
     # ---- configuration -----------------------------------------------------------
 
     def _write_config(self) -> None:
@@ -520,14 +731,21 @@ class Lab:
         self.config_path.write_text(self._containerd_toml())
 
     def _containerd_toml(self) -> str:
+        if self.runtime == "containerd-2.1":
+            return self._containerd_v3_toml()
         r = self.root
 
         def q(path: Path | str) -> str:  # a TOML basic string; JSON's escaping is compatible
             return json.dumps(str(path))
 
         cri = '[plugins."io.containerd.grpc.v1.cri"'
+        # 1.6 on the host keeps netns mounts in our state dir; 1.7 in its root
+        # mounts them in /var/run/netns, which is the host's (see _start_holder).
+        netns = ("# Keep netns bind mounts in our state dir, not in /var/run/netns.\n"
+                 "  netns_mounts_under_state_dir = true" if self.suite is None else
+                 "# Pod netns in /var/run/netns/cni-<uuid>, as on a node.")
         return f"""\
-# Written by test/lab.py for the lab in {r}; see ../shared/notes/runtime-lab.md.
+# Written by test/lab.py for the {self.runtime} lab in {r}; see ../shared/notes/runtime-lab.md.
 version = 2
 root = {q(r / "root")}
 state = {q(r / "state")}
@@ -545,8 +763,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   sandbox_image = {q(PAUSE_IMAGE)}
   # Without CAP_SYS_RESOURCE runc cannot set the sandbox's oom_score_adj -998.
   restrict_oom_score_adj = true
-  # Keep netns bind mounts in our state dir, not in /var/run/netns.
-  netns_mounts_under_state_dir = true
+  {netns}
   stream_server_address = "127.0.0.1"
   stream_server_port = "0"
 
@@ -567,9 +784,68 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
   max_conf_num = 1
 """
 
+    def _containerd_v3_toml(self) -> str:
+        """containerd 2.x's configuration (version 3: the CRI split into images and runtime)."""
+        r = self.root
+
+        def q(path: Path | str) -> str:
+            return json.dumps(str(path))
+
+        images, rt = "[plugins.'io.containerd.cri.v1.images'", "[plugins.'io.containerd.cri.v1.runtime'"
+        return f"""\
+# Written by test/lab.py for the {self.runtime} lab in {r}; see ../shared/notes/newer-runtimes.md.
+version = 3
+root = {q(r / "root")}
+state = {q(r / "state")}
+temp = {q(r / "tmp")}
+disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
+  "io.containerd.snapshotter.v1.zfs"]
+
+[grpc]
+  address = {q(self.socket)}
+
+[ttrpc]
+  address = {q(self.socket + ".ttrpc")}
+
+[plugins.'io.containerd.internal.v1.opt']
+  path = {q(r / "opt")}
+
+[plugins.'io.containerd.grpc.v1.cri']
+  stream_server_address = "127.0.0.1"
+  stream_server_port = "0"
+
+{images}]
+  snapshotter = "overlayfs"
+
+{images}.pinned_images]
+  sandbox = {q(PAUSE_IMAGE)}
+
+{rt}]
+  # Without CAP_SYS_RESOURCE runc cannot set the sandbox's oom_score_adj -998.
+  restrict_oom_score_adj = true
+
+{rt}.containerd]
+  default_runtime_name = "runc"
+
+{rt}.containerd.runtimes.runc]
+  runtime_type = "io.containerd.runc.v2"
+  # "shim" needs a shim with the sandbox API; the packaged runc shim has none.
+  sandboxer = "podsandbox"
+
+{rt}.containerd.runtimes.runc.options]
+  SystemdCgroup = false
+  Root = {q(r / "runc")}
+
+{rt}.cni]
+  bin_dirs = [{q(CNI_BIN_DIR)}]
+  conf_dir = {q(r / "net.d")}
+  max_conf_num = 1
+"""
+
     def _record_host(self) -> None:
         """Note what clean() must restore, in a file so a crashed run can be undone."""
         created = []
+        # (A runtime in a root makes none of them, but the tool on the node makes /var/lib/cni's.)
         for d, mode in OUTSIDE_DIRS.items():
             if not os.path.exists(d):
                 os.mkdir(d, mode)
@@ -577,7 +853,8 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 # Without xattrs only this lab's record below says it made d.
                 with contextlib.suppress(OSError):
                     os.setxattr(d, MARK, b"1")
-        facts = {"ip_forward": IP_FORWARD.read_text().strip(), "created_dirs": created}
+        facts = {"ip_forward": IP_FORWARD.read_text().strip(), "created_dirs": created,
+                 "runtime": self.runtime}
         (self.root / "lab.json").write_text(json.dumps(facts, indent=2) + "\n")
 
     # ---- pods ------------------------------------------------------------------------
@@ -779,6 +1056,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 # Not empty: another lab (or a real containerd) uses it now.
                 with contextlib.suppress(OSError):
                     os.rmdir(d)
+        self._unshare_netns_dir()
 
     def _remove_owned(self) -> None:
         for name in OWNED:
@@ -794,11 +1072,17 @@ def namespace_options(host_network: bool) -> dict[str, int]:
     return {"network": NODE if host_network else POD, "pid": CONTAINER}
 
 
-def _marked(path: str) -> bool:
+def _marked(path: str, mark: str = MARK) -> bool:
     try:
-        return os.getxattr(path, MARK) == b"1"
+        return os.getxattr(path, mark) == b"1"
     except OSError:
         return False
+
+
+def _mark(path: str, mark: str) -> None:
+    # Without xattrs the directory stays: it is empty and harmless.
+    with contextlib.suppress(OSError):
+        os.setxattr(path, mark, b"1")
 
 
 def netns_path(info: dict[str, Any]) -> str | None:
@@ -810,11 +1094,19 @@ def netns_path(info: dict[str, Any]) -> str | None:
     return None
 
 
+def recorded_runtime(root: str) -> str:
+    """The runtime a lab in `root` was started with (the default if none was)."""
+    try:
+        return str(json.loads((Path(root) / "lab.json").read_text())["runtime"])
+    except (OSError, ValueError, KeyError):
+        return DEFAULT_RUNTIME
+
+
 def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[1] not in ("up", "down", "clean"):
-        print(f"usage: {argv[0]} up|down|clean ROOT", file=sys.stderr)
+    if len(argv) not in (3, 4) or argv[1] not in ("up", "down", "clean") or not {*argv[3:]} <= {*RUNTIMES}:
+        print(f"usage: {argv[0]} up|down|clean ROOT [{'|'.join(RUNTIMES)}]", file=sys.stderr)
         return 2
-    lab = Lab(argv[2])
+    lab = Lab(argv[2], argv[3] if len(argv) == 4 else recorded_runtime(argv[2]))
     if argv[1] == "up":
         lab.up()
         print(lab.endpoint)

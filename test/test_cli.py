@@ -106,6 +106,7 @@ def default_dirs() -> Iterator[None]:
             with_parent.rmdir()
 
 
+@pytest.mark.runtimes
 def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, default_dirs: None) -> None:
     """netns, add | jq, ping, check, del, del: the original README's commands."""
     base = [*tool, "-r", lab.endpoint]
@@ -224,6 +225,7 @@ def test_unknown_pod_and_namespace(inject: Tool, pod: Any) -> None:
     assert inject.leases() == []
 
 
+@pytest.mark.runtimes
 def test_pod_with_only_a_stopped_sandbox(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
     pod = make_pod()
     lab.stop_pod(pod)
@@ -233,6 +235,7 @@ def test_pod_with_only_a_stopped_sandbox(inject: Tool, lab: Any, make_pod: Calla
                          f"(only not-ready sandboxes: {pod.sandbox_id})")
 
 
+@pytest.mark.runtimes
 def test_stopped_sandbox_beside_a_ready_one_is_ignored(inject: Tool, lab: Any,
                                                        make_pod: Callable[..., Any]) -> None:
     old = make_pod()
@@ -254,6 +257,7 @@ def test_two_ready_sandboxes_are_refused(inject: Tool, lab: Any, make_pod: Calla
         lab.remove_pod(second)
 
 
+@pytest.mark.runtimes
 def test_host_network_pod_is_refused(inject: Tool, make_pod: Callable[..., Any]) -> None:
     pod = make_pod(host_network=True, container=False)
     links = host_links()
@@ -357,6 +361,7 @@ def test_two_adds_at_once_exactly_one_wins(inject: Tool, lab: Any, pod: Any) -> 
     assert inject.leases() == [] and inject.cache_files() == []
 
 
+@pytest.mark.runtimes
 def test_del_after_the_pod_is_gone(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
     pod = make_pod()
     assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0
@@ -399,6 +404,7 @@ def json_lines(run: Run) -> dict[str, dict[str, Any]]:
     return {line["pod"]: line for line in lines}
 
 
+@pytest.mark.runtimes
 def test_batch_by_label_selector(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
     pods = [make_pod(labels={"app": "batch"}) for _ in range(3)]
     other = make_pod(labels={"app": "other"})
@@ -454,8 +460,10 @@ def test_batch_with_a_failing_pod(inject: Tool, lab: Any, make_pod: Callable[...
 
 # ---- lifecycle: list and gc ---------------------------------------------
 
+@pytest.mark.runtimes
 def test_list_and_gc_release_exactly_the_stale(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
     # The default cache dir, where containerd keeps its own entries (eth0, lo): gc must leave them.
+    # (A runtime in a Debian root keeps them in its root: the node's dir has none of them.)
     inject.cache = Path(ii.DEFAULT_CACHE_DIR)
     live, gone, stopped = make_pod(), make_pod(), make_pod()
     for pod in (live, gone, stopped):
@@ -463,7 +471,7 @@ def test_list_and_gc_release_exactly_the_stale(inject: Tool, lab: Any, make_pod:
     lab.remove_pod(gone)
     lab.stop_pod(stopped)
     lab_entries = [name for name in inject.cache_files() if not name.startswith("mynet-")]
-    assert f"{lab.network}-{live.sandbox_id}-eth0" in lab_entries
+    assert (f"{lab.network}-{live.sandbox_id}-eth0" in lab_entries) == (lab.suite is None)
 
     rows = {r["pod"]: r for r in json.loads(inject("list", "-o", "json").out)}
     assert {name: (r["sandboxState"], r["stale"]) for name, r in rows.items()} == {
@@ -496,6 +504,27 @@ def test_list_and_gc_release_exactly_the_stale(inject: Tool, lab: Any, make_pod:
     assert [name for name in inject.cache_files() if not name.startswith("mynet-")] == lab_entries
     assert inject("gc").out == ""  # a second run finds nothing to do
     assert inject("del", *args_for(live), "-spec", inject.spec).code == 0
+
+
+# ---- the runtime restarted ----------------------------------------------
+
+@pytest.mark.runtimes
+def test_runtime_restarted_while_pods_run(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
+    """containerd stopped and started again (an upgrade): its pods run on, lookups and DEL work."""
+    pod, restarted = make_pod(), lab.restart_pod(make_pod())
+    add = inject("add", *args_for(pod), "-spec", inject.spec)
+    assert add.code == 0
+    address = json.loads(add.out)["ips"][0]["address"]
+    lab.restart_runtime()
+    assert inject("netns", *args_for(pod)).out == pod.netns + "\n"
+    assert inject("netns", *args_for(restarted)).out == restarted.netns + "\n"
+    assert f"inet {address}" in pod_addrs(lab, pod)
+    assert inject("check", *args_for(pod), "-spec", inject.spec).code == 0
+    listed = {r["pod"]: r["sandboxState"] for r in json.loads(inject("list", "-o", "json").out)}
+    assert listed == {pod.name: "ready"}
+    run = inject("del", *args_for(pod), "-spec", inject.spec)
+    assert (run.code, run.out, run.err) == (0, "", "")
+    assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
 
 
 # ---- soak ---------------------------------------------------------------

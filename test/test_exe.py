@@ -524,6 +524,7 @@ def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, po
         assert not [k for k in seen if k.startswith(("_PYI", "PYTHON", "LD_LIBRARY_PATH_ORIG"))]
 
 
+@pytest.mark.runtimes("containerd-2.1")  # the runtime clusters run
 def test_in_a_pod_it_injects_into_another_pod(exe: Exe, lab: Any, pod: Any,
                                               tmp_path: Path, restore_ip_forward: None) -> None:
     """The executable in an image without Python or libc, in a pod like test/if-inject-pod.yaml."""

@@ -13,11 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import cri_schema
+import pytest
 from lab import (
     BUSYBOX_IMAGE,
     CNI_RESULTS,
     OWNED,
     PAUSE_IMAGE,
+    RUNTIMES,
     SHIM_SOCKETS,
     Lab,
     Pod,
@@ -83,6 +85,13 @@ def test_exec_sees_eth0_with_an_address_of_the_lab_subnet(lab: Lab, pod: Pod) ->
     assert status.network.ip == str(address.ip)
 
 
+@pytest.mark.runtimes
+def test_exec_runs_in_the_container_of_the_pod(lab: Lab, pod: Pod) -> None:
+    """In the image's files and the container's PID namespace, not the runtime's or the node's."""
+    assert lab.exec(pod, ["cat", "/etc/passwd"]) == (0, "root:x:0:0:root:/root:/bin/sh\n", "")
+    assert lab.exec(pod, ["cat", "/proc/1/cmdline"]) == (0, "sleep\0infinity\0", "")
+
+
 def test_exec_reports_exit_code_and_stderr(lab: Lab, pod: Pod) -> None:
     code, out, err = lab.exec(pod, ["ip", "link", "show", "net1"])
     assert code != 0 and out == "" and "net1" in err
@@ -129,58 +138,72 @@ def test_host_network_pod_has_no_network_namespace_entry(lab: Lab,
 
 # ---- labs side by side, and nothing left behind ------------------------------------------
 
+@pytest.mark.runtimes
 def test_two_labs_side_by_side(lab: Lab, lab_base: Path, pod: Pod) -> None:
-    second = Lab(str(lab_base / "second"))
+    """Two labs of one runtime (two containerds on one cached Debian root, for 1.7 and 2.1)."""
+    second = Lab(str(lab_base / f"second-{lab.runtime}"), lab.runtime)
     names = ["socket", "bridge", "network", "cgroup_parent", "subnet"]
     assert all(getattr(lab, n) != getattr(second, n) for n in names)
     ids: set[str] = set()
+    netns = None
     try:
         second.up()
         other = second.run_pod(pod.namespace, pod.name, labels={"app": "alpine"})
         ids.add(other.sandbox_id)
+        netns = other.netns
         assert eth0_address(second, other).network == ipaddress.IPv4Network(second.subnet)
         assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
     finally:
         second.down()
     assert leftovers(second, ids) == []
+    assert netns is not None and not os.path.exists(netns) and pod.netns and os.path.exists(pod.netns)
     assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
     assert sandboxes_of(lab, pod) == {pod.sandbox_id: READY}
 
 
-def test_down_leaves_nothing(lab_base: Path) -> None:
-    third = Lab(str(lab_base / "third"))
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_down_leaves_nothing(lab_base: Path, runtime: str) -> None:
+    third = Lab(str(lab_base / f"third-{runtime}"), runtime)
     forward = Path("/proc/sys/net/ipv4/ip_forward")
     before = forward.read_text()
     ids: set[str] = set()
+    netns: list[str] = []
     try:
         third.up()
         pods = [third.run_pod("if-inject", "a"), third.run_pod("if-inject", "b", host_network=True)]
         pods.append(third.restart_pod(pods[0]))
         ids = {p.sandbox_id for p in pods}
-        assert leftovers(third, ids) != []
+        netns = [p.netns for p in pods[1:] if p.netns]  # the first one's netns is gone already
+        assert leftovers(third, ids) != [] and all(map(os.path.exists, netns))
         forward.write_text("0\n" if before.strip() == "1" else "1\n")  # as the ptp plugin does
     finally:
         third.down()
-    assert leftovers(third, ids) == []
+    assert leftovers(third, ids) == [] and not any(map(os.path.exists, netns))
     assert forward.read_text() == before
 
 
-def test_clean_after_a_crash(lab_base: Path) -> None:
-    """A lab whose controlling process died and whose containerd was killed."""
-    root = str(lab_base / "crashed")
-    up = subprocess.run([sys.executable, "test/lab.py", "up", root], capture_output=True,
+@pytest.mark.parametrize("runtime", RUNTIMES)
+def test_clean_after_a_crash(lab_base: Path, runtime: str) -> None:
+    """A lab whose controlling process died and whose containerd was killed;
+    a runtime in a root loses its namespaces too, its pods with them."""
+    root = str(lab_base / f"crashed-{runtime}")
+    up = subprocess.run([sys.executable, "test/lab.py", "up", root, runtime], capture_output=True,
                         text=True, cwd=REPO)
-    crashed = Lab(root)
+    crashed = Lab(root, runtime)
     assert up.returncode == 0, up.stderr
     assert up.stdout.strip() == crashed.endpoint
     pod = crashed.run_pod("if-inject", "a")
     crashed._close_channel()
     pid = int((crashed.root / "containerd.pid").read_text())  # recorded by the lab
     os.kill(pid, signal.SIGKILL)
+    if crashed.suite:
+        os.kill(int((crashed.root / "holder.pid").read_text()), signal.SIGKILL)
+        assert pod.netns is not None and os.path.exists(pod.netns)  # on the host, held by nothing
     down = subprocess.run([sys.executable, "test/lab.py", "down", root], capture_output=True,
-                          text=True, cwd=REPO)
+                          text=True, cwd=REPO)  # the runtime is the one `up` recorded
     assert down.returncode == 0, down.stderr
     assert leftovers(crashed, {pod.sandbox_id}) == []
+    assert pod.netns is not None and not os.path.exists(pod.netns)
 
 
 def test_images_are_imported_under_their_names(lab: Lab) -> None:

@@ -308,6 +308,7 @@ def in_pod(lab: Any, pod: Any, *argv: str) -> str:
     return out
 
 
+@pytest.mark.runtimes
 def test_links_shows_what_the_container_sees(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
     text, js = run("links", *pod_args(pod)), run("links", *pod_args(pod), "-o", "json")
     assert (text.code, text.err, js.code, js.err) == (0, "", 0, "")
@@ -331,6 +332,7 @@ def test_links_shows_what_the_container_sees(lab: Any, pod: Any, run: Callable[.
          str(link["mtu"]), *link["addresses"]] for link in links]
 
 
+@pytest.mark.runtimes
 def test_veth_pings_both_ways_then_delete_leaves_nothing(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
     node_end, pod_end = subnet()
     made = run("veth", *pod_args(pod), "-address", pod_end, "-host-address", node_end)
@@ -482,6 +484,7 @@ def test_host_network_pod_is_refused(lab: Any, make_pod: Callable[..., Any], run
 
 # ---- pods ----------------------------------------------------------------------------
 
+@pytest.mark.runtimes
 def test_pods_lists_what_the_runtime_has(lab: Any, make_pod: Callable[..., Any],
                                          run: Callable[..., Run]) -> None:
     tier = uuid.uuid4().hex[:8]

@@ -1,8 +1,10 @@
 """if-inject on every CRI runtime users run, each played by test/fake_cri.py.
 
-Only containerd 1.6 runs on these machines (the lab tests use it); cri-o,
-containerd 1.7 and 2.x and cri-dockerd are fake_cri personalities that answer
-as those runtimes' sources do. Their answers point at a real network namespace
+cri-o and cri-dockerd cannot run on these machines, and containerd's rarer
+states (a shim gone, 2.3's quiet info, /proc paths) cannot be had on demand:
+here every runtime is a fake_cri personality that answers as that runtime's
+source does (test/test_fakes_real.py holds the containerd ones against the
+real 1.6, 1.7 and 2.1 of the lab). Their answers point at a real network namespace
 the test makes (`ip netns add`, or a process inside one for /proc/<pid>/ns/net),
 so `add`, `check` and `del` run the real ptp and host-local plugins, and the
 tests look at the result from inside the namespace.
@@ -37,18 +39,19 @@ from fake_cri import (
     CRIO,
     NOTREADY,
     POD,
+    PROC_PATH,
     FakeCRI,
     Runtime,
     Sandbox,
     SilentSocket,
     containerd2_sandbox,
     containerd16_sandbox,
-    containerd17_proc_sandbox,
     containerd_host_network_sandbox,
     cri_dockerd_sandbox,
     crio_old_spoofed_sandbox,
     crio_sandbox,
     dead_socket,
+    proc_path_sandbox,
     with_info,
 )
 
@@ -260,8 +263,10 @@ PERSONALITIES: dict[str, Personality] = {
         CRIO, crio_sandbox(NAME, var_run(netns), NS, infra_pid=pid), var_run(netns)),
     "containerd-1.6": lambda netns, pid: (
         CONTAINERD_16, containerd16_sandbox(NAME, netns, pid, NS), netns),
-    "containerd-1.7-proc": lambda netns, pid: (
-        CONTAINERD_17, containerd17_proc_sandbox(NAME, pid, NS), f"/proc/{pid}/ns/net"),
+    "containerd-1.7": lambda netns, pid: (
+        CONTAINERD_17, containerd16_sandbox(NAME, var_run(netns), pid, NS), var_run(netns)),
+    "proc-path-in-spec": lambda netns, pid: (
+        PROC_PATH, proc_path_sandbox(NAME, pid, NS), f"/proc/{pid}/ns/net"),
     "containerd-2.0": lambda netns, pid: (
         CONTAINERD_20, containerd2_sandbox(NAME, var_run(netns), pid, NS), var_run(netns)),
     "containerd-2.0-no-spec": lambda netns, pid: (
