@@ -13,7 +13,7 @@ DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iput
 # The runtime of `make demo`: containerd-1.6, containerd-1.7 or containerd-2.1.
 RUNTIME ?= containerd-2.1
 
-.PHONY: all demo test lint bench deps venv clean FORCE
+.PHONY: all demo test unit lint bench deps venv clean FORCE
 
 all: $(O)/if-inject
 
@@ -41,6 +41,10 @@ lint: venv
 
 test: deps venv lint
 	$(VENV)/bin/pytest -q test
+
+# The tests that need no root, no runtime and no CNI plugin (test/unit), in seconds.
+unit: venv
+	$(VENV)/bin/pytest -q test/unit
 
 demo: deps venv
 	$(PY) tools/demo.py -runtime $(RUNTIME)
