@@ -5,15 +5,15 @@ O ?= .
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# debootstrap builds the Debian roots of containerd 1.7 and 2.1 (test/debroot.py);
+# debootstrap builds the Debian roots of containerd 1.7 and 2.1 (test/support/debroot.py);
 # golang-go + golang-github-appc-cni-dev (bookworm's name for libcni's source, which provides
-# golang-github-containernetworking-cni-dev) build test/libcni_driver.go; portmap needs iptables.
+# golang-github-containernetworking-cni-dev) build test/support/libcni_driver.go; portmap needs iptables.
 DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev zlib1g-dev \
 	golang-go golang-github-appc-cni-dev iptables debootstrap
 # The runtime of `make demo`: containerd-1.6, containerd-1.7 or containerd-2.1.
 RUNTIME ?= containerd-2.1
 
-.PHONY: all demo test lint bench deps venv clean FORCE
+.PHONY: all demo test unit lint bench deps venv clean FORCE
 
 all: $(O)/if-inject
 
@@ -42,11 +42,15 @@ lint: venv
 test: deps venv lint
 	$(VENV)/bin/pytest -q test
 
+# The tests that need no root, no runtime and no CNI plugin (test/unit), in seconds.
+unit: venv
+	$(VENV)/bin/pytest -q test/unit
+
 demo: deps venv
-	$(PY) test/demo.py -runtime $(RUNTIME)
+	$(PY) tools/demo.py -runtime $(RUNTIME)
 
 bench: deps venv
-	$(PY) test/bench.py
+	$(PY) tools/bench.py
 	$(PY) tools/measure_exe.py
 
 # Always asked: build_exe.py itself skips a build whose sources and version are unchanged,

@@ -1,22 +1,28 @@
-"""Shared fixtures: the runtime lab, pods, named netns, and a machine check.
+"""Shared fixtures: the runtime lab, pods, named netns, the libcni driver, and a machine check.
+
+test/unit needs none of the lab's: its tests run without root, containerd or
+the CNI plugins. The lab's fixtures skip their tests unless root.
 
 - `lab`: one real containerd lab per runtime and session (skipped unless root).
   A test runs on lab.DEFAULT_RUNTIME; marked `@pytest.mark.runtimes` it runs on
   every one of lab.RUNTIMES, `@pytest.mark.runtimes("containerd-2.1")` on those named.
 - `pod`, `make_pod`: fresh pods in namespace "if-inject", removed after the test.
 - `netns`: a plain named network namespace, deleted after the test.
+- `sock_dir`, `serve`: fake CRI runtimes (support/fake_cri.py) on sockets of a temporary dir.
 - `tool`: the argv prefix that runs if_inject.py with this Python.
+- `inject`: a support.toolrun.Tool on the lab (private cache, CNI dir, dataDir).
+- `libcni_driver`: support/libcni_driver.go built (skipped without Go and libcni's source).
 - every test puts net.ipv4.ip_forward back (the ptp plugin sets it).
 
-After the session the machine must be as it was before: processes (the
-runtimes' namespaces included), mounts, netns, links, /var/lib/cni,
+After a root session the machine must be as it was before: processes (the
+runtimes' namespaces included), mounts, netns, links, /var/lib/cni, /run/cni,
 /run/containerd, ip_forward, the labs' cgroups and the cached Debian roots are
-compared, and any difference fails the run loudly (see the end of the file).
+compared, and any difference fails the run loudly (support/machine.py).
+A session without root can change none of these but processes: it compares those.
 """
 
 from __future__ import annotations
 
-import glob
 import os
 import shutil
 import subprocess
@@ -29,12 +35,8 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parent.parent
-for _path in (str(REPO / "test"), str(REPO)):
-    if _path not in sys.path:
-        sys.path.insert(0, _path)
-
-from lab import (  # noqa: E402
+from support.fake_cri import FakeCRI, Runtime, Sandbox, Serve
+from support.lab import (
     DEFAULT_RUNTIME,
     IP_FORWARD,
     RUNTIMES,
@@ -42,19 +44,13 @@ from lab import (  # noqa: E402
     Pod,
     lock_machine,
     mounts_under,
-    proc_alive,
-    proc_cmdline,
 )
+from support.libcni import build_driver
+from support.machine import LAB_PREFIX, machine_differences, machine_snapshot
+from support.node import need_root
+from support.toolrun import REPO, Tool
 
 POD_NAMESPACE = "if-inject"
-# Lab roots of this session start with this, so its processes can be told from
-# those of a concurrent session on the same machine.
-LAB_PREFIX = f"if-inject-lab-{os.getpid()}-"
-
-
-def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root: the lab runs containerd, runc and CNI plugins")
 
 
 @pytest.fixture(scope="session")
@@ -63,10 +59,22 @@ def tool() -> list[str]:
     return [sys.executable, str(REPO / "if_inject.py")]
 
 
+@pytest.fixture
+def inject(tool: list[str], lab: Lab, tmp_path: Path) -> Tool:
+    """if-inject on the session's lab, with a private cache, CNI dir and IPAM dataDir."""
+    return Tool(tool, lab, tmp_path)
+
+
+@pytest.fixture(scope="session")
+def libcni_driver(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The libcni driver, built for this session from Debian's packages."""
+    return build_driver(tmp_path_factory.mktemp("libcni"))
+
+
 @pytest.fixture(scope="session")
 def lab_base() -> Iterator[Path]:
     """A private directory for lab roots (the session lab and any a test starts)."""
-    need_root()
+    need_root("the lab runs containerd, runc and CNI plugins")
     base = Path(tempfile.mkdtemp(prefix=LAB_PREFIX))
     yield base
     left = mounts_under(str(base))
@@ -140,6 +148,9 @@ def pod(make_pod: Callable[..., Pod]) -> Pod:
 def restore_ip_forward() -> Iterator[None]:
     """The ptp plugin sets net.ipv4.ip_forward=1 on every ADD (failed ones too), and
     neither libcni nor the tool puts it back: each test does, as a kubelet-less node would."""
+    if os.geteuid() != 0:  # nothing without root can change it
+        yield
+        return
     before = IP_FORWARD.read_text()
     yield
     if IP_FORWARD.read_text() != before:
@@ -151,13 +162,17 @@ def netns_dir() -> Iterator[None]:
     """`ip netns add` makes /run/netns a mount point of its own (stacked, when
     two find it none yet). Undone once, last of all, when no pod holds it: right
     after a test, with the lab's pods up, rmdir can still find it busy."""
+    if os.geteuid() != 0:  # nothing without root can change it
+        yield
+        return
+
     # (os.path.ismount cannot see a bind mount of a directory onto itself.)
     def mounted() -> bool:
         return "/run/netns" in mounts_under("/run/netns")
 
     existed, was_mount = os.path.isdir("/run/netns"), mounted()
     yield
-    if os.geteuid() != 0 or not os.path.isdir("/run/netns") or os.listdir("/run/netns"):
+    if not os.path.isdir("/run/netns") or os.listdir("/run/netns"):
         return
     while not was_mount and mounted():
         subprocess.run(["umount", "/run/netns"], check=True)
@@ -168,7 +183,7 @@ def netns_dir() -> Iterator[None]:
 @pytest.fixture
 def netns() -> Iterator[str]:
     """A plain named netns made with `ip netns add`; yields its path /run/netns/NAME."""
-    need_root()
+    need_root("network namespaces")
     name = f"if-inject-test-{uuid.uuid4().hex[:8]}"
     subprocess.run(["ip", "netns", "add", name], check=True)
     try:
@@ -177,84 +192,31 @@ def netns() -> Iterator[str]:
         subprocess.run(["ip", "netns", "del", name], check=True)
 
 
-# ---- the machine is as before ---------------------------------------------------------
-
-def _tree(top: str) -> list[str] | None:
-    if not os.path.exists(top):
-        return None
-    return sorted(os.path.join(d, n) for d, dirs, files in os.walk(top) for n in dirs + files)
-
-
-def _our_processes() -> list[str]:
-    """Live processes started by this session: descendants, and those of our labs."""
-    parents: dict[int, int] = {}
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            stat = Path(f"/proc/{entry}/stat").read_text()
-        except OSError:
-            continue
-        parents[int(entry)] = int(stat.rpartition(")")[2].split()[1])
-    ours = {os.getpid()}
-    changed = True
-    while changed:  # close over children: pods' processes are children of shims
-        new = {pid for pid, ppid in parents.items() if ppid in ours or
-               any(LAB_PREFIX in arg for arg in proc_cmdline(pid))}
-        changed, ours = not new <= ours, ours | new
-    ours.discard(os.getpid())
-    return sorted(f"{pid} {' '.join(proc_cmdline(pid))}" for pid in ours if proc_alive(pid))
+@pytest.fixture
+def sock_dir() -> Iterator[Path]:
+    """A short private directory for sockets (a socket path has at most 107 bytes)."""
+    path = Path(tempfile.mkdtemp(prefix="ifi-cri-"))
+    yield path
+    for entry in path.iterdir():
+        entry.unlink()
+    path.rmdir()
 
 
-def _links() -> list[str]:
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
-    return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+@pytest.fixture
+def serve(sock_dir: Path) -> Iterator[Serve]:
+    """serve(runtime, sandboxes, name=None, **faults): a running FakeCRI, stopped after the test."""
+    started: list[FakeCRI] = []
 
+    def start(runtime: Runtime, sandboxes: list[Sandbox] | tuple[()] = (), name: str = "",
+              **faults: object) -> FakeCRI:
+        cri = FakeCRI(sock_dir / (name or f"cri{len(started)}.sock"), runtime, sandboxes,
+                      **faults)  # type: ignore[arg-type]
+        started.append(cri.start())
+        return cri
 
-def _roots_written() -> list[str]:
-    """Files of the cached Debian roots newer than the root itself: labs only read them
-    (through an overlay), so that concurrent labs and later sessions get the same root."""
-    from debroot import ROOTS_DIR
-
-    changed: list[str] = []
-    try:
-        marks = sorted(ROOTS_DIR.glob("*/.complete"))
-    except OSError:
-        return changed
-    for complete in marks:
-        found = subprocess.run(["find", str(complete.parent), "-xdev", "-newer", str(complete)],
-                               capture_output=True, text=True).stdout
-        changed += found.splitlines()
-    return changed
-
-
-def machine_snapshot() -> dict[str, Any]:
-    """What tests and labs may change on the host, to compare before and after."""
-    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
-    return {
-        "processes": _our_processes(),
-        "mounts": sorted(Path("/proc/mounts").read_text().splitlines()),
-        "ip netns list": sorted(netns.splitlines()),
-        "/run/netns": _tree("/run/netns"),
-        "links": _links(),
-        "/var/lib/cni": _tree("/var/lib/cni"),
-        "/run/containerd": _tree("/run/containerd"),
-        "net.ipv4.ip_forward": IP_FORWARD.read_text().strip(),
-        "lab cgroups": sorted(glob.glob("/sys/fs/cgroup/*/if-inject-lab-*")),
-        "Debian roots written": _roots_written(),
-    }
-
-
-def machine_differences(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
-    lines = []
-    for key, old in before.items():
-        new = after[key]
-        if old == new:
-            continue
-        if isinstance(old, list) and isinstance(new, list):
-            lines += [f"{key}: + {x}" for x in new if x not in old]
-            lines += [f"{key}: - {x}" for x in old if x not in new]
-        else:
-            lines.append(f"{key}: {old!r} -> {new!r}")
-    return lines
+    yield start
+    for cri in started:
+        cri.stop()
 
 
 _BEFORE = pytest.StashKey[dict[str, Any]]()
@@ -264,12 +226,13 @@ _LOCK = pytest.StashKey[int]()
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.geteuid() == 0:  # root sessions change the host: one at a time
         session.config.stash[_LOCK] = lock_machine()
-    session.config.stash[_BEFORE] = machine_snapshot()
+    session.config.stash[_BEFORE] = machine_snapshot(full=os.geteuid() == 0)
 
 
 @pytest.hookimpl(trylast=True)  # after the runner's, which tears the session fixtures down
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    differences = machine_differences(session.config.stash[_BEFORE], machine_snapshot())
+    differences = machine_differences(session.config.stash[_BEFORE],
+                                      machine_snapshot(full=os.geteuid() == 0))
     if _LOCK in session.config.stash:
         os.close(session.config.stash[_LOCK])
     if not differences:

@@ -18,75 +18,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from toolrun import Run
 
 import if_inject as ii
+from support.node import links_in_subnet, pod_addrs
+from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-
-
-class Tool:
-    """if-inject on the lab, with a private cache, CNI dir and IPAM dataDir."""
-
-    def __init__(self, argv: list[str], lab: Any, tmp: Path) -> None:
-        self.argv, self.lab, self.tmp = argv, lab, tmp
-        self.cache = tmp / "cni"  # -cache-dir: libcni's cacheDir, entries in its results/
-        self.bin = tmp / "bin"
-        self.bin.mkdir()
-        self.ipam = tmp / "ipam"
-        self.spec = self.write_spec("ptp.json", json.loads((REPO / "test" / "ptp.json").read_text()))
-
-    def write_spec(self, name: str, conf: dict[str, Any]) -> str:
-        for plugin in conf.get("plugins", [conf]):
-            if plugin.get("ipam", {}).get("type") == "host-local":
-                plugin["ipam"]["dataDir"] = str(self.ipam)
-        path = self.tmp / name
-        path.write_text(json.dumps(conf))
-        return str(path)
-
-    def fake_plugin(self, name: str, body: str) -> None:
-        path = self.bin / name
-        path.write_text("#!/bin/sh\n" + body + "\n")
-        path.chmod(0o755)
-
-    def cmd(self, *args: str) -> list[str]:
-        return [*self.argv, "-r", self.lab.endpoint, "-cache-dir", str(self.cache),
-                "-cni-path", f"{self.bin}:/usr/lib/cni", *args]
-
-    def __call__(self, *args: str, timeout: float = 60) -> Run:
-        proc = subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout)
-        return Run(proc.returncode, proc.stdout, proc.stderr)
-
-    def leases(self) -> list[str]:
-        d = self.ipam / "mynet"
-        return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
-
-    def cache_files(self) -> list[str]:
-        results = self.cache / "results"
-        return sorted(os.listdir(results)) if results.exists() else []
-
-
-@pytest.fixture
-def inject(tool: list[str], lab: Any, tmp_path: Path) -> Tool:
-    return Tool(tool, lab, tmp_path)
-
-
-def pod_addrs(lab: Any, pod: Any, ifname: str = "net1") -> str:
-    code, out, _ = lab.exec(pod, ["ip", "-o", "addr", "show", "dev", ifname])
-    return out if code == 0 else ""
+PTP_SUBNET = "10.22.22.0/24"  # test/ptp.json's
 
 
 def host_links() -> str:
-    """The node's links with an address of test/ptp.json's subnet: ptp's host ends.
-    (Only these: other tests' labs may add and remove links meanwhile.)"""
-    return subprocess.run(["ip", "-o", "-4", "addr", "show", "to", "10.22.22.0/24"],
-                          capture_output=True, text=True, check=True).stdout
-
-
-def args_for(pod: Any) -> list[str]:
-    return ["-ns", pod.namespace, "-pod", pod.name]
+    """The node's links with an address of test/ptp.json's subnet: ptp's host ends."""
+    return links_in_subnet(PTP_SUBNET)
 
 
 # ---- the original README, unchanged -------------------------------------
@@ -163,36 +108,7 @@ def test_loglevels_show_more_detail(inject: Tool, pod: Any) -> None:
     assert inject("del", *args_for(pod), "-spec", inject.spec).code == 0
 
 
-def test_version_and_usage(tool: list[str]) -> None:
-    run = subprocess.run([*tool, "-version"], capture_output=True, text=True)
-    assert (run.returncode, run.stdout, run.stderr) == (0, ii.__version__ + "\n", "")
-    bare = subprocess.run(tool, capture_output=True, text=True)
-    assert bare.returncode == 2 and bare.stdout == ""
-    assert bare.stderr.splitlines()[:5] == ["Subcommands:", "   netns", "   add", "   del", "   check"]
-
-
 # ---- bad input: a clear error, exit code, nothing done ------------------
-
-@pytest.mark.parametrize("args, message", [
-    (["add", "-ns", "x", "-spec", "s.json"], "the following arguments are required: -pod (or -l, -A)"),
-    (["add", "-pod", "p"], "the following arguments are required: -spec/--spec"),
-    (["add", "-pod", "p", "-spec", "s", "-interface", "a" * 16], "invalid interface name 'aaaaaaaaaaaaaaaa'"),
-    (["add", "-pod", "p", "-spec", "s", "-interface", "a:b"], "invalid interface name 'a:b'"),
-    (["add", "-pod", "p", "-spec", "s", "-containerid", "a/b"], "invalid container ID 'a/b'"),
-    (["add", "-pod", "p", "-spec", "s", "-args", "novalue"], "invalid CNI args 'novalue'"),
-    (["add", "-pod", "p", "-spec", "s", "-capability-args", "{x"], "-capability-args is not JSON"),
-    (["add", "-pod", "p", "-spec", "s", "-capability-args", "[]"], "-capability-args must be a JSON object"),
-    (["add", "-pod", "p", "-spec", "s", "-l", "app in (a)"], "unsupported label selector term 'app in (a)'"),
-    (["add", "-pod", "a", "-pod", "b", "-spec", "s", "-containerid", "c"], "-containerid goes with a single"),
-    (["nosuch"], "argument SUBCOMMAND: invalid choice: 'nosuch'"),
-    (["netns", "-pod", "p", "-bogus"], "unrecognized arguments: -bogus"),
-])
-def test_usage_errors_exit_2(tool: list[str], args: list[str], message: str) -> None:
-    proc = subprocess.run([*tool, "-r", "/nonexistent", *args], capture_output=True, text=True)
-    run = Run(proc.returncode, proc.stdout, proc.stderr)
-    assert (run.code, run.out) == (2, "")
-    assert run.error.startswith(message), run.error
-
 
 @pytest.mark.parametrize("content, message", [
     (None, "No such file or directory"),
@@ -291,30 +207,14 @@ def test_bad_runtime_endpoints(inject: Tool, pod: Any, endpoint: str, message: s
 
 # ---- faults and interruptions -------------------------------------------
 
-def default_sigint() -> None:
-    """Ctrl-C as in a terminal: a shell's background job (as CI may run us) inherits
-    SIGINT ignored, and Python then keeps ignoring it."""
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
-def chain(inject: Tool, second: str) -> str:
-    conf = json.loads((REPO / "test" / "ptp.json").read_text())
-    plugins = [{k: v for k, v in conf.items() if k not in ("name", "cniVersion")}, {"type": second}]
-    return inject.write_spec(f"chain-{second}.json", {"cniVersion": "1.0.0", "name": "mynet",
-                                                      "plugins": plugins})
-
-
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
 def test_signal_during_add_rolls_back(inject: Tool, lab: Any, pod: Any, signum: int) -> None:
     started = inject.tmp / "started"
     inject.fake_plugin("hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\ntouch {started}\nexec sleep 60')
-    spec = chain(inject, "hang")
+    spec = inject.chain("hang")
     links = host_links()
-    proc = subprocess.Popen(inject.cmd("add", *args_for(pod), "-spec", spec), preexec_fn=default_sigint,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while not started.exists() and time.monotonic() < deadline:
-        time.sleep(0.02)
+    proc = inject.start("add", *args_for(pod), "-spec", spec)
+    wait_for(started, proc)
     proc.send_signal(signum)
     out, err = proc.communicate(timeout=30)
     run = Run(proc.returncode, out, err)
@@ -328,7 +228,7 @@ def test_second_plugin_fails_nothing_left(inject: Tool, lab: Any, pod: Any) -> N
     inject.fake_plugin("fail", '[ "$CNI_COMMAND" = ADD ] || exit 0\n'
                                'echo \'{"cniVersion":"1.0.0","code":7,"msg":"bad","details":"d"}\'; exit 1')
     links = host_links()
-    run = inject("add", *args_for(pod), "-spec", chain(inject, "fail"))
+    run = inject("add", *args_for(pod), "-spec", inject.chain("fail"))
     assert run.code == 1
     assert run.error == "plugin fail failed (code 7): bad: d; rolled back (DEL ran for fail, ptp)"
     assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
@@ -338,7 +238,7 @@ def test_second_plugin_fails_nothing_left(inject: Tool, lab: Any, pod: Any) -> N
 def test_hanging_plugin_killed_at_the_timeout(inject: Tool, lab: Any, pod: Any) -> None:
     inject.fake_plugin("hang", '[ "$CNI_COMMAND" = ADD ] || exit 0\nexec sleep 60')
     started = time.monotonic()
-    run = inject("-timeout", "1", "add", *args_for(pod), "-spec", chain(inject, "hang"))
+    run = inject("-timeout", "1", "add", *args_for(pod), "-spec", inject.chain("hang"))
     assert time.monotonic() - started < 10
     assert run.error == "plugin hang did not finish within 1s: killed; rolled back (DEL ran for hang, ptp)"
     assert pod_addrs(lab, pod) == "" and inject.leases() == []
@@ -398,11 +298,6 @@ def test_corrupt_cache_and_read_only_cache_dir(inject: Tool, lab: Any, pod: Any)
 
 
 # ---- many pods at once --------------------------------------------------
-
-def json_lines(run: Run) -> dict[str, dict[str, Any]]:
-    lines = [json.loads(line) for line in run.out.splitlines()]
-    return {line["pod"]: line for line in lines}
-
 
 @pytest.mark.runtimes
 def test_batch_by_label_selector(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:

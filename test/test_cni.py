@@ -1,12 +1,14 @@
-"""The CNI layer on its own: config loading, plugin execution, cache, add/del/check.
+"""The CNI layer on its own: plugin execution, cache, add/del/check (as root).
 
 Real plugins from /usr/lib/cni run into real network namespaces made here;
-fake plugins (small shell scripts) stand in only for faults.
+fake plugins (small shell scripts) stand in only for faults. Config loading
+and validation need no root: test/unit/test_cni_config.py.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import signal
@@ -15,14 +17,17 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import if_inject as ii
-
-pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")
+import support.toolrun
+from support.node import node_links
+from support.toolrun import wait_for
 
 CNI_BIN = "/usr/lib/cni"
+TUNING_STATE = Path("/run/cni/tuning")  # the tuning plugin's, on the node
 
 
 def ns_ip(ns: str, *argv: str) -> str:
@@ -42,7 +47,8 @@ def cni(tmp_path: Path) -> ii.CNI:
     return ii.CNI([str(tmp_path / "bin"), CNI_BIN], str(tmp_path / "cni"), timeout=5)
 
 
-def network(tmp_path: Path, *plugins: dict, name: str = "iitnet", version: str = "1.0.0") -> ii.NetworkConfig:
+def network(tmp_path: Path, *plugins: dict[str, Any], name: str = "iitnet",
+            version: str = "1.0.0") -> ii.NetworkConfig:
     """A conflist whose host-local plugins keep their leases under tmp_path."""
     for plugin in plugins:
         if plugin.get("ipam", {}).get("type") == "host-local":
@@ -51,104 +57,20 @@ def network(tmp_path: Path, *plugins: dict, name: str = "iitnet", version: str =
     return ii.parse_network(json.dumps(conf).encode())
 
 
-def ptp(subnet: str = "10.99.1.0/24") -> dict:
+def ptp(subnet: str = "10.99.1.0/24") -> dict[str, Any]:
     return {"type": "ptp", "ipam": {"type": "host-local", "ranges": [[{"subnet": subnet}]]}}
 
 
 def fake_plugin(cni: ii.CNI, name: str, body: str) -> None:
-    path = Path(cni.path[0]) / name
-    path.write_text("#!/bin/sh\n" + body + "\n")
-    path.chmod(0o755)
+    support.toolrun.fake_plugin(Path(cni.path[0]), name, body)
 
 
 def leases(tmp_path: Path, net: str = "iitnet") -> list[str]:
-    d = tmp_path / "ipam" / net
-    return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
-
-
-def host_links() -> set[str]:
-    return {line.split(":")[1].strip().split("@")[0]
-            for line in subprocess.run(["ip", "-o", "link"], capture_output=True, text=True,
-                                       check=True).stdout.splitlines()}
+    return support.toolrun.leases(tmp_path / "ipam", net)
 
 
 def attachment(ns: str, ifname: str = "net1") -> ii.Attachment:
     return ii.Attachment(ns, f"/run/netns/{ns}", ifname, [("IgnoreUnknown", "1")])
-
-
-# ---- config loading -----------------------------------------------------
-
-@pytest.mark.parametrize("raw, message, code", [
-    (b"", "empty", ii.CODE_INVALID_CONFIG),
-    (b"  \n", "empty", ii.CODE_INVALID_CONFIG),
-    (b"{nope", "not JSON", ii.CODE_DECODING),
-    (b"[1, 2]", "not a JSON object", ii.CODE_INVALID_CONFIG),
-    (b'{"name": "n", "cniVersion": "1.0.0"}', "neither a plugin conf", ii.CODE_INVALID_CONFIG),
-    (b'{"name": "n", "cniVersion": "1.0.0", "plugins": []}', "non-empty list", ii.CODE_INVALID_CONFIG),
-    (b'{"name": "n", "cniVersion": "9.9.9", "type": "ptp"}', "unknown cniVersion '9.9.9'",
-     ii.CODE_INCOMPATIBLE_VERSION),
-    (b'{"name": "n", "type": "ptp"}', "unknown cniVersion None", ii.CODE_INCOMPATIBLE_VERSION),
-    (b'{"name": "-bad", "cniVersion": "1.0.0", "type": "ptp"}', "invalid network name",
-     ii.CODE_INVALID_CONFIG),
-    (b'{"name": "n", "cniVersion": "1.0.0", "type": "../../bin/sh"}', "must be a plain file name",
-     ii.CODE_INVALID_CONFIG),
-    (b'{"name": "n", "cniVersion": "1.0.0", "plugins": [{"type": ""}]}', "needs a 'type'",
-     ii.CODE_INVALID_CONFIG),
-    (b'{"name": "n", "cniVersion": "1.0.0", "plugins": ["ptp"]}', "needs a 'type'", ii.CODE_INVALID_CONFIG),
-])
-def test_bad_specs_are_refused_before_anything_runs(raw: bytes, message: str, code: int) -> None:
-    with pytest.raises(ii.InjectError) as e:
-        ii.parse_network(raw, "x.json")
-    assert str(e.value).startswith("x.json: ") and message in str(e.value)
-    assert e.value.code == code
-
-
-def test_spec_file_errors(tmp_path: Path) -> None:
-    with pytest.raises(ii.InjectError, match="No such file or directory"):
-        ii.load_network(str(tmp_path / "missing.json"))
-    with pytest.raises(ii.InjectError, match="Is a directory"):
-        ii.load_network(str(tmp_path))
-
-
-def test_single_conf_becomes_a_list_of_one() -> None:
-    net = ii.load_network(str(Path(__file__).parent / "ptp.json"))
-    assert (net.name, net.cni_version, [p["type"] for p in net.plugins]) == ("mynet", "1.0.0", ["ptp"])
-
-
-@pytest.mark.parametrize("ifname", ["", "a" * 16, ".", "..", "a/b", "a:b", "a b", "a\tb"])
-def test_invalid_interface_names(ifname: str) -> None:
-    with pytest.raises(ii.InjectError, match="invalid interface name"):
-        ii.validate_attachment(ii.Attachment("c1", "/x", ifname))
-
-
-@pytest.mark.parametrize("cid", ["", "-x", "a/b", "a b", "ä"])
-def test_invalid_container_ids(cid: str) -> None:
-    with pytest.raises(ii.InjectError, match="invalid container ID"):
-        ii.validate_attachment(ii.Attachment(cid, "/x", "net1"))
-
-
-def test_cni_args() -> None:
-    assert ii.parse_cni_args("A=1;B=x=y;") == [("A", "1"), ("B", "x=y")]
-    for bad in ("A", "=1", "A=1;B"):
-        with pytest.raises(ii.InjectError, match="invalid CNI args"):
-            ii.parse_cni_args(bad)
-
-
-def test_plugin_stdin_as_libcni_builds_it() -> None:
-    net = ii.parse_network(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": [
-        {"type": "a"}, {"type": "tuning", "capabilities": {"mac": True, "ips": False}}]}).encode())
-    att = ii.Attachment("c", "/x", capability_args={"mac": "02:00:00:00:00:01", "ips": ["1.2.3.4/24"]})
-    first = json.loads(ii.plugin_stdin(net, net.plugins[0], att, None))
-    assert first == {"type": "a", "name": "n", "cniVersion": "1.0.0"}
-    second = json.loads(ii.plugin_stdin(net, net.plugins[1], att, {"cniVersion": "1.0.0"}))
-    assert second["runtimeConfig"] == {"mac": "02:00:00:00:00:01"}
-    assert second["prevResult"] == {"cniVersion": "1.0.0"}
-
-
-def test_plugin_not_found(cni: ii.CNI) -> None:
-    with pytest.raises(ii.InjectError, match="plugin 'nosuch' not found in CNI path") as e:
-        ii.find_plugin("nosuch", cni.path)
-    assert e.value.code == ii.CODE_NOT_AVAILABLE
 
 
 # ---- add, check, del with real plugins ----------------------------------
@@ -162,7 +84,7 @@ def test_ptp_add_check_del(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
     assert "inet 10.99.1.2/24" in ns_ip(ns, "-o", "addr", "show", "net1")
     assert leases(tmp_path) == ["10.99.1.2"]
     host_veth = result["interfaces"][0]["name"]
-    assert host_veth in host_links()
+    assert host_veth in node_links()
 
     cache = Path(cni.cache_dir) / "results" / f"iitnet-{ns}-net1"  # libcni's place under its cacheDir
     assert stat.S_IMODE(cache.stat().st_mode) == 0o600
@@ -176,7 +98,7 @@ def test_ptp_add_check_del(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
     cni.check(net, att)
     cni.delete(net, att)
     assert "net1" not in ns_ip(ns, "-o", "link")
-    assert host_veth not in host_links()
+    assert host_veth not in node_links()
     assert leases(tmp_path) == [] and not cache.exists()
     cni.delete(net, att)  # DEL is idempotent
 
@@ -204,6 +126,7 @@ def test_bridge_conflist_with_tuning_mac_capability(cni: ii.CNI, ns: str, tmp_pa
     tuning = {"type": "tuning", "capabilities": {"mac": True}}
     net, att = network(tmp_path, bridge, tuning), attachment(ns)
     att.capability_args = {"mac": "02:11:22:33:44:55"}
+    existed = {d for d in (TUNING_STATE, TUNING_STATE.parent) if d.exists()}
     try:
         result = cni.add(net, att)
         assert "link/ether 02:11:22:33:44:55" in ns_ip(ns, "-o", "link", "show", "net1")
@@ -213,6 +136,12 @@ def test_bridge_conflist_with_tuning_mac_capability(cni: ii.CNI, ns: str, tmp_pa
         assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
     finally:
         subprocess.run(["ip", "link", "del", "iitbr0"], capture_output=True)
+        # tuning keeps the link's original settings in /run/cni/tuning, and leaves
+        # the directories after DEL: removed here if this test made them.
+        (TUNING_STATE / f"{ns}-net1.json").unlink(missing_ok=True)
+        for made in (d for d in (TUNING_STATE, TUNING_STATE.parent) if d not in existed):
+            with contextlib.suppress(OSError):  # not empty: another's, left alone
+                made.rmdir()
 
 
 def test_macvlan_with_static_ipam(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
@@ -236,7 +165,7 @@ def test_macvlan_with_static_ipam(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
 
 def assert_nothing_left(cni: ii.CNI, ns: str, tmp_path: Path, links_before: set[str]) -> None:
     assert leases(tmp_path) == []
-    assert host_links() == links_before
+    assert node_links() == links_before
     assert "net1" not in ns_ip(ns, "-o", "link")
     results = ii.results_dir(cni.cache_dir)
     assert not os.path.exists(results) or os.listdir(results) == []
@@ -258,7 +187,7 @@ def test_second_plugin_fails_and_the_first_is_rolled_back(
     body, message = FAULTS[fault]
     # The fake plugin fails on ADD only; DEL must succeed, as the spec asks.
     fake_plugin(cni, "fault", f'[ "$CNI_COMMAND" = ADD ] || exit 0\ncat >/dev/null\n{body}')
-    links_before = host_links()
+    links_before = node_links()
     with pytest.raises(ii.InjectError) as e:
         cni.add(network(tmp_path, ptp(), {"type": "fault"}), attachment(ns))
     assert str(e.value).startswith(message)
@@ -270,7 +199,7 @@ def test_hanging_plugin_is_killed_and_rolled_back(cni: ii.CNI, ns: str, tmp_path
     marker = tmp_path / "hung.pid"
     fake_plugin(cni, "hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\necho $$ > {marker}\nexec sleep 60')
     cni.timeout = 1
-    links_before = host_links()
+    links_before = node_links()
     started = time.monotonic()
     with pytest.raises(ii.InjectError, match=r"^plugin hang did not finish within 1s: killed; "
                                              r"rolled back \(DEL ran for hang, ptp\)$") as e:
@@ -286,7 +215,11 @@ def test_sigint_during_add_rolls_back(cni: ii.CNI, ns: str, tmp_path: Path) -> N
     fake_plugin(cni, "hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\ntouch {tmp_path}/started\nexec sleep 60')
     net = network(tmp_path, ptp(), {"type": "hang"})
     (tmp_path / "net.json").write_bytes(net.raw)
+    # Ctrl-C as in a terminal: the child takes SIGINT back itself (a background job,
+    # as CI may run us, inherits it ignored); no preexec_fn, which forks with gRPC's threads.
     script = f"""
+import signal
+signal.signal(signal.SIGINT, signal.default_int_handler)
 import if_inject as ii
 cni = ii.CNI({cni.path!r}, {cni.cache_dir!r}, 30)
 att = ii.Attachment({ns!r}, "/run/netns/{ns}", "net1", [("IgnoreUnknown", "1")])
@@ -295,13 +228,10 @@ try:
 except ii.InjectError as e:
     print(e)
 """
-    links_before = host_links()
-    # SIGINT as in a terminal: a background job (as CI may run us) inherits it ignored.
+    links_before = node_links()
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
                             cwd=Path(__file__).parent.parent)
-    while not (tmp_path / "started").exists():
-        time.sleep(0.02)
+    wait_for(tmp_path / "started", proc)
     proc.send_signal(signal.SIGINT)
     out, _ = proc.communicate(timeout=20)
     assert out.strip() == "interrupted (KeyboardInterrupt); rolled back (DEL ran for hang, ptp)"
@@ -339,7 +269,8 @@ def test_cache_written_by_libcni_is_read(cni: ii.CNI, ns: str, tmp_path: Path) -
     entry = json.loads(path.read_text())
     del entry[ii.CACHE_MARK]
     path.write_text(json.dumps(entry))
-    assert ii.read_cache(str(path))["result"] == result
+    cached = ii.read_cache(str(path))
+    assert cached is not None and cached["result"] == result
     assert ii.cached_attachments(cni.cache_dir) == []  # not ours: gc and list leave it alone
     cni.delete(net, att)
     assert leases(tmp_path) == [] and not path.exists()

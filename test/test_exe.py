@@ -31,16 +31,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from toolrun import Run
 
+import build_exe
 import if_inject
+import stamp
+import support.toolrun
+from support.node import need_root, pod_addrs
+from support.toolrun import Run
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tools"))
-import build_exe  # noqa: E402
-import stamp  # noqa: E402
 
 TEST_VERSION = "0.0.1-test"
+CHROOT = shutil.which("chroot") or "/usr/sbin/chroot"  # found on our PATH, not the clean env's
 
 
 
@@ -100,11 +102,6 @@ def bundle(exe: Exe, empty_path: str, tmp_path_factory: pytest.TempPathFactory) 
     cache = tmp_path_factory.mktemp("bundle") / "cache"
     assert run([str(exe.path), "-version"], clean_env(empty_path, cache)).code == 0
     return cache / cache_key(exe.path)
-
-
-def need_root() -> None:
-    if os.geteuid() != 0:
-        pytest.skip("needs root")
 
 
 # ---- the version stamp ---------------------------------------------------------------
@@ -199,8 +196,8 @@ def test_runs_in_a_chroot_with_nothing_else(exe: Exe, tmp_path: Path) -> None:
     (root / "usr/local/bin").mkdir(parents=True)
     shutil.copy(exe.path, root / "usr/local/bin/if-inject")
     for args, out in ((["-version"], exe.version + "\n"), (["--help"], "usage: if-inject")):
-        proc = subprocess.run(["/usr/local/bin/if-inject", *args], capture_output=True, text=True,
-                              env={"PATH": "/usr/local/bin"}, preexec_fn=lambda: os.chroot(root))
+        proc = subprocess.run([CHROOT, str(root), "/usr/local/bin/if-inject", *args], capture_output=True,
+                              text=True, env={"PATH": "/usr/local/bin"})
         assert proc.returncode == 0 and proc.stdout.startswith(out), proc.stderr
     assert entries(root / "var/cache/if-inject") == [cache_key(exe.path)]
 
@@ -460,14 +457,6 @@ def test_manifest_runs_it_as_the_lab_test_does() -> None:
 
 # ---- on the lab ----------------------------------------------------------------------
 
-@pytest.fixture
-def restore_ip_forward() -> Iterator[None]:
-    path = Path("/proc/sys/net/ipv4/ip_forward")
-    before = path.read_text()
-    yield
-    path.write_text(before)
-
-
 def ptp_spec(tmp_path: Path, plugin: str = "ptp") -> Path:
     conf = json.loads((REPO / "test" / "ptp.json").read_text())
     conf["type"] = plugin
@@ -478,18 +467,11 @@ def ptp_spec(tmp_path: Path, plugin: str = "ptp") -> Path:
 
 
 def leases(tmp_path: Path) -> list[str]:
-    d = tmp_path / "ipam" / "mynet"
-    return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
-
-
-def pod_addrs(lab: Any, pod: Any) -> str:
-    code, out, _ = lab.exec(pod, ["ip", "-o", "addr", "show", "dev", "net1"])
-    return out if code == 0 else ""
+    return support.toolrun.leases(tmp_path / "ipam", "mynet")
 
 
 def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, pod: Any, empty_path: str,
-                                                        cache: Path, tmp_path: Path,
-                                                        restore_ip_forward: None) -> None:
+                                                        cache: Path, tmp_path: Path) -> None:
     # A plugin that records the environment it gets, then is ptp.
     plugins = tmp_path / "bin"
     plugins.mkdir()
@@ -526,15 +508,17 @@ def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, po
 
 @pytest.mark.runtimes("containerd-2.1")  # the runtime clusters run
 def test_in_a_pod_it_injects_into_another_pod(exe: Exe, lab: Any, pod: Any,
-                                              tmp_path: Path, restore_ip_forward: None) -> None:
+                                              tmp_path: Path) -> None:
     """The executable in an image without Python or libc, in a pod like test/if-inject-pod.yaml."""
-    from exe_image import IN_IMAGE, exe_image, import_image, mount, run_tool_pod
+    from support.exe_image import IN_IMAGE, exe_image, mount, run_tool_pod
 
-    import_image(lab, exe_image(lab.cache, exe.path))
+    lab.import_image(exe_image(lab.cache, exe.path))
     netns_dir = str(Path(str(pod.netns)).parent)
-    # The lab's runtime keeps netns mounts in its state dir; this machine's / is
-    # not a shared mount, so containerd refuses HostToContainer here: the pod to
-    # change exists first, and its netns mount is copied in (rbind).
+    # containerd 2.1 mounts the pods' netns in the node's /var/run/netns, as on a
+    # node; but this machine's / is not a shared mount, so containerd refuses
+    # HostToContainer propagation here (if-inject-pod.yaml asks for it): the pod
+    # to change exists first, and the netns directory is bound in with the netns
+    # mount already in it (CRI mounts are rbind).
     # The plugins are this node's Debian builds, linked against its glibc: the
     # image has none, so they get the node's (a node's static plugins need nothing).
     loader = os.path.realpath("/lib64/ld-linux-x86-64.so.2")
@@ -602,11 +586,10 @@ def in_root(root: Path, argv: list[str], env: dict[str, str], binds: list[str],
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
-def test_in_a_debian_11_root_netns_add_del(exe: Exe, lab: Any, pod: Any, cache: Path, tmp_path: Path,
-                                           restore_ip_forward: None) -> None:
+def test_in_a_debian_11_root_netns_add_del(exe: Exe, lab: Any, pod: Any, cache: Path, tmp_path: Path) -> None:
     """glibc 2.31, older than the build machine's: the file brings its own, and the
     plugins (Debian 11's) still run with the root's."""
-    from debroot import debian_root
+    from support.debroot import debian_root
 
     lower = debian_root("bullseye", BULLSEYE_CNI)
     assert (lower / "lib/x86_64-linux-gnu/libc-2.31.so").exists()

@@ -13,24 +13,15 @@ import json
 import os
 import signal
 import subprocess
-import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from test_cli import Tool, args_for, chain, default_sigint, host_links, json_lines, pod_addrs
-from toolrun import Run
 
-import if_inject as ii
-
-
-@pytest.fixture(name="inject")
-def _inject(tool: list[str], lab: Any, tmp_path: Path) -> Tool:
-    return Tool(tool, lab, tmp_path)
-
+from support.node import links_in_subnet, netns_addrs, pod_addrs
+from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
 # ---- helpers --------------------------------------------------------------------------
 
@@ -45,17 +36,9 @@ def slow_plugin(inject: Tool, add: str = "", delete: str = "") -> Path:
     return calls
 
 
-def wait_for(path: Path, proc: subprocess.Popen[str], timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.01)
-
-
-def start(inject: Tool, *args: str, **kw: Any) -> subprocess.Popen[str]:
-    return subprocess.Popen(inject.cmd(*args), preexec_fn=kw.pop("preexec_fn", default_sigint),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+def host_links() -> str:
+    """The node's links with an address of test/ptp.json's subnet: ptp's host ends."""
+    return links_in_subnet("10.22.22.0/24")
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> Run:
@@ -82,7 +65,7 @@ def test_second_signal_during_the_rollback_does_not_cut_it_short(
         inject: Tool, lab: Any, pod: Any, first: int, second: int) -> None:
     slow_plugin(inject, add="exec sleep 60", delete="sleep 2")
     links = host_links()
-    proc = start(inject, "add", *args_for(pod), "-spec", chain(inject, "slow"))
+    proc = inject.start("add", *args_for(pod), "-spec", inject.chain("slow"))
     wait_for(inject.tmp / "ADD", proc)
     proc.send_signal(first)
     wait_for(inject.tmp / "DEL", proc)  # the rollback is under way: 2 s in slow's DEL
@@ -98,26 +81,21 @@ def test_second_signal_during_the_rollback_does_not_cut_it_short(
 
 def test_sighup_ignored_by_nohup_stays_ignored(inject: Tool, lab: Any, pod: Any) -> None:
     slow_plugin(inject, add="sleep 1")
-
-    def nohup() -> None:
-        default_sigint()
-        signal.signal(signal.SIGHUP, signal.SIG_IGN)
-
-    proc = start(inject, "add", *args_for(pod), "-spec", chain(inject, "slow"), preexec_fn=nohup)
+    proc = inject.start("add", *args_for(pod), "-spec", inject.chain("slow"), ignored=("SIGHUP",))
     wait_for(inject.tmp / "ADD", proc)
     proc.send_signal(signal.SIGHUP)
     run = finish(proc)
     assert (run.code, run.err) == (0, "")
     address = json.loads(run.out)["ips"][0]["address"]
     assert f"inet {address}" in pod_addrs(lab, pod) and len(inject.leases()) == 1
-    assert inject("del", *args_for(pod), "-spec", chain(inject, "slow")).code == 0
+    assert inject("del", *args_for(pod), "-spec", inject.chain("slow")).code == 0
     assert inject.leases() == [] and inject.cache_files() == []
 
 
 def test_closed_stdout_keeps_the_add_and_says_so(inject: Tool, lab: Any, pod: Any) -> None:
     """No reader left (`add ... | head -c 10` once head is gone): the ADD is
     done and cached, as `ip addr add` would leave it; only the report is lost."""
-    proc = start(inject, "add", *args_for(pod), "-spec", inject.spec)
+    proc = inject.start("add", *args_for(pod), "-spec", inject.spec)
     assert proc.stdout is not None
     proc.stdout.close()  # before the tool writes: the write is sure to fail
     err = proc.communicate(timeout=60)[1]
@@ -153,8 +131,8 @@ def test_signal_during_a_batch_finishes_the_pods_under_way(
         inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
     pods = {p.name: p for p in (make_pod(labels={"app": "stopped"}, container=False) for _ in range(6))}
     slow_plugin(inject, add="sleep 1")
-    spec = chain(inject, "slow")
-    proc = start(inject, "add", "-ns", "if-inject", "-l", "app=stopped", "-spec", spec, "-parallel", "2")
+    spec = inject.chain("slow")
+    proc = inject.start("add", "-ns", "if-inject", "-l", "app=stopped", "-spec", spec, "-parallel", "2")
     assert proc.stdout is not None
     first = proc.stdout.readline()  # two pods done, the next two under way
     for signum in (signal.SIGTERM, signal.SIGTERM, signal.SIGINT):
@@ -181,8 +159,8 @@ def test_signal_during_a_batch_finishes_the_pods_under_way(
 def test_closed_stdout_stops_a_batch_cleanly(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
     pods = [make_pod(labels={"app": "unread"}, container=False) for _ in range(4)]
     slow_plugin(inject, add="sleep 0.5")
-    spec = chain(inject, "slow")
-    proc = start(inject, "add", "-ns", "if-inject", "-l", "app=unread", "-spec", spec, "-parallel", "1")
+    spec = inject.chain("slow")
+    proc = inject.start("add", "-ns", "if-inject", "-l", "app=unread", "-spec", spec, "-parallel", "1")
     assert proc.stdout is not None
     proc.stdout.close()
     err = proc.communicate(timeout=60)[1]
@@ -194,12 +172,6 @@ def test_closed_stdout_stops_a_batch_cleanly(inject: Tool, lab: Any, make_pod: C
     assert len(inject.leases()) == len(inject.cache_files()) == len(added)
     assert inject("del", "-ns", "if-inject", "-l", "app=unread", "-spec", spec).code == 0
     assert inject.leases() == [] and inject.cache_files() == []
-
-
-def netns_addrs(netns: str, ifname: str = "net1") -> str:
-    """The addresses of `ifname` in a pod without a container, seen from the node."""
-    return subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "addr", "show", "dev", ifname],
-                          capture_output=True, text=True).stdout
 
 
 # ---- a full disk --------------------------------------------------------------------------
@@ -233,7 +205,7 @@ def test_full_disk_before_the_add_runs_no_plugin(inject: Tool, lab: Any, pod: An
     calls = slow_plugin(inject)
     links = host_links()
     fill_blocks(small_disk)
-    run = inject("add", *args_for(pod), "-spec", chain(inject, "slow"))
+    run = inject("add", *args_for(pod), "-spec", inject.chain("slow"))
     assert (run.code, run.out) == (1, "")
     assert run.error.startswith("result cache ") and run.error.endswith(": No space left on device")
     assert not calls.exists() and files_on(small_disk) == []
@@ -245,7 +217,7 @@ def test_full_disk_after_the_add_rolls_it_back(inject: Tool, lab: Any, pod: Any,
     fill = small_disk / "fill"
     calls = slow_plugin(inject, add=f"cat /dev/zero > {fill} 2>/dev/null")
     links = host_links()
-    run = inject("add", *args_for(pod), "-spec", chain(inject, "slow"))
+    run = inject("add", *args_for(pod), "-spec", inject.chain("slow"))
     assert (run.code, run.out) == (1, "")
     assert run.error.startswith("result cache ")
     assert run.error.endswith(": No space left on device; rolled back (DEL ran for slow, ptp)")
@@ -264,7 +236,7 @@ def test_no_room_for_the_lock_file_runs_no_plugin(inject: Tool, lab: Any, pod: A
             (small_disk / f"fill{n}").touch()
         except OSError:
             break
-    run = inject("add", *args_for(pod), "-spec", chain(inject, "slow"))
+    run = inject("add", *args_for(pod), "-spec", inject.chain("slow"))
     assert (run.code, run.out) == (1, "")
     assert run.error.startswith("lock ") and run.error.endswith(": No space left on device")
     assert not calls.exists() and files_on(small_disk) == []
@@ -277,9 +249,9 @@ def test_containerd_killed_and_restarted_during_a_batch(
         inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
     pods = {p.name: p for p in (make_pod(labels={"app": "crash"}, container=False) for _ in range(20))}
     slow_plugin(inject, add="sleep 1")
-    spec = chain(inject, "slow")
+    spec = inject.chain("slow")
     selector = ["-ns", "if-inject", "-l", "app=crash", "-spec", spec]
-    proc = start(inject, "add", *selector, "-parallel", "4")
+    proc = inject.start("add", *selector, "-parallel", "4")
     assert proc.stdout is not None
     first = proc.stdout.readline()  # four pods done, the next four under way
     lab.kill_containerd()
@@ -312,79 +284,3 @@ def test_containerd_killed_and_restarted_during_a_batch(
     assert len(inject.leases()) == 20 and len(inject.cache_files()) == 20
     assert inject("del", *selector).code == 0
     assert inject.leases() == [] and inject.cache_files() == []
-
-
-# ---- the API: one runtime connection, whatever the threads ----------------------------------
-
-def test_node_client_is_made_once_for_threads_asking_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
-    made: list[object] = []
-
-    class SlowClient:
-        def __init__(self, endpoint: str | None, timeout: float) -> None:
-            time.sleep(0.05)  # as a connect does: the others ask meanwhile
-            made.append(self)
-
-        def close(self) -> None:
-            made.remove(self)
-
-    monkeypatch.setattr(ii, "RuntimeClient", SlowClient)
-    node = ii.Node("unix:///nowhere.sock")
-    barrier = threading.Barrier(8)
-    seen: list[object] = []
-
-    def ask() -> None:
-        barrier.wait()
-        seen.append(node.client)
-
-    threads = [threading.Thread(target=ask) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert len(made) == 1 and seen == made * 8
-    node.close()
-    assert made == []
-
-
-# ---- the signal guard itself ----------------------------------------------------------------
-
-GUARD_SCRIPT = """
-import os, signal, sys, threading, time
-import if_inject as ii
-
-ii._signals.install()
-log = []
-
-def from_another_thread(signum):  # as the kernel may deliver it: to grpc's thread, a pool's
-    thread = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signum))
-    thread.start()
-    thread.join()
-    time.sleep(0.05)  # the main thread runs the handler meanwhile
-
-try:
-    with ii.interruptible():
-        with ii.signals_deferred():
-            from_another_thread(signal.SIGTERM)
-            from_another_thread(signal.SIGINT)
-            log.append("held step finished")
-        log.append("interruptible step went on")
-except KeyboardInterrupt as e:
-    log.append(f"then interrupted by {e}")
-from_another_thread(signal.SIGHUP)
-log.append("held by default")
-try:
-    with ii.interruptible():
-        log.append("interruptible step ran")
-except KeyboardInterrupt as e:
-    log.append(f"interrupted on entry by {e}")
-print(log, ii.interrupted())
-"""
-
-
-def test_signals_are_held_whatever_thread_receives_them() -> None:
-    proc = subprocess.run([sys.executable, "-c", GUARD_SCRIPT], capture_output=True, text=True,
-                          timeout=30, cwd=Path(__file__).resolve().parent.parent,
-                          preexec_fn=default_sigint)
-    assert (proc.returncode, proc.stderr) == (0, "")
-    assert proc.stdout.strip() == str(["held step finished", "then interrupted by SIGTERM", "held by default",
-                                       "interrupted on entry by SIGHUP"]) + " SIGTERM"

@@ -10,11 +10,10 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-import cri_schema
 import pytest
-from lab import (
+
+from support.lab import (
     BUSYBOX_IMAGE,
     CNI_RESULTS,
     OWNED,
@@ -29,6 +28,7 @@ from lab import (
 )
 
 REPO = Path(__file__).resolve().parent.parent
+SCRIPT_ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # support.lab as a script, from test/
 READY, NOTREADY = "SANDBOX_READY", "SANDBOX_NOTREADY"
 
 
@@ -187,8 +187,8 @@ def test_clean_after_a_crash(lab_base: Path, runtime: str) -> None:
     """A lab whose controlling process died and whose containerd was killed;
     a runtime in a root loses its namespaces too, its pods with them."""
     root = str(lab_base / f"crashed-{runtime}")
-    up = subprocess.run([sys.executable, "test/lab.py", "up", root, runtime], capture_output=True,
-                        text=True, cwd=REPO)
+    up = subprocess.run([sys.executable, "-m", "support.lab", "up", root, runtime], capture_output=True,
+                        text=True, cwd=REPO / "test", env=SCRIPT_ENV)
     crashed = Lab(root, runtime)
     assert up.returncode == 0, up.stderr
     assert up.stdout.strip() == crashed.endpoint
@@ -199,8 +199,9 @@ def test_clean_after_a_crash(lab_base: Path, runtime: str) -> None:
     if crashed.suite:
         os.kill(int((crashed.root / "holder.pid").read_text()), signal.SIGKILL)
         assert pod.netns is not None and os.path.exists(pod.netns)  # on the host, held by nothing
-    down = subprocess.run([sys.executable, "test/lab.py", "down", root], capture_output=True,
-                          text=True, cwd=REPO)  # the runtime is the one `up` recorded
+    # The runtime is the one `up` recorded.
+    down = subprocess.run([sys.executable, "-m", "support.lab", "down", root], capture_output=True,
+                          text=True, cwd=REPO / "test", env=SCRIPT_ENV)
     assert down.returncode == 0, down.stderr
     assert leftovers(crashed, {pod.sandbox_id}) == []
     assert pod.netns is not None and not os.path.exists(pod.netns)
@@ -211,28 +212,6 @@ def test_images_are_imported_under_their_names(lab: Lab) -> None:
     assert {PAUSE_IMAGE, BUSYBOX_IMAGE} <= tags
 
 
-def test_cri_schema_serves_what_it_calls(tmp_path: Path) -> None:
-    """The helpers a fake CRI server uses, against the client helper (no root needed)."""
-    from concurrent import futures
-
-    import grpc
-
-    def version(request: Any, context: Any) -> Any:
-        return cri_schema.M["VersionResponse"](version=request.version, runtime_name="fake")
-
-    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-    server.add_generic_rpc_handlers(
-        [cri_schema.rpc_handler(cri_schema.RUNTIME_SERVICE, {"Version": version})])
-    server.add_insecure_port(f"unix://{tmp_path}/cri.sock")
-    server.start()
-    try:
-        with grpc.insecure_channel(f"unix://{tmp_path}/cri.sock") as channel:
-            response = cri_schema.call(channel, "Version", {"version": "v1"}, timeout=5)
-    finally:
-        server.stop(None)
-    assert (response.version, response.runtime_name) == ("v1", "fake")
-
-
 # ---- the other fixtures -------------------------------------------------------------------
 
 def test_netns_fixture_is_a_named_netns(netns: str) -> None:
@@ -240,15 +219,3 @@ def test_netns_fixture_is_a_named_netns(netns: str) -> None:
     assert name in subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
     ns, own = os.stat(netns), os.stat("/proc/self/ns/net")
     assert (ns.st_dev, ns.st_ino) != (own.st_dev, own.st_ino)
-
-
-def test_machine_check_names_what_changed() -> None:
-    from conftest import machine_differences
-
-    before = {"links": ["eth0", "lo"], "net.ipv4.ip_forward": "0", "/var/lib/cni": None}
-    after = {"links": ["eth0", "lo", "pod0"], "net.ipv4.ip_forward": "1",
-             "/var/lib/cni": ["/var/lib/cni/results"]}
-    assert machine_differences(before, after) == [
-        "links: + pod0", "net.ipv4.ip_forward: '0' -> '1'",
-        "/var/lib/cni: None -> ['/var/lib/cni/results']"]
-    assert machine_differences(before, before) == []

@@ -16,19 +16,15 @@ from typing import Any
 
 import pytest
 import yaml
-from test_cli import Tool, args_for, pod_addrs
-from toolrun import Run
 
 import if_inject as ii
+from support.node import links_in_subnet, pod_addrs
+from support.toolrun import Run, Tool, args_for
+from support.toolrun import leases as leases_in
 
 REPO = Path(__file__).resolve().parent.parent
 NAD_FILE = REPO / "test" / "ptp-nad.yaml"
 SUBNET = "10.22.23.0/24"  # test/ptp-nad.yaml's
-
-
-@pytest.fixture
-def inject(tool: list[str], lab: Any, tmp_path: Path) -> Tool:
-    return Tool(tool, lab, tmp_path)
 
 
 def definition(inject: Tool, namespace: str | None = "if-inject") -> dict[str, Any]:
@@ -59,14 +55,12 @@ def run_spec(inject: Tool, source: str, text: str, *args: str) -> Run:
 
 
 def leases(inject: Tool) -> list[str]:
-    d = inject.ipam / "ptp-conf"
-    return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
+    return leases_in(inject.ipam, "ptp-conf")
 
 
 def subnet_links() -> str:
     """The node's links with an address of test/ptp-nad.yaml's subnet: ptp's host ends."""
-    return subprocess.run(["ip", "-o", "-4", "addr", "show", "to", SUBNET], capture_output=True, text=True,
-                          check=True).stdout
+    return links_in_subnet(SUBNET)
 
 
 def seen_in_pod(lab: Any, pod: Any, ifname: str) -> dict[str, Any]:

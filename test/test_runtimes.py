@@ -1,16 +1,17 @@
-"""if-inject on every CRI runtime users run, each played by test/fake_cri.py.
+"""if-inject on every CRI runtime users run, each played by test/support/fake_cri.py.
 
 cri-o and cri-dockerd cannot run on these machines, and containerd's rarer
 states (a shim gone, 2.3's quiet info, /proc paths) cannot be had on demand:
 here every runtime is a fake_cri personality that answers as that runtime's
-source does (test/test_fakes_real.py holds the containerd ones against the
+source does (test/unit/test_fakes_real.py holds the containerd ones against the
 real 1.6, 1.7 and 2.1 of the lab). Their answers point at a real network namespace
 the test makes (`ip netns add`, or a process inside one for /proc/<pid>/ns/net),
 so `add`, `check` and `del` run the real ptp and host-local plugins, and the
 tests look at the result from inside the namespace.
 
 Also here: the runtime faults (gRPC errors, answers the tool cannot use, pods
-it must refuse) and the order in which the tool looks for a runtime socket.
+it must refuse). The order in which the tool looks for a runtime socket needs
+no netns, nor root: test/unit/test_endpoints.py.
 """
 
 from __future__ import annotations
@@ -20,8 +21,6 @@ import itertools
 import json
 import os
 import subprocess
-import sys
-import tempfile
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -30,7 +29,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from fake_cri import (
+
+import if_inject
+from support.fake_cri import (
     CONTAINERD_16,
     CONTAINERD_17,
     CONTAINERD_20,
@@ -40,22 +41,20 @@ from fake_cri import (
     NOTREADY,
     POD,
     PROC_PATH,
-    FakeCRI,
     Runtime,
     Sandbox,
-    SilentSocket,
+    Serve,
     containerd2_sandbox,
     containerd16_sandbox,
     containerd_host_network_sandbox,
     cri_dockerd_sandbox,
     crio_old_spoofed_sandbox,
     crio_sandbox,
-    dead_socket,
     proc_path_sandbox,
     with_info,
 )
-
-import if_inject
+from support.toolrun import error_of
+from support.toolrun import run_clean as run
 
 REPO = Path(__file__).resolve().parent.parent
 CNI_BIN = "/usr/lib/cni"
@@ -68,36 +67,6 @@ needs_root = pytest.mark.skipif(
 
 
 # ---- fixtures -------------------------------------------------------------
-
-
-@pytest.fixture
-def sock_dir() -> Iterator[Path]:
-    """A short private directory for sockets (a socket path has at most 107 bytes)."""
-    path = Path(tempfile.mkdtemp(prefix="ifi-cri-"))
-    yield path
-    for entry in path.iterdir():
-        entry.unlink()
-    path.rmdir()
-
-
-Serve = Callable[..., FakeCRI]
-
-
-@pytest.fixture
-def serve(sock_dir: Path) -> Iterator[Serve]:
-    """serve(runtime, sandboxes, name=None, **faults): a running FakeCRI, stopped after the test."""
-    started: list[FakeCRI] = []
-
-    def start(runtime: Runtime, sandboxes: list[Sandbox] | tuple[()] = (), name: str = "",
-              **faults: object) -> FakeCRI:
-        cri = FakeCRI(sock_dir / (name or f"cri{len(started)}.sock"), runtime, sandboxes,
-                      **faults)  # type: ignore[arg-type]
-        started.append(cri.start())
-        return cri
-
-    yield start
-    for cri in started:
-        cri.stop()
 
 
 def inode(path: str) -> int:
@@ -188,35 +157,6 @@ def network(tmp_path: Path) -> Iterator[Network]:
 
 
 # ---- helpers ------------------------------------------------------------------
-
-
-def run(tool: list[str], *args: str, env: dict[str, str] | None = None,
-        timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """The tool with `args`, without the caller's runtime endpoint or CNI path."""
-    clean = {k: v for k, v in os.environ.items() if k not in ("CONTAINER_RUNTIME_ENDPOINT", "CNI_PATH")}
-    return subprocess.run([*tool, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**clean, **(env or {})})
-
-
-def error_of(out: subprocess.CompletedProcess[str]) -> str:
-    """The error of a failed run: exit 1, nothing on stdout, one JSON line on stderr."""
-    assert out.returncode == 1, (out.returncode, out.stdout, out.stderr)
-    assert out.stdout == ""
-    assert "Traceback" not in out.stderr
-    lines = out.stderr.splitlines()
-    assert len(lines) == 1, out.stderr
-    line = json.loads(lines[0])
-    assert line["level"] == "error"
-    return str(line["error"])
-
-
-def connected_to(out: subprocess.CompletedProcess[str]) -> str:
-    """The runtime version in the "Runtime connected" log line (-loglevel 1)."""
-    for line in out.stderr.splitlines():
-        record = json.loads(line)
-        if record["msg"] == "Runtime connected":
-            return str(record["runtime_version"])
-    raise AssertionError(f"not connected: {out.stderr}")
 
 
 def addresses_in(netns: str, ifname: str) -> list[str] | None:
@@ -360,21 +300,6 @@ def test_add_check_del_through_the_api(personality: str, serve: Serve, netns: st
         assert if_inject.delete(NS, NAME, str(network.spec), node=node) == 1
     assert addresses_in(netns, "net1") is None
     assert network.leftovers() == []
-
-
-@pytest.mark.parametrize("runtime", [CRIO, CONTAINERD_17, CONTAINERD_20, CONTAINERD_23, CRI_DOCKERD],
-                         ids=lambda r: r.label)
-def test_what_each_runtime_sends_without_verbose(runtime: Runtime, serve: Serve) -> None:
-    """Only containerd 2.3 fills info without verbose, and then with nothing usable in it."""
-    sandbox = containerd2_sandbox(NAME, "/var/run/netns/x", 4242, NS)
-    cri = serve(runtime, [sandbox])
-    with if_inject.RuntimeClient(cri.endpoint, timeout=2) as client:
-        request = client.messages["PodSandboxStatusRequest"](pod_sandbox_id=sandbox.id)
-        info = dict(client.call("PodSandboxStatus", request).info)
-    if runtime is CONTAINERD_23:
-        quiet = json.loads(info.pop("info"))
-        assert (quiet["runtimeSpec"], quiet["sandboxMetadata"], quiet["pid"]) == (None, None, 0)
-    assert info == {}
 
 
 @needs_root
@@ -567,130 +492,7 @@ def test_the_nodes_network_is_refused(case: str, command: str, tool: list[str], 
     assert not (tmp_path / "cache").exists()
 
 
-# ---- where the tool looks for the runtime ----------------------------------------
-
-# The default list's slots, in if_inject.DEFAULT_ENDPOINTS' order.
-SLOTS = ("run-crio", "run-containerd", "var-run-crio", "cri-dockerd")
-
-
-def make_slot(kind: str, path: Path, serve: Serve, stack: list[SilentSocket]) -> None:
-    """Put `kind` at `path`: missing, file (not a socket), dead (no listener),
-    silent (accepts, never answers), v1alpha2 (old runtime) or live (answers)."""
-    if kind == "file":
-        path.write_text("")
-    elif kind == "dead":
-        dead_socket(path)
-    elif kind == "silent":
-        stack.append(SilentSocket(path).__enter__())
-    elif kind in ("live", "v1alpha2"):
-        runtime = Runtime("fake", path.stem)  # the version says who answered
-        serve(runtime, [], name=path.name, v1alpha2_only=kind == "v1alpha2")
-
-
-@pytest.fixture
-def slots(sock_dir: Path, serve: Serve, monkeypatch: pytest.MonkeyPatch
-          ) -> Iterator[Callable[[list[str]], list[str]]]:
-    """slots(kinds): the default endpoints, moved to tmp paths holding `kinds`; returns them."""
-    silent: list[SilentSocket] = []
-    monkeypatch.delenv("CONTAINER_RUNTIME_ENDPOINT", raising=False)
-
-    def make(kinds: list[str]) -> list[str]:
-        paths = [sock_dir / f"{slot}.sock" for slot in SLOTS]
-        for kind, path in zip(kinds, paths, strict=True):
-            make_slot(kind, path, serve, silent)
-        endpoints = [f"unix://{path}" for path in paths]
-        monkeypatch.setattr(if_inject, "DEFAULT_ENDPOINTS", tuple(endpoints))
-        return endpoints
-
-    yield make
-    for sock in silent:
-        sock.__exit__()
-
-
-SEARCHES: dict[str, tuple[list[str], int]] = {
-    "all-live": (["live", "live", "live", "live"], 0),
-    "crio-missing": (["missing", "live", "live", "live"], 1),
-    "crio-not-a-socket": (["file", "live", "live", "live"], 1),
-    "crio-dead": (["dead", "live", "live", "live"], 1),
-    "crio-silent": (["silent", "live", "live", "live"], 1),
-    "crio-v1alpha2-only": (["v1alpha2", "live", "live", "live"], 1),
-    "var-run-crio": (["missing", "dead", "live", "live"], 2),
-    "cri-dockerd-last": (["file", "dead", "missing", "live"], 3),
-}
-
-
-@pytest.mark.parametrize("search", SEARCHES)
-def test_the_first_default_endpoint_that_answers_is_used(
-        search: str, slots: Callable[[list[str]], list[str]]) -> None:
-    kinds, chosen = SEARCHES[search]
-    endpoints = slots(kinds)
-    started = time.monotonic()
-    with if_inject.RuntimeClient(timeout=0.5) as client:
-        assert client.endpoint == endpoints[chosen]
-        assert client.version.runtime_version == SLOTS[chosen]
-    assert time.monotonic() - started < 3
-
-
-def test_no_default_endpoint_answers(slots: Callable[[list[str]], list[str]]) -> None:
-    endpoints = slots(["missing", "file", "dead", "silent"])
-    with pytest.raises(if_inject.InjectError) as failed:
-        if_inject.RuntimeClient(timeout=0.5)
-    message = failed.value.msg
-    assert message.startswith("no container runtime answers: ")
-    for endpoint, why in zip(endpoints, ["No such file or directory", "not a unix socket",
-                                         "Version: UNAVAILABLE", "Version: DEADLINE_EXCEEDED"], strict=True):
-        assert f"{endpoint}: {why}" in message
-
-
-def test_env_and_argument_come_before_the_defaults(
-        slots: Callable[[list[str]], list[str]], serve: Serve, monkeypatch: pytest.MonkeyPatch) -> None:
-    slots(["live", "live", "live", "live"])
-    env = serve(Runtime("fake", "env"), name="env.sock")
-    flag = serve(Runtime("fake", "flag"), name="flag.sock")
-    monkeypatch.setenv("CONTAINER_RUNTIME_ENDPOINT", env.endpoint)
-    with if_inject.RuntimeClient(timeout=2) as client:
-        assert client.version.runtime_version == "env"
-    with if_inject.RuntimeClient(flag.endpoint, timeout=2) as client:
-        assert client.version.runtime_version == "flag"
-
-
-def test_a_chosen_endpoint_that_fails_is_not_replaced(
-        slots: Callable[[list[str]], list[str]], sock_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An explicit endpoint (env or argument) is the one the user wants: no silent fallback."""
-    slots(["live", "live", "live", "live"])
-    dead = "unix://" + dead_socket(sock_dir / "dead.sock")
-    monkeypatch.setenv("CONTAINER_RUNTIME_ENDPOINT", dead)
-    with pytest.raises(if_inject.InjectError, match=f"^no container runtime answers: {dead}: "
-                                                    "Version: UNAVAILABLE"):
-        if_inject.RuntimeClient(timeout=2)
-    monkeypatch.delenv("CONTAINER_RUNTIME_ENDPOINT")
-    with pytest.raises(if_inject.InjectError, match=f"^no container runtime answers: {dead}: "):
-        if_inject.RuntimeClient(dead, timeout=2)
-
-
-# Runs the CLI with if_inject.DEFAULT_ENDPOINTS replaced: argv is REPO, the
-# four endpoints, then the tool's arguments. (The real defaults are system paths.)
-WITH_DEFAULTS = ("import sys; sys.path.insert(0, sys.argv[1]); import if_inject; "
-                 "if_inject.DEFAULT_ENDPOINTS = tuple(sys.argv[2:6]); sys.exit(if_inject.main(sys.argv[6:]))")
-
-
-def test_cli_endpoint_precedence_flag_env_defaults(serve: Serve, sock_dir: Path) -> None:
-    def runtime(version: str) -> FakeCRI:
-        return serve(Runtime("fake", version), name=f"{version}.sock")
-    defaults = [f"unix://{sock_dir}/missing.sock", "unix://" + dead_socket(sock_dir / "dead.sock"),
-                runtime("default").endpoint, runtime("last").endpoint]
-    env, flag = runtime("env"), runtime("flag")
-    cli = [sys.executable, "-c", WITH_DEFAULTS, str(REPO), *defaults, "-loglevel", "1"]
-    query = ["netns", "-ns", NS, "-pod", NAME]  # no pod anywhere: exit 1 after connecting
-
-    assert connected_to(run(cli, "-runtime-endpoint", flag.endpoint, *query,
-                            env={"CONTAINER_RUNTIME_ENDPOINT": env.endpoint})) == "flag"
-    assert connected_to(run(cli, "-r", flag.endpoint, *query)) == "flag"
-    assert connected_to(run(cli, *query, env={"CONTAINER_RUNTIME_ENDPOINT": env.endpoint})) == "env"
-    assert connected_to(run(cli, *query)) == "default"
-    # An empty variable is no choice: the defaults are searched.
-    assert connected_to(run(cli, *query, env={"CONTAINER_RUNTIME_ENDPOINT": ""})) == "default"
-
+# ---- endpoint forms (the other endpoint tests need no root: test/unit/test_endpoints.py) ----
 
 @needs_root
 def test_cli_endpoint_forms(tool: list[str], serve: Serve, netns: str) -> None:
@@ -701,28 +503,3 @@ def test_cli_endpoint_forms(tool: list[str], serve: Serve, netns: str) -> None:
         assert (out.returncode, out.stdout, out.stderr) == (0, var_run(netns) + "\n", "")
         out = run(tool, "netns", "-ns", NS, "-pod", NAME, env={"CONTAINER_RUNTIME_ENDPOINT": endpoint})
         assert (out.returncode, out.stdout) == (0, var_run(netns) + "\n")
-
-
-def test_cli_endpoint_faults(tool: list[str], sock_dir: Path) -> None:
-    query = ["netns", "-ns", NS, "-pod", NAME]
-    not_a_socket = sock_dir / "file.sock"
-    not_a_socket.write_text("")
-    cases = {
-        "tcp://127.0.0.1:10010": "unsupported runtime endpoint tcp://127.0.0.1:10010: only unix sockets are",
-        f"unix://{sock_dir}/missing.sock": f"unix://{sock_dir}/missing.sock: No such file or directory",
-        f"unix://{not_a_socket}": f"unix://{not_a_socket}: not a unix socket",
-        "unix://" + dead_socket(sock_dir / "dead.sock"): f"unix://{sock_dir}/dead.sock: Version: UNAVAILABLE",
-    }
-    for endpoint, words in cases.items():
-        assert words in error_of(run(tool, "-runtime-endpoint", endpoint, *query))
-        assert words in error_of(run(tool, *query, env={"CONTAINER_RUNTIME_ENDPOINT": endpoint}))
-
-
-def test_cli_socket_that_never_answers_times_out(tool: list[str], sock_dir: Path) -> None:
-    with SilentSocket(sock_dir / "silent.sock") as silent:
-        started = time.monotonic()
-        out = run(tool, "-runtime-endpoint", silent.endpoint, "-timeout", "1",
-                  "netns", "-ns", NS, "-pod", NAME, timeout=10)
-        elapsed = time.monotonic() - started
-    assert f"{silent.endpoint}: Version: DEADLINE_EXCEEDED: no answer within 1s" in error_of(out)
-    assert 1 <= elapsed < 4

@@ -1,6 +1,6 @@
 """Speed targets as ratios to floors measured in the same run.
 
-Used by test/bench.py and tools/measure_exe.py. A limit in milliseconds passes
+Used by tools/bench.py and tools/measure_exe.py. A limit in milliseconds passes
 on one machine and fails on a slower one with the same code; the ratio of a
 figure to a floor measured on the same machine in the same run (the bare
 interpreter, the interpreter importing grpc, the CNI plugin run directly, the

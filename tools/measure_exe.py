@@ -4,7 +4,7 @@
 
 Builds what is not given (the executable with tools/build_exe.py, the command
 with `pip install .` into build/measure/venv), starts a private containerd lab
-(test/lab.py) with one pod, and times each command as scripts call it, a new
+(test/support/lab.py) with one pod, and times each command as scripts call it, a new
 process per call, the two alternating so that load on the machine hits both
 alike, and the bare interpreter beside them. Prints medians in ms and the
 ratios, and checks issue 8's targets as ratios to floors measured in the same
@@ -34,15 +34,14 @@ from pathlib import Path
 
 TOOLS = Path(__file__).resolve().parent
 REPO = TOOLS.parent
-sys.path.insert(0, str(TOOLS))
-sys.path.insert(0, str(REPO / "test"))
+sys.path.insert(0, str(REPO / "test"))  # a script: its own dir is on the path, test/support is not
 import build_exe  # noqa: E402
 from judge import Ratio, verdict  # noqa: E402
-from lab import Lab, lock_machine  # noqa: E402
+from support.lab import Lab, lock_machine  # noqa: E402
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 INTERPRETER = "python -c pass"  # the floor of -version, timed in the same rounds
-# Issue 8's targets on medians; test/bench.py judges its rows of the executable by them too.
+# Issue 8's targets on medians; tools/bench.py judges its rows of the executable by them too.
 VERSION = Ratio(6.0, "interpreter")
 AGAINST_PIP = Ratio(1.3, "pip-installed")
 TARGETS = {"-version": VERSION, "netns": AGAINST_PIP, "add": AGAINST_PIP}

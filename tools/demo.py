@@ -1,6 +1,6 @@
 """`make demo`: the original README's walk-through, on a real containerd (2.1 by default).
 
-Starts a lab (test/lab.py), creates three pods like test/alpine.yaml in
+Starts a lab (test/support/lab.py), creates three pods like test/alpine.yaml in
 namespace if-inject, then runs the README's commands one by one, each printed
 before it runs: `if-inject netns`, a veth injected by hand with `ip link` (ping
 the pod's link-local address), `if-inject add -spec test/ptp.json | jq`, ping
@@ -10,7 +10,7 @@ app=alpine` across the three pods, `list`, and `gc` after one pod is removed.
 Finally it stops the lab, leaving the machine as it found it.
 
 `kubectl exec` and `kubectl delete pod` are played by the lab (CRI calls).
-Usage, as root: python3 test/demo.py [-runtime RUNTIME] [LAB_ROOT]
+Usage, as root: python3 tools/demo.py [-runtime RUNTIME] [LAB_ROOT]
 (RUNTIME one of lab.RUNTIMES, default containerd-2.1; LAB_ROOT default /tmp/if-inject-demo)
 """
 
@@ -26,8 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from lab import RUNTIMES, Lab, Pod, install_missing, lock_machine
+# A script: its own dir is on the path, test/ (the support package) is not.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
+from support.lab import RUNTIMES, Lab, Pod, install_missing, lock_machine
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "if-inject"

@@ -1,7 +1,7 @@
 """The built executable in an image and a pod of the lab, as test/if-inject-pod.yaml runs it.
 
     image = exe_image(lab.cache, exe)             # an OCI tar: busybox-static, if-inject
-    import_image(lab, image)
+    lab.import_image(image)
     tool = run_tool_pod(lab, mounts=[...])        # privileged, host network and PIDs
     lab.exec(tool, ["if-inject", "-version"])
 
@@ -26,10 +26,9 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from cri_schema import LAB_SCHEMA, M
-from lab import CRI_NAMESPACE, NODE, Lab, Pod, oci_archive, run, tar_entry, which
-
 import if_inject
+from support.cri_schema import LAB_SCHEMA, M
+from support.lab import NODE, Lab, Pod, oci_archive, tar_entry, which
 
 EXE_IMAGE = "localhost/if-inject/if-inject:test"
 IN_IMAGE = "/usr/local/bin/if-inject"
@@ -86,11 +85,6 @@ def exe_image(cache: Path, exe: Path) -> Path:
         tmp.write_bytes(archive)
         tmp.rename(path)
     return path
-
-
-def import_image(lab: Lab, image: Path) -> None:
-    run(["ctr", "--address", lab.socket, "-n", CRI_NAMESPACE, "images", "import",
-         "--snapshotter", "overlayfs", str(image)])
 
 
 # ---- the pod ----------------------------------------------------------------------

@@ -6,20 +6,20 @@
     lab.exec(pod, ["ip", "-o", "addr", "show", "eth0"])
     lab.down()                                # the machine is as before up()
 
-or as a script: `python3 test/lab.py up|down|clean ROOT [RUNTIME]`.
+or as a script, from test/: `python3 -m support.lab up|down|clean ROOT [RUNTIME]`.
 
 RUNTIMES are containerd 1.6 (the host's Debian package, run on the host) and
-containerd 1.7 and 2.1, run from Debian trixie and sid roots (test/debroot.py
+containerd 1.7 and 2.1, run from Debian trixie and sid roots (support/debroot.py
 builds and caches them) in mount, network and PID namespaces of their own: the
 root is an overlay whose writable layer is in ROOT (the cached root stays
 untouched), ROOT and the host's /tmp are seen at their own paths inside, and
 the pods' netns are mounted in the host's /run/netns, as on a node.
-../shared/notes/newer-runtimes.md records how and why.
+LAB.md (beside this file) records how and why.
 
 Everything the lab owns lives under ROOT, and every name it puts on the host is
 derived from ROOT (socket, bridge, CNI network, cgroup parent, pod subnet), so
-two labs with different roots run side by side. ../shared/notes/runtime-lab.md
-records why the containerd configuration looks the way it does.
+two labs with different roots run side by side. LAB.md records why the
+containerd configuration looks the way it does, and the pitfalls it works around.
 
 containerd 1.6 also writes outside its directories whatever the config says:
 shim sockets in /run/containerd/s, libcni's cache in /var/lib/cni/results,
@@ -53,11 +53,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cri_schema
-from cri_schema import M
+from support import cri_schema
+from support.cri_schema import M
 
-TEST_DIR = Path(__file__).resolve().parent
+SUPPORT_DIR = Path(__file__).resolve().parent
 CNI_BIN_DIR = "/usr/lib/cni"
 PAUSE_IMAGE = "localhost/if-inject/pause:1"
 BUSYBOX_IMAGE = "localhost/if-inject/busybox:1"
@@ -278,11 +277,11 @@ def _cached(cache: Path, key: str, build: Callable[[], bytes]) -> Path:
 
 
 def pause_image(cache: Path) -> Path:
-    source = (TEST_DIR / "pause.c").read_bytes()
+    source = (SUPPORT_DIR / "pause.c").read_bytes()
 
     def build() -> bytes:
         binary = cache / f"pause.{os.getpid()}"
-        run(["gcc", "-static", "-Os", "-s", "-o", str(binary), str(TEST_DIR / "pause.c")])
+        run(["gcc", "-static", "-Os", "-s", "-o", str(binary), str(SUPPORT_DIR / "pause.c")])
         try:
             layer = _tar([tar_entry("pause", binary.read_bytes())])
         finally:
@@ -649,7 +648,7 @@ class Lab:
     def _start_holder(self) -> int:
         """New mount, network and PID namespaces whose root is the Debian root; their PID 1."""
         assert self.suite is not None
-        from debroot import debian_root
+        from support.debroot import debian_root
 
         lower = debian_root(self.suite, ROOT_PACKAGES)
         self._share_netns_dir()
@@ -745,7 +744,7 @@ class Lab:
                  "  netns_mounts_under_state_dir = true" if self.suite is None else
                  "# Pod netns in /var/run/netns/cni-<uuid>, as on a node.")
         return f"""\
-# Written by test/lab.py for the {self.runtime} lab in {r}; see ../shared/notes/runtime-lab.md.
+# Written by test/support/lab.py for the {self.runtime} lab in {r}; see test/support/LAB.md.
 version = 2
 root = {q(r / "root")}
 state = {q(r / "state")}
@@ -793,7 +792,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
         images, rt = "[plugins.'io.containerd.cri.v1.images'", "[plugins.'io.containerd.cri.v1.runtime'"
         return f"""\
-# Written by test/lab.py for the {self.runtime} lab in {r}; see ../shared/notes/newer-runtimes.md.
+# Written by test/support/lab.py for the {self.runtime} lab in {r}; see test/support/LAB.md.
 version = 3
 root = {q(r / "root")}
 state = {q(r / "state")}

@@ -13,17 +13,11 @@ tests can reuse it: `M` holds the message classes and enums by name,
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 # The schema extends the tool's own; the tool lives in the repository root.
-_REPO = str(Path(__file__).resolve().parent.parent)
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import if_inject  # noqa: E402
+import if_inject
 
 LAB_EXTRA_SCHEMA = """
 message LinuxSandboxSecurityContext { NamespaceOption namespace_options = 1; bool privileged = 6; }

@@ -1,6 +1,6 @@
-"""How fast is if-inject? `make bench` (as root), or `python test/bench.py`.
+"""How fast is if-inject? `make bench` (as root), or `python tools/bench.py`.
 
-Starts a private containerd lab (test/lab.py), makes 50 pods without
+Starts a private containerd lab (test/support/lab.py), makes 50 pods without
 containers, and times the tool called as scripts call it: a new process per
 call, the interpreter called directly. Prints min/median/max over repeated
 runs, each row's floor and the ratio to it, the peak RSS, and PASS/FAIL.
@@ -53,12 +53,11 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "test"))
-sys.path.insert(0, str(REPO / "tools"))
+sys.path.insert(0, str(REPO / "test"))  # a script: its own dir is on the path, test/support is not
 from judge import Ratio, verdict  # noqa: E402
-from lab import Lab, Pod, lock_machine, mounts_under  # noqa: E402
 from measure_exe import AGAINST_PIP as EXE_NETNS  # noqa: E402  (the executable's targets)
 from measure_exe import VERSION as EXE_VERSION  # noqa: E402
+from support.lab import Lab, Pod, lock_machine, mounts_under  # noqa: E402
 
 NAMESPACE = "if-inject-bench"
 CNI_BIN_DIR = "/usr/lib/cni"

@@ -59,7 +59,6 @@ from __future__ import annotations
 import contextlib
 import json
 import socket
-import sys
 import threading
 import uuid
 from collections.abc import Callable, Iterable
@@ -71,11 +70,7 @@ from typing import Any
 import grpc
 
 # The tool lives in the repository root.
-_REPO = str(Path(__file__).resolve().parent.parent)
-if _REPO not in sys.path:
-    sys.path.insert(0, _REPO)
-
-import if_inject  # noqa: E402
+import if_inject
 
 M: dict[str, Any] = if_inject.proto_messages(if_inject.CRI_SCHEMA)
 # ContainerStatus, which only the cri-dockerd personality needs; field numbers
@@ -489,6 +484,10 @@ class FakeCRI:
 
 
 # ---- sockets that are not runtimes ----------------------------------------
+
+
+# serve(runtime, sandboxes, name="", **faults): conftest's fixture, a FakeCRI started for the test.
+Serve = Callable[..., FakeCRI]
 
 
 def dead_socket(path: str | Path) -> str:

@@ -115,7 +115,7 @@ def host_mirror() -> str:
                 + re.findall(r"^deb\s+(?:\[.*?\]\s+)?(\S+)", text, re.M))
         for url in (u for line in urls for u in line.split()):
             if "-security" not in url and re.search(r"/debian/?$", url):
-                return url
+                return str(url)
     raise RuntimeError("no Debian mirror in the host's apt sources")
 
 
@@ -135,5 +135,5 @@ def _remove(path: Path) -> None:
     shutil.rmtree(path)
 
 
-if __name__ == "__main__":  # python3 test/debroot.py SUITE [PACKAGE...]
+if __name__ == "__main__":  # from test/: python3 -m support.debroot SUITE [PACKAGE...]
     print(debian_root(sys.argv[1], sys.argv[2:]))

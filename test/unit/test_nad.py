@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from toolrun import Run
 
 import if_inject as ii
+from support.toolrun import Run
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent
 CONFIG = {"cniVersion": "1.0.0", "name": "ptp-conf", "type": "ptp",
           "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.22.23.0/24"}]]}}
 

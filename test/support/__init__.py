@@ -1,0 +1,13 @@
+"""What the tests share: the lab, the fake CRI server and the helpers.
+
+- lab.py: a real containerd + CRI + runc + CNI node (LAB.md: its pitfalls);
+  debroot.py builds the Debian roots of the newer runtimes.
+- fake_cri.py: a CRI server playing the runtimes that cannot run here;
+  cri_schema.py: the CRI messages the lab and the fake speak.
+- toolrun.py: running the tool as the tests do (Run, Tool, signals, deadlines).
+- node.py: what the node and the pods show (links, addresses, leases).
+- libcni.py: the libcni driver and the comparison of its runs with if-inject's.
+- exe_image.py: the built executable in an image and a pod of the lab.
+
+Imported as `support.X`: pytest puts test/ on the path (pyproject.toml).
+"""

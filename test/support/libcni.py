@@ -1,0 +1,253 @@
+"""if-inject's CNI layer against libcni itself: the driver and the comparison.
+
+support/libcni_driver.go is built from Debian's libcni source (golang-go,
+golang-github-containernetworking-cni-dev; GOPATH mode, offline) once per
+session (conftest's `libcni_driver`). Spy plugins in a private CNI_PATH log
+every call's stdin and CNI_* environment, then run the real plugin (or a canned
+one). The same steps go through libcni and through if-inject's `CNI` class
+(a Bench), and what the plugins saw, the cache entries and the ADD results must
+be the same (compare()).
+
+if-inject's deliberate differences (README, "Running CNI plugins", the list
+"Where if-inject does more than libcni") are normalised where they show, each
+with a comment naming its line.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import if_inject as ii
+
+HERE = Path(__file__).resolve().parent
+GOPATH = "/usr/share/gocode"
+LIBCNI_SRC = f"{GOPATH}/src/github.com/containernetworking/cni/libcni"
+CNI_BIN = "/usr/lib/cni"
+CONTAINER = "ctr1"
+IFNAME = "eth1"
+# README "kubelet's CNI_ARGS at the pod level": the CNI class, as libcni, passes its
+# caller's args alone, so both get the same (these stand in for kubelet's).
+ARGS = [["IgnoreUnknown", "1"], ["K8S_POD_NAME", "p1"]]
+
+
+def build_driver(out: Path) -> str:
+    """Build the libcni driver into `out`; skips the test without Go or libcni's source."""
+    if not shutil.which("go") or not os.path.isdir(LIBCNI_SRC):
+        pytest.skip("needs golang-go and golang-github-containernetworking-cni-dev (make deps)")
+    env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(out), "GOPATH": GOPATH,
+           "GO111MODULE": "off", "GOPROXY": "off", "GOFLAGS": "", "CGO_ENABLED": "0",
+           "GOCACHE": str(out / "gocache")}
+    build = subprocess.run(["go", "build", "-o", str(out / "libcni-driver"), str(HERE / "libcni_driver.go")],
+                           env=env, capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr
+    shutil.rmtree(out / "gocache")
+    return str(out / "libcni-driver")
+
+
+def libcni(driver: str, request: dict[str, Any]) -> dict[str, Any]:
+    """One request through the driver: {"result": ...}, {} or {"error": ...}."""
+    proc = subprocess.run([driver], input=json.dumps(request), capture_output=True, text=True, timeout=120)
+    answer: dict[str, Any] = json.loads(proc.stdout)
+    assert (proc.returncode == 0) == ("error" not in answer), proc.stderr
+    return answer
+
+
+@dataclass
+class Step:
+    """One call: `command` of `conf` through libcni or if-inject."""
+
+    impl: str  # "libcni" or "if-inject"
+    command: str
+    conf: dict[str, Any]
+
+
+@dataclass
+class Bench:
+    """A private CNI_PATH of spies, a log of their calls, a cache dir and a dataDir."""
+
+    base: Path
+    driver: str
+    netns: str
+    capability_args: dict[str, Any] = field(default_factory=dict)
+    args: list[list[str]] = field(default_factory=lambda: ARGS)
+
+    def __post_init__(self) -> None:
+        for d in ("bin", "log", "ipam", "cache"):
+            (self.base / d).mkdir(parents=True, exist_ok=True)
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.base / "cache"
+
+    def spy(self, plugin_type: str, body: str) -> None:
+        """A plugin that logs its call, then runs `body` with the same stdin."""
+        log = self.base / "log"
+        script = (f'#!/bin/sh\nlog={log}\nn=$(($(cat "$log/seq" 2>/dev/null || echo 0) + 1))\n'
+                  f'echo "$n" > "$log/seq"\ncat > "$log/$n.stdin"\n'
+                  f'env | grep "^CNI_" > "$log/$n.env"\necho {plugin_type} > "$log/$n.type"\n'
+                  f'exec < "$log/$n.stdin"\n{body}\n')
+        path = self.base / "bin" / plugin_type
+        path.write_text(script)
+        path.chmod(0o755)
+
+    def spy_on_real_plugins(self) -> None:
+        for name in os.listdir(CNI_BIN):
+            self.spy(name, f"exec {CNI_BIN}/{name}")
+
+    def calls(self) -> list[dict[str, Any]]:
+        """The calls logged since the last time, in order; the log is emptied."""
+        log = self.base / "log"
+        count = int((log / "seq").read_text()) if (log / "seq").exists() else 0
+        calls = []
+        for n in range(1, count + 1):
+            env = dict(line.split("=", 1) for line in (log / f"{n}.env").read_text().splitlines())
+            calls.append({"type": (log / f"{n}.type").read_text().strip(), "env": env,
+                          "stdin": json.loads((log / f"{n}.stdin").read_text())})
+        for entry in log.iterdir():
+            entry.unlink()
+        return calls
+
+    def cache(self) -> dict[str, Any]:
+        results = self.cache_dir / "results"
+        names = sorted(os.listdir(results)) if results.exists() else []
+        return {name: json.loads((results / name).read_text()) for name in names}
+
+    def leases(self) -> list[str]:
+        return sorted(p.name for p in (self.base / "ipam").glob("*/*")
+                      if p.name[0].isdigit() or ":" in p.name)
+
+    def run(self, step: Step) -> dict[str, Any]:
+        """The step's outcome: ok, result, error, the calls seen and the cache after it."""
+        conf = self.base / "conf.json"
+        conf.write_text(json.dumps(step.conf, indent=2))
+        if step.impl == "libcni":
+            answer = libcni(self.driver, {
+                "command": step.command, "conf": str(conf), "cacheDir": str(self.cache_dir),
+                "cniPath": [str(self.base / "bin")], "containerId": CONTAINER, "netns": self.netns,
+                "ifName": IFNAME, "args": self.args, "capabilityArgs": self.capability_args})
+        else:
+            answer = self.run_if_inject(step.command, conf)
+        return {"command": step.command, "ok": "error" not in answer, "error": answer.get("error", ""),
+                "result": answer.get("result"), "calls": self.calls(), "cache": self.cache()}
+
+    def run_if_inject(self, command: str, conf: Path) -> dict[str, Any]:
+        cni = ii.CNI([str(self.base / "bin")], str(self.cache_dir), timeout=60)
+        att = ii.Attachment(CONTAINER, self.netns, IFNAME, [(k, v) for k, v in self.args],
+                            dict(self.capability_args))
+        try:
+            network = ii.load_network(str(conf))
+            if command == "ADD":
+                return {"result": cni.add(network, att)}
+            getattr(cni, {"CHECK": "check", "DEL": "delete"}[command])(network, att)
+            return {}
+        except ii.InjectError as e:
+            return {"error": str(e)}
+
+
+def conflist(version: str, *plugins: dict[str, Any], name: str = "conformance",
+             **extra: Any) -> dict[str, Any]:
+    return {"cniVersion": version, "name": name, **extra, "plugins": list(plugins)}
+
+
+def for_if_inject(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """if-inject's runs with its deliberate differences taken out."""
+    out = []
+    for run in runs:
+        run = dict(run)
+        if run["command"] == "ADD" and not run["ok"]:
+            # README "rollback of a failed ADD": the DELs it ran are not libcni's.
+            run["calls"] = [c for c in run["calls"] if c["env"]["CNI_COMMAND"] == "ADD"]
+        if run["command"] == "DEL" and not run["ok"]:
+            # README "DEL runs every plugin": libcni stops at the first plugin that fails.
+            failed = next(i for i, c in enumerate(run["calls"]) if c["type"] == "failing")
+            run["calls"] = run["calls"][:failed + 1]
+        run["cache"] = {name: without_our_keys(entry) for name, entry in run["cache"].items()}
+        out.append(run)
+    return out
+
+
+def without_our_keys(entry: dict[str, Any]) -> dict[str, Any]:
+    # README "the ifInject key" and "netns, as libcni 1.2 writes it" (1.1.2 has no netns).
+    return {k: v for k, v in entry.items() if k not in (ii.CACHE_MARK, "netns")}
+
+
+RANDOM = re.compile(r"\b(?:[0-9a-f]{2}:){5}[0-9a-f]{2}\b|\bveth[0-9a-f]{8}\b")
+
+
+def normalised(runs: list[dict[str, Any]], fixed: tuple[str, ...] = ()) -> list[dict[str, Any]]:
+    """Random MACs and veth names become MAC1, veth1, ... in order of appearance."""
+    text = json.dumps(runs, sort_keys=True)
+    seen: dict[str, str] = {}
+
+    def token(match: re.Match[str]) -> str:
+        value = match.group(0)
+        if value in fixed:
+            return value
+        kind = "veth" if value.startswith("veth") else "MAC"
+        return seen.setdefault(value, f"{kind}{sum(v.startswith(kind) for v in seen.values()) + 1}")
+
+    result: list[dict[str, Any]] = json.loads(RANDOM.sub(token, text))
+    return result
+
+
+def compare(libcni_runs: list[dict[str, Any]], if_inject_runs: list[dict[str, Any]],
+            fixed: tuple[str, ...] = ()) -> None:
+    def outcomes(runs: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+        return [(r["command"], r["ok"]) for r in runs]
+
+    def key_order(runs: list[dict[str, Any]]) -> list[dict[str, list[str]]]:
+        return [{name: list(entry) for name, entry in run["cache"].items()} for run in runs]
+
+    errors = [r["error"] for r in if_inject_runs + libcni_runs]
+    assert outcomes(if_inject_runs) == outcomes(libcni_runs), errors
+    # Key for key, in libcni's order (normalised() sorts them).
+    assert key_order(for_if_inject(if_inject_runs)) == key_order(libcni_runs)
+    ours, theirs = normalised(for_if_inject(if_inject_runs), fixed), normalised(libcni_runs, fixed)
+    for mine, reference in zip(ours, theirs, strict=True):
+        mine.pop("error"), reference.pop("error")
+        for entry in (*mine["cache"].values(), *reference["cache"].values()):
+            entry["config"] = json.loads(base64.b64decode(entry["config"]))  # readable diffs
+        assert mine == reference
+
+
+# ---- canned plugins that touch nothing ----------------------------------------------
+
+CANNED = {"cniVersion": "1.0.0", "interfaces": [{"name": "eth1", "sandbox": "/x"}],
+          "ips": [{"interface": 0, "address": "10.1.0.5/24", "gateway": "10.1.0.1"}], "dns": {}}
+
+# A plugin that touches nothing. "one" answers ADD with CANNED as the conf's
+# version; the others pass prevResult on. A conf's "fails": "ADD" (the default
+# of "failing") or "DEL" makes it fail that command, a DEL only once.
+FAKE_PLUGIN = """
+import json, os, pathlib, sys
+role, results, marker = sys.argv[1], json.loads(sys.argv[2]), pathlib.Path(sys.argv[3])
+conf, command = json.load(sys.stdin), os.environ["CNI_COMMAND"]
+fails = conf.get("fails", "ADD" if role == "failing" else "")
+if command == fails and not (command == "DEL" and marker.exists()):
+    if command == "DEL":
+        marker.touch()
+    print(json.dumps({"code": 111, "msg": "fails on purpose"}))
+    sys.exit(1)
+if command == "ADD":
+    print(json.dumps(conf.get("prevResult") or results[conf["cniVersion"]]))
+"""
+
+
+def fake_plugins(bench: Bench, *names: str) -> None:
+    script = bench.base / "fake_plugin.py"
+    script.write_text(FAKE_PLUGIN)
+    results = json.dumps({v: ii.convert_result(CANNED, v) for v in ("0.3.1", "0.4.0", "1.0.0")})
+    for name in names:
+        role = name if name in ("one", "failing") else "chained"
+        bench.spy(name, f"exec {sys.executable} {script} {role} '{results}' {bench.base}/del-failed")

@@ -1,0 +1,40 @@
+"""What the node and the pods show: links and addresses, seen with `ip`."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from typing import Any
+
+import pytest
+
+
+def need_root(why: str = "") -> None:
+    """Skip the calling test or fixture unless root, saying what needs it."""
+    if os.geteuid() != 0:
+        pytest.skip(f"needs root{': ' + why if why else ''}")
+
+
+def node_links() -> set[str]:
+    """The names of every link on the node."""
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
+    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+
+
+def links_in_subnet(subnet: str) -> str:
+    """`ip -o -4 addr` of the node's links with an address in `subnet` (a ptp spec's host ends).
+    Only these: other sessions' labs may add and remove links meanwhile."""
+    return subprocess.run(["ip", "-o", "-4", "addr", "show", "to", subnet], capture_output=True, text=True,
+                          check=True).stdout
+
+
+def pod_addrs(lab: Any, pod: Any, ifname: str = "net1") -> str:
+    """`ip -o addr` of `ifname` as the pod's container sees it; "" if there is none."""
+    code, out, _ = lab.exec(pod, ["ip", "-o", "addr", "show", "dev", ifname])
+    return str(out) if code == 0 else ""
+
+
+def netns_addrs(netns: str, ifname: str = "net1") -> str:
+    """The same for a pod without a container, seen from the node through its netns."""
+    return subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "addr", "show", "dev", ifname],
+                          capture_output=True, text=True).stdout

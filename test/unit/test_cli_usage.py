@@ -1,0 +1,56 @@
+"""The command line before any runtime is asked: -version, usage, bad flags, label selectors.
+No root, no runtime (the endpoint does not exist)."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+import if_inject as ii
+from support.toolrun import Run
+
+
+def test_version_and_usage(tool: list[str]) -> None:
+    run = subprocess.run([*tool, "-version"], capture_output=True, text=True)
+    assert (run.returncode, run.stdout, run.stderr) == (0, ii.__version__ + "\n", "")
+    bare = subprocess.run(tool, capture_output=True, text=True)
+    assert bare.returncode == 2 and bare.stdout == ""
+    assert bare.stderr.splitlines()[:5] == ["Subcommands:", "   netns", "   add", "   del", "   check"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["add", "-ns", "x", "-spec", "s.json"], "the following arguments are required: -pod (or -l, -A)"),
+    (["add", "-pod", "p"], "the following arguments are required: -spec/--spec"),
+    (["add", "-pod", "p", "-spec", "s", "-interface", "a" * 16], "invalid interface name 'aaaaaaaaaaaaaaaa'"),
+    (["add", "-pod", "p", "-spec", "s", "-interface", "a:b"], "invalid interface name 'a:b'"),
+    (["add", "-pod", "p", "-spec", "s", "-containerid", "a/b"], "invalid container ID 'a/b'"),
+    (["add", "-pod", "p", "-spec", "s", "-args", "novalue"], "invalid CNI args 'novalue'"),
+    (["add", "-pod", "p", "-spec", "s", "-capability-args", "{x"], "-capability-args is not JSON"),
+    (["add", "-pod", "p", "-spec", "s", "-capability-args", "[]"], "-capability-args must be a JSON object"),
+    (["add", "-pod", "p", "-spec", "s", "-l", "app in (a)"], "unsupported label selector term 'app in (a)'"),
+    (["add", "-pod", "a", "-pod", "b", "-spec", "s", "-containerid", "c"], "-containerid goes with a single"),
+    (["nosuch"], "argument SUBCOMMAND: invalid choice: 'nosuch'"),
+    (["netns", "-pod", "p", "-bogus"], "unrecognized arguments: -bogus"),
+])
+def test_usage_errors_exit_2(tool: list[str], args: list[str], message: str) -> None:
+    proc = subprocess.run([*tool, "-r", "/nonexistent", *args], capture_output=True, text=True)
+    run = Run(proc.returncode, proc.stdout, proc.stderr)
+    assert (run.code, run.out) == (2, "")
+    assert run.error.startswith(message), run.error
+
+
+@pytest.mark.parametrize("text, labels", [
+    ("", {}),
+    ("app=alpine", {"app": "alpine"}),
+    (" app == alpine , tier=web ", {"app": "alpine", "tier": "web"}),
+    ("example.com/role=db,empty=", {"example.com/role": "db", "empty": ""}),
+])
+def test_parse_selector(text: str, labels: dict[str, str]) -> None:
+    assert ii.parse_selector(text) == labels
+
+
+@pytest.mark.parametrize("text", ["a=b,", "a=b=c", "!a", "a notin (b)", "a=b c", "A/b=c", "a=" + "v" * 64])
+def test_parse_selector_refuses(text: str) -> None:
+    with pytest.raises(ii.InjectError):
+        ii.parse_selector(text)

@@ -1,0 +1,88 @@
+"""The tool's guards, without root or a runtime: one runtime connection for
+threads asking at once, and signals held whatever thread receives them."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+import if_inject as ii
+from support.toolrun import REPO, with_signals
+
+# ---- the API: one runtime connection, whatever the threads ----------------------------------
+
+def test_node_client_is_made_once_for_threads_asking_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    made: list[object] = []
+
+    class SlowClient:
+        def __init__(self, endpoint: str | None, timeout: float) -> None:
+            time.sleep(0.05)  # as a connect does: the others ask meanwhile
+            made.append(self)
+
+        def close(self) -> None:
+            made.remove(self)
+
+    monkeypatch.setattr(ii, "RuntimeClient", SlowClient)
+    node = ii.Node("unix:///nowhere.sock")
+    barrier = threading.Barrier(8)
+    seen: list[object] = []
+
+    def ask() -> None:
+        barrier.wait()
+        seen.append(node.client)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(made) == 1 and seen == made * 8
+    node.close()
+    assert made == []
+
+
+# ---- the signal guard itself ----------------------------------------------------------------
+
+GUARD_SCRIPT = """
+import os, signal, sys, threading, time
+import if_inject as ii
+
+ii._signals.install()
+log = []
+
+def from_another_thread(signum):  # as the kernel may deliver it: to grpc's thread, a pool's
+    thread = threading.Thread(target=lambda: signal.pthread_kill(threading.get_ident(), signum))
+    thread.start()
+    thread.join()
+    time.sleep(0.05)  # the main thread runs the handler meanwhile
+
+try:
+    with ii.interruptible():
+        with ii.signals_deferred():
+            from_another_thread(signal.SIGTERM)
+            from_another_thread(signal.SIGINT)
+            log.append("held step finished")
+        log.append("interruptible step went on")
+except KeyboardInterrupt as e:
+    log.append(f"then interrupted by {e}")
+from_another_thread(signal.SIGHUP)
+log.append("held by default")
+try:
+    with ii.interruptible():
+        log.append("interruptible step ran")
+except KeyboardInterrupt as e:
+    log.append(f"interrupted on entry by {e}")
+print(log, ii.interrupted())
+"""
+
+
+def test_signals_are_held_whatever_thread_receives_them() -> None:
+    proc = subprocess.run(with_signals([sys.executable, "-c", GUARD_SCRIPT]), capture_output=True, text=True,
+                          timeout=30, cwd=REPO)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.strip() == str(["held step finished", "then interrupted by SIGTERM", "held by default",
+                                       "interrupted on entry by SIGHUP"]) + " SIGTERM"
