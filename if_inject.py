@@ -20,15 +20,63 @@ from __future__ import annotations
 
 import sys
 
+TYPE_CHECKING = False  # typing itself is imported below the early -version answer
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 __version__ = "unknown"
 
-# Scripts probe the tool with `-version`. Run as a script, it is answered
-# here, before the imports and definitions below: they are two thirds of its
-# run time (argparse, dataclasses, re, typing). main() answers it before
-# building its parser, for the console script.
-if __name__ == "__main__" and sys.argv[1:] in (["-version"], ["--version"]):
+# ---- speed tricks: a command is a short-lived process --------------------
+# Scripts call if-inject once per pod: the interpreter's start and end are a
+# large part of a call. Three tricks, all here: `-version` is answered before
+# anything else is imported; the cyclic GC runs rarely; the process ends
+# without the interpreter's teardown once its output is flushed.
+
+
+def _only_version(argv: list[str]) -> bool:
+    """Whether the command line asks for the version alone."""
+    return argv in (["-version"], ["--version"])
+
+
+def _print_version() -> int:
     print(__version__)
-    sys.exit(0)
+    return 0
+
+
+def _tune_gc() -> None:
+    """Importing grpc and protobuf allocates much and frees little: at its
+    default pace (every 700 allocations) the cyclic GC rescans it all, 2-4 ms
+    of a call; every 100k will do."""
+    import gc as cyclic_gc  # not the module's gc(), which it would shadow
+
+    cyclic_gc.set_threshold(100_000)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the command without the interpreter's teardown, which takes ~13 ms
+    once grpc and protobuf are loaded (a tenth of a netns call). By now the
+    work is done: plugins reaped, locks released, the channel closed; only
+    the output buffers are left. Anything else still running (a thread that
+    is not a daemon) gets the normal exit, which waits for it."""
+    import os
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe (`| head`): the normal exit reports it
+        others.append(threading.current_thread())
+    if others:
+        sys.exit(code)
+    os._exit(code)
+
+
+# Run as a script, `-version` is answered here, before the imports and
+# definitions below: they are two thirds of its run time (argparse,
+# dataclasses, re, typing). main() answers it before building its parser.
+if __name__ == "__main__" and _only_version(sys.argv[1:]):
+    sys.exit(_print_version())
 
 import argparse
 import json
@@ -138,12 +186,27 @@ message PodSandboxStatus {
     map annotations = 8; string runtime_handler = 9;
 }
 message PodSandboxStatusResponse { PodSandboxStatus status = 1; map info = 2; int64 timestamp = 4; }
+message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
+message ContainerStatus { string id = 1; }
+message ContainerStatusResponse { ContainerStatus status = 1; map info = 2; }
 """
 
 CRI_SERVICE = "runtime.v1.RuntimeService"
-SANDBOX_READY, SANDBOX_NOTREADY = 0, 1
-NAMESPACE_MODES = {0: "POD", 1: "CONTAINER", 2: "NODE", 3: "TARGET"}
-NODE_MODE = 2
+
+
+def schema_enums(schema: str) -> dict[str, dict[str, int]]:
+    """{enum name: {value name: number}} of the enums in a schema text."""
+    return {name: {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
+            for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", schema)}
+
+
+# The enums' numbers, read from the schema above (tests import them from here).
+_CRI_ENUMS = schema_enums(CRI_SCHEMA)
+SANDBOX_READY = _CRI_ENUMS["PodSandboxState"]["SANDBOX_READY"]
+SANDBOX_NOTREADY = _CRI_ENUMS["PodSandboxState"]["SANDBOX_NOTREADY"]
+NAMESPACE_MODE = _CRI_ENUMS["NamespaceMode"]  # {"POD": 0, "CONTAINER": 1, "NODE": 2, "TARGET": 3}
+NAMESPACE_MODE_NAMES = {number: name for name, number in NAMESPACE_MODE.items()}
+NODE_MODE = "NODE"  # the network mode of a hostNetwork pod
 
 _SCALARS = {"string": 9, "bool": 8, "int32": 5, "int64": 3, "uint32": 13, "uint64": 4, "bytes": 12}
 
@@ -156,16 +219,12 @@ def proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
     uses a private descriptor pool, so tests can build a larger schema with
     the same names beside the tool's.
     """
-    import re
-
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.{id(schema)}.proto",
                                              package=package, syntax="proto3")
-    enums: dict[str, dict[str, int]] = {}
-    for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", schema):
-        values = {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
-        enums[name] = values
+    enums = schema_enums(schema)
+    for name, values in enums.items():
         enum = fdp.enum_type.add(name=name)
         for key, number in values.items():
             enum.value.add(name=key, number=number)
@@ -299,18 +358,10 @@ class RuntimeClient:
 
 _cri_messages: dict[str, Any] = {}
 
-# ContainerStatus, for cri-dockerd (see docker_sandbox_info). Apart from
-# CRI_SCHEMA, so that schemas extending that one can define the whole message.
-CONTAINER_STATUS_SCHEMA = """
-message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
-message ContainerStatusResponse { map info = 2; }
-"""
-
 
 def cri_messages() -> dict[str, Any]:
     if not _cri_messages:
         _cri_messages.update(proto_messages(CRI_SCHEMA))
-        _cri_messages.update(proto_messages(CONTAINER_STATUS_SCHEMA))
     return _cri_messages
 
 
@@ -437,12 +488,12 @@ def sandbox_pod(client: RuntimeClient, sandbox: Any, netns_required: bool = True
     """A Pod from a ListPodSandbox item, with its netns read from the runtime
     (left empty when the runtime knows none and `netns_required` is false)."""
     status, info = sandbox_info(client, sandbox.id)
-    mode = NAMESPACE_MODES.get(status.linux.namespaces.options.network, "?")
+    mode = NAMESPACE_MODE_NAMES.get(status.linux.namespaces.options.network, "?")
     pod = Pod(namespace=sandbox.metadata.namespace, name=sandbox.metadata.name,
               uid=sandbox.metadata.uid, sandbox_id=sandbox.id, network_mode=mode,
               ready=sandbox.state == SANDBOX_READY, labels=dict(sandbox.labels),
               status_ready=status.state == SANDBOX_READY)
-    if mode != "NODE":
+    if mode != NODE_MODE:
         try:
             pod.netns = netns_from_info(info)
         except InjectError:
@@ -470,7 +521,7 @@ def find_pod(client: RuntimeClient, namespace: str, name: str,
         if not pod.ready:
             raise InjectError(f"pod {namespace}/{name} not found on this node (sandbox "
                               f"{sandbox.id} is no longer ready)", CODE_UNKNOWN_CONTAINER)
-        if pod.network_mode == "NODE":
+        if pod.network_mode == NODE_MODE:
             raise InjectError(f"pod {namespace}/{name} uses the node's network (hostNetwork): "
                               "refusing to change the node", CODE_INVALID_CONFIG)
         check_netns(pod.netns)
@@ -806,16 +857,28 @@ class Attachment:
     capability_args: dict[str, Any] = field(default_factory=dict)
     pod: Pod | None = None  # recorded in the cache, to find the attachment later
 
+    def __post_init__(self) -> None:
+        validate_attachment(self)  # once, where the CNI layer's input enters
 
-def validate_attachment(att: Attachment) -> None:
-    """The CNI spec's rules for container IDs and interface names."""
-    if not re.match(NAME_PATTERN, att.container_id):
-        raise InjectError(f"invalid container ID {att.container_id!r}", CODE_INVALID_ENV)
-    name = att.ifname
+
+def validate_container_id(container_id: str) -> None:
+    """The CNI spec's rule for container IDs."""
+    if not re.match(NAME_PATTERN, container_id):
+        raise InjectError(f"invalid container ID {container_id!r}", CODE_INVALID_ENV)
+
+
+def validate_ifname(name: str) -> None:
+    """The CNI spec's rules for interface names (the kernel's: 15 bytes, no '/', ':' or space)."""
     if not 0 < len(name.encode()) <= 15 or name in (".", "..") \
             or any(c in name for c in "/:") or any(c.isspace() for c in name):
         raise InjectError(f"invalid interface name {name!r}: 1-15 bytes, not . or .., "
                           "no '/', ':' or whitespace", CODE_INVALID_ENV)
+
+
+def validate_attachment(att: Attachment) -> None:
+    """The CNI spec's rules for container IDs and interface names."""
+    validate_container_id(att.container_id)
+    validate_ifname(att.ifname)
 
 
 def parse_cni_args(text: str) -> list[tuple[str, str]]:
@@ -996,8 +1059,98 @@ def remove_cache(cache_dir: str, network: str, container_id: str, ifname: str) -
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
 
 
-def cached_attachments(cache_dir: str) -> list[tuple[str, dict[str, Any]]]:
-    """(path, entry) of every readable entry that if-inject wrote."""
+@dataclass
+class CachedAttachment:
+    """One attachment if-inject made, as its cache entry records it: what
+    list, gc and cache-only del share. `sandbox_state` and `stale` are the
+    runtime's view, filled in by attachments()."""
+
+    path: str
+    entry: dict[str, Any]  # libcni's keys and our CACHE_MARK
+    sandbox_state: str = ""  # ready, notready, gone
+    stale: bool = False
+
+    @property
+    def mark(self) -> dict[str, Any]:
+        mark = self.entry.get(CACHE_MARK)
+        return mark if isinstance(mark, dict) else {}
+
+    @property
+    def namespace(self) -> str:
+        return str(self.mark.get("namespace", ""))
+
+    @property
+    def pod(self) -> str:
+        return str(self.mark.get("pod", ""))
+
+    @property
+    def sandbox_id(self) -> str:
+        return str(self.mark.get("sandboxId", ""))
+
+    @property
+    def net_attach_def(self) -> str:
+        return str(self.mark.get("netAttachDef", ""))
+
+    @property
+    def interface(self) -> str:
+        return str(self.entry.get("ifName", ""))
+
+    @property
+    def network(self) -> str:
+        return str(self.entry.get("networkName", ""))
+
+    @property
+    def container_id(self) -> str:
+        return str(self.entry.get("containerId", ""))
+
+    @property
+    def netns(self) -> str:
+        return str(self.entry.get("netns") or "")
+
+    @property
+    def result(self) -> dict[str, Any] | None:
+        """The ADD result; None while an ADD is under way (or was killed)."""
+        result = self.entry.get("result")
+        return result if isinstance(result, dict) else None
+
+    @property
+    def addresses(self) -> list[str]:
+        return result_addresses(self.result)
+
+    def network_config(self) -> NetworkConfig:
+        """The network config the entry was made with."""
+        import base64
+
+        try:
+            raw = base64.b64decode(self.entry.get("config", ""), validate=True)
+        except ValueError:
+            raise InjectError("cache entry has no valid config", CODE_DECODING) from None
+        return parse_network(raw, "cached config")
+
+    def attachment(self) -> Attachment:
+        """The Attachment the entry records; a netns that is gone becomes ''."""
+        netns = self.netns
+        # A /proc/<pid> path may belong to another process by now, and a netns
+        # that was unmounted is gone: DEL then runs without one, as the spec allows.
+        if netns.startswith("/proc/") or not os.path.exists(netns):
+            netns = ""
+        mark = self.mark
+        pod = Pod(namespace=self.namespace, name=self.pod, uid=str(mark.get("podUid", "")),
+                  sandbox_id=self.sandbox_id, netns=netns)
+        args = [(str(kv[0]), str(kv[1])) for kv in self.entry.get("cniArgs") or [] if len(kv) == 2]
+        return Attachment(container_id=self.container_id, netns=netns, ifname=self.interface, args=args,
+                          capability_args=self.entry.get("capabilityArgs") or {}, pod=pod)
+
+    def json(self) -> dict[str, Any]:
+        """What `list -o json` prints."""
+        return {"namespace": self.namespace, "pod": self.pod, "interface": self.interface,
+                "network": self.network, "netAttachDef": self.net_attach_def, "addresses": self.addresses,
+                "containerId": self.container_id, "netns": self.netns, "sandboxId": self.sandbox_id,
+                "sandboxState": self.sandbox_state, "stale": self.stale, "cacheFile": self.path}
+
+
+def cached_attachments(cache_dir: str) -> list[CachedAttachment]:
+    """Every readable entry that if-inject wrote, by file name."""
     results = results_dir(cache_dir)
     try:
         names = sorted(os.listdir(results))
@@ -1012,35 +1165,8 @@ def cached_attachments(cache_dir: str) -> list[tuple[str, dict[str, Any]]]:
             continue
         entry = read_cache(path)
         if entry and isinstance(entry.get(CACHE_MARK), dict):
-            found.append((path, entry))
+            found.append(CachedAttachment(path, entry))
     return found
-
-
-def cached_network(entry: dict[str, Any]) -> NetworkConfig:
-    """The network config a cache entry was made with."""
-    import base64
-
-    try:
-        raw = base64.b64decode(entry.get("config", ""), validate=True)
-    except ValueError:
-        raise InjectError("cache entry has no valid config", CODE_DECODING) from None
-    return parse_network(raw, "cached config")
-
-
-def cached_attachment(entry: dict[str, Any]) -> Attachment:
-    """The Attachment a cache entry records; a netns that is gone becomes ''."""
-    mark = entry.get(CACHE_MARK) or {}
-    netns = str(entry.get("netns") or "")
-    # A /proc/<pid> path may belong to another process by now, and a netns
-    # that was unmounted is gone: DEL then runs without one, as the spec allows.
-    if netns.startswith("/proc/") or not os.path.exists(netns):
-        netns = ""
-    pod = Pod(namespace=mark.get("namespace", ""), name=mark.get("pod", ""),
-              uid=mark.get("podUid", ""), sandbox_id=mark.get("sandboxId", ""), netns=netns)
-    args = [(str(kv[0]), str(kv[1])) for kv in entry.get("cniArgs") or [] if len(kv) == 2]
-    return Attachment(container_id=str(entry.get("containerId", "")), netns=netns,
-                      ifname=str(entry.get("ifName", "")), args=args,
-                      capability_args=entry.get("capabilityArgs") or {}, pod=pod)
 
 
 # The result types of libcni's pkg/types (020, 040, 100) and the versions each
@@ -1337,16 +1463,19 @@ class CNI:
     timeout: float = 10.0
 
     def invoke(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
-               att: Attachment, prev_result: dict[str, Any] | None) -> dict[str, Any] | None:
-        """One plugin call; ADD returns the plugin's result."""
+               att: Attachment, prev_result: dict[str, Any] | None) -> bytes:
+        """One plugin call (ADD, DEL or CHECK); returns its stdout."""
         stdin = plugin_stdin(network, plugin, att, prev_result)
         binary = find_plugin(plugin["type"], self.path)
         env = plugin_env(command, att, self.path)
         log("Plugin", v=2, command=command, plugin=binary, stdin=stdin.decode(),
             env={k: v for k, v in env.items() if k.startswith("CNI_")})
-        out = exec_plugin(binary, env, stdin, self.timeout)
-        if command != "ADD":
-            return None
+        return exec_plugin(binary, env, stdin, self.timeout)
+
+    def invoke_add(self, network: NetworkConfig, plugin: dict[str, Any], att: Attachment,
+                   prev_result: dict[str, Any] | None) -> dict[str, Any]:
+        """One plugin's ADD; returns its result."""
+        out = self.invoke("ADD", network, plugin, att, prev_result)
         try:
             result = json.loads(out)
         except ValueError:
@@ -1372,7 +1501,6 @@ class CNI:
 
     def add(self, network: NetworkConfig, att: Attachment) -> dict[str, Any]:
         """ADD the whole list; on any failure or interrupt, DEL what ran, then raise."""
-        validate_attachment(att)
         for plugin in network.plugins:  # a missing one fails before anything is done
             find_plugin(plugin["type"], self.path)
         # The entry goes in first: if we are killed half-way, gc and del find it.
@@ -1383,7 +1511,7 @@ class CNI:
             with interruptible():
                 for plugin in network.plugins:
                     ran.append(plugin)
-                    result = self.invoke("ADD", network, plugin, att, result)
+                    result = self.invoke_add(network, plugin, att, result)
             assert result is not None
             # A result that cannot be cached (a full disk) could never be
             # deleted with its prevResult: the ADD is undone instead.
@@ -1419,7 +1547,6 @@ class CNI:
 
     def delete(self, network: NetworkConfig, att: Attachment) -> None:
         """DEL with the cached result; the cache entry goes only when every plugin succeeded."""
-        validate_attachment(att)
         entry = read_cache(cache_file(self.cache_dir, network.name, att.container_id, att.ifname))
         with signals_deferred():  # a DEL is a clean-up: it runs to its end
             failures = self.delete_plugins(network, att, network.plugins,
@@ -1431,7 +1558,6 @@ class CNI:
     def check(self, network: NetworkConfig, att: Attachment) -> None:
         """CHECK every plugin against the cached result of the ADD, converted
         to the network's version; nothing runs when the list disables CHECK."""
-        validate_attachment(att)
         if network.version_tuple < (0, 4, 0):
             raise InjectError(f"CHECK needs cniVersion 0.4.0 or later, not {network.cni_version}",
                               CODE_INCOMPATIBLE_VERSION)
@@ -1472,18 +1598,16 @@ def default_container_id(pod: Pod) -> str:
 def pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
                    args: list[tuple[str, str]] | None = None,
                    capability_args: dict[str, Any] | None = None) -> Attachment:
-    att = Attachment(container_id or default_container_id(pod), pod.netns, ifname,
-                     kubelet_args(pod) + list(args or []), dict(capability_args or {}), pod)
-    validate_attachment(att)
-    return att
+    return Attachment(container_id or default_container_id(pod), pod.netns, ifname,
+                      kubelet_args(pod) + list(args or []), dict(capability_args or {}), pod)
 
 
-def matching_entries(cache_dir: str, namespace: str, pod: str, ifname: str,
-                     network: str = "") -> list[dict[str, Any]]:
-    """Our cache entries for a pod's interface (of one network, if given)."""
-    return [entry for _, entry in cached_attachments(cache_dir)
-            if entry[CACHE_MARK].get("namespace") == namespace and entry[CACHE_MARK].get("pod") == pod
-            and entry.get("ifName") == ifname and (not network or entry.get("networkName") == network)]
+def matching_attachments(cache_dir: str, namespace: str, pod: str, ifname: str,
+                         network: str = "") -> list[CachedAttachment]:
+    """Our cached attachments of a pod's interface (of one network, if given)."""
+    return [cached for cached in cached_attachments(cache_dir)
+            if (cached.namespace, cached.pod, cached.interface) == (namespace, pod, ifname)
+            and (not network or cached.network == network)]
 
 
 class Node:
@@ -1532,18 +1656,23 @@ class Node:
         """ADD `network` as `ifname` in a running pod; returns the CNI result."""
         att = pod_attachment(self.pod(namespace, pod), ifname, **attachment)
         with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
-            self._refuse_taken_name(network, att)
+            self._refuse_taken_name(att)
+            self._release_interrupted_add(network, att)
             return self.cni.add(network, att)
 
-    def _refuse_taken_name(self, network: NetworkConfig, att: Attachment) -> None:
+    @staticmethod
+    def _refuse_taken_name(att: Attachment) -> None:
         """Never ADD over an existing interface: a rollback would delete it."""
         assert att.pod is not None
         if att.ifname in interface_names(att.netns):
             raise InjectError(f"interface {att.ifname} already exists in pod "
                               f"{att.pod.namespace}/{att.pod.name}", CODE_INVALID_CONFIG)
+
+    def _release_interrupted_add(self, network: NetworkConfig, att: Attachment) -> None:
+        """A cache entry of this very attachment was left by an add killed
+        half-way (the interface is not there): release what it took first."""
         path = cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
         if os.path.exists(path):
-            # Left by an add that was killed half-way: release what it took.
             log("Cleaning up an earlier interrupted add", path=path)
             self.cni.delete(network, att)
 
@@ -1558,23 +1687,40 @@ class Node:
         network is given. Returns how many attachments were deleted."""
         found = find_pod(self.client, namespace, pod, missing_ok=True)
         if found is not None and network is not None:
-            att = pod_attachment(found, ifname, **attachment)
-            with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
-                self.cni.delete(network, att)
+            self._delete_from_pod(found, network, ifname, **attachment)
             return 1
-        entries = matching_entries(self.cni.cache_dir, namespace, pod, ifname,
-                                   network.name if network else "")
-        if not entries:
+        return self._delete_from_cache(namespace, pod, network, ifname)
+
+    def _delete_from_pod(self, pod: Pod, network: NetworkConfig, ifname: str, **attachment: Any) -> None:
+        """DEL in a running pod, with the network given."""
+        att = pod_attachment(pod, ifname, **attachment)
+        with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
+            self.cni.delete(network, att)
+
+    def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
+                           ifname: str) -> int:
+        """DEL what the cache records of a pod's interface: the pod is gone, or no network was given."""
+        found = matching_attachments(self.cni.cache_dir, namespace, pod, ifname,
+                                     network.name if network else "")
+        if not found:
             if network is None:
                 raise InjectError(f"no cached attachment {ifname} for pod {namespace}/{pod}: "
                                   "give -spec", CODE_UNKNOWN_CONTAINER)
             log("Pod not found and nothing cached for it: nothing to delete",
                 pod=f"{namespace}/{pod}", interface=ifname)
-        for entry in entries:
-            att = cached_attachment(entry)
-            with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
-                self.cni.delete(network or cached_network(entry), att)
-        return len(entries)
+        for cached in found:
+            self.delete_cached(cached, network)
+        return len(found)
+
+    def delete_cached(self, cached: CachedAttachment, network: NetworkConfig | None = None) -> bool:
+        """DEL a cached attachment with its cached config (or `network`);
+        False when its entry went meanwhile (another del or gc)."""
+        att = cached.attachment()
+        with attachment_lock(self.cni.cache_dir, att.container_id, att.ifname, self.timeout):
+            if not os.path.exists(cached.path):
+                return False
+            self.cni.delete(network or cached.network_config(), att)
+        return True
 
 
 @contextmanager
@@ -1749,63 +1895,45 @@ def _is_default_route(dst: Any) -> bool:
         return False
 
 
-def attachments(node: Node, namespace: str | None = None, pod: str | None = None) -> list[dict[str, Any]]:
+def attachments(node: Node, namespace: str | None = None, pod: str | None = None) -> list[CachedAttachment]:
     """Every attachment if-inject made on this node, from the result cache,
     with the state of its pod's sandbox as the runtime reports it now."""
     states = {s.id: s.state for s in list_sandboxes(node.client)}
-    rows = []
-    for path, entry in cached_attachments(node.cni.cache_dir):
-        mark = entry[CACHE_MARK]
-        if (namespace and mark.get("namespace") != namespace) or (pod and mark.get("pod") != pod):
+    found = []
+    for cached in cached_attachments(node.cni.cache_dir):
+        if (namespace and cached.namespace != namespace) or (pod and cached.pod != pod):
             continue
-        sandbox = str(mark.get("sandboxId", ""))
-        state = {SANDBOX_READY: "ready", SANDBOX_NOTREADY: "notready"}.get(states.get(sandbox, -1), "gone")
-        netns = str(entry.get("netns") or "")
-        rows.append({
-            "namespace": mark.get("namespace", ""), "pod": mark.get("pod", ""),
-            "interface": entry.get("ifName", ""), "network": entry.get("networkName", ""),
-            "netAttachDef": mark.get("netAttachDef", ""),
-            "addresses": result_addresses(entry.get("result")),
-            "containerId": entry.get("containerId", ""), "netns": netns, "sandboxId": sandbox,
-            # Without a sandbox ID (an API caller's entry) only the netns tells.
-            "sandboxState": state, "stale": (bool(sandbox) and state != "ready")
-                                            or not os.path.exists(netns),
-            "cacheFile": path})
-    return rows
+        state = states.get(cached.sandbox_id, -1)
+        cached.sandbox_state = {SANDBOX_READY: "ready", SANDBOX_NOTREADY: "notready"}.get(state, "gone")
+        # Without a sandbox ID (an API caller's entry) only the netns tells.
+        cached.stale = (bool(cached.sandbox_id) and cached.sandbox_state != "ready") \
+            or not os.path.exists(cached.netns)
+        found.append(cached)
+    return found
 
 
 def pod_network_status(node: Node, namespace: str, pod: str) -> list[dict[str, Any]]:
     """The network-status entries of everything if-inject attached to a pod's
     ready sandbox, by interface name: what to merge into its annotation."""
-    statuses = []
-    for row in sorted(attachments(node, namespace, pod), key=lambda r: str(r["interface"])):
-        entry = None if row["stale"] else read_cache(row["cacheFile"])
-        if entry is not None and isinstance(entry.get("result"), dict):  # not an add under way
-            statuses.append(network_status(entry["result"], row["netAttachDef"] or row["network"],
-                                           row["interface"]))
-    return statuses
+    return [network_status(cached.result, cached.net_attach_def or cached.network, cached.interface)
+            for cached in sorted(attachments(node, namespace, pod), key=lambda c: c.interface)
+            if not cached.stale and cached.result is not None]  # not an add under way
 
 
 def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
     """DEL every attachment whose pod sandbox is gone (or not ready, or whose
     netns is gone), from its cached config; live pods are never touched.
     Yields one record per stale attachment: what was done, or what failed."""
-    for row in attachments(node):
-        if not row["stale"]:
+    for cached in attachments(node):
+        if not cached.stale:
             continue
-        record = {k: row[k] for k in ("namespace", "pod", "interface", "network", "netAttachDef",
-                                      "addresses", "containerId", "sandboxId", "sandboxState")}
+        record = {k: v for k, v in cached.json().items() if k not in ("netns", "stale", "cacheFile")}
         if dry_run:
             yield dict(record, action="would delete")
             continue
         try:
-            entry = read_cache(row["cacheFile"])
-            if entry is None:
-                continue  # deleted meanwhile by a del or another gc
-            att = cached_attachment(entry)
-            with attachment_lock(node.cni.cache_dir, att.container_id, att.ifname, node.timeout):
-                node.cni.delete(cached_network(entry), att)
-            yield dict(record, action="deleted")
+            if node.delete_cached(cached):
+                yield dict(record, action="deleted")
         except InjectError as e:
             yield dict(record, action="failed", error=str(e))
 
@@ -1938,10 +2066,6 @@ def host_veth_name(sandbox_id: str, ifname: str) -> str:
     return "veth" + hashlib.sha256(f"{sandbox_id}/{ifname}".encode()).hexdigest()[:8]
 
 
-def check_ifname(name: str) -> None:
-    validate_attachment(Attachment("x", "", name))  # the CNI spec's rules for interface names
-
-
 def parse_cidrs(value: str | list[str] | None) -> list[Any]:
     """Addresses as ipaddress interfaces; a bare address is a /32 or /128, as with ip."""
     import ipaddress
@@ -1967,8 +2091,14 @@ def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str]
     failure or interrupt deletes the pair.
     """
     for name in (ifname, host_ifname):
-        check_ifname(name)
+        validate_ifname(name)
     pod_cidrs, host_cidrs = parse_cidrs(address), parse_cidrs(host_address)
+    return make_veth(netns, ifname, host_ifname, pod_cidrs, host_cidrs, mtu, timeout)
+
+
+def make_veth(netns: str, ifname: str, host_ifname: str, pod_cidrs: list[Any], host_cidrs: list[Any],
+              mtu: int | None, timeout: float) -> dict[str, Any]:
+    """add_veth once its names and addresses are checked (the CLI checks them as flags)."""
     if mtu is not None and not 68 <= mtu <= 65535:
         raise InjectError(f"invalid MTU {mtu}: 68 to 65535", CODE_INVALID_CONFIG)
     check_netns(netns)
@@ -1986,10 +2116,10 @@ def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str]
             undo_veth(netns, ifname, host_ifname, e)
         raise
     log("Veth added", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
-    return {"netns": netns, "interface": ifname, "host_interface": host_ifname,
+    return {"netns": netns, "interface": ifname, "hostInterface": host_ifname,
             "mtu": pod_end["mtu"],
-            "addresses": {"interface": pod_end["addresses"], "host_interface": host_end["addresses"]},
-            "macs": {"interface": pod_end["mac"], "host_interface": host_end["mac"]}}
+            "addresses": {"interface": pod_end["addresses"], "hostInterface": host_end["addresses"]},
+            "macs": {"interface": pod_end["mac"], "hostInterface": host_end["mac"]}}
 
 
 def refuse_taken_names(netns: str, ifname: str, host_ifname: str) -> None:
@@ -2200,6 +2330,9 @@ def delete_link(netns: str | None, name: str) -> None:
 
 
 # ---- CLI ----------------------------------------------------------------
+# Each subcommand is one entry in _build_parser: its flags and, by
+# set_defaults(run=...), the function that runs it (as the original's map of
+# commands). Adding a subcommand touches that entry and its run function only.
 
 
 class UsageError(Exception):
@@ -2231,16 +2364,34 @@ def _global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
                              f"(default {DEFAULT_CACHE_DIR})")
 
 
+def _namespace_flag(parser: argparse.ArgumentParser, listing: bool) -> None:
+    """-ns, one value everywhere: a namespace, or None for every namespace.
+    Listings (pods, list) show every namespace unless -ns is given, as
+    `crictl pods`; commands on a pod default to "default", as kubectl."""
+    if listing:
+        parser.add_argument("-ns", "--ns", default=None, metavar="NAMESPACE",
+                            help="only this namespace (default: every namespace)")
+    else:
+        parser.add_argument("-ns", "--ns", default="default", metavar="NAMESPACE",
+                            help="the pod's namespace (default: default)")
+
+
 def _pod_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-ns", "--ns", default="default", help="the pod's namespace (default: default)")
+    """The pods of netns, add, del and check: one, several, or selected by labels."""
+    _namespace_flag(parser, listing=False)
     parser.add_argument("-pod", "--pod", action="append", metavar="POD",
                         help="the pod's name; repeat it for several pods")
     parser.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
                         help="all ready pods with these labels, as kubectl's -l app=alpine")
     parser.add_argument("-A", "-all-namespaces", "--all-namespaces", action="store_true",
-                        help="pods of every namespace (with -l or -pod)")
+                        help="pods of every namespace, instead of -ns (with -l or -pod)")
     parser.add_argument("-parallel", "--parallel", type=int, default=8, metavar="N",
                         help="pods worked on at once with several pods (default 8)")
+
+
+def _one_pod_flags(parser: argparse.ArgumentParser) -> None:
+    _namespace_flag(parser, listing=False)
+    parser.add_argument("-pod", "--pod", required=True, help="the pod's name")
 
 
 def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
@@ -2248,43 +2399,14 @@ def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> N
                         help="CNI network: a plugin conf or a conflist, or a Multus "
                              "NetworkAttachmentDefinition (JSON or YAML) holding one; - reads stdin"
                              + ("" if spec_required else " (default: the cached one)"))
-    _interface_flag(parser)
+    parser.add_argument("-interface", "--interface", default="net1",
+                        help="name in the pod (default net1)")
     parser.add_argument("-containerid", "--containerid", default="", metavar="ID",
                         help="CNI container ID (default: the netns file's name)")
     parser.add_argument("-args", "--args", default="", metavar="K=V;K=V",
                         help="extra CNI_ARGS, after kubelet's")
     parser.add_argument("-capability-args", "--capability-args", default="", metavar="JSON",
                         help='runtimeConfig for plugins that declare them, e.g. {"mac": "..."}')
-
-
-def _interface_flag(parser: argparse.ArgumentParser, default: str | None = "net1") -> None:
-    parser.add_argument("-interface", "--interface", default=default, help="name in the pod (default net1)")
-
-
-def _netlink_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """pods, links, veth: the node's view of pods and veths, without CNI."""
-    sub = command("pods", "list the pods on this node as the runtime sees them")
-    sub.add_argument("-ns", "--ns", default=None, help="only this namespace (default: every one)")
-    sub.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
-                     help="only pods with these labels, as kubectl's -l app=alpine,tier=web")
-    _output_flag(sub)
-    links = command("links", "show the pod's interfaces (as ip -br addr inside it), read from the node")
-    veth = command("veth", "add a veth pair between the node and the pod (or -delete it); "
-                           "prints what it made")
-    for sub in (links, veth):
-        sub.add_argument("-ns", "--ns", default="default", help="the pod's namespace (default: default)")
-        sub.add_argument("-pod", "--pod", required=True, help="the pod's name")
-    _output_flag(links)
-    _interface_flag(veth, default=None)  # -delete tells a name given from none
-    veth.add_argument("-host-interface", "--host-interface", default="", metavar="NAME",
-                      help="name on the node (default: veth + 8 hex digits from the sandbox and -interface)")
-    veth.add_argument("-address", "--address", action="append", metavar="CIDR",
-                      help="address of the pod's end; repeat it for more")
-    veth.add_argument("-host-address", "--host-address", action="append", metavar="CIDR",
-                      help="address of the node's end; repeat it for more")
-    veth.add_argument("-mtu", "--mtu", type=int, metavar="N", help="MTU of both ends (default: the kernel's)")
-    veth.add_argument("-delete", "--delete", action="store_true",
-                      help="delete the pair of -interface, or of -host-interface, or of both, instead")
 
 
 def _output_flag(parser: argparse.ArgumentParser, network_status: bool = False) -> None:
@@ -2294,42 +2416,93 @@ def _output_flag(parser: argparse.ArgumentParser, network_status: bool = False) 
                                                             "(with -ns and -pod)" if more else ""))
 
 
-POD_COMMANDS = {
-    "netns": "print the pod's network namespace path",
-    "add": "add an interface with CNI; prints the result",
-    "del": "delete an interface with CNI (also after the pod is gone)",
-    "check": "check an interface with CNI",
-}
+def _veth_flags(parser: argparse.ArgumentParser) -> None:
+    # No default for -interface: -delete tells a name given from none (net1 otherwise).
+    parser.add_argument("-interface", "--interface", default=None,
+                        help="name in the pod (default net1; with -delete and -host-interface, "
+                             "found from the node's end)")
+    parser.add_argument("-host-interface", "--host-interface", default="", metavar="NAME",
+                        help="name on the node (default: veth + 8 hex digits from the sandbox "
+                             "and -interface)")
+    parser.add_argument("-address", "--address", action="append", metavar="CIDR",
+                        help="address of the pod's end; repeat it for more")
+    parser.add_argument("-host-address", "--host-address", action="append", metavar="CIDR",
+                        help="address of the node's end; repeat it for more")
+    parser.add_argument("-mtu", "--mtu", type=int, metavar="N",
+                        help="MTU of both ends (default: the kernel's)")
+    parser.add_argument("-delete", "--delete", action="store_true",
+                        help="delete the pair of -interface, or of -host-interface, or of both, instead")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# A subcommand's run function: prints its output, returns the exit code, raises errors.
+_Run = Callable[[argparse.Namespace, Node], int]
+
+
+@dataclass
+class _PodWork:
+    """What one of netns/add/del/check does for one pod (returning what to
+    print), and the network of its -spec, read once for every pod."""
+
+    one: Callable[[str, str], Any]
+    network: NetworkConfig | None = None
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="if-inject", allow_abbrev=False,
-                     description="Inject interfaces into, and remove them from, running pods.")
+                     description="Inject interfaces into, and remove them from, running pods. "
+                                 "-ns: commands on a pod default to namespace default; listings "
+                                 "(pods, list) show every namespace unless -ns is given.")
     parser.add_argument("-version", "--version", action="store_true", help="print the version")
     _global_flags(parser, None)
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
 
-    def command(name: str, text: str) -> argparse.ArgumentParser:
+    def command(name: str, text: str, run: _Run) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
         _global_flags(sub, argparse.SUPPRESS)
+        sub.set_defaults(run=run)
         return sub
 
-    for name, text in POD_COMMANDS.items():
-        sub = command(name, text)
-        _pod_flags(sub)
-        if name != "netns":
-            _cni_flags(sub, spec_required=name != "del")
-        if name == "add":
-            sub.add_argument("-o", "-output", "--output", choices=("json", "network-status"), default="json",
-                             help="the CNI result (default), or the entry Multus would put in the pod's "
-                                  "k8s.v1.cni.cncf.io/network-status")
-    sub = command("list", "list the attachments if-inject made, with their pods' state")
-    sub.add_argument("-ns", "--ns", default="", help="only this namespace")
-    sub.add_argument("-pod", "--pod", default="", help="only this pod")
+    _pod_flags(command("netns", "print the pod's network namespace path", _on_pods(_netns_work)))
+
+    sub = command("add", "add an interface with CNI; prints the result", _on_pods(_add_work))
+    _pod_flags(sub)
+    _cni_flags(sub)
+    sub.add_argument("-o", "-output", "--output", choices=("json", "network-status"), default="json",
+                     help="the CNI result (default), or the entry Multus would put in the pod's "
+                          "k8s.v1.cni.cncf.io/network-status")
+
+    sub = command("del", "delete an interface with CNI (also after the pod is gone)", _on_pods(_del_work))
+    _pod_flags(sub)
+    _cni_flags(sub, spec_required=False)
+
+    sub = command("check", "check an interface with CNI", _on_pods(_check_work))
+    _pod_flags(sub)
+    _cni_flags(sub)
+
+    sub = command("pods", "list the pods on this node as the runtime sees them", _run_pods)
+    _namespace_flag(sub, listing=True)
+    sub.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
+                     help="only pods with these labels, as kubectl's -l app=alpine,tier=web")
+    _output_flag(sub)
+
+    sub = command("links", "show the pod's interfaces (as ip -br addr inside it), read from the node",
+                  _run_links)
+    _one_pod_flags(sub)
+    _output_flag(sub)
+
+    sub = command("veth", "add a veth pair between the node and the pod (or -delete it); "
+                          "prints what it made", _run_veth)
+    _one_pod_flags(sub)
+    _veth_flags(sub)
+
+    sub = command("list", "list the attachments if-inject made, with their pods' state", _run_list)
+    _namespace_flag(sub, listing=True)
+    sub.add_argument("-pod", "--pod", default=None, help="only this pod")
     _output_flag(sub, network_status=True)
-    sub = command("gc", "delete the attachments of pods that are gone")
+
+    sub = command("gc", "delete the attachments of pods that are gone", _run_gc)
     sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
-    _netlink_commands(command)
+
     parser.set_defaults(subcommands=list(commands.choices))
     return parser
 
@@ -2339,13 +2512,20 @@ def _search_path(flag: str | None) -> list[str]:
     return [d for d in text.split(":") if d] or list(DEFAULT_CNI_PATH)
 
 
-def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
-    """-interface, -containerid, -args, -capability-args, validated before anything runs."""
+def _usage(check: Callable[[], T]) -> T:
+    """check(), with a bad input it finds reported as a usage error (exit code 2)."""
     try:
-        validate_attachment(Attachment(args.containerid or "x", "", args.interface))
-        pairs = parse_cni_args(args.args)
+        return check()
     except InjectError as e:
         raise UsageError(str(e)) from None
+
+
+def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
+    """-interface, -containerid, -args, -capability-args, validated before anything runs."""
+    _usage(lambda: validate_ifname(args.interface))
+    if args.containerid:
+        _usage(lambda: validate_container_id(args.containerid))
+    pairs = _usage(lambda: parse_cni_args(args.args))
     capability_args: Any = {}
     if args.capability_args:
         try:
@@ -2357,45 +2537,66 @@ def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
     return {"container_id": args.containerid, "args": pairs, "capability_args": capability_args}
 
 
-def _pod_work(args: argparse.Namespace, node: Node) -> tuple[Callable[[str, str], Any], NetworkConfig | None]:
-    """What netns/add/del/check do for one pod (returning what to print), and
-    the network of -spec, read once for every pod (`-spec -` reads stdin)."""
-    if args.command == "netns":
-        return lambda ns, pod: node.pod(ns, pod).netns, None
+def _netns_work(args: argparse.Namespace, node: Node) -> _PodWork:
+    return _PodWork(lambda ns, pod: node.pod(ns, pod).netns)
+
+
+def _add_work(args: argparse.Namespace, node: Node) -> _PodWork:
+    options = _attachment_options(args)
+    network = load_network(args.spec)
+
+    def add_one(ns: str, pod: str) -> Any:
+        result = node.add(ns, pod, network, args.interface, **options)
+        if args.output == "network-status":
+            return network_status(result, network.status_name(ns), args.interface)
+        return result
+    return _PodWork(add_one, network)
+
+
+def _del_work(args: argparse.Namespace, node: Node) -> _PodWork:
     options = _attachment_options(args)
     network = load_network(args.spec) if args.spec else None
-    if args.command == "del":
-        def delete_one(ns: str, pod: str) -> None:
-            node.delete(ns, pod, network, args.interface, **options)
-        return delete_one, network
-    assert network is not None
-    if args.command == "check":
-        return lambda ns, pod: node.check(ns, pod, network, args.interface, **options), network
-    if args.output == "network-status":
-        return lambda ns, pod: network_status(node.add(ns, pod, network, args.interface, **options),
-                                              network.status_name(ns), args.interface), network
-    return lambda ns, pod: node.add(ns, pod, network, args.interface, **options), network
+
+    def delete_one(ns: str, pod: str) -> None:
+        node.delete(ns, pod, network, args.interface, **options)
+    return _PodWork(delete_one, network)
 
 
-def run_pod_command(args: argparse.Namespace, node: Node) -> int:
+def _check_work(args: argparse.Namespace, node: Node) -> _PodWork:
+    options = _attachment_options(args)
+    network = load_network(args.spec)
+    return _PodWork(lambda ns, pod: node.check(ns, pod, network, args.interface, **options), network)
+
+
+def _on_pods(make_work: Callable[[argparse.Namespace, Node], _PodWork]) -> _Run:
+    """The run function of a command on pods (netns, add, del, check)."""
+    return lambda args, node: _run_pod_command(args, node, make_work)
+
+
+def _run_pod_command(args: argparse.Namespace, node: Node,
+                     make_work: Callable[[argparse.Namespace, Node], _PodWork]) -> int:
     """netns/add/del/check on one pod (plain output) or on several (JSON lines)."""
     if not (args.pod or args.selector or args.all_namespaces):
         raise UsageError("the following arguments are required: -pod (or -l, -A)")
-    if getattr(args, "containerid", "") and (args.selector or args.all_namespaces or len(args.pod) > 1):
+    several = bool(args.selector or args.all_namespaces or len(args.pod) > 1)
+    if getattr(args, "containerid", "") and several:
         raise UsageError("-containerid goes with a single pod")
-    try:
-        selector = parse_selector(args.selector)
-    except InjectError as e:
-        raise UsageError(str(e)) from None
-    work, network = _pod_work(args, node)
-    if not (args.selector or args.all_namespaces or len(args.pod) > 1):
-        output = work(args.ns, args.pod[0])
+    selector = _usage(lambda: parse_selector(args.selector))
+    work = make_work(args, node)
+    if not several:
+        output = work.one(args.ns, args.pod[0])
         if output is not None:
             print(output if isinstance(output, str) else json.dumps(output, indent=4))
         return 0
     pods = select_pods(node.client, None if args.all_namespaces else args.ns, args.pod, selector)
+    return _run_batch(pods, work, args.parallel)
+
+
+def _run_batch(pods: list[tuple[str, str]], work: _PodWork, parallel: int) -> int:
+    """One JSON line per pod, a progress line on a terminal; exit code 1 if any pod failed."""
     failed = not_started = 0
-    for done, (ns, pod, outcome) in enumerate(for_each_pod(pods, work, args.parallel), 1):
+    network = work.network
+    for done, (ns, pod, outcome) in enumerate(for_each_pod(pods, work.one, parallel), 1):
         line: dict[str, Any] = {"namespace": ns, "pod": pod}
         if network is not None and network.nad_name:
             line["netAttachDef"] = network.status_name(ns)
@@ -2414,30 +2615,6 @@ def run_pod_command(args: argparse.Namespace, node: Node) -> int:
     return 1 if failed else 0
 
 
-def run_list(args: argparse.Namespace, node: Node) -> int:
-    if args.output == "network-status":
-        if not (args.ns and args.pod):
-            raise UsageError("-o network-status lists one pod's attachments: give -ns and -pod")
-        print(json.dumps(pod_network_status(node, args.ns, args.pod), indent=4))
-        return 0
-    rows = attachments(node, args.ns or None, args.pod or None)
-    if args.output == "json":
-        print(json.dumps(rows, indent=4))
-        return 0
-    _print_table(("NAMESPACE", "POD", "INTERFACE", "NETWORK", "ADDRESSES", "SANDBOX", "STATE"),
-                 [(r["namespace"], r["pod"], r["interface"], r["network"], ",".join(r["addresses"]) or "-",
-                   r["sandboxId"][:13] or "-", "stale" if r["stale"] else r["sandboxState"]) for r in rows])
-    return 0
-
-
-def run_gc(args: argparse.Namespace, node: Node) -> int:
-    failed = 0
-    for record in gc(node, args.dry_run):
-        failed += record["action"] == "failed"
-        print(json.dumps(record), flush=True)
-    return 1 if failed else 0
-
-
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
     table = [header, *rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
@@ -2445,15 +2622,35 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def run_pods(args: argparse.Namespace, node: Node) -> int:
-    try:
-        selector = parse_selector(args.selector)
-    except InjectError as e:
-        raise UsageError(str(e)) from None
-    pods = list_pods(node.client, args.ns, selector)
+def _run_list(args: argparse.Namespace, node: Node) -> int:
+    if args.output == "network-status":
+        if not (args.ns and args.pod):
+            raise UsageError("-o network-status lists one pod's attachments: give -ns and -pod")
+        print(json.dumps(pod_network_status(node, args.ns, args.pod), indent=4))
+        return 0
+    found = attachments(node, args.ns or None, args.pod or None)
+    if args.output == "json":
+        print(json.dumps([a.json() for a in found], indent=4))
+        return 0
+    _print_table(("NAMESPACE", "POD", "INTERFACE", "NETWORK", "ADDRESSES", "SANDBOX", "STATE"),
+                 [(a.namespace, a.pod, a.interface, a.network, ",".join(a.addresses) or "-",
+                   a.sandbox_id[:13] or "-", "stale" if a.stale else a.sandbox_state) for a in found])
+    return 0
+
+
+def _run_gc(args: argparse.Namespace, node: Node) -> int:
+    failed = 0
+    for record in gc(node, args.dry_run):
+        failed += record["action"] == "failed"
+        print(json.dumps(record), flush=True)
+    return 1 if failed else 0
+
+
+def _run_pods(args: argparse.Namespace, node: Node) -> int:
+    pods = list_pods(node.client, args.ns, _usage(lambda: parse_selector(args.selector)))
     if args.output == "json":
         print(json.dumps([{"namespace": p.namespace, "name": p.name, "uid": p.uid,
-                           "sandbox_id": p.sandbox_id, "state": "READY" if p.ready else "NOTREADY",
+                           "sandboxId": p.sandbox_id, "state": "READY" if p.ready else "NOTREADY",
                            "network": p.network_mode, "netns": p.netns, "labels": p.labels}
                           for p in pods], indent=4))
         return 0
@@ -2463,7 +2660,7 @@ def run_pods(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
-def run_links(args: argparse.Namespace, node: Node) -> int:
+def _run_links(args: argparse.Namespace, node: Node) -> int:
     links = pod_links(node.pod(args.ns, args.pod).netns)
     if args.output == "json":
         print(json.dumps(links, indent=4))
@@ -2474,16 +2671,14 @@ def run_links(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
-def run_veth(args: argparse.Namespace, node: Node) -> int:
+def _run_veth(args: argparse.Namespace, node: Node) -> int:
     """veth: the README's manual injection (ip link add ... veth) in one command."""
-    try:
-        for name in filter(None, (args.interface, args.host_interface)):
-            check_ifname(name)
-        parse_cidrs((args.address or []) + (args.host_address or []))
-    except InjectError as e:
-        raise UsageError(str(e)) from None
     if args.delete and (args.address or args.host_address or args.mtu):
         raise UsageError("-delete takes no -address, -host-address or -mtu")
+    for name in filter(None, (args.interface, args.host_interface)):
+        _usage(lambda: validate_ifname(name))  # noqa: B023 (called at once)
+    pod_cidrs = _usage(lambda: parse_cidrs(args.address))
+    host_cidrs = _usage(lambda: parse_cidrs(args.host_address))
     pod = node.pod(args.ns, args.pod)
     # -delete with -host-interface alone finds the pod end from the node end.
     ifname = args.interface or ("" if args.delete and args.host_interface else "net1")
@@ -2494,37 +2689,26 @@ def run_veth(args: argparse.Namespace, node: Node) -> int:
             if args.delete:
                 delete_veth(pod.netns, ifname, host_ifname)
                 return 0
-            made = add_veth(pod.netns, ifname, host_ifname, args.address,
-                            args.host_address, args.mtu, node.timeout)
+            made = make_veth(pod.netns, ifname, host_ifname, pod_cidrs, host_cidrs, args.mtu, node.timeout)
         except InjectError as e:
             raise InjectError(f"pod {pod.namespace}/{pod.name}: {e.msg}", e.code, e.details) from None
     print(json.dumps({"pod": f"{pod.namespace}/{pod.name}", **made}, indent=4))
     return 0
 
 
-def run_command(args: argparse.Namespace, node: Node) -> int:
-    """Run one parsed subcommand; prints its output; errors are raised."""
-    if args.command in POD_COMMANDS:
-        return run_pod_command(args, node)
-    return {"list": run_list, "gc": run_gc, "pods": run_pods, "links": run_links,
-            "veth": run_veth}[args.command](args, node)
-
-
 def main(argv: list[str] | None = None) -> int:
     """The if-inject command; returns the exit code (0 ok, 1 failed, 2 usage)."""
     global log_verbosity
 
-    if (sys.argv[1:] if argv is None else argv) in (["-version"], ["--version"]):  # see the top
-        print(__version__)
-        return 0
+    if _only_version(sys.argv[1:] if argv is None else argv):  # before the parser is built
+        return _print_version()
     try:
-        args = build_parser().parse_args(argv)
+        args = _build_parser().parse_args(argv)
     except UsageError as e:
         log_error("Invalid command line", e)
         return 2
     if args.version:
-        print(__version__)
-        return 0
+        return _print_version()
     if not args.command:
         print("Subcommands:", *args.subcommands, sep="\n   ", file=sys.stderr)
         return 2
@@ -2533,7 +2717,7 @@ def main(argv: list[str] | None = None) -> int:
     _signals.install()  # SIGINT, SIGTERM, SIGHUP: an ADD under way is rolled back
     node = Node(args.endpoint, args.timeout, _search_path(args.cni_path), args.cache_dir)
     try:
-        code = run_command(args, node)
+        code: int = args.run(args, node)
         sys.stdout.flush()  # a closed stdout shows here, not at exit
         return code
     except UsageError as e:
@@ -2566,34 +2750,10 @@ def _stdout_closed(command: str) -> str:
     return f"stdout was closed (broken pipe): the output was not fully written{done}"
 
 
-def exit_now(code: int) -> NoReturn:
-    """End the command without the interpreter's teardown, which takes ~13 ms
-    once grpc and protobuf are loaded (a tenth of a netns call). By now the
-    work is done: plugins reaped, locks released, the channel closed; only
-    the output buffers are left. Anything else still running (a thread that
-    is not a daemon) gets the normal exit, which waits for it."""
-    import threading
-
-    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # a closed pipe (`| head`): the normal exit reports it
-        others.append(threading.current_thread())
-    if others:
-        sys.exit(code)
-    os._exit(code)
-
-
 def cli() -> NoReturn:
-    """The `if-inject` program: main() in a process of its own, tuned for a
-    short life. Importing grpc and protobuf allocates much and frees little:
-    at its default pace (every 700 allocations) the cyclic GC rescans it all,
-    2-4 ms of a call; every 100k will do. Then exit_now()."""
-    import gc
-
-    gc.set_threshold(100_000)
-    exit_now(main())
+    """The `if-inject` program: main() in a short-lived process (see the speed tricks at the top)."""
+    _tune_gc()
+    _exit_now(main())
 
 
 if __name__ == "__main__":

@@ -78,14 +78,6 @@ message Container {
     map annotations = 9;
 }
 message ListContainersResponse { repeated Container containers = 1; }
-message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
-message ContainerStatus {
-    string id = 1; ContainerMetadata metadata = 2; ContainerState state = 3; int64 created_at = 4;
-    int64 started_at = 5; int64 finished_at = 6; int32 exit_code = 7; ImageSpec image = 8;
-    string image_ref = 9; string reason = 10; string message = 11; map labels = 12;
-    map annotations = 13; string log_path = 15;
-}
-message ContainerStatusResponse { ContainerStatus status = 1; map info = 2; }
 message ExecSyncRequest { string container_id = 1; repeated string cmd = 2; int64 timeout = 3; }
 message ExecSyncResponse { bytes stdout = 1; bytes stderr = 2; int32 exit_code = 3; }
 
@@ -103,6 +95,9 @@ message ListImagesResponse { repeated Image images = 1; }
 """
 
 LAB_SCHEMA = if_inject.CRI_SCHEMA + LAB_EXTRA_SCHEMA
+# The enums' numbers, as the tool reads them from its schema.
+SANDBOX_READY, SANDBOX_NOTREADY = if_inject.SANDBOX_READY, if_inject.SANDBOX_NOTREADY
+POD, CONTAINER, NODE = (if_inject.NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
 
 RUNTIME_SERVICE = "runtime.v1.RuntimeService"
 IMAGE_SERVICE = "runtime.v1.ImageService"

@@ -78,16 +78,9 @@ if _REPO not in sys.path:
 import if_inject  # noqa: E402
 
 M: dict[str, Any] = if_inject.proto_messages(if_inject.CRI_SCHEMA)
-# ContainerStatus, which only the cri-dockerd personality needs; field numbers
-# of k8s.io/cri-api runtime/v1 api.proto.
-CONTAINER_STATUS = if_inject.proto_messages("""
-message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
-message ContainerStatus { string id = 1; }
-message ContainerStatusResponse { ContainerStatus status = 1; map info = 2; }
-""")
 
-READY, NOTREADY = 0, 1
-POD, CONTAINER, NODE = 0, 1, 2
+READY, NOTREADY = if_inject.SANDBOX_READY, if_inject.SANDBOX_NOTREADY
+POD, CONTAINER, NODE = (if_inject.NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
 NAME_LABEL, NAMESPACE_LABEL, UID_LABEL = (
     if_inject.POD_NAME_LABEL, if_inject.POD_NAMESPACE_LABEL, if_inject.POD_UID_LABEL)
 PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
@@ -409,8 +402,8 @@ class FakeCRI:
                                M["ListPodSandboxResponse"]),
             "PodSandboxStatus": (self.pod_sandbox_status, M["PodSandboxStatusRequest"],
                                  M["PodSandboxStatusResponse"]),
-            "ContainerStatus": (self.container_status, CONTAINER_STATUS["ContainerStatusRequest"],
-                                CONTAINER_STATUS["ContainerStatusResponse"]),
+            "ContainerStatus": (self.container_status, M["ContainerStatusRequest"],
+                                M["ContainerStatusResponse"]),
         }
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
@@ -472,8 +465,8 @@ class FakeCRI:
             context.abort(grpc.StatusCode.NOT_FOUND,
                           f'an error occurred when try to find container "{request.container_id}"')
         info = {"info": sb.container_info} if request.verbose else {}
-        return CONTAINER_STATUS["ContainerStatusResponse"](
-            status=CONTAINER_STATUS["ContainerStatus"](id=sb.id), info=info)
+        return M["ContainerStatusResponse"](
+            status=M["ContainerStatus"](id=sb.id), info=info)
 
     def _sandbox(self, sandbox_id: str, context: grpc.ServicerContext) -> Sandbox:
         for sb in self.sandboxes:

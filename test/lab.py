@@ -55,7 +55,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cri_schema
-from cri_schema import M
+from cri_schema import CONTAINER, NODE, POD, M
 
 TEST_DIR = Path(__file__).resolve().parent
 CNI_BIN_DIR = "/usr/lib/cni"
@@ -96,9 +96,6 @@ REQUIREMENTS = [
 ]
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-POD = 0
-NODE = 2
-CONTAINER = 1
 
 
 # ---- small host helpers -----------------------------------------------------

@@ -120,10 +120,10 @@ def test_add_veth_pings_both_ways_and_delete_leaves_nothing(netns: str,
     node_end, pod_end = subnet()
     made = ii.add_veth(netns, "net1", host, pod_end, node_end)
     assert made == {
-        "netns": netns, "interface": "net1", "host_interface": host, "mtu": 1500,
-        "addresses": {"interface": [pod_end], "host_interface": [node_end]},
+        "netns": netns, "interface": "net1", "hostInterface": host, "mtu": 1500,
+        "addresses": {"interface": [pod_end], "hostInterface": [node_end]},
         "macs": {"interface": json.loads(ip("-j", "link", "show", "net1", netns=netns))[0]["address"],
-                 "host_interface": json.loads(ip("-j", "link", "show", host))[0]["address"]}}
+                 "hostInterface": json.loads(ip("-j", "link", "show", host))[0]["address"]}}
     assert "state UP" in ip("link", "show", "net1", netns=netns) and f"inet {pod_end}" in \
         ip("addr", "show", "net1", netns=netns)
     assert f"inet {node_end}" in ip("addr", "show", host)
@@ -344,10 +344,10 @@ def test_veth_pings_both_ways_then_delete_leaves_nothing(lab: Any, pod: Any, run
         assert pod_link is not None
         assert result == {
             "pod": f"{pod.namespace}/{pod.name}", "netns": pod.netns, "interface": "net1",
-            "host_interface": host, "mtu": 1500,
-            "addresses": {"interface": [pod_end], "host_interface": [node_end]},
+            "hostInterface": host, "mtu": 1500,
+            "addresses": {"interface": [pod_end], "hostInterface": [node_end]},
             "macs": {"interface": pod_link.group(1),
-                     "host_interface": json.loads(ip("-j", "link", "show", host))[0]["address"]}}
+                     "hostInterface": json.loads(ip("-j", "link", "show", host))[0]["address"]}}
         pod_ll = wait_dad(lambda: in_pod(lab, pod, "ip", "-6", "addr", "show", "dev", "net1"))
         node_ll = wait_dad(lambda: ip("-6", "addr", "show", "dev", host))
         for argv in (["ping", "-c1", "-W2", f"{pod_ll}%{host}"],
@@ -494,10 +494,10 @@ def test_pods_lists_what_the_runtime_has(lab: Any, make_pod: Callable[..., Any],
     listed = run("pods", "-ns", "if-inject", "-o", "json")
     assert (listed.code, listed.err) == (0, "")
     ours = [p for p in json.loads(listed.out) if p["labels"].get("tier") == tier]
-    old = next(s for s in ours if s["name"] == restarted.name and s["state"] == "NOTREADY")["sandbox_id"]
+    old = next(s for s in ours if s["name"] == restarted.name and s["state"] == "NOTREADY")["sandboxId"]
 
     def row(pod: Any, sandbox: str, state: str, network: str, netns: str) -> dict[str, Any]:
-        return {"namespace": "if-inject", "name": pod.name, "uid": pod.uid, "sandbox_id": sandbox,
+        return {"namespace": "if-inject", "name": pod.name, "uid": pod.uid, "sandboxId": sandbox,
                 "state": state, "network": network, "netns": netns,
                 "labels": {**pod.labels, "io.kubernetes.pod.name": pod.name,
                            "io.kubernetes.pod.namespace": "if-inject", "io.kubernetes.pod.uid": pod.uid}}
