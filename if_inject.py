@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
 __version__ = "unknown"
 
-# ---- speed tricks: a command is a short-lived process --------------------
+# ---- speed tricks: a command is a short-lived process -------------------
 # Scripts call if-inject once per pod: the interpreter's start and end are a
 # large part of a call. Three tricks, all here: `-version` is answered before
 # anything else is imported; the cyclic GC runs rarely; the process ends
@@ -148,6 +148,128 @@ def undone(cause: BaseException, note: str) -> InjectError:
     if isinstance(cause, KeyboardInterrupt) and cause.args:  # the CLI's: named after its signal
         return InjectError(f"interrupted by {cause.args[0]}; {note}", CODE_INTERNAL)
     return InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL)
+
+
+# ---- errors and logging: signals held while a clean-up runs -------------
+
+
+class _SignalGuard:
+    """SIGINT, SIGTERM and SIGHUP, held in Python rather than by pthread_sigmask.
+
+    A mask holds a signal only in the thread that set it: the kernel hands a
+    process-directed signal to another thread (grpc's, the batch pool's, a
+    netns thread), and CPython runs the handler in the main thread anyway.
+    So the handler decides. Once the CLI has installed it, the main thread
+    keeps a stack of modes: the command runs *held* (a signal is recorded)
+    except in *interruptible* steps (a runtime call, waiting for a lock, the
+    plugins of an ADD, a veth being set up), where the handler raises
+    KeyboardInterrupt; what follows (a rollback, a clean-up, the output of
+    work that is done) runs held to its end, whatever threads exist and
+    however often the signal comes. A signal recorded while held
+    is acted on at the next interruptible step, or by the batch loop, which
+    then starts no more pods.
+
+    Without the CLI (the library in someone's program), a held step in the
+    main thread takes the signals over for its duration and delivers them to
+    the program's own handlers after it; elsewhere nothing is changed.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.received: list[int] = []  # every signal, for the batch loop and the error
+        self.pending: list[int] = []  # not yet acted on by raising
+        self.modes: list[bool] = []  # the main thread's: True = interruptible
+
+    def install(self) -> None:
+        """Take the signals over for the CLI (a signal ignored by our parent, as
+        SIGHUP under nohup, stays ignored)."""
+        import signal
+
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self.handle)
+        self.installed, self.modes, self.received, self.pending = True, [False], [], []
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        self.pending.append(signum)
+        if self.modes and self.modes[-1]:
+            self.act()
+
+    def act(self) -> None:
+        """Raise for the signals not acted on yet, named after the first of them."""
+        if self.pending:
+            signum = self.pending[0]
+            self.pending.clear()
+            raise KeyboardInterrupt(self.name(signum))
+
+    @staticmethod
+    def name(signum: int) -> str:
+        import signal
+
+        return signal.Signals(signum).name
+
+    @contextmanager
+    def mode(self, interruptible: bool) -> Iterator[None]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield  # the handler runs in the main thread: it never raises here
+            return
+        if not self.installed and not interruptible:
+            with self._borrowed():
+                yield
+            return
+        self.modes.append(interruptible)
+        try:
+            if interruptible:
+                self.act()  # a signal recorded while held stops us here
+            yield
+        finally:
+            self.modes.pop()
+        if self.modes and self.modes[-1]:
+            self.act()  # held inside an interruptible step (a netns thread): it stops now
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[None]:
+        """The library's held step: record, then hand the signals to the program's handlers."""
+        import signal
+
+        caught: list[int] = []
+        previous = {}
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                previous[signum] = signal.signal(signum, lambda n, f: caught.append(n))
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for signum in dict.fromkeys(caught):
+                signal.raise_signal(signum)
+
+
+_signals = _SignalGuard()
+
+
+def signals_deferred() -> AbstractContextManager[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP while a rollback or clean-up runs to its end."""
+    return _signals.mode(interruptible=False)
+
+
+def interruptible() -> AbstractContextManager[None]:
+    """Let SIGINT, SIGTERM and SIGHUP interrupt this step (KeyboardInterrupt),
+    which is undone or changes nothing when cut short."""
+    return _signals.mode(interruptible=True)
+
+
+def interrupted() -> str:
+    """The name of the first signal that asked the CLI to stop, or ""."""
+    return _signals.name(_signals.received[0]) if _signals.installed and _signals.received else ""
 
 
 # ---- CRI: schema subset of k8s.io/cri-api runtime.v1 --------------------
@@ -535,13 +657,6 @@ def find_pod(client: RuntimeClient, namespace: str, name: str,
     return pod
 
 
-def resolve_netns(namespace: str, pod: str, endpoint: str | None = None,
-                  timeout: float = 10.0) -> str:
-    """The path of a pod's network namespace, as `if-inject netns` prints it."""
-    with Node(endpoint, timeout) as node:
-        return node.pod(namespace, pod).netns
-
-
 # Kubernetes label syntax: an optional DNS-subdomain prefix and "/", then a
 # name of up to 63 characters; a value is empty or name-like.
 _LABEL_NAME = r"(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
@@ -595,7 +710,7 @@ def list_pods(client: RuntimeClient, namespace: str | None = None,
     return sorted(pods, key=lambda p: (p.namespace, p.name, not p.ready))
 
 
-# ---- network namespace checks -------------------------------------------
+# ---- netns checks -------------------------------------------------------
 
 NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace
 CLONE_NEWNET = 0x40000000
@@ -639,7 +754,7 @@ def check_netns(path: str) -> None:
                           CODE_INVALID_ENV)
 
 
-# ---- CNI: config loading ------------------------------------------------
+# ---- CNI: config --------------------------------------------------------
 
 CNI_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 DEFAULT_CNI_PATH = ("/opt/cni/bin", "/usr/libexec/cni", "/usr/lib/cni")
@@ -890,6 +1005,20 @@ def parse_cni_args(text: str) -> list[tuple[str, str]]:
             raise InjectError(f"invalid CNI args {text!r}: expected K=V;K=V", CODE_INVALID_ENV)
         pairs.append((key, value))
     return pairs
+
+
+def plugin_stdin(network: NetworkConfig, plugin: dict[str, Any], att: Attachment,
+                 prev_result: dict[str, Any] | None) -> bytes:
+    """A plugin's own config as libcni builds it from the list."""
+    conf = dict(plugin, name=network.name, cniVersion=network.cni_version)
+    capabilities = plugin.get("capabilities")
+    if isinstance(capabilities, dict):
+        runtime_config = {k: v for k, v in att.capability_args.items() if capabilities.get(k)}
+        if runtime_config:
+            conf["runtimeConfig"] = runtime_config
+    if prev_result is not None:
+        conf["prevResult"] = prev_result
+    return json.dumps(conf).encode()
 
 
 def find_plugin(plugin_type: str, search_path: list[str]) -> str:
@@ -1321,139 +1450,6 @@ class attachment_lock:
 # ---- CNI: add, del, check -----------------------------------------------
 
 
-def plugin_stdin(network: NetworkConfig, plugin: dict[str, Any], att: Attachment,
-                 prev_result: dict[str, Any] | None) -> bytes:
-    """A plugin's own config as libcni builds it from the list."""
-    conf = dict(plugin, name=network.name, cniVersion=network.cni_version)
-    capabilities = plugin.get("capabilities")
-    if isinstance(capabilities, dict):
-        runtime_config = {k: v for k, v in att.capability_args.items() if capabilities.get(k)}
-        if runtime_config:
-            conf["runtimeConfig"] = runtime_config
-    if prev_result is not None:
-        conf["prevResult"] = prev_result
-    return json.dumps(conf).encode()
-
-
-class _SignalGuard:
-    """SIGINT, SIGTERM and SIGHUP, held in Python rather than by pthread_sigmask.
-
-    A mask holds a signal only in the thread that set it: the kernel hands a
-    process-directed signal to another thread (grpc's, the batch pool's, a
-    netns thread), and CPython runs the handler in the main thread anyway.
-    So the handler decides. Once the CLI has installed it, the main thread
-    keeps a stack of modes: the command runs *held* (a signal is recorded)
-    except in *interruptible* steps (a runtime call, waiting for a lock, the
-    plugins of an ADD, a veth being set up), where the handler raises
-    KeyboardInterrupt; what follows (a rollback, a clean-up, the output of
-    work that is done) runs held to its end, whatever threads exist and
-    however often the signal comes. A signal recorded while held
-    is acted on at the next interruptible step, or by the batch loop, which
-    then starts no more pods.
-
-    Without the CLI (the library in someone's program), a held step in the
-    main thread takes the signals over for its duration and delivers them to
-    the program's own handlers after it; elsewhere nothing is changed.
-    """
-
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-    def __init__(self) -> None:
-        self.installed = False
-        self.received: list[int] = []  # every signal, for the batch loop and the error
-        self.pending: list[int] = []  # not yet acted on by raising
-        self.modes: list[bool] = []  # the main thread's: True = interruptible
-
-    def install(self) -> None:
-        """Take the signals over for the CLI (a signal ignored by our parent, as
-        SIGHUP under nohup, stays ignored)."""
-        import signal
-
-        for name in self.SIGNALS:
-            signum = getattr(signal, name)
-            if signal.getsignal(signum) is not signal.SIG_IGN:
-                signal.signal(signum, self.handle)
-        self.installed, self.modes, self.received, self.pending = True, [False], [], []
-
-    def handle(self, signum: int, frame: Any) -> None:
-        self.received.append(signum)
-        self.pending.append(signum)
-        if self.modes and self.modes[-1]:
-            self.act()
-
-    def act(self) -> None:
-        """Raise for the signals not acted on yet, named after the first of them."""
-        if self.pending:
-            signum = self.pending[0]
-            self.pending.clear()
-            raise KeyboardInterrupt(self.name(signum))
-
-    @staticmethod
-    def name(signum: int) -> str:
-        import signal
-
-        return signal.Signals(signum).name
-
-    @contextmanager
-    def mode(self, interruptible: bool) -> Iterator[None]:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            yield  # the handler runs in the main thread: it never raises here
-            return
-        if not self.installed and not interruptible:
-            with self._borrowed():
-                yield
-            return
-        self.modes.append(interruptible)
-        try:
-            if interruptible:
-                self.act()  # a signal recorded while held stops us here
-            yield
-        finally:
-            self.modes.pop()
-        if self.modes and self.modes[-1]:
-            self.act()  # held inside an interruptible step (a netns thread): it stops now
-
-    @contextmanager
-    def _borrowed(self) -> Iterator[None]:
-        """The library's held step: record, then hand the signals to the program's handlers."""
-        import signal
-
-        caught: list[int] = []
-        previous = {}
-        for name in self.SIGNALS:
-            signum = getattr(signal, name)
-            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
-                previous[signum] = signal.signal(signum, lambda n, f: caught.append(n))
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            for signum in dict.fromkeys(caught):
-                signal.raise_signal(signum)
-
-
-_signals = _SignalGuard()
-
-
-def signals_deferred() -> AbstractContextManager[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP while a rollback or clean-up runs to its end."""
-    return _signals.mode(interruptible=False)
-
-
-def interruptible() -> AbstractContextManager[None]:
-    """Let SIGINT, SIGTERM and SIGHUP interrupt this step (KeyboardInterrupt),
-    which is undone or changes nothing when cut short."""
-    return _signals.mode(interruptible=True)
-
-
-def interrupted() -> str:
-    """The name of the first signal that asked the CLI to stop, or ""."""
-    return _signals.name(_signals.received[0]) if _signals.installed and _signals.received else ""
-
-
 @dataclass
 class CNI:
     """How plugins are found and run, as libcni's CNIConfig; knows nothing of pods."""
@@ -1578,7 +1574,7 @@ class CNI:
                 self.invoke("CHECK", network, plugin, att, prev)
 
 
-# ---- CNI on pods: the public API ----------------------------------------
+# ---- pods: CNI on a pod (the public API) --------------------------------
 
 
 def kubelet_args(pod: Pod) -> list[tuple[str, str]]:
@@ -1757,7 +1753,14 @@ def check(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "ne
         n.check(namespace, pod, _network(spec), ifname, **attachment)
 
 
-# ---- CNI on pods: many at once, and the lifecycle of attachments --------
+def resolve_netns(namespace: str, pod: str, endpoint: str | None = None,
+                  timeout: float = 10.0) -> str:
+    """The path of a pod's network namespace, as `if-inject netns` prints it."""
+    with Node(endpoint, timeout) as node:
+        return node.pod(namespace, pod).netns
+
+
+# ---- pods: many at once, and the lifecycle of attachments ---------------
 
 
 def select_pods(client: RuntimeClient, namespace: str | None, names: list[str] | None = None,
@@ -1938,7 +1941,7 @@ def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
             yield dict(record, action="failed", error=str(e))
 
 
-# ---- netlink helpers ----------------------------------------------------
+# ---- netlink: links, veth pairs -----------------------------------------
 
 
 def in_netns(path: str, func: Callable[[], T]) -> T:
@@ -2462,6 +2465,18 @@ def _build_parser() -> argparse.ArgumentParser:
         sub.set_defaults(run=run)
         return sub
 
+    _cni_subcommands(command)
+    _node_subcommands(command)
+    parser.set_defaults(subcommands=list(commands.choices))
+    return parser
+
+
+# command(name, help, run function) -> the subcommand's parser, for its flags.
+_Command = Callable[[str, str, _Run], argparse.ArgumentParser]
+
+
+def _cni_subcommands(command: _Command) -> None:
+    """netns, add, del, check: one entry each, in the order --help lists them."""
     _pod_flags(command("netns", "print the pod's network namespace path", _on_pods(_netns_work)))
 
     sub = command("add", "add an interface with CNI; prints the result", _on_pods(_add_work))
@@ -2479,6 +2494,17 @@ def _build_parser() -> argparse.ArgumentParser:
     _pod_flags(sub)
     _cni_flags(sub)
 
+
+def _node_subcommands(command: _Command) -> None:
+    """list, gc, pods, links, veth: one entry each, in the order --help lists them."""
+    sub = command("list", "list the attachments if-inject made, with their pods' state", _run_list)
+    _namespace_flag(sub, listing=True)
+    sub.add_argument("-pod", "--pod", default=None, help="only this pod")
+    _output_flag(sub, network_status=True)
+
+    sub = command("gc", "delete the attachments of pods that are gone", _run_gc)
+    sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
+
     sub = command("pods", "list the pods on this node as the runtime sees them", _run_pods)
     _namespace_flag(sub, listing=True)
     sub.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
@@ -2494,17 +2520,6 @@ def _build_parser() -> argparse.ArgumentParser:
                           "prints what it made", _run_veth)
     _one_pod_flags(sub)
     _veth_flags(sub)
-
-    sub = command("list", "list the attachments if-inject made, with their pods' state", _run_list)
-    _namespace_flag(sub, listing=True)
-    sub.add_argument("-pod", "--pod", default=None, help="only this pod")
-    _output_flag(sub, network_status=True)
-
-    sub = command("gc", "delete the attachments of pods that are gone", _run_gc)
-    sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
-
-    parser.set_defaults(subcommands=list(commands.choices))
-    return parser
 
 
 def _search_path(flag: str | None) -> list[str]:
