@@ -2022,11 +2022,26 @@ def netlink_step(what: str) -> Iterator[None]:
         raise InjectError(f"{what}: {e.strerror or e}", CODE_IO) from None
 
 
-def pod_links(netns: str) -> list[dict[str, Any]]:
-    """The interfaces in the netns at `netns`, as `ip -br addr` shows them:
-    name, index, state (operstate), mac, mtu, kind ("" when the kernel names
-    none), link (parent or veth peer: a name here, "ifN" in another netns)
-    and addresses as CIDR strings."""
+@dataclass
+class Link:
+    """An interface as `ip -br addr` shows it, with its MAC and MTU."""
+
+    name: str
+    index: int
+    state: str  # operstate
+    mac: str
+    mtu: int
+    kind: str  # "" when the kernel names none
+    link: str  # parent or veth peer: a name here, "ifN" in another netns
+    addresses: list[str]  # CIDRs
+
+    def json(self) -> dict[str, Any]:
+        """What `links -o json` prints."""
+        return dict(vars(self))
+
+
+def pod_links(netns: str) -> list[Link]:
+    """The interfaces in the netns at `netns`, as `ip -br addr` shows them."""
     def read(ipr: Any) -> tuple[list[Any], list[Any]]:
         with netlink_step(f"reading the interfaces in {netns}"):
             return list(ipr.get_links()), list(ipr.get_addr())
@@ -2041,8 +2056,8 @@ def pod_links(netns: str) -> list[dict[str, Any]]:
     return [link_record(link, names, cidrs.get(link["index"], [])) for link in links]
 
 
-def link_record(link: Any, names: dict[int, str], addresses: list[str]) -> dict[str, Any]:
-    """One RTM_NEWLINK message as a plain dict (see pod_links)."""
+def link_record(link: Any, names: dict[int, str], addresses: list[str]) -> Link:
+    """One RTM_NEWLINK message as a Link."""
     parent = link.get_attr("IFLA_LINK")
     if not parent or parent == link["index"]:
         via = ""
@@ -2050,10 +2065,9 @@ def link_record(link: Any, names: dict[int, str], addresses: list[str]) -> dict[
         via = f"if{parent}"  # an index in another netns, as ip shows it
     else:
         via = names.get(parent, f"if{parent}")
-    return {"name": link.get_attr("IFLA_IFNAME"), "index": link["index"],
-            "state": link.get_attr("IFLA_OPERSTATE") or "UNKNOWN",
-            "mac": link.get_attr("IFLA_ADDRESS") or "", "mtu": link.get_attr("IFLA_MTU"),
-            "kind": link_kind(link), "link": via, "addresses": addresses}
+    return Link(name=link.get_attr("IFLA_IFNAME"), index=link["index"],
+                state=link.get_attr("IFLA_OPERSTATE") or "UNKNOWN", mac=link.get_attr("IFLA_ADDRESS") or "",
+                mtu=link.get_attr("IFLA_MTU"), kind=link_kind(link), link=via, addresses=addresses)
 
 
 def link_kind(link: Any) -> str:
@@ -2080,9 +2094,35 @@ def parse_cidrs(value: str | list[str] | None) -> list[Any]:
         raise InjectError(f"invalid address: {e}", CODE_INVALID_CONFIG) from None
 
 
+@dataclass
+class VethEnd:
+    """One end of a veth pair as made: its name, MAC, MTU and the addresses given."""
+
+    name: str
+    mac: str
+    mtu: int
+    addresses: list[str]
+
+
+@dataclass
+class Veth:
+    """A veth pair as add_veth made it: the end in the pod's netns, the node's end."""
+
+    netns: str
+    pod_end: VethEnd
+    host_end: VethEnd
+
+    def json(self) -> dict[str, Any]:
+        """What `veth` prints (after the pod's name)."""
+        return {"netns": self.netns, "interface": self.pod_end.name, "hostInterface": self.host_end.name,
+                "mtu": self.pod_end.mtu,
+                "addresses": {"interface": self.pod_end.addresses, "hostInterface": self.host_end.addresses},
+                "macs": {"interface": self.pod_end.mac, "hostInterface": self.host_end.mac}}
+
+
 def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str] | None = None,
              host_address: str | list[str] | None = None, mtu: int | None = None,
-             timeout: float = 10.0) -> dict[str, Any]:
+             timeout: float = 10.0) -> Veth:
     """A veth pair between the node (`host_ifname`) and the netns at `netns`
     (`ifname`), both ends up, with the addresses given; returns what was made.
 
@@ -2100,7 +2140,7 @@ def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str]
 
 
 def make_veth(netns: str, ifname: str, host_ifname: str, pod_cidrs: list[Any], host_cidrs: list[Any],
-              mtu: int | None, timeout: float) -> dict[str, Any]:
+              mtu: int | None, timeout: float) -> Veth:
     """add_veth once its names and addresses are checked (the CLI checks them as flags)."""
     if mtu is not None and not 68 <= mtu <= 65535:
         raise InjectError(f"invalid MTU {mtu}: 68 to 65535", CODE_INVALID_CONFIG)
@@ -2119,10 +2159,7 @@ def make_veth(netns: str, ifname: str, host_ifname: str, pod_cidrs: list[Any], h
             undo_veth(netns, ifname, host_ifname, e)
         raise
     log("Veth added", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
-    return {"netns": netns, "interface": ifname, "hostInterface": host_ifname,
-            "mtu": pod_end["mtu"],
-            "addresses": {"interface": pod_end["addresses"], "hostInterface": host_end["addresses"]},
-            "macs": {"interface": pod_end["mac"], "hostInterface": host_end["mac"]}}
+    return Veth(netns, pod_end, host_end)
 
 
 def refuse_taken_names(netns: str, ifname: str, host_ifname: str) -> None:
@@ -2155,7 +2192,7 @@ def create_veth(netns: str, ifname: str, host_ifname: str, mtu: int | None) -> N
         os.close(fd)
 
 
-def configure_link(netns: str | None, name: str, cidrs: list[Any]) -> dict[str, Any]:
+def configure_link(netns: str | None, name: str, cidrs: list[Any]) -> VethEnd:
     """Add the addresses to an interface, set it up; returns its mac, mtu and addresses."""
     where = f"in {netns}" if netns else "on the node"
 
@@ -2173,8 +2210,8 @@ def configure_link(netns: str | None, name: str, cidrs: list[Any]) -> dict[str, 
             return ipr.get_links(indexes[0])[0]
 
     link = netlink(netns, configure)
-    return {"mac": link.get_attr("IFLA_ADDRESS"), "mtu": link.get_attr("IFLA_MTU"),
-            "addresses": [str(cidr) for cidr in cidrs]}
+    return VethEnd(name, link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_MTU"),
+                   [str(cidr) for cidr in cidrs])
 
 
 IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x08, 0x40
@@ -2678,11 +2715,11 @@ def _run_pods(args: argparse.Namespace, node: Node) -> int:
 def _run_links(args: argparse.Namespace, node: Node) -> int:
     links = pod_links(node.pod(args.ns, args.pod).netns)
     if args.output == "json":
-        print(json.dumps(links, indent=4))
+        print(json.dumps([link.json() for link in links], indent=4))
         return 0
     _print_table(("NAME", "STATE", "MAC", "MTU", "ADDRESSES"),
-                 [(link["name"] + (f"@{link['link']}" if link["link"] else ""), link["state"],
-                   link["mac"], str(link["mtu"]), " ".join(link["addresses"])) for link in links])
+                 [(link.name + (f"@{link.link}" if link.link else ""), link.state,
+                   link.mac, str(link.mtu), " ".join(link.addresses)) for link in links])
     return 0
 
 
@@ -2707,7 +2744,7 @@ def _run_veth(args: argparse.Namespace, node: Node) -> int:
             made = make_veth(pod.netns, ifname, host_ifname, pod_cidrs, host_cidrs, args.mtu, node.timeout)
         except InjectError as e:
             raise InjectError(f"pod {pod.namespace}/{pod.name}: {e.msg}", e.code, e.details) from None
-    print(json.dumps({"pod": f"{pod.namespace}/{pod.name}", **made}, indent=4))
+    print(json.dumps({"pod": f"{pod.namespace}/{pod.name}", **made.json()}, indent=4))
     return 0
 
 

@@ -93,9 +93,9 @@ def test_pod_links_equal_what_ip_shows_inside(netns: str, host_name: Callable[[]
             "kind": "veth" if link["ifname"] == "net1" else "",
             "link": f"if{ifindex(host)}" if link["ifname"] == "net1" else "",
             "addresses": [f"{a['local']}/{a['prefixlen']}" for a in link["addr_info"]]})
-    assert links == expected
+    assert [link.json() for link in links] == expected
     net1 = links[1]
-    assert net1["mtu"] == 1400 and {pod_end, "fd00:254::2/64"} <= set(net1["addresses"])
+    assert net1.mtu == 1400 and {pod_end, "fd00:254::2/64"} <= set(net1.addresses)
     ii.delete_veth(netns, "net1", host)
 
 
@@ -118,7 +118,7 @@ def test_add_veth_pings_both_ways_and_delete_leaves_nothing(netns: str,
                                                             host_name: Callable[[], str]) -> None:
     host = host_name()
     node_end, pod_end = subnet()
-    made = ii.add_veth(netns, "net1", host, pod_end, node_end)
+    made = ii.add_veth(netns, "net1", host, pod_end, node_end).json()
     assert made == {
         "netns": netns, "interface": "net1", "hostInterface": host, "mtu": 1500,
         "addresses": {"interface": [pod_end], "hostInterface": [node_end]},
