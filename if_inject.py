@@ -26,6 +26,16 @@ if TYPE_CHECKING:
 
 __version__ = "unknown"
 
+# The public API, as the README's "Python API" documents it; every other name is private.
+__all__ = [
+    "CNI", "CODE_DECODING", "CODE_INCOMPATIBLE_VERSION", "CODE_INTERNAL", "CODE_INVALID_CONFIG",
+    "CODE_INVALID_ENV", "CODE_IO", "CODE_NOT_AVAILABLE", "CODE_TRY_AGAIN_LATER", "CODE_UNKNOWN_CONTAINER",
+    "CODE_UNSUPPORTED_FIELD", "Attachment", "CachedAttachment", "InjectError", "Link", "NetworkConfig",
+    "Node", "Pod", "Veth", "VethEnd", "__version__", "add", "add_veth", "attachments", "check", "cli",
+    "delete", "delete_veth", "for_each_pod", "gc", "load_network", "main", "network_status",
+    "parse_network", "parse_spec", "pod_links", "pod_network_status", "resolve_netns",
+]
+
 # ---- speed tricks: a command is a short-lived process -------------------
 # Scripts call if-inject once per pod: the interpreter's start and end are a
 # large part of a call. Three tricks, all here: `-version` is answered before
@@ -213,19 +223,19 @@ class _SignalGuard:
         return signal.Signals(signum).name
 
     @contextmanager
-    def mode(self, interruptible: bool) -> Iterator[None]:
+    def mode(self, may_interrupt: bool) -> Iterator[None]:
         import threading
 
         if threading.current_thread() is not threading.main_thread():
             yield  # the handler runs in the main thread: it never raises here
             return
-        if not self.installed and not interruptible:
+        if not self.installed and not may_interrupt:
             with self._borrowed():
                 yield
             return
-        self.modes.append(interruptible)
+        self.modes.append(may_interrupt)
         try:
-            if interruptible:
+            if may_interrupt:
                 self.act()  # a signal recorded while held stops us here
             yield
         finally:
@@ -258,13 +268,13 @@ _signals = _SignalGuard()
 
 def signals_deferred() -> AbstractContextManager[None]:
     """Hold SIGINT, SIGTERM and SIGHUP while a rollback or clean-up runs to its end."""
-    return _signals.mode(interruptible=False)
+    return _signals.mode(may_interrupt=False)
 
 
 def interruptible() -> AbstractContextManager[None]:
     """Let SIGINT, SIGTERM and SIGHUP interrupt this step (KeyboardInterrupt),
     which is undone or changes nothing when cut short."""
-    return _signals.mode(interruptible=True)
+    return _signals.mode(may_interrupt=True)
 
 
 def interrupted() -> str:
@@ -1195,52 +1205,34 @@ class CachedAttachment:
     runtime's view, filled in by attachments()."""
 
     path: str
-    entry: dict[str, Any]  # libcni's keys and our CACHE_MARK
+    namespace: str
+    pod: str
+    pod_uid: str
+    sandbox_id: str
+    net_attach_def: str
+    interface: str
+    network: str
+    container_id: str
+    netns: str
+    config: str  # the network config, base64 as libcni caches it
+    cni_args: list[tuple[str, str]]
+    capability_args: dict[str, Any]
+    result: dict[str, Any] | None  # None while an ADD is under way (or was killed)
     sandbox_state: str = ""  # ready, notready, gone
     stale: bool = False
 
-    @property
-    def mark(self) -> dict[str, Any]:
-        mark = self.entry.get(CACHE_MARK)
-        return mark if isinstance(mark, dict) else {}
-
-    @property
-    def namespace(self) -> str:
-        return str(self.mark.get("namespace", ""))
-
-    @property
-    def pod(self) -> str:
-        return str(self.mark.get("pod", ""))
-
-    @property
-    def sandbox_id(self) -> str:
-        return str(self.mark.get("sandboxId", ""))
-
-    @property
-    def net_attach_def(self) -> str:
-        return str(self.mark.get("netAttachDef", ""))
-
-    @property
-    def interface(self) -> str:
-        return str(self.entry.get("ifName", ""))
-
-    @property
-    def network(self) -> str:
-        return str(self.entry.get("networkName", ""))
-
-    @property
-    def container_id(self) -> str:
-        return str(self.entry.get("containerId", ""))
-
-    @property
-    def netns(self) -> str:
-        return str(self.entry.get("netns") or "")
-
-    @property
-    def result(self) -> dict[str, Any] | None:
-        """The ADD result; None while an ADD is under way (or was killed)."""
-        result = self.entry.get("result")
-        return result if isinstance(result, dict) else None
+    @classmethod
+    def from_entry(cls, path: str, entry: dict[str, Any]) -> CachedAttachment:
+        mark = entry[CACHE_MARK]
+        result, capability_args = entry.get("result"), entry.get("capabilityArgs")
+        return cls(path=path, namespace=str(mark.get("namespace", "")), pod=str(mark.get("pod", "")),
+                   pod_uid=str(mark.get("podUid", "")), sandbox_id=str(mark.get("sandboxId", "")),
+                   net_attach_def=str(mark.get("netAttachDef", "")), interface=str(entry.get("ifName", "")),
+                   network=str(entry.get("networkName", "")), container_id=str(entry.get("containerId", "")),
+                   netns=str(entry.get("netns") or ""), config=str(entry.get("config", "")),
+                   cni_args=[(str(kv[0]), str(kv[1])) for kv in entry.get("cniArgs") or [] if len(kv) == 2],
+                   capability_args=capability_args if isinstance(capability_args, dict) else {},
+                   result=result if isinstance(result, dict) else None)
 
     @property
     def addresses(self) -> list[str]:
@@ -1251,7 +1243,7 @@ class CachedAttachment:
         import base64
 
         try:
-            raw = base64.b64decode(self.entry.get("config", ""), validate=True)
+            raw = base64.b64decode(self.config, validate=True)
         except ValueError:
             raise InjectError("cache entry has no valid config", CODE_DECODING) from None
         return parse_network(raw, "cached config")
@@ -1263,12 +1255,10 @@ class CachedAttachment:
         # that was unmounted is gone: DEL then runs without one, as the spec allows.
         if netns.startswith("/proc/") or not os.path.exists(netns):
             netns = ""
-        mark = self.mark
-        pod = Pod(namespace=self.namespace, name=self.pod, uid=str(mark.get("podUid", "")),
-                  sandbox_id=self.sandbox_id, netns=netns)
-        args = [(str(kv[0]), str(kv[1])) for kv in self.entry.get("cniArgs") or [] if len(kv) == 2]
-        return Attachment(container_id=self.container_id, netns=netns, ifname=self.interface, args=args,
-                          capability_args=self.entry.get("capabilityArgs") or {}, pod=pod)
+        pod = Pod(namespace=self.namespace, name=self.pod, uid=self.pod_uid, sandbox_id=self.sandbox_id,
+                  netns=netns)
+        return Attachment(container_id=self.container_id, netns=netns, ifname=self.interface,
+                          args=list(self.cni_args), capability_args=dict(self.capability_args), pod=pod)
 
     def json(self) -> dict[str, Any]:
         """What `list -o json` prints."""
@@ -1294,7 +1284,7 @@ def cached_attachments(cache_dir: str) -> list[CachedAttachment]:
             continue
         entry = read_cache(path)
         if entry and isinstance(entry.get(CACHE_MARK), dict):
-            found.append(CachedAttachment(path, entry))
+            found.append(CachedAttachment.from_entry(path, entry))
     return found
 
 
@@ -2370,9 +2360,10 @@ def delete_link(netns: str | None, name: str) -> None:
 
 
 # ---- CLI ----------------------------------------------------------------
-# Each subcommand is one entry in _build_parser: its flags and, by
-# set_defaults(run=...), the function that runs it (as the original's map of
-# commands). Adding a subcommand touches that entry and its run function only.
+# Each subcommand is one entry, in _cni_subcommands or _node_subcommands: its
+# flags and, by set_defaults(run=...), the function that runs it (as the
+# original's map of commands). Adding a subcommand touches that entry and its
+# run function only.
 
 
 class UsageError(Exception):
