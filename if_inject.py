@@ -900,7 +900,8 @@ def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
                           CODE_INVALID_CONFIG)
     name, namespace = _dig(document, "metadata", "name"), _dig(document, "metadata", "namespace") or ""
     if not isinstance(name, str) or not _OBJECT_NAME.match(name):
-        raise InjectError(f"{source}: {NAD_KIND} with an invalid metadata.name {name!r}", CODE_INVALID_CONFIG)
+        raise InjectError(f"{source}: {NAD_KIND} with an invalid metadata.name {name!r}",
+                          CODE_INVALID_CONFIG)
     if not isinstance(namespace, str) or (namespace and not _NAMESPACE.match(namespace)):
         raise InjectError(f"{source}: {NAD_KIND} {name} with an invalid metadata.namespace {namespace!r}",
                           CODE_INVALID_CONFIG)

@@ -671,7 +671,8 @@ def test_a_chosen_endpoint_that_fails_is_not_replaced(
 # Runs the CLI with if_inject.DEFAULT_ENDPOINTS replaced: argv is REPO, the
 # four endpoints, then the tool's arguments. (The real defaults are system paths.)
 WITH_DEFAULTS = ("import sys; sys.path.insert(0, sys.argv[1]); import if_inject; "
-                 "if_inject.DEFAULT_ENDPOINTS = tuple(sys.argv[2:6]); sys.exit(if_inject.main(sys.argv[6:]))")
+                 "if_inject.DEFAULT_ENDPOINTS = tuple(sys.argv[2:6]); "
+                 "sys.exit(if_inject.main(sys.argv[6:]))")
 
 
 def test_cli_endpoint_precedence_flag_env_defaults(serve: Serve, sock_dir: Path) -> None:
