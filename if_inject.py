@@ -2717,12 +2717,14 @@ def _run_links(args: argparse.Namespace, node: Node) -> int:
 
 def _run_veth(args: argparse.Namespace, node: Node) -> int:
     """veth: the README's manual injection (ip link add ... veth) in one command."""
-    if args.delete and (args.address or args.host_address or args.mtu):
-        raise UsageError("-delete takes no -address, -host-address or -mtu")
-    for name in filter(None, (args.interface, args.host_interface)):
-        _usage(lambda: validate_ifname(name))  # noqa: B023 (called at once)
+    def check_names() -> None:
+        for name in filter(None, (args.interface, args.host_interface)):
+            validate_ifname(name)
+    _usage(check_names)
     pod_cidrs = _usage(lambda: parse_cidrs(args.address))
     host_cidrs = _usage(lambda: parse_cidrs(args.host_address))
+    if args.delete and (args.address or args.host_address or args.mtu):
+        raise UsageError("-delete takes no -address, -host-address or -mtu")
     pod = node.pod(args.ns, args.pod)
     # -delete with -host-interface alone finds the pod end from the node end.
     ifname = args.interface or ("" if args.delete and args.host_interface else "net1")
