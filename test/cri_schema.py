@@ -1,6 +1,6 @@
 """The CRI runtime.v1 messages the test lab uses, and a helper to call them.
 
-LAB_SCHEMA is if_inject.CRI_SCHEMA (what the tool itself uses) plus what a
+LAB_SCHEMA is if_inject._CRI_SCHEMA (what the tool itself uses) plus what a
 kubelet-like client needs to run pods: sandboxes, containers, ExecSync, images,
 runtime status. Field numbers are those of k8s.io/cri-api
 pkg/apis/runtime/v1/api.proto; fields the lab does not use are left out, which
@@ -94,10 +94,10 @@ message Image {
 message ListImagesResponse { repeated Image images = 1; }
 """
 
-LAB_SCHEMA = if_inject.CRI_SCHEMA + LAB_EXTRA_SCHEMA
+LAB_SCHEMA = if_inject._CRI_SCHEMA + LAB_EXTRA_SCHEMA
 # The enums' numbers, as the tool reads them from its schema.
-SANDBOX_READY, SANDBOX_NOTREADY = if_inject.SANDBOX_READY, if_inject.SANDBOX_NOTREADY
-POD, CONTAINER, NODE = (if_inject.NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
+SANDBOX_READY, SANDBOX_NOTREADY = if_inject._SANDBOX_READY, if_inject._SANDBOX_NOTREADY
+POD, CONTAINER, NODE = (if_inject._NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
 
 RUNTIME_SERVICE = "runtime.v1.RuntimeService"
 IMAGE_SERVICE = "runtime.v1.ImageService"
@@ -105,7 +105,7 @@ IMAGE_METHODS = frozenset({"ListImages"})
 
 # Message classes and enums (as {name: number} dicts) by name, e.g.
 # M["RunPodSandboxRequest"](config=...), M["ContainerState"]["CONTAINER_RUNNING"].
-M: dict[str, Any] = if_inject.proto_messages(LAB_SCHEMA)
+M: dict[str, Any] = if_inject._proto_messages(LAB_SCHEMA)
 
 
 def service_of(method: str) -> str:

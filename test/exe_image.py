@@ -53,7 +53,7 @@ message CreateContainerWithMountsRequest {
     string pod_sandbox_id = 1; ContainerConfigWithMounts config = 2; PodSandboxConfig sandbox_config = 3;
 }
 """
-MM: dict[str, Any] = if_inject.proto_messages(MOUNT_SCHEMA)
+MM: dict[str, Any] = if_inject._proto_messages(MOUNT_SCHEMA)
 
 
 # ---- the image -----------------------------------------------------------------

@@ -50,7 +50,7 @@ status), as read in:
 test/test_fakes_real.py holds the containerd shapes against the documents real
 containerd 1.7.24 and 2.1.9 returned (test/data/) and against the live lab.
 
-The message classes are the tool's own (`if_inject.CRI_SCHEMA`); the real
+The message classes are the tool's own (`if_inject._CRI_SCHEMA`); the real
 containerd lab checks that schema against a real runtime.
 """
 
@@ -77,12 +77,12 @@ if _REPO not in sys.path:
 
 import if_inject  # noqa: E402
 
-M: dict[str, Any] = if_inject.proto_messages(if_inject.CRI_SCHEMA)
+M: dict[str, Any] = if_inject._proto_messages(if_inject._CRI_SCHEMA)
 
-READY, NOTREADY = if_inject.SANDBOX_READY, if_inject.SANDBOX_NOTREADY
-POD, CONTAINER, NODE = (if_inject.NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
+READY, NOTREADY = if_inject._SANDBOX_READY, if_inject._SANDBOX_NOTREADY
+POD, CONTAINER, NODE = (if_inject._NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
 NAME_LABEL, NAMESPACE_LABEL, UID_LABEL = (
-    if_inject.POD_NAME_LABEL, if_inject.POD_NAMESPACE_LABEL, if_inject.POD_UID_LABEL)
+    if_inject._POD_NAME_LABEL, if_inject._POD_NAMESPACE_LABEL, if_inject._POD_UID_LABEL)
 PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
 # What the kubelet puts on every pod sandbox it asks for.
 KUBELET_ANNOTATIONS = {"kubernetes.io/config.seen": "2026-11-30T12:00:00.000000000Z",
@@ -374,7 +374,7 @@ class FakeCRI:
 
     def start(self) -> FakeCRI:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        service = "runtime.v1alpha2.RuntimeService" if self.v1alpha2_only else if_inject.CRI_SERVICE
+        service = "runtime.v1alpha2.RuntimeService" if self.v1alpha2_only else if_inject._CRI_SERVICE
         server.add_generic_rpc_handlers((self._handlers(service),))
         if not server.add_insecure_port("unix:" + self.socket_path):
             raise RuntimeError(f"cannot listen on {self.socket_path}")

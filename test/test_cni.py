@@ -118,36 +118,36 @@ def test_single_conf_becomes_a_list_of_one() -> None:
 @pytest.mark.parametrize("ifname", ["", "a" * 16, ".", "..", "a/b", "a:b", "a b", "a\tb"])
 def test_invalid_interface_names(ifname: str) -> None:
     with pytest.raises(ii.InjectError, match="invalid interface name"):
-        ii.validate_attachment(ii.Attachment("c1", "/x", ifname))
+        ii._validate_attachment(ii.Attachment("c1", "/x", ifname))
 
 
 @pytest.mark.parametrize("cid", ["", "-x", "a/b", "a b", "ä"])
 def test_invalid_container_ids(cid: str) -> None:
     with pytest.raises(ii.InjectError, match="invalid container ID"):
-        ii.validate_attachment(ii.Attachment(cid, "/x", "net1"))
+        ii._validate_attachment(ii.Attachment(cid, "/x", "net1"))
 
 
 def test_cni_args() -> None:
-    assert ii.parse_cni_args("A=1;B=x=y;") == [("A", "1"), ("B", "x=y")]
+    assert ii._parse_cni_args("A=1;B=x=y;") == [("A", "1"), ("B", "x=y")]
     for bad in ("A", "=1", "A=1;B"):
         with pytest.raises(ii.InjectError, match="invalid CNI args"):
-            ii.parse_cni_args(bad)
+            ii._parse_cni_args(bad)
 
 
 def test_plugin_stdin_as_libcni_builds_it() -> None:
     net = ii.parse_network(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": [
         {"type": "a"}, {"type": "tuning", "capabilities": {"mac": True, "ips": False}}]}).encode())
     att = ii.Attachment("c", "/x", capability_args={"mac": "02:00:00:00:00:01", "ips": ["1.2.3.4/24"]})
-    first = json.loads(ii.plugin_stdin(net, net.plugins[0], att, None))
+    first = json.loads(ii._plugin_stdin(net, net.plugins[0], att, None))
     assert first == {"type": "a", "name": "n", "cniVersion": "1.0.0"}
-    second = json.loads(ii.plugin_stdin(net, net.plugins[1], att, {"cniVersion": "1.0.0"}))
+    second = json.loads(ii._plugin_stdin(net, net.plugins[1], att, {"cniVersion": "1.0.0"}))
     assert second["runtimeConfig"] == {"mac": "02:00:00:00:00:01"}
     assert second["prevResult"] == {"cniVersion": "1.0.0"}
 
 
 def test_plugin_not_found(cni: ii.CNI) -> None:
     with pytest.raises(ii.InjectError, match="plugin 'nosuch' not found in CNI path") as e:
-        ii.find_plugin("nosuch", cni.path)
+        ii._find_plugin("nosuch", cni.path)
     assert e.value.code == ii.CODE_NOT_AVAILABLE
 
 
@@ -238,7 +238,7 @@ def assert_nothing_left(cni: ii.CNI, ns: str, tmp_path: Path, links_before: set[
     assert leases(tmp_path) == []
     assert host_links() == links_before
     assert "net1" not in ns_ip(ns, "-o", "link")
-    results = ii.results_dir(cni.cache_dir)
+    results = ii._results_dir(cni.cache_dir)
     assert not os.path.exists(results) or os.listdir(results) == []
 
 
@@ -314,9 +314,9 @@ except ii.InjectError as e:
 def test_corrupt_cache_never_blocks_del(cni: ii.CNI, ns: str, tmp_path: Path, content: bytes) -> None:
     net, att = network(tmp_path, ptp()), attachment(ns)
     cni.add(net, att)
-    Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1")).write_bytes(content)
+    Path(ii._cache_file(cni.cache_dir, "iitnet", ns, "net1")).write_bytes(content)
     cni.delete(net, att)
-    assert leases(tmp_path) == [] and os.listdir(ii.results_dir(cni.cache_dir)) == []
+    assert leases(tmp_path) == [] and os.listdir(ii._results_dir(cni.cache_dir)) == []
     assert "net1" not in ns_ip(ns, "-o", "link")
 
 
@@ -335,12 +335,12 @@ def test_cache_written_by_libcni_is_read(cni: ii.CNI, ns: str, tmp_path: Path) -
     """An entry without our mark (as containerd writes) still gives DEL its prevResult."""
     net, att = network(tmp_path, ptp()), attachment(ns)
     result = cni.add(net, att)
-    path = Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1"))
+    path = Path(ii._cache_file(cni.cache_dir, "iitnet", ns, "net1"))
     entry = json.loads(path.read_text())
-    del entry[ii.CACHE_MARK]
+    del entry[ii._CACHE_MARK]
     path.write_text(json.dumps(entry))
-    assert ii.read_cache(str(path))["result"] == result
-    assert ii.cached_attachments(cni.cache_dir) == []  # not ours: gc and list leave it alone
+    assert ii._read_cache(str(path))["result"] == result
+    assert ii._cached_attachments(cni.cache_dir) == []  # not ours: gc and list leave it alone
     cni.delete(net, att)
     assert leases(tmp_path) == [] and not path.exists()
 
@@ -383,7 +383,7 @@ def test_cached_result_follows_the_networks_version(cni: ii.CNI, ns: str, tmp_pa
     assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
 
     cni.add(later, att)
-    path = Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1"))
+    path = Path(ii._cache_file(cni.cache_dir, "iitnet", ns, "net1"))
     entry = json.loads(path.read_text())
     path.write_text(json.dumps(dict(entry, result=dict(entry["result"], cniVersion="0.5.0"))))
     with pytest.raises(ii.InjectError, match=r"^cached result .*: cannot convert a CNI 0\.5\.0 result to "

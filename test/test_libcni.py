@@ -113,7 +113,7 @@ def test_result_conversion_is_libcnis(driver: str, name: str) -> None:
     for version in (*VERSIONS, "9.9.9"):
         answer = libcni(driver, {"command": "CONVERT", "result": RESULTS[name], "version": version})
         try:
-            ours: Any = ii.convert_result(RESULTS[name], version)
+            ours: Any = ii._convert_result(RESULTS[name], version)
         except ii.InjectError as e:
             assert e.code == ii.CODE_INCOMPATIBLE_VERSION
             assert str(e).startswith("cannot convert a CNI ")
@@ -123,25 +123,25 @@ def test_result_conversion_is_libcnis(driver: str, name: str) -> None:
 
 def test_result_conversion_examples() -> None:
     r040 = RESULTS["0.4.0"]
-    assert ii.convert_result(r040, "0.4.0") is r040  # the same version is left alone, as libcni does
-    assert ii.convert_result(r040, "1.0.0") == {
+    assert ii._convert_result(r040, "0.4.0") is r040  # the same version is left alone, as libcni does
+    assert ii._convert_result(r040, "1.0.0") == {
         "cniVersion": "1.0.0", "interfaces": [{"name": "eth1", "sandbox": "/run/netns/x"}],
         "ips": [{"interface": 0, "address": "10.1.0.5/24"}], "dns": {"search": ["a.test"]}}
-    assert ii.convert_result(RESULTS["1.0.0"], "0.4.0")["ips"] == [
+    assert ii._convert_result(RESULTS["1.0.0"], "0.4.0")["ips"] == [
         {"version": "6", "interface": 0, "address": "fd00::5/64", "gateway": "fd00::1"},
         {"version": "4", "interface": 0, "address": "10.1.0.5/24"},
         {"version": "6", "address": "fd01::7/64"}]
     # 1.1.0 reads as 1.0.0 (libcni 1.2 and later; 1.1.2 predates it).
-    assert ii.convert_result(RESULTS["1.0.0"], "1.1.0") == dict(RESULTS["1.0.0"], cniVersion="1.1.0")
-    assert ii.convert_result(r040, "1.1.0")["cniVersion"] == "1.1.0"
+    assert ii._convert_result(RESULTS["1.0.0"], "1.1.0") == dict(RESULTS["1.0.0"], cniVersion="1.1.0")
+    assert ii._convert_result(r040, "1.1.0")["cniVersion"] == "1.1.0"
     with pytest.raises(ii.InjectError, match=r"^cannot convert a CNI 1\.0\.0 result to 0\.2\.0: "
                                              r"no valid IP addresses$"):
-        ii.convert_result(RESULTS["1.0.0 without addresses"], "0.2.0")
+        ii._convert_result(RESULTS["1.0.0 without addresses"], "0.2.0")
     with pytest.raises(ii.InjectError, match=r"^cannot convert a CNI 0\.5\.0 result to 1\.0\.0: "
                                              r"no such result version$"):
-        ii.convert_result(RESULTS["0.5.0 (no such version)"], "1.0.0")
+        ii._convert_result(RESULTS["0.5.0 (no such version)"], "1.0.0")
     with pytest.raises(ii.InjectError, match=r"^cannot convert a CNI 1\.0\.0 result to 0\.4\.0: "):
-        ii.convert_result({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}, "0.4.0")
+        ii._convert_result({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}, "0.4.0")
 
 
 # ---- the cache entry ------------------------------------------------------------
@@ -149,13 +149,13 @@ def test_result_conversion_examples() -> None:
 def test_cache_entry_format() -> None:
     """libcni's cachedInfo key order; cniArgs, capabilityArgs, result omitted when empty."""
     net = ii.parse_network(b'{"cniVersion": "1.0.0", "name": "n", "type": "ptp"}')
-    bare = ii.cache_entry(net, ii.Attachment("c1", "", "eth1"), None)
-    assert list(bare) == ["kind", "containerId", "config", "ifName", "networkName", ii.CACHE_MARK]
+    bare = ii._cache_entry(net, ii.Attachment("c1", "", "eth1"), None)
+    assert list(bare) == ["kind", "containerId", "config", "ifName", "networkName", ii._CACHE_MARK]
     assert base64.b64decode(bare["config"]) == net.raw
     att = ii.Attachment("c1", "/run/netns/c1", "eth1", [("A", "1")], {"mac": "02:00:00:00:00:01"})
-    full = ii.cache_entry(net, att, {"ips": [], "cniVersion": "1.0.0"})
+    full = ii._cache_entry(net, att, {"ips": [], "cniVersion": "1.0.0"})
     assert list(full) == ["kind", "containerId", "config", "ifName", "networkName", "netns",
-                          "cniArgs", "capabilityArgs", "result", ii.CACHE_MARK]
+                          "cniArgs", "capabilityArgs", "result", ii._CACHE_MARK]
     assert full["cniArgs"] == [["A", "1"]] and list(full["result"]) == ["cniVersion", "ips"]  # Go's map order
 
 
@@ -287,7 +287,7 @@ def for_if_inject(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def without_our_keys(entry: dict[str, Any]) -> dict[str, Any]:
     # README "the ifInject key" and "netns, as libcni 1.2 writes it" (1.1.2 has no netns).
-    return {k: v for k, v in entry.items() if k not in (ii.CACHE_MARK, "netns")}
+    return {k: v for k, v in entry.items() if k not in (ii._CACHE_MARK, "netns")}
 
 
 RANDOM = re.compile(r"\b(?:[0-9a-f]{2}:){5}[0-9a-f]{2}\b|\bveth[0-9a-f]{8}\b")
@@ -355,7 +355,7 @@ if command == "ADD":
 def fake_plugins(bench: Bench, *names: str) -> None:
     script = bench.base / "fake_plugin.py"
     script.write_text(FAKE_PLUGIN)
-    results = json.dumps({v: ii.convert_result(CANNED, v) for v in ("0.3.1", "0.4.0", "1.0.0")})
+    results = json.dumps({v: ii._convert_result(CANNED, v) for v in ("0.3.1", "0.4.0", "1.0.0")})
     for name in names:
         role = name if name in ("one", "failing") else "chained"
         bench.spy(name, f"exec {sys.executable} {script} {role} '{results}' {bench.base}/del-failed")

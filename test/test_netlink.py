@@ -163,7 +163,7 @@ def test_name_taken_on_the_node_fails_and_leaves_it_alone(netns: str, host_name:
 def test_name_taken_between_check_and_create_is_never_rolled_back(
         netns: str, host_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernel refuses the whole pair, and the undo must not delete the other's link."""
-    monkeypatch.setattr(ii, "refuse_taken_names", lambda *a: None)  # as if it was made meanwhile
+    monkeypatch.setattr(ii, "_refuse_taken_names", lambda *a: None)  # as if it was made meanwhile
     ip("link", "add", "net1", "type", "veth", "peer", "name", "other1", netns=netns)
     before = ip("-o", "link", netns=netns)
     host = host_name()
@@ -183,14 +183,14 @@ def test_failure_after_creation_removes_the_pair(netns: str, host_name: Callable
 
 def test_interrupt_while_configuring_removes_the_pair(netns: str, host_name: Callable[[], str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    configure = ii.configure_link
+    configure = ii._configure_link
 
     def interrupted(where: str | None, name: str, cidrs: list[Any]) -> Any:
         if where is not None:  # the node end is done: Ctrl-C arrives now
             raise KeyboardInterrupt
         return configure(where, name, cidrs)
 
-    monkeypatch.setattr(ii, "configure_link", interrupted)
+    monkeypatch.setattr(ii, "_configure_link", interrupted)
     host = host_name()
     with pytest.raises(ii.InjectError,
                        match=r"^interrupted \(KeyboardInterrupt\); the veth pair was removed$"):
@@ -338,7 +338,7 @@ def test_veth_pings_both_ways_then_delete_leaves_nothing(lab: Any, pod: Any, run
     made = run("veth", *pod_args(pod), "-address", pod_end, "-host-address", node_end)
     assert made.code == 0 and made.err == ""
     result = json.loads(made.out)
-    host = ii.host_veth_name(pod.sandbox_id, "net1")
+    host = ii._host_veth_name(pod.sandbox_id, "net1")
     try:
         pod_link = re.search(r"link/ether (\S+)", in_pod(lab, pod, "ip", "-o", "link", "show", "net1"))
         assert pod_link is not None
@@ -448,7 +448,7 @@ def test_veth_name_taken_in_the_pod_leaves_nothing(lab: Any, pod: Any, run: Call
     assert taken.error == (f"pod {pod.namespace}/{pod.name}: interface eth0 already exists in "
                            f"network namespace {pod.netns}")
     assert in_pod(lab, pod, "ip", "-o", "addr") == before
-    assert not link_exists(ii.host_veth_name(pod.sandbox_id, "eth0"))
+    assert not link_exists(ii._host_veth_name(pod.sandbox_id, "eth0"))
 
 
 def test_veth_name_taken_on_the_node_leaves_nothing(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
@@ -479,7 +479,7 @@ def test_host_network_pod_is_refused(lab: Any, make_pod: Callable[..., Any], run
     for command in ("links", "veth"):
         refused = run(command, *pod_args(pod))
         assert refused.code == 1 and "uses the node's network (hostNetwork)" in refused.error
-    assert not link_exists(ii.host_veth_name(pod.sandbox_id, "net1"))
+    assert not link_exists(ii._host_veth_name(pod.sandbox_id, "net1"))
 
 
 # ---- pods ----------------------------------------------------------------------------
@@ -549,13 +549,13 @@ def test_pods_bad_selector_exits_2(run: Callable[..., Run], selector: str, messa
     ("example.com/role=db,empty=", {"example.com/role": "db", "empty": ""}),
 ])
 def test_parse_selector(text: str, labels: dict[str, str]) -> None:
-    assert ii.parse_selector(text) == labels
+    assert ii._parse_selector(text) == labels
 
 
 @pytest.mark.parametrize("text", ["a=b,", "a=b=c", "!a", "a notin (b)", "a=b c", "A/b=c", "a=" + "v" * 64])
 def test_parse_selector_refuses(text: str) -> None:
     with pytest.raises(ii.InjectError):
-        ii.parse_selector(text)
+        ii._parse_selector(text)
 
 
 # ---- pyroute2 stays out of what does not need it ---------------------------------------
