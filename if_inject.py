@@ -20,15 +20,73 @@ from __future__ import annotations
 
 import sys
 
+TYPE_CHECKING = False  # typing itself is imported below the early -version answer
+if TYPE_CHECKING:
+    from typing import NoReturn
+
 __version__ = "unknown"
 
-# Scripts probe the tool with `-version`. Run as a script, it is answered
-# here, before the imports and definitions below: they are two thirds of its
-# run time (argparse, dataclasses, re, typing). main() answers it before
-# building its parser, for the console script.
-if __name__ == "__main__" and sys.argv[1:] in (["-version"], ["--version"]):
+# The public API, as the README's "Python API" documents it; every other name is private.
+__all__ = [
+    "CNI", "CODE_DECODING", "CODE_INCOMPATIBLE_VERSION", "CODE_INTERNAL", "CODE_INVALID_CONFIG",
+    "CODE_INVALID_ENV", "CODE_IO", "CODE_NOT_AVAILABLE", "CODE_TRY_AGAIN_LATER", "CODE_UNKNOWN_CONTAINER",
+    "CODE_UNSUPPORTED_FIELD", "Attachment", "CachedAttachment", "InjectError", "Link", "NetworkConfig",
+    "Node", "Pod", "Veth", "VethEnd", "__version__", "add", "add_veth", "attachments", "check", "cli",
+    "delete", "delete_veth", "for_each_pod", "gc", "load_network", "main", "network_status",
+    "parse_network", "parse_spec", "pod_links", "pod_network_status", "resolve_netns",
+]
+
+# ---- speed tricks: a command is a short-lived process -------------------
+# Scripts call if-inject once per pod: the interpreter's start and end are a
+# large part of a call. Three tricks, all here: `-version` is answered before
+# anything else is imported; the cyclic GC runs rarely; the process ends
+# without the interpreter's teardown once its output is flushed.
+
+
+def _only_version(argv: list[str]) -> bool:
+    """Whether the command line asks for the version alone."""
+    return argv in (["-version"], ["--version"])
+
+
+def _print_version() -> int:
     print(__version__)
-    sys.exit(0)
+    return 0
+
+
+def _tune_gc() -> None:
+    """Importing grpc and protobuf allocates much and frees little: at its
+    default pace (every 700 allocations) the cyclic GC rescans it all, 2-4 ms
+    of a call; every 100k will do."""
+    import gc as cyclic_gc  # not the module's gc(), which it would shadow
+
+    cyclic_gc.set_threshold(100_000)
+
+
+def _exit_now(code: int) -> NoReturn:
+    """End the command without the interpreter's teardown, which takes ~13 ms
+    once grpc and protobuf are loaded (a tenth of a netns call). By now the
+    work is done: plugins reaped, locks released, the channel closed; only
+    the output buffers are left. Anything else still running (a thread that
+    is not a daemon) gets the normal exit, which waits for it."""
+    import os
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except OSError:  # a closed pipe (`| head`): the normal exit reports it
+        others.append(threading.current_thread())
+    if others:
+        sys.exit(code)
+    os._exit(code)
+
+
+# Run as a script, `-version` is answered here, before the imports and
+# definitions below: they are two thirds of its run time (argparse,
+# dataclasses, re, typing). main() answers it before building its parser.
+if __name__ == "__main__" and _only_version(sys.argv[1:]):
+    sys.exit(_print_version())
 
 import argparse
 import json
@@ -41,7 +99,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
-T = TypeVar("T")
+_T = TypeVar("_T")
 
 
 # ---- errors and logging -------------------------------------------------
@@ -74,12 +132,12 @@ class InjectError(Exception):
 
 # Verbosity of the JSON log on stderr, set by -loglevel: 0 shows info and
 # errors, every step up shows more (as logr's V(n) in the original).
-log_verbosity = 0
+_log_verbosity = 0
 
 
-def log(msg: str, v: int = 0, level: str = "", **fields: Any) -> None:
+def _log(msg: str, v: int = 0, level: str = "", **fields: Any) -> None:
     """Write one JSON log line to stderr if verbosity `v` is enabled."""
-    if v > log_verbosity:
+    if v > _log_verbosity:
         return
     stamp = datetime.now().astimezone().isoformat(timespec="milliseconds")
     line = {"level": level or ("info" if v == 0 else "debug"), "time": stamp, "msg": msg}
@@ -88,11 +146,11 @@ def log(msg: str, v: int = 0, level: str = "", **fields: Any) -> None:
         sys.stderr.write(json.dumps(line, default=str) + "\n")
 
 
-def log_error(msg: str, error: object, **fields: Any) -> None:
-    log(msg, level="error", error=str(error), **fields)
+def _log_error(msg: str, error: object, **fields: Any) -> None:
+    _log(msg, level="error", error=str(error), **fields)
 
 
-def undone(cause: BaseException, note: str) -> InjectError:
+def _undone(cause: BaseException, note: str) -> InjectError:
     """The error after a failed or interrupted change was undone: what went
     wrong, then what the undo did (e.g. "rolled back (DEL ran for ptp)")."""
     if isinstance(cause, InjectError):
@@ -102,12 +160,134 @@ def undone(cause: BaseException, note: str) -> InjectError:
     return InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL)
 
 
+# ---- errors and logging: signals held while a clean-up runs -------------
+
+
+class _SignalGuard:
+    """SIGINT, SIGTERM and SIGHUP, held in Python rather than by pthread_sigmask.
+
+    A mask holds a signal only in the thread that set it: the kernel hands a
+    process-directed signal to another thread (grpc's, the batch pool's, a
+    netns thread), and CPython runs the handler in the main thread anyway.
+    So the handler decides. Once the CLI has installed it, the main thread
+    keeps a stack of modes: the command runs *held* (a signal is recorded)
+    except in *interruptible* steps (a runtime call, waiting for a lock, the
+    plugins of an ADD, a veth being set up), where the handler raises
+    KeyboardInterrupt; what follows (a rollback, a clean-up, the output of
+    work that is done) runs held to its end, whatever threads exist and
+    however often the signal comes. A signal recorded while held
+    is acted on at the next interruptible step, or by the batch loop, which
+    then starts no more pods.
+
+    Without the CLI (the library in someone's program), a held step in the
+    main thread takes the signals over for its duration and delivers them to
+    the program's own handlers after it; elsewhere nothing is changed.
+    """
+
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+
+    def __init__(self) -> None:
+        self.installed = False
+        self.received: list[int] = []  # every signal, for the batch loop and the error
+        self.pending: list[int] = []  # not yet acted on by raising
+        self.modes: list[bool] = []  # the main thread's: True = interruptible
+
+    def install(self) -> None:
+        """Take the signals over for the CLI (a signal ignored by our parent, as
+        SIGHUP under nohup, stays ignored)."""
+        import signal
+
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            if signal.getsignal(signum) is not signal.SIG_IGN:
+                signal.signal(signum, self.handle)
+        self.installed, self.modes, self.received, self.pending = True, [False], [], []
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self.received.append(signum)
+        self.pending.append(signum)
+        if self.modes and self.modes[-1]:
+            self.act()
+
+    def act(self) -> None:
+        """Raise for the signals not acted on yet, named after the first of them."""
+        if self.pending:
+            signum = self.pending[0]
+            self.pending.clear()
+            raise KeyboardInterrupt(self.name(signum))
+
+    @staticmethod
+    def name(signum: int) -> str:
+        import signal
+
+        return signal.Signals(signum).name
+
+    @contextmanager
+    def mode(self, may_interrupt: bool) -> Iterator[None]:
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():
+            yield  # the handler runs in the main thread: it never raises here
+            return
+        if not self.installed and not may_interrupt:
+            with self._borrowed():
+                yield
+            return
+        self.modes.append(may_interrupt)
+        try:
+            if may_interrupt:
+                self.act()  # a signal recorded while held stops us here
+            yield
+        finally:
+            self.modes.pop()
+        if self.modes and self.modes[-1]:
+            self.act()  # held inside an interruptible step (a netns thread): it stops now
+
+    @contextmanager
+    def _borrowed(self) -> Iterator[None]:
+        """The library's held step: record, then hand the signals to the program's handlers."""
+        import signal
+
+        caught: list[int] = []
+        previous = {}
+        for name in self.SIGNALS:
+            signum = getattr(signal, name)
+            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
+                previous[signum] = signal.signal(signum, lambda n, f: caught.append(n))
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            for signum in dict.fromkeys(caught):
+                signal.raise_signal(signum)
+
+
+_signals = _SignalGuard()
+
+
+def _signals_deferred() -> AbstractContextManager[None]:
+    """Hold SIGINT, SIGTERM and SIGHUP while a rollback or clean-up runs to its end."""
+    return _signals.mode(may_interrupt=False)
+
+
+def _interruptible() -> AbstractContextManager[None]:
+    """Let SIGINT, SIGTERM and SIGHUP interrupt this step (KeyboardInterrupt),
+    which is undone or changes nothing when cut short."""
+    return _signals.mode(may_interrupt=True)
+
+
+def _interrupted() -> str:
+    """The name of the first signal that asked the CLI to stop, or ""."""
+    return _signals.name(_signals.received[0]) if _signals.installed and _signals.received else ""
+
+
 # ---- CRI: schema subset of k8s.io/cri-api runtime.v1 --------------------
 
 # The messages if-inject uses, written like api.proto with its field numbers.
-# No PyPI package ships working runtime.v1 stubs, so proto_messages() builds
+# No PyPI package ships working runtime.v1 stubs, so _proto_messages() builds
 # the classes from this text at run time. `map` means map<string, string>.
-CRI_SCHEMA = """
+_CRI_SCHEMA = """
 enum PodSandboxState { SANDBOX_READY = 0; SANDBOX_NOTREADY = 1; }
 enum NamespaceMode { POD = 0; CONTAINER = 1; NODE = 2; TARGET = 3; }
 message VersionRequest { string version = 1; }
@@ -138,17 +318,32 @@ message PodSandboxStatus {
     map annotations = 8; string runtime_handler = 9;
 }
 message PodSandboxStatusResponse { PodSandboxStatus status = 1; map info = 2; int64 timestamp = 4; }
+message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
+message ContainerStatus { string id = 1; }
+message ContainerStatusResponse { ContainerStatus status = 1; map info = 2; }
 """
 
-CRI_SERVICE = "runtime.v1.RuntimeService"
-SANDBOX_READY, SANDBOX_NOTREADY = 0, 1
-NAMESPACE_MODES = {0: "POD", 1: "CONTAINER", 2: "NODE", 3: "TARGET"}
-NODE_MODE = 2
+_CRI_SERVICE = "runtime.v1.RuntimeService"
+
+
+def _schema_enums(schema: str) -> dict[str, dict[str, int]]:
+    """{enum name: {value name: number}} of the enums in a schema text."""
+    return {name: {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
+            for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", schema)}
+
+
+# The enums' numbers, read from the schema above (tests import them from here).
+_CRI_ENUMS = _schema_enums(_CRI_SCHEMA)
+_SANDBOX_READY = _CRI_ENUMS["PodSandboxState"]["SANDBOX_READY"]
+_SANDBOX_NOTREADY = _CRI_ENUMS["PodSandboxState"]["SANDBOX_NOTREADY"]
+_NAMESPACE_MODE = _CRI_ENUMS["NamespaceMode"]  # {"POD": 0, "CONTAINER": 1, "NODE": 2, "TARGET": 3}
+_NAMESPACE_MODE_NAMES = {number: name for name, number in _NAMESPACE_MODE.items()}
+_NODE_MODE = "NODE"  # the network mode of a hostNetwork pod
 
 _SCALARS = {"string": 9, "bool": 8, "int32": 5, "int64": 3, "uint32": 13, "uint64": 4, "bytes": 12}
 
 
-def proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
+def _proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
     """Build protobuf message classes from a small subset of .proto syntax.
 
     Supports `enum`, `message`, scalar/enum/message fields, `repeated` and
@@ -156,16 +351,12 @@ def proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
     uses a private descriptor pool, so tests can build a larger schema with
     the same names beside the tool's.
     """
-    import re
-
     from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
 
     fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.{id(schema)}.proto",
                                              package=package, syntax="proto3")
-    enums: dict[str, dict[str, int]] = {}
-    for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", schema):
-        values = {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
-        enums[name] = values
+    enums = _schema_enums(schema)
+    for name, values in enums.items():
         enum = fdp.enum_type.add(name=name)
         for key, number in values.items():
             enum.value.add(name=key, number=number)
@@ -200,7 +391,7 @@ def proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
 # ---- CRI: connection ----------------------------------------------------
 
 # Where runtimes put their socket, in the original's order, then cri-dockerd.
-DEFAULT_ENDPOINTS = (
+_DEFAULT_ENDPOINTS = (
     "unix:///run/crio/crio.sock",
     "unix:///run/containerd/containerd.sock",
     "unix:///var/run/crio/crio.sock",
@@ -208,13 +399,13 @@ DEFAULT_ENDPOINTS = (
 )
 
 
-def endpoint_candidates(endpoint: str | None = None) -> list[str]:
+def _endpoint_candidates(endpoint: str | None = None) -> list[str]:
     """The endpoints to try: the given one, else $CONTAINER_RUNTIME_ENDPOINT, else the defaults."""
     chosen = endpoint or os.environ.get("CONTAINER_RUNTIME_ENDPOINT")
-    return [chosen] if chosen else list(DEFAULT_ENDPOINTS)
+    return [chosen] if chosen else list(_DEFAULT_ENDPOINTS)
 
 
-def socket_path(endpoint: str) -> str:
+def _socket_path(endpoint: str) -> str:
     if endpoint.startswith("unix://"):
         return endpoint[len("unix://"):]
     if endpoint.startswith("unix:"):  # unix:/run/x.sock, as grpc and kubelet take it too
@@ -225,26 +416,26 @@ def socket_path(endpoint: str) -> str:
     return endpoint
 
 
-class RuntimeClient:
+class _RuntimeClient:
     """A CRI RuntimeService client on the first endpoint that answers Version."""
 
     def __init__(self, endpoint: str | None = None, timeout: float = 10.0) -> None:
         self.timeout = timeout
-        self.messages = cri_messages()
+        self.messages = _cri_classes()
         self.channel: Any = None
         failures = []
-        for candidate in endpoint_candidates(endpoint):
+        for candidate in _endpoint_candidates(endpoint):
             try:
                 self.version = self._connect(candidate)
                 self.endpoint = candidate
                 break
             except InjectError as e:
-                log("Runtime endpoint failed", v=1, endpoint=candidate, error=str(e))
+                _log("Runtime endpoint failed", v=1, endpoint=candidate, error=str(e))
                 failures.append(f"{candidate}: {e}")
         else:
             raise InjectError("no container runtime answers: " + "; ".join(failures),
                               CODE_TRY_AGAIN_LATER)
-        log("Runtime connected", v=1, endpoint=self.endpoint,
+        _log("Runtime connected", v=1, endpoint=self.endpoint,
             runtime=self.version.runtime_name, runtime_version=self.version.runtime_version)
 
     def _connect(self, endpoint: str) -> Any:
@@ -252,7 +443,7 @@ class RuntimeClient:
 
         import grpc
 
-        path = socket_path(endpoint)
+        path = _socket_path(endpoint)
         try:
             if not stat.S_ISSOCK(os.stat(path).st_mode):
                 raise InjectError("not a unix socket", CODE_INVALID_CONFIG)
@@ -271,11 +462,11 @@ class RuntimeClient:
         import grpc
 
         response_class = self.messages[method + "Response"]
-        rpc = self.channel.unary_unary(f"/{CRI_SERVICE}/{method}",
+        rpc = self.channel.unary_unary(f"/{_CRI_SERVICE}/{method}",
                                        request_serializer=type(request).SerializeToString,
                                        response_deserializer=response_class.FromString)
         try:
-            with interruptible():
+            with _interruptible():
                 return rpc(request, timeout=self.timeout)
         except grpc.RpcError as e:
             # The raised object is also a grpc.Call with code() and details().
@@ -290,7 +481,7 @@ class RuntimeClient:
             self.channel.close()
             self.channel = None
 
-    def __enter__(self) -> RuntimeClient:
+    def __enter__(self) -> _RuntimeClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -299,26 +490,18 @@ class RuntimeClient:
 
 _cri_messages: dict[str, Any] = {}
 
-# ContainerStatus, for cri-dockerd (see docker_sandbox_info). Apart from
-# CRI_SCHEMA, so that schemas extending that one can define the whole message.
-CONTAINER_STATUS_SCHEMA = """
-message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
-message ContainerStatusResponse { map info = 2; }
-"""
 
-
-def cri_messages() -> dict[str, Any]:
+def _cri_classes() -> dict[str, Any]:
     if not _cri_messages:
-        _cri_messages.update(proto_messages(CRI_SCHEMA))
-        _cri_messages.update(proto_messages(CONTAINER_STATUS_SCHEMA))
+        _cri_messages.update(_proto_messages(_CRI_SCHEMA))
     return _cri_messages
 
 
 # ---- CRI: sandbox lookup ------------------------------------------------
 
-POD_NAME_LABEL = "io.kubernetes.pod.name"
-POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
-POD_UID_LABEL = "io.kubernetes.pod.uid"
+_POD_NAME_LABEL = "io.kubernetes.pod.name"
+_POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
+_POD_UID_LABEL = "io.kubernetes.pod.uid"
 
 
 @dataclass
@@ -336,24 +519,24 @@ class Pod:
     status_ready: bool = True  # what PodSandboxStatus said, which can lag behind the list
 
 
-def list_sandboxes(client: RuntimeClient, labels: dict[str, str] | None = None,
+def _list_sandboxes(client: _RuntimeClient, labels: dict[str, str] | None = None,
                    ready_only: bool = False) -> list[Any]:
     """ListPodSandbox filtered by labels (and the READY state when asked)."""
     m = client.messages
     flt = m["PodSandboxFilter"](label_selector=labels or {})
     if ready_only:
-        flt.state.CopyFrom(m["PodSandboxStateValue"](state=SANDBOX_READY))
+        flt.state.CopyFrom(m["PodSandboxStateValue"](state=_SANDBOX_READY))
     return list(client.call("ListPodSandbox", m["ListPodSandboxRequest"](filter=flt)).items)
 
 
-def ready_sandbox(client: RuntimeClient, namespace: str, name: str,
+def _ready_sandbox(client: _RuntimeClient, namespace: str, name: str,
                   missing_ok: bool = False) -> Any:
     """The one READY sandbox of a pod; old NOTREADY attempts are ignored."""
-    labels = {POD_NAMESPACE_LABEL: namespace, POD_NAME_LABEL: name}
-    sandboxes = list_sandboxes(client, labels)
-    ready = [s for s in sandboxes if s.state == SANDBOX_READY]
-    log("Sandboxes", v=2, pod=f"{namespace}/{name}",
-        sandboxes=[(s.id, "READY" if s.state == SANDBOX_READY else "NOTREADY") for s in sandboxes])
+    labels = {_POD_NAMESPACE_LABEL: namespace, _POD_NAME_LABEL: name}
+    sandboxes = _list_sandboxes(client, labels)
+    ready = [s for s in sandboxes if s.state == _SANDBOX_READY]
+    _log("Sandboxes", v=2, pod=f"{namespace}/{name}",
+        sandboxes=[(s.id, "READY" if s.state == _SANDBOX_READY else "NOTREADY") for s in sandboxes])
     if not ready and missing_ok:
         return None
     if not ready:
@@ -376,7 +559,7 @@ def _dig(obj: Any, *keys: str | int) -> Any:
     return obj
 
 
-def netns_from_info(info: dict[str, Any]) -> str:
+def _netns_from_info(info: dict[str, Any]) -> str:
     """The netns path in a verbose PodSandboxStatus info, as each runtime writes it."""
     namespaces = _dig(info, "runtimeSpec", "linux", "namespaces")
     for ns in namespaces if isinstance(namespaces, list) else []:
@@ -404,7 +587,7 @@ def _netns_path(value: object) -> str:
     return value
 
 
-def docker_sandbox_info(client: RuntimeClient, sandbox_id: str) -> str:
+def _docker_sandbox_info(client: _RuntimeClient, sandbox_id: str) -> str:
     """cri-dockerd answers PodSandboxStatus without any info; but a sandbox is a
     docker container there, and ContainerStatus(verbose) on its ID gives
     {"sandboxID", "pid"}: the pause process, in the pod's netns."""
@@ -412,17 +595,17 @@ def docker_sandbox_info(client: RuntimeClient, sandbox_id: str) -> str:
     try:
         return str(client.call("ContainerStatus", request).info.get("info", ""))
     except InjectError as e:
-        log("No container info for the sandbox either", v=1, sandbox=sandbox_id, error=str(e))
+        _log("No container info for the sandbox either", v=1, sandbox=sandbox_id, error=str(e))
         return ""
 
 
-def sandbox_info(client: RuntimeClient, sandbox_id: str) -> tuple[Any, dict[str, Any]]:
+def _sandbox_info(client: _RuntimeClient, sandbox_id: str) -> tuple[Any, dict[str, Any]]:
     """PodSandboxStatus(verbose) as (status, parsed info["info"])."""
     m = client.messages
     response = client.call("PodSandboxStatus",
                            m["PodSandboxStatusRequest"](pod_sandbox_id=sandbox_id, verbose=True))
-    raw = response.info.get("info", "") or docker_sandbox_info(client, sandbox_id)
-    log("Sandbox info", v=4, sandbox=sandbox_id, info=raw)
+    raw = response.info.get("info", "") or _docker_sandbox_info(client, sandbox_id)
+    _log("Sandbox info", v=4, sandbox=sandbox_id, info=raw)
     try:
         info = json.loads(raw) if raw else {}
     except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
@@ -433,62 +616,55 @@ def sandbox_info(client: RuntimeClient, sandbox_id: str) -> tuple[Any, dict[str,
     return response.status, info
 
 
-def sandbox_pod(client: RuntimeClient, sandbox: Any, netns_required: bool = True) -> Pod:
+def _sandbox_pod(client: _RuntimeClient, sandbox: Any, netns_required: bool = True) -> Pod:
     """A Pod from a ListPodSandbox item, with its netns read from the runtime
     (left empty when the runtime knows none and `netns_required` is false)."""
-    status, info = sandbox_info(client, sandbox.id)
-    mode = NAMESPACE_MODES.get(status.linux.namespaces.options.network, "?")
+    status, info = _sandbox_info(client, sandbox.id)
+    mode = _NAMESPACE_MODE_NAMES.get(status.linux.namespaces.options.network, "?")
     pod = Pod(namespace=sandbox.metadata.namespace, name=sandbox.metadata.name,
               uid=sandbox.metadata.uid, sandbox_id=sandbox.id, network_mode=mode,
-              ready=sandbox.state == SANDBOX_READY, labels=dict(sandbox.labels),
-              status_ready=status.state == SANDBOX_READY)
-    if mode != "NODE":
+              ready=sandbox.state == _SANDBOX_READY, labels=dict(sandbox.labels),
+              status_ready=status.state == _SANDBOX_READY)
+    if mode != _NODE_MODE:
         try:
-            pod.netns = netns_from_info(info)
+            pod.netns = _netns_from_info(info)
         except InjectError:
             if netns_required:
                 raise
-    log("Pod", v=2, namespace=pod.namespace, pod=pod.name, sandbox=pod.sandbox_id,
+    _log("Pod", v=2, namespace=pod.namespace, pod=pod.name, sandbox=pod.sandbox_id,
         netns=pod.netns, network=mode)
     return pod
 
 
-def find_pod(client: RuntimeClient, namespace: str, name: str,
+def _find_pod(client: _RuntimeClient, namespace: str, name: str,
              missing_ok: bool = False) -> Pod | None:
     """The pod's ready sandbox and its network namespace, checked to be safe to change.
 
     With missing_ok (for a delete), a pod that is gone, or going, is None.
     """
-    sandbox = ready_sandbox(client, namespace, name, missing_ok)
+    sandbox = _ready_sandbox(client, namespace, name, missing_ok)
     if sandbox is None:
         return None
     try:
-        pod = sandbox_pod(client, sandbox)
+        pod = _sandbox_pod(client, sandbox)
         # Listed ready, but its own status says not (containerd 2.x once the
         # shim is gone): a dying sandbox, never a target.
         pod.ready = pod.ready and pod.status_ready
         if not pod.ready:
             raise InjectError(f"pod {namespace}/{name} not found on this node (sandbox "
                               f"{sandbox.id} is no longer ready)", CODE_UNKNOWN_CONTAINER)
-        if pod.network_mode == "NODE":
+        if pod.network_mode == _NODE_MODE:
             raise InjectError(f"pod {namespace}/{name} uses the node's network (hostNetwork): "
                               "refusing to change the node", CODE_INVALID_CONFIG)
-        check_netns(pod.netns)
+        _check_netns(pod.netns)
     except InjectError as e:
         # Stopped or removed since the list (PodSandboxStatus NOT_FOUND, the
         # netns gone): for a delete, that is a pod that is gone, as if unlisted.
         if missing_ok and (e.code == CODE_UNKNOWN_CONTAINER
-                           or ready_sandbox(client, namespace, name, missing_ok=True) is None):
+                           or _ready_sandbox(client, namespace, name, missing_ok=True) is None):
             return None
         raise
     return pod
-
-
-def resolve_netns(namespace: str, pod: str, endpoint: str | None = None,
-                  timeout: float = 10.0) -> str:
-    """The path of a pod's network namespace, as `if-inject netns` prints it."""
-    with Node(endpoint, timeout) as node:
-        return node.pod(namespace, pod).netns
 
 
 # Kubernetes label syntax: an optional DNS-subdomain prefix and "/", then a
@@ -499,7 +675,7 @@ _LABEL_KEY = re.compile(f"^({_LABEL_PREFIX})?{_LABEL_NAME}$")
 _LABEL_VALUE = re.compile(f"^({_LABEL_NAME})?$")
 
 
-def parse_selector(text: str) -> dict[str, str]:
+def _parse_selector(text: str) -> dict[str, str]:
     """A kubectl label selector of equality terms, `app=alpine,tier==web`, as
     {key: value}; "" selects everything. Set-based terms (in, notin, !=,
     bare keys) are refused: the CRI filters on equality only."""
@@ -522,21 +698,21 @@ def parse_selector(text: str) -> dict[str, str]:
     return labels
 
 
-def list_pods(client: RuntimeClient, namespace: str | None = None,
+def _list_pods(client: _RuntimeClient, namespace: str | None = None,
               selector: dict[str, str] | None = None) -> list[Pod]:
     """Every pod sandbox on this node, READY and NOTREADY, in `namespace`
     (every one when None) and with the labels in `selector`. A netns that is
     gone (stopped sandboxes) shows as ""; a sandbox removed while we look is
     left out."""
     labels = dict(selector or {})
-    if namespace is not None and labels.setdefault(POD_NAMESPACE_LABEL, namespace) != namespace:
+    if namespace is not None and labels.setdefault(_POD_NAMESPACE_LABEL, namespace) != namespace:
         return []
     pods = []
-    for sandbox in list_sandboxes(client, labels):
+    for sandbox in _list_sandboxes(client, labels):
         try:
-            pod = sandbox_pod(client, sandbox, netns_required=False)
+            pod = _sandbox_pod(client, sandbox, netns_required=False)
         except InjectError as e:
-            log("Skipping sandbox", v=1, sandbox=sandbox.id, error=str(e))
+            _log("Skipping sandbox", v=1, sandbox=sandbox.id, error=str(e))
             continue
         if pod.netns and not os.path.exists(pod.netns):
             pod.netns = ""
@@ -544,13 +720,13 @@ def list_pods(client: RuntimeClient, namespace: str | None = None,
     return sorted(pods, key=lambda p: (p.namespace, p.name, not p.ready))
 
 
-# ---- network namespace checks -------------------------------------------
+# ---- netns checks -------------------------------------------------------
 
-NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace
-CLONE_NEWNET = 0x40000000
+_NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace
+_CLONE_NEWNET = 0x40000000
 
 
-def node_netns_ids() -> set[tuple[int, int]]:
+def _node_netns_ids() -> set[tuple[int, int]]:
     """(st_dev, st_ino) of the node's netns: PID 1's where readable, and our own."""
     ids = set()
     for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
@@ -562,7 +738,7 @@ def node_netns_ids() -> set[tuple[int, int]]:
     return ids
 
 
-def check_netns(path: str) -> None:
+def _check_netns(path: str) -> None:
     """Refuse anything that is not a network namespace, or that is the node's own."""
     import fcntl
 
@@ -576,26 +752,26 @@ def check_netns(path: str) -> None:
     try:
         st = os.fstat(fd)
         try:
-            kind = fcntl.ioctl(fd, NS_GET_NSTYPE)
+            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
         except OSError:
             kind = 0  # ENOTTY: not an nsfs file at all
     finally:
         os.close(fd)
-    if kind != CLONE_NEWNET:
+    if kind != _CLONE_NEWNET:
         raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
-    if (st.st_dev, st.st_ino) in node_netns_ids():
+    if (st.st_dev, st.st_ino) in _node_netns_ids():
         raise InjectError(f"{path} is the node's own network namespace: refusing to change the node",
                           CODE_INVALID_ENV)
 
 
-# ---- CNI: config loading ------------------------------------------------
+# ---- CNI: config --------------------------------------------------------
 
-CNI_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
-DEFAULT_CNI_PATH = ("/opt/cni/bin", "/usr/libexec/cni", "/usr/lib/cni")
+_CNI_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+_DEFAULT_CNI_PATH = ("/opt/cni/bin", "/usr/libexec/cni", "/usr/lib/cni")
 # libcni's cacheDir: results in its results/, our locks in its if-inject-locks/.
-DEFAULT_CACHE_DIR = "/var/lib/cni"
+_DEFAULT_CACHE_DIR = "/var/lib/cni"
 # The CNI spec's rules for container IDs and network names.
-NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$"
+_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$"
 
 
 @dataclass
@@ -628,8 +804,8 @@ class NetworkConfig:
 
 # Multus' NetworkAttachmentDefinition (network-attachment-definition-client,
 # pkg/apis/k8s.cni.cncf.io/v1): the CNI config is a JSON string in .spec.config.
-NAD_API_VERSION = "k8s.cni.cncf.io/v1"
-NAD_KIND = "NetworkAttachmentDefinition"
+_NAD_API_VERSION = "k8s.cni.cncf.io/v1"
+_NAD_KIND = "NetworkAttachmentDefinition"
 # Kubernetes object names: a DNS-1123 subdomain; namespaces: a DNS-1123 label.
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
 _OBJECT_NAME = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})*$")
@@ -697,11 +873,11 @@ def _decode_spec(raw: bytes, source: str) -> Any:
     if raw.lstrip()[:1] in (b"{", b"["):
         raise json_error
     if len(documents) != 1:
-        raise InjectError(f"{source}: {len(documents)} YAML documents: give one {NAD_KIND}",
+        raise InjectError(f"{source}: {len(documents)} YAML documents: give one {_NAD_KIND}",
                           CODE_INVALID_CONFIG)
     found = type(documents[0]).__name__
     found = {"dict": "mapping without apiVersion and kind", "str": "string"}.get(found, found)
-    raise InjectError(f"{source}: not JSON, and as YAML a {found}, not a {NAD_KIND}", CODE_INVALID_CONFIG)
+    raise InjectError(f"{source}: not JSON, and as YAML a {found}, not a {_NAD_KIND}", CODE_INVALID_CONFIG)
 
 
 def _yaml_problem(error: Exception) -> str:
@@ -717,18 +893,19 @@ def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
     """The network in a NetworkAttachmentDefinition's .spec.config; a config
     without a name is given the definition's, as Multus does (GetCNIConfigFromSpec)."""
     kind, api_version = document.get("kind"), document.get("apiVersion")
-    if (kind, api_version) != (NAD_KIND, NAD_API_VERSION):
+    if (kind, api_version) != (_NAD_KIND, _NAD_API_VERSION):
         found = (f"kind {kind}" if kind else "no kind") + " and " + \
                 (f"apiVersion {api_version}" if api_version else "no apiVersion")
-        raise InjectError(f"{source}: a document of {found}, not a {NAD_KIND} of {NAD_API_VERSION}",
+        raise InjectError(f"{source}: a document of {found}, not a {_NAD_KIND} of {_NAD_API_VERSION}",
                           CODE_INVALID_CONFIG)
     name, namespace = _dig(document, "metadata", "name"), _dig(document, "metadata", "namespace") or ""
     if not isinstance(name, str) or not _OBJECT_NAME.match(name):
-        raise InjectError(f"{source}: {NAD_KIND} with an invalid metadata.name {name!r}", CODE_INVALID_CONFIG)
-    if not isinstance(namespace, str) or (namespace and not _NAMESPACE.match(namespace)):
-        raise InjectError(f"{source}: {NAD_KIND} {name} with an invalid metadata.namespace {namespace!r}",
+        raise InjectError(f"{source}: {_NAD_KIND} with an invalid metadata.name {name!r}",
                           CODE_INVALID_CONFIG)
-    what = f"{source}: {NAD_KIND} {namespace}/{name}" if namespace else f"{source}: {NAD_KIND} {name}"
+    if not isinstance(namespace, str) or (namespace and not _NAMESPACE.match(namespace)):
+        raise InjectError(f"{source}: {_NAD_KIND} {name} with an invalid metadata.namespace {namespace!r}",
+                          CODE_INVALID_CONFIG)
+    what = f"{source}: {_NAD_KIND} {namespace}/{name}" if namespace else f"{source}: {_NAD_KIND} {name}"
     config = _dig(document, "spec", "config")
     if config is None or config == "":
         raise InjectError(f"{what} has no spec.config (Multus then reads the network from a file "
@@ -778,11 +955,11 @@ def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
     else:
         raise bad("neither a plugin conf (no 'type') nor a conflist (no 'plugins')")
     name, version = conf.get("name"), conf.get("cniVersion")
-    if not isinstance(name, str) or not re.match(NAME_PATTERN, name):
+    if not isinstance(name, str) or not re.match(_NAME_PATTERN, name):
         raise bad(f"invalid network name {name!r}")
-    if version not in CNI_VERSIONS:
+    if version not in _CNI_VERSIONS:
         raise InjectError(f"{source}: unknown cniVersion {version!r} (known: "
-                          f"{', '.join(CNI_VERSIONS)})", CODE_INCOMPATIBLE_VERSION)
+                          f"{', '.join(_CNI_VERSIONS)})", CODE_INCOMPATIBLE_VERSION)
     for plugin in plugins:
         plugin_type = plugin.get("type") if isinstance(plugin, dict) else None
         if not isinstance(plugin_type, str) or not plugin_type:
@@ -806,19 +983,31 @@ class Attachment:
     capability_args: dict[str, Any] = field(default_factory=dict)
     pod: Pod | None = None  # recorded in the cache, to find the attachment later
 
+    def __post_init__(self) -> None:
+        _validate_attachment(self)  # once, where the CNI layer's input enters
 
-def validate_attachment(att: Attachment) -> None:
-    """The CNI spec's rules for container IDs and interface names."""
-    if not re.match(NAME_PATTERN, att.container_id):
-        raise InjectError(f"invalid container ID {att.container_id!r}", CODE_INVALID_ENV)
-    name = att.ifname
+
+def _validate_container_id(container_id: str) -> None:
+    """The CNI spec's rule for container IDs."""
+    if not re.match(_NAME_PATTERN, container_id):
+        raise InjectError(f"invalid container ID {container_id!r}", CODE_INVALID_ENV)
+
+
+def _validate_ifname(name: str) -> None:
+    """The CNI spec's rules for interface names (the kernel's: 15 bytes, no '/', ':' or space)."""
     if not 0 < len(name.encode()) <= 15 or name in (".", "..") \
             or any(c in name for c in "/:") or any(c.isspace() for c in name):
         raise InjectError(f"invalid interface name {name!r}: 1-15 bytes, not . or .., "
                           "no '/', ':' or whitespace", CODE_INVALID_ENV)
 
 
-def parse_cni_args(text: str) -> list[tuple[str, str]]:
+def _validate_attachment(att: Attachment) -> None:
+    """The CNI spec's rules for container IDs and interface names."""
+    _validate_container_id(att.container_id)
+    _validate_ifname(att.ifname)
+
+
+def _parse_cni_args(text: str) -> list[tuple[str, str]]:
     """'K=V;K=V' as in CNI_ARGS."""
     pairs = []
     for item in filter(None, text.split(";")):
@@ -829,7 +1018,21 @@ def parse_cni_args(text: str) -> list[tuple[str, str]]:
     return pairs
 
 
-def find_plugin(plugin_type: str, search_path: list[str]) -> str:
+def _plugin_stdin(network: NetworkConfig, plugin: dict[str, Any], att: Attachment,
+                 prev_result: dict[str, Any] | None) -> bytes:
+    """A plugin's own config as libcni builds it from the list."""
+    conf = dict(plugin, name=network.name, cniVersion=network.cni_version)
+    capabilities = plugin.get("capabilities")
+    if isinstance(capabilities, dict):
+        runtime_config = {k: v for k, v in att.capability_args.items() if capabilities.get(k)}
+        if runtime_config:
+            conf["runtimeConfig"] = runtime_config
+    if prev_result is not None:
+        conf["prevResult"] = prev_result
+    return json.dumps(conf).encode()
+
+
+def _find_plugin(plugin_type: str, search_path: list[str]) -> str:
     for directory in search_path:
         path = os.path.join(directory, plugin_type)
         if os.path.isfile(path) and os.access(path, os.X_OK):
@@ -838,7 +1041,7 @@ def find_plugin(plugin_type: str, search_path: list[str]) -> str:
                       CODE_NOT_AVAILABLE)
 
 
-def plugin_env(command: str, att: Attachment, search_path: list[str]) -> dict[str, str]:
+def _plugin_env(command: str, att: Attachment, search_path: list[str]) -> dict[str, str]:
     # Plugins are the node's programs: they get the environment we were started
     # with, not what the one-file executable's bootloader (PyInstaller) sets for
     # itself: its _PYI_* variables, and its library dir prepended to
@@ -859,7 +1062,7 @@ def plugin_env(command: str, att: Attachment, search_path: list[str]) -> dict[st
     return env
 
 
-def exec_plugin(path: str, env: dict[str, str], stdin: bytes, timeout: float) -> bytes:
+def _exec_plugin(path: str, env: dict[str, str], stdin: bytes, timeout: float) -> bytes:
     """Run a plugin; return its stdout or raise with its CNI error."""
     import signal
     import subprocess
@@ -880,11 +1083,11 @@ def exec_plugin(path: str, env: dict[str, str], stdin: bytes, timeout: float) ->
                               CODE_TRY_AGAIN_LATER) from None
         raise
     if proc.returncode != 0:
-        raise plugin_error(name, proc.returncode, out, err)
+        raise _plugin_error(name, proc.returncode, out, err)
     return out
 
 
-def plugin_error(name: str, returncode: int, out: bytes, err: bytes) -> InjectError:
+def _plugin_error(name: str, returncode: int, out: bytes, err: bytes) -> InjectError:
     """The CNI error a failed plugin printed, or its stderr when it printed none."""
     try:
         error = json.loads(out)
@@ -904,17 +1107,17 @@ def plugin_error(name: str, returncode: int, out: bytes, err: bytes) -> InjectEr
 
 # libcni's cache format, plus an "ifInject" key (libcni ignores unknown keys)
 # that tells our own entries from containerd's or Multus' in the same dir.
-CACHE_KIND = "cniCacheV1"
-CACHE_MARK = "ifInject"
+_CACHE_KIND = "cniCacheV1"
+_CACHE_MARK = "ifInject"
 
 
-def results_dir(cache_dir: str) -> str:
+def _results_dir(cache_dir: str) -> str:
     """Where libcni keeps its cached results under its cacheDir."""
     return os.path.join(cache_dir, "results")
 
 
-def cache_file(cache_dir: str, network: str, container_id: str, ifname: str) -> str:
-    return os.path.join(results_dir(cache_dir), f"{network}-{container_id}-{ifname}")
+def _cache_file(cache_dir: str, network: str, container_id: str, ifname: str) -> str:
+    return os.path.join(_results_dir(cache_dir), f"{network}-{container_id}-{ifname}")
 
 
 def _go_map(value: Any) -> Any:
@@ -926,13 +1129,13 @@ def _go_map(value: Any) -> Any:
     return value
 
 
-def cache_entry(network: NetworkConfig, att: Attachment, result: dict[str, Any] | None) -> dict[str, Any]:
+def _cache_entry(network: NetworkConfig, att: Attachment, result: dict[str, Any] | None) -> dict[str, Any]:
     """The cache entry, key for key as libcni's cachedInfo: netns as libcni 1.2+
     writes it, cniArgs, capabilityArgs and result left out when empty."""
     import base64
 
     entry: dict[str, Any] = {
-        "kind": CACHE_KIND, "containerId": att.container_id,
+        "kind": _CACHE_KIND, "containerId": att.container_id,
         "config": base64.b64encode(network.raw).decode(), "ifName": att.ifname,
         "networkName": network.name,
     }
@@ -945,25 +1148,25 @@ def cache_entry(network: NetworkConfig, att: Attachment, result: dict[str, Any] 
     if result:
         entry["result"] = _go_map(result)
     pod = att.pod
-    entry[CACHE_MARK] = {"version": __version__, "namespace": pod.namespace if pod else "",
+    entry[_CACHE_MARK] = {"version": __version__, "namespace": pod.namespace if pod else "",
                          "pod": pod.name if pod else "", "podUid": pod.uid if pod else "",
                          "sandboxId": pod.sandbox_id if pod else ""}
     if network.nad_name:  # the network-status name, for list and gc
-        entry[CACHE_MARK]["netAttachDef"] = network.status_name(pod.namespace if pod else "")
+        entry[_CACHE_MARK]["netAttachDef"] = network.status_name(pod.namespace if pod else "")
     return entry
 
 
-def write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
+def _write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
                 result: dict[str, Any] | None) -> None:
     """Write the cache entry atomically (0600 in a 0700 dir), as libcni does."""
-    path = cache_file(cache_dir, network.name, att.container_id, att.ifname)
+    path = _cache_file(cache_dir, network.name, att.container_id, att.ifname)
     tmp = f"{path}.tmp{os.getpid()}"
     try:
-        for directory in (cache_dir, results_dir(cache_dir)):  # MkdirAll(results, 0700)
+        for directory in (cache_dir, _results_dir(cache_dir)):  # MkdirAll(results, 0700)
             os.makedirs(directory, mode=0o700, exist_ok=True)
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
-            json.dump(cache_entry(network, att, result), f, separators=(",", ":"))
+            json.dump(_cache_entry(network, att, result), f, separators=(",", ":"))
         os.replace(tmp, path)
     except OSError as e:
         with suppress(OSError):  # a full disk: no half-written file stays behind
@@ -971,7 +1174,7 @@ def write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
 
 
-def read_cache(path: str) -> dict[str, Any] | None:
+def _read_cache(path: str) -> dict[str, Any] | None:
     """A cache entry, or None when missing, empty or corrupt (never blocks a DEL)."""
     try:
         with open(path, "rb") as f:
@@ -979,26 +1182,96 @@ def read_cache(path: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as e:
-        log("Ignoring unreadable cache entry", path=path, error=str(e))
+        _log("Ignoring unreadable cache entry", path=path, error=str(e))
         return None
-    if not isinstance(entry, dict) or entry.get("kind") != CACHE_KIND:
-        log("Ignoring cache entry of unknown kind", path=path)
+    if not isinstance(entry, dict) or entry.get("kind") != _CACHE_KIND:
+        _log("Ignoring cache entry of unknown kind", path=path)
         return None
     return entry
 
 
-def remove_cache(cache_dir: str, network: str, container_id: str, ifname: str) -> None:
+def _remove_cache(cache_dir: str, network: str, container_id: str, ifname: str) -> None:
     try:
-        os.unlink(cache_file(cache_dir, network, container_id, ifname))
+        os.unlink(_cache_file(cache_dir, network, container_id, ifname))
     except FileNotFoundError:
         pass
     except OSError as e:
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
 
 
-def cached_attachments(cache_dir: str) -> list[tuple[str, dict[str, Any]]]:
-    """(path, entry) of every readable entry that if-inject wrote."""
-    results = results_dir(cache_dir)
+@dataclass
+class CachedAttachment:
+    """One attachment if-inject made, as its cache entry records it: what
+    list, gc and cache-only del share. `sandbox_state` and `stale` are the
+    runtime's view, filled in by attachments()."""
+
+    path: str
+    namespace: str
+    pod: str
+    pod_uid: str
+    sandbox_id: str
+    net_attach_def: str
+    interface: str
+    network: str
+    container_id: str
+    netns: str
+    config: str  # the network config, base64 as libcni caches it
+    cni_args: list[tuple[str, str]]
+    capability_args: dict[str, Any]
+    result: dict[str, Any] | None  # None while an ADD is under way (or was killed)
+    sandbox_state: str = ""  # ready, notready, gone
+    stale: bool = False
+
+    @classmethod
+    def from_entry(cls, path: str, entry: dict[str, Any]) -> CachedAttachment:
+        mark = entry[_CACHE_MARK]
+        result, capability_args = entry.get("result"), entry.get("capabilityArgs")
+        return cls(path=path, namespace=str(mark.get("namespace", "")), pod=str(mark.get("pod", "")),
+                   pod_uid=str(mark.get("podUid", "")), sandbox_id=str(mark.get("sandboxId", "")),
+                   net_attach_def=str(mark.get("netAttachDef", "")), interface=str(entry.get("ifName", "")),
+                   network=str(entry.get("networkName", "")), container_id=str(entry.get("containerId", "")),
+                   netns=str(entry.get("netns") or ""), config=str(entry.get("config", "")),
+                   cni_args=[(str(kv[0]), str(kv[1])) for kv in entry.get("cniArgs") or [] if len(kv) == 2],
+                   capability_args=capability_args if isinstance(capability_args, dict) else {},
+                   result=result if isinstance(result, dict) else None)
+
+    @property
+    def addresses(self) -> list[str]:
+        return _result_addresses(self.result)
+
+    def network_config(self) -> NetworkConfig:
+        """The network config the entry was made with."""
+        import base64
+
+        try:
+            raw = base64.b64decode(self.config, validate=True)
+        except ValueError:
+            raise InjectError("cache entry has no valid config", CODE_DECODING) from None
+        return parse_network(raw, "cached config")
+
+    def attachment(self) -> Attachment:
+        """The Attachment the entry records; a netns that is gone becomes ''."""
+        netns = self.netns
+        # A /proc/<pid> path may belong to another process by now, and a netns
+        # that was unmounted is gone: DEL then runs without one, as the spec allows.
+        if netns.startswith("/proc/") or not os.path.exists(netns):
+            netns = ""
+        pod = Pod(namespace=self.namespace, name=self.pod, uid=self.pod_uid, sandbox_id=self.sandbox_id,
+                  netns=netns)
+        return Attachment(container_id=self.container_id, netns=netns, ifname=self.interface,
+                          args=list(self.cni_args), capability_args=dict(self.capability_args), pod=pod)
+
+    def json(self) -> dict[str, Any]:
+        """What `list -o json` prints."""
+        return {"namespace": self.namespace, "pod": self.pod, "interface": self.interface,
+                "network": self.network, "netAttachDef": self.net_attach_def, "addresses": self.addresses,
+                "containerId": self.container_id, "netns": self.netns, "sandboxId": self.sandbox_id,
+                "sandboxState": self.sandbox_state, "stale": self.stale, "cacheFile": self.path}
+
+
+def _cached_attachments(cache_dir: str) -> list[CachedAttachment]:
+    """Every readable entry that if-inject wrote, by file name."""
+    results = _results_dir(cache_dir)
     try:
         names = sorted(os.listdir(results))
     except FileNotFoundError:
@@ -1010,59 +1283,32 @@ def cached_attachments(cache_dir: str) -> list[tuple[str, dict[str, Any]]]:
         path = os.path.join(results, name)
         if ".tmp" in name or not os.path.isfile(path):
             continue
-        entry = read_cache(path)
-        if entry and isinstance(entry.get(CACHE_MARK), dict):
-            found.append((path, entry))
+        entry = _read_cache(path)
+        if entry and isinstance(entry.get(_CACHE_MARK), dict):
+            found.append(CachedAttachment.from_entry(path, entry))
     return found
-
-
-def cached_network(entry: dict[str, Any]) -> NetworkConfig:
-    """The network config a cache entry was made with."""
-    import base64
-
-    try:
-        raw = base64.b64decode(entry.get("config", ""), validate=True)
-    except ValueError:
-        raise InjectError("cache entry has no valid config", CODE_DECODING) from None
-    return parse_network(raw, "cached config")
-
-
-def cached_attachment(entry: dict[str, Any]) -> Attachment:
-    """The Attachment a cache entry records; a netns that is gone becomes ''."""
-    mark = entry.get(CACHE_MARK) or {}
-    netns = str(entry.get("netns") or "")
-    # A /proc/<pid> path may belong to another process by now, and a netns
-    # that was unmounted is gone: DEL then runs without one, as the spec allows.
-    if netns.startswith("/proc/") or not os.path.exists(netns):
-        netns = ""
-    pod = Pod(namespace=mark.get("namespace", ""), name=mark.get("pod", ""),
-              uid=mark.get("podUid", ""), sandbox_id=mark.get("sandboxId", ""), netns=netns)
-    args = [(str(kv[0]), str(kv[1])) for kv in entry.get("cniArgs") or [] if len(kv) == 2]
-    return Attachment(container_id=str(entry.get("containerId", "")), netns=netns,
-                      ifname=str(entry.get("ifName", "")), args=args,
-                      capability_args=entry.get("capabilityArgs") or {}, pod=pod)
 
 
 # The result types of libcni's pkg/types (020, 040, 100) and the versions each
 # reads; 1.1.0 is read as 1.0.0 is, as libcni does from 1.2.
-RESULT_TYPES = {"0.1.0": "020", "0.2.0": "020", "0.3.0": "040", "0.3.1": "040", "0.4.0": "040",
+_RESULT_TYPES = {"0.1.0": "020", "0.2.0": "020", "0.3.0": "040", "0.3.1": "040", "0.4.0": "040",
                 "1.0.0": "100", "1.1.0": "100"}
 
 
-def convert_result(result: dict[str, Any], version: str) -> dict[str, Any]:
+def _convert_result(result: dict[str, Any], version: str) -> dict[str, Any]:
     """`result` as CNI `version`, as libcni's GetAsVersion converts a cached
     result to the config's version before it is any plugin's prevResult."""
     source = result.get("cniVersion") or "0.1.0"  # libcni's reading of a missing version
     if source == version and "cniVersion" in result and "dns" in result:
         return result
-    if RESULT_TYPES.get(source) is None or RESULT_TYPES.get(version) is None:
+    if _RESULT_TYPES.get(source) is None or _RESULT_TYPES.get(version) is None:
         raise InjectError(f"cannot convert a CNI {source} result to {version}: no such result version",
                           CODE_INCOMPATIBLE_VERSION)
-    if source == version or RESULT_TYPES[source] == RESULT_TYPES[version] != "040":
+    if source == version or _RESULT_TYPES[source] == _RESULT_TYPES[version] != "040":
         # Relabelled, as 0.1.0 and 0.2.0 are, and 1.0.0 and 1.1.0; libcni's types always have dns.
         return {**result, "cniVersion": version, "dns": result.get("dns") or {}}
     try:
-        return _result_from_040(_result_to_040(result, RESULT_TYPES[source]), version)
+        return _result_from_040(_result_to_040(result, _RESULT_TYPES[source]), version)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         raise InjectError(f"cannot convert a CNI {source} result to {version}: {e}",
                           CODE_INCOMPATIBLE_VERSION) from None
@@ -1112,12 +1358,12 @@ def _result_to_040(result: dict[str, Any], kind: str) -> dict[str, Any]:
 
 def _result_from_040(r040: dict[str, Any], version: str) -> dict[str, Any]:
     """A result held as 0.4.0 written as `version`; empty lists are left out."""
-    if RESULT_TYPES[version] == "020":
+    if _RESULT_TYPES[version] == "020":
         return _result_020(r040, version)
     ips = r040["ips"]
-    if RESULT_TYPES[version] == "100":
+    if _RESULT_TYPES[version] == "100":
         ips = [{k: v for k, v in ip.items() if k != "version"} for ip in ips]
-    interfaces = [_interface_040(i) for i in r040["interfaces"]] if RESULT_TYPES[version] == "100" \
+    interfaces = [_interface_040(i) for i in r040["interfaces"]] if _RESULT_TYPES[version] == "100" \
         else r040["interfaces"]
     out: dict[str, Any] = {"cniVersion": version}
     for key, value in (("interfaces", interfaces), ("ips", ips), ("routes", r040["routes"])):
@@ -1145,7 +1391,7 @@ def _result_020(r040: dict[str, Any], version: str) -> dict[str, Any]:
     return out
 
 
-class attachment_lock:
+class _attachment_lock:
     """An exclusive flock per container and interface, so that two if-injects
     never work on the same attachment at once. The lock file is removed after
     use; a waiter that got the lock on a removed file tries again."""
@@ -1156,7 +1402,7 @@ class attachment_lock:
         self.timeout = timeout
         self.fd = -1
 
-    def __enter__(self) -> attachment_lock:
+    def __enter__(self) -> _attachment_lock:
         import fcntl
 
         deadline = time.monotonic() + self.timeout
@@ -1174,7 +1420,7 @@ class attachment_lock:
                     if time.monotonic() > deadline:
                         raise InjectError(f"another if-inject works on {self.path}: "
                                           "gave up waiting", CODE_TRY_AGAIN_LATER) from None
-                    with interruptible():
+                    with _interruptible():
                         time.sleep(0.05)
                     continue
                 if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
@@ -1195,158 +1441,28 @@ class attachment_lock:
 # ---- CNI: add, del, check -----------------------------------------------
 
 
-def plugin_stdin(network: NetworkConfig, plugin: dict[str, Any], att: Attachment,
-                 prev_result: dict[str, Any] | None) -> bytes:
-    """A plugin's own config as libcni builds it from the list."""
-    conf = dict(plugin, name=network.name, cniVersion=network.cni_version)
-    capabilities = plugin.get("capabilities")
-    if isinstance(capabilities, dict):
-        runtime_config = {k: v for k, v in att.capability_args.items() if capabilities.get(k)}
-        if runtime_config:
-            conf["runtimeConfig"] = runtime_config
-    if prev_result is not None:
-        conf["prevResult"] = prev_result
-    return json.dumps(conf).encode()
-
-
-class _SignalGuard:
-    """SIGINT, SIGTERM and SIGHUP, held in Python rather than by pthread_sigmask.
-
-    A mask holds a signal only in the thread that set it: the kernel hands a
-    process-directed signal to another thread (grpc's, the batch pool's, a
-    netns thread), and CPython runs the handler in the main thread anyway.
-    So the handler decides. Once the CLI has installed it, the main thread
-    keeps a stack of modes: the command runs *held* (a signal is recorded)
-    except in *interruptible* steps (a runtime call, waiting for a lock, the
-    plugins of an ADD, a veth being set up), where the handler raises
-    KeyboardInterrupt; what follows (a rollback, a clean-up, the output of
-    work that is done) runs held to its end, whatever threads exist and
-    however often the signal comes. A signal recorded while held
-    is acted on at the next interruptible step, or by the batch loop, which
-    then starts no more pods.
-
-    Without the CLI (the library in someone's program), a held step in the
-    main thread takes the signals over for its duration and delivers them to
-    the program's own handlers after it; elsewhere nothing is changed.
-    """
-
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
-
-    def __init__(self) -> None:
-        self.installed = False
-        self.received: list[int] = []  # every signal, for the batch loop and the error
-        self.pending: list[int] = []  # not yet acted on by raising
-        self.modes: list[bool] = []  # the main thread's: True = interruptible
-
-    def install(self) -> None:
-        """Take the signals over for the CLI (a signal ignored by our parent, as
-        SIGHUP under nohup, stays ignored)."""
-        import signal
-
-        for name in self.SIGNALS:
-            signum = getattr(signal, name)
-            if signal.getsignal(signum) is not signal.SIG_IGN:
-                signal.signal(signum, self.handle)
-        self.installed, self.modes, self.received, self.pending = True, [False], [], []
-
-    def handle(self, signum: int, frame: Any) -> None:
-        self.received.append(signum)
-        self.pending.append(signum)
-        if self.modes and self.modes[-1]:
-            self.act()
-
-    def act(self) -> None:
-        """Raise for the signals not acted on yet, named after the first of them."""
-        if self.pending:
-            signum = self.pending[0]
-            self.pending.clear()
-            raise KeyboardInterrupt(self.name(signum))
-
-    @staticmethod
-    def name(signum: int) -> str:
-        import signal
-
-        return signal.Signals(signum).name
-
-    @contextmanager
-    def mode(self, interruptible: bool) -> Iterator[None]:
-        import threading
-
-        if threading.current_thread() is not threading.main_thread():
-            yield  # the handler runs in the main thread: it never raises here
-            return
-        if not self.installed and not interruptible:
-            with self._borrowed():
-                yield
-            return
-        self.modes.append(interruptible)
-        try:
-            if interruptible:
-                self.act()  # a signal recorded while held stops us here
-            yield
-        finally:
-            self.modes.pop()
-        if self.modes and self.modes[-1]:
-            self.act()  # held inside an interruptible step (a netns thread): it stops now
-
-    @contextmanager
-    def _borrowed(self) -> Iterator[None]:
-        """The library's held step: record, then hand the signals to the program's handlers."""
-        import signal
-
-        caught: list[int] = []
-        previous = {}
-        for name in self.SIGNALS:
-            signum = getattr(signal, name)
-            if signal.getsignal(signum) not in (signal.SIG_IGN, None):
-                previous[signum] = signal.signal(signum, lambda n, f: caught.append(n))
-        try:
-            yield
-        finally:
-            for signum, handler in previous.items():
-                signal.signal(signum, handler)
-            for signum in dict.fromkeys(caught):
-                signal.raise_signal(signum)
-
-
-_signals = _SignalGuard()
-
-
-def signals_deferred() -> AbstractContextManager[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP while a rollback or clean-up runs to its end."""
-    return _signals.mode(interruptible=False)
-
-
-def interruptible() -> AbstractContextManager[None]:
-    """Let SIGINT, SIGTERM and SIGHUP interrupt this step (KeyboardInterrupt),
-    which is undone or changes nothing when cut short."""
-    return _signals.mode(interruptible=True)
-
-
-def interrupted() -> str:
-    """The name of the first signal that asked the CLI to stop, or ""."""
-    return _signals.name(_signals.received[0]) if _signals.installed and _signals.received else ""
-
-
 @dataclass
 class CNI:
     """How plugins are found and run, as libcni's CNIConfig; knows nothing of pods."""
 
-    path: list[str] = field(default_factory=lambda: list(DEFAULT_CNI_PATH))
-    cache_dir: str = DEFAULT_CACHE_DIR
+    path: list[str] = field(default_factory=lambda: list(_DEFAULT_CNI_PATH))
+    cache_dir: str = _DEFAULT_CACHE_DIR
     timeout: float = 10.0
 
     def invoke(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
-               att: Attachment, prev_result: dict[str, Any] | None) -> dict[str, Any] | None:
-        """One plugin call; ADD returns the plugin's result."""
-        stdin = plugin_stdin(network, plugin, att, prev_result)
-        binary = find_plugin(plugin["type"], self.path)
-        env = plugin_env(command, att, self.path)
-        log("Plugin", v=2, command=command, plugin=binary, stdin=stdin.decode(),
+               att: Attachment, prev_result: dict[str, Any] | None) -> bytes:
+        """One plugin call (ADD, DEL or CHECK); returns its stdout."""
+        stdin = _plugin_stdin(network, plugin, att, prev_result)
+        binary = _find_plugin(plugin["type"], self.path)
+        env = _plugin_env(command, att, self.path)
+        _log("Plugin", v=2, command=command, plugin=binary, stdin=stdin.decode(),
             env={k: v for k, v in env.items() if k.startswith("CNI_")})
-        out = exec_plugin(binary, env, stdin, self.timeout)
-        if command != "ADD":
-            return None
+        return _exec_plugin(binary, env, stdin, self.timeout)
+
+    def invoke_add(self, network: NetworkConfig, plugin: dict[str, Any], att: Attachment,
+                   prev_result: dict[str, Any] | None) -> dict[str, Any]:
+        """One plugin's ADD; returns its result."""
+        out = self.invoke("ADD", network, plugin, att, prev_result)
         try:
             result = json.loads(out)
         except ValueError:
@@ -1364,30 +1480,29 @@ class CNI:
         if result is None or network.version_tuple < (0, 4, 0):
             return None
         try:
-            return convert_result(result, network.cni_version)
+            return _convert_result(result, network.cni_version)
         except InjectError as e:
             # libcni fails the DEL here; a DEL must release what it can, so it runs without one.
-            log("Cached result not usable: DEL runs without prevResult", error=str(e))
+            _log("Cached result not usable: DEL runs without prevResult", error=str(e))
             return None
 
     def add(self, network: NetworkConfig, att: Attachment) -> dict[str, Any]:
         """ADD the whole list; on any failure or interrupt, DEL what ran, then raise."""
-        validate_attachment(att)
         for plugin in network.plugins:  # a missing one fails before anything is done
-            find_plugin(plugin["type"], self.path)
+            _find_plugin(plugin["type"], self.path)
         # The entry goes in first: if we are killed half-way, gc and del find it.
-        write_cache(self.cache_dir, network, att, None)
+        _write_cache(self.cache_dir, network, att, None)
         result: dict[str, Any] | None = None
         ran: list[dict[str, Any]] = []
         try:
-            with interruptible():
+            with _interruptible():
                 for plugin in network.plugins:
                     ran.append(plugin)
-                    result = self.invoke("ADD", network, plugin, att, result)
+                    result = self.invoke_add(network, plugin, att, result)
             assert result is not None
             # A result that cannot be cached (a full disk) could never be
             # deleted with its prevResult: the ADD is undone instead.
-            write_cache(self.cache_dir, network, att, result)
+            _write_cache(self.cache_dir, network, att, result)
         except BaseException as e:
             self.rollback(network, att, ran, result, e)
             raise  # rollback() raises; this keeps type checkers sure
@@ -1395,15 +1510,15 @@ class CNI:
 
     def rollback(self, network: NetworkConfig, att: Attachment, ran: list[dict[str, Any]],
                  result: dict[str, Any] | None, cause: BaseException) -> None:
-        with signals_deferred():
+        with _signals_deferred():
             failures = self.delete_plugins(network, att, ran, result)
             if not failures:
-                remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
+                _remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
         names = ", ".join(p["type"] for p in reversed(ran))
         note = (f"rolled back (DEL ran for {names})" if not failures
                 else f"rollback failed: {'; '.join(failures)}")
-        log("Add failed", v=1, rollback=note)
-        raise undone(cause, note) from None
+        _log("Add failed", v=1, rollback=note)
+        raise _undone(cause, note) from None
 
     def delete_plugins(self, network: NetworkConfig, att: Attachment,
                        plugins: list[dict[str, Any]], result: dict[str, Any] | None) -> list[str]:
@@ -1419,71 +1534,67 @@ class CNI:
 
     def delete(self, network: NetworkConfig, att: Attachment) -> None:
         """DEL with the cached result; the cache entry goes only when every plugin succeeded."""
-        validate_attachment(att)
-        entry = read_cache(cache_file(self.cache_dir, network.name, att.container_id, att.ifname))
-        with signals_deferred():  # a DEL is a clean-up: it runs to its end
+        entry = _read_cache(_cache_file(self.cache_dir, network.name, att.container_id, att.ifname))
+        with _signals_deferred():  # a DEL is a clean-up: it runs to its end
             failures = self.delete_plugins(network, att, network.plugins,
                                            entry.get("result") if entry else None)
             if failures:
                 raise InjectError("DEL failed: " + "; ".join(failures), CODE_INTERNAL)
-            remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
+            _remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
 
     def check(self, network: NetworkConfig, att: Attachment) -> None:
         """CHECK every plugin against the cached result of the ADD, converted
         to the network's version; nothing runs when the list disables CHECK."""
-        validate_attachment(att)
         if network.version_tuple < (0, 4, 0):
             raise InjectError(f"CHECK needs cniVersion 0.4.0 or later, not {network.cni_version}",
                               CODE_INCOMPATIBLE_VERSION)
         if network.disable_check:
-            log("CHECK disabled by the network's disableCheck: no plugin runs", v=1, network=network.name)
+            _log("CHECK disabled by the network's disableCheck: no plugin runs", v=1, network=network.name)
             return
-        path = cache_file(self.cache_dir, network.name, att.container_id, att.ifname)
-        entry = read_cache(path)
+        path = _cache_file(self.cache_dir, network.name, att.container_id, att.ifname)
+        entry = _read_cache(path)
         if not entry or not isinstance(entry.get("result"), dict):
             raise InjectError(f"no cached result for {att.ifname} of network {network.name} "
                               f"({path}): was it added?", CODE_UNKNOWN_CONTAINER)
         try:
-            prev = convert_result(entry["result"], network.cni_version)
+            prev = _convert_result(entry["result"], network.cni_version)
         except InjectError as e:
             raise InjectError(f"cached result {path}: {e}", e.code) from None
-        with interruptible():
+        with _interruptible():
             for plugin in network.plugins:
                 self.invoke("CHECK", network, plugin, att, prev)
 
 
-# ---- CNI on pods: the public API ----------------------------------------
+# ---- pods: CNI on a pod (the public API) --------------------------------
 
 
-def kubelet_args(pod: Pod) -> list[tuple[str, str]]:
+def _kubelet_args(pod: Pod) -> list[tuple[str, str]]:
     """CNI_ARGS as kubelet passes them; IgnoreUnknown keeps host-local happy."""
     return [("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", pod.namespace),
             ("K8S_POD_NAME", pod.name), ("K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id),
             ("K8S_POD_UID", pod.uid)]
 
 
-def default_container_id(pod: Pod) -> str:
+def _default_container_id(pod: Pod) -> str:
     """The netns file's name, as the original; /proc/<pid>/ns/net would make
     every pod "net", so the sandbox ID stands in there."""
     base = os.path.basename(pod.netns)
-    return pod.sandbox_id if base == "net" or not re.match(NAME_PATTERN, base) else base
+    return pod.sandbox_id if base == "net" or not re.match(_NAME_PATTERN, base) else base
 
 
-def pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
+def _pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
                    args: list[tuple[str, str]] | None = None,
                    capability_args: dict[str, Any] | None = None) -> Attachment:
-    att = Attachment(container_id or default_container_id(pod), pod.netns, ifname,
-                     kubelet_args(pod) + list(args or []), dict(capability_args or {}), pod)
-    validate_attachment(att)
-    return att
+    return Attachment(container_id or _default_container_id(pod), pod.netns, ifname,
+                      _kubelet_args(pod) + list(args or []), dict(capability_args or {}), pod)
 
 
-def matching_entries(cache_dir: str, namespace: str, pod: str, ifname: str,
-                     network: str = "") -> list[dict[str, Any]]:
-    """Our cache entries for a pod's interface (of one network, if given)."""
-    return [entry for _, entry in cached_attachments(cache_dir)
-            if entry[CACHE_MARK].get("namespace") == namespace and entry[CACHE_MARK].get("pod") == pod
-            and entry.get("ifName") == ifname and (not network or entry.get("networkName") == network)]
+def _matching_attachments(cache_dir: str, namespace: str, pod: str, ifname: str,
+                         network: str = "") -> list[CachedAttachment]:
+    """Our cached attachments of a pod's interface (of one network, if given)."""
+    return [cached for cached in _cached_attachments(cache_dir)
+            if (cached.namespace, cached.pod, cached.interface) == (namespace, pod, ifname)
+            and (not network or cached.network == network)]
 
 
 class Node:
@@ -1494,19 +1605,19 @@ class Node:
     """
 
     def __init__(self, endpoint: str | None = None, timeout: float = 10.0,
-                 cni_path: list[str] | None = None, cache_dir: str = DEFAULT_CACHE_DIR) -> None:
+                 cni_path: list[str] | None = None, cache_dir: str = _DEFAULT_CACHE_DIR) -> None:
         import threading
 
         self.endpoint, self.timeout = endpoint, timeout
-        self.cni = CNI(list(cni_path or DEFAULT_CNI_PATH), cache_dir, timeout)
-        self._client: RuntimeClient | None = None
+        self.cni = CNI(list(cni_path or _DEFAULT_CNI_PATH), cache_dir, timeout)
+        self._client: _RuntimeClient | None = None
         self._client_lock = threading.Lock()
 
     @property
-    def client(self) -> RuntimeClient:
+    def client(self) -> _RuntimeClient:
         with self._client_lock:
             if self._client is None:
-                self._client = RuntimeClient(self.endpoint, self.timeout)
+                self._client = _RuntimeClient(self.endpoint, self.timeout)
             return self._client
 
     def close(self) -> None:
@@ -1523,58 +1634,80 @@ class Node:
 
     def pod(self, namespace: str, name: str) -> Pod:
         """A running pod on this node, checked to be safe to change."""
-        pod = find_pod(self.client, namespace, name)
+        pod = _find_pod(self.client, namespace, name)
         assert pod is not None
         return pod
 
     def add(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
             **attachment: Any) -> dict[str, Any]:
         """ADD `network` as `ifname` in a running pod; returns the CNI result."""
-        att = pod_attachment(self.pod(namespace, pod), ifname, **attachment)
-        with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
-            self._refuse_taken_name(network, att)
+        att = _pod_attachment(self.pod(namespace, pod), ifname, **attachment)
+        with _attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
+            self._refuse_taken_name(att)
+            self._release_interrupted_add(network, att)
             return self.cni.add(network, att)
 
-    def _refuse_taken_name(self, network: NetworkConfig, att: Attachment) -> None:
+    @staticmethod
+    def _refuse_taken_name(att: Attachment) -> None:
         """Never ADD over an existing interface: a rollback would delete it."""
         assert att.pod is not None
-        if att.ifname in interface_names(att.netns):
+        if att.ifname in _interface_names(att.netns):
             raise InjectError(f"interface {att.ifname} already exists in pod "
                               f"{att.pod.namespace}/{att.pod.name}", CODE_INVALID_CONFIG)
-        path = cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
+
+    def _release_interrupted_add(self, network: NetworkConfig, att: Attachment) -> None:
+        """A cache entry of this very attachment was left by an add killed
+        half-way (the interface is not there): release what it took first."""
+        path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
         if os.path.exists(path):
-            # Left by an add that was killed half-way: release what it took.
-            log("Cleaning up an earlier interrupted add", path=path)
+            _log("Cleaning up an earlier interrupted add", path=path)
             self.cni.delete(network, att)
 
     def check(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
               **attachment: Any) -> None:
-        att = pod_attachment(self.pod(namespace, pod), ifname, **attachment)
+        att = _pod_attachment(self.pod(namespace, pod), ifname, **attachment)
         self.cni.check(network, att)
 
     def delete(self, namespace: str, pod: str, network: NetworkConfig | None = None,
                ifname: str = "net1", **attachment: Any) -> int:
         """DEL an interface; works from the cache when the pod is gone or no
         network is given. Returns how many attachments were deleted."""
-        found = find_pod(self.client, namespace, pod, missing_ok=True)
+        found = _find_pod(self.client, namespace, pod, missing_ok=True)
         if found is not None and network is not None:
-            att = pod_attachment(found, ifname, **attachment)
-            with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
-                self.cni.delete(network, att)
+            self._delete_from_pod(found, network, ifname, **attachment)
             return 1
-        entries = matching_entries(self.cni.cache_dir, namespace, pod, ifname,
-                                   network.name if network else "")
-        if not entries:
+        return self._delete_from_cache(namespace, pod, network, ifname)
+
+    def _delete_from_pod(self, pod: Pod, network: NetworkConfig, ifname: str, **attachment: Any) -> None:
+        """DEL in a running pod, with the network given."""
+        att = _pod_attachment(pod, ifname, **attachment)
+        with _attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
+            self.cni.delete(network, att)
+
+    def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
+                           ifname: str) -> int:
+        """DEL what the cache records of a pod's interface: the pod is gone, or no network was given."""
+        found = _matching_attachments(self.cni.cache_dir, namespace, pod, ifname,
+                                     network.name if network else "")
+        if not found:
             if network is None:
                 raise InjectError(f"no cached attachment {ifname} for pod {namespace}/{pod}: "
                                   "give -spec", CODE_UNKNOWN_CONTAINER)
-            log("Pod not found and nothing cached for it: nothing to delete",
+            _log("Pod not found and nothing cached for it: nothing to delete",
                 pod=f"{namespace}/{pod}", interface=ifname)
-        for entry in entries:
-            att = cached_attachment(entry)
-            with attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
-                self.cni.delete(network or cached_network(entry), att)
-        return len(entries)
+        for cached in found:
+            self.delete_cached(cached, network)
+        return len(found)
+
+    def delete_cached(self, cached: CachedAttachment, network: NetworkConfig | None = None) -> bool:
+        """DEL a cached attachment with its cached config (or `network`);
+        False when its entry went meanwhile (another del or gc)."""
+        att = cached.attachment()
+        with _attachment_lock(self.cni.cache_dir, att.container_id, att.ifname, self.timeout):
+            if not os.path.exists(cached.path):
+                return False
+            self.cni.delete(network or cached.network_config(), att)
+        return True
 
 
 @contextmanager
@@ -1611,10 +1744,17 @@ def check(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "ne
         n.check(namespace, pod, _network(spec), ifname, **attachment)
 
 
-# ---- CNI on pods: many at once, and the lifecycle of attachments --------
+def resolve_netns(namespace: str, pod: str, endpoint: str | None = None,
+                  timeout: float = 10.0) -> str:
+    """The path of a pod's network namespace, as `if-inject netns` prints it."""
+    with Node(endpoint, timeout) as node:
+        return node.pod(namespace, pod).netns
 
 
-def select_pods(client: RuntimeClient, namespace: str | None, names: list[str] | None = None,
+# ---- pods: many at once, and the lifecycle of attachments ---------------
+
+
+def _select_pods(client: _RuntimeClient, namespace: str | None, names: list[str] | None = None,
                 selector: dict[str, str] | None = None) -> list[tuple[str, str]]:
     """(namespace, name) of the pods to work on: the named ones, or the ready
     pods matching `selector`, in `namespace` (every namespace when None)."""
@@ -1622,14 +1762,14 @@ def select_pods(client: RuntimeClient, namespace: str | None, names: list[str] |
         return [(namespace, name) for name in dict.fromkeys(names)]
     labels = dict(selector or {})
     if namespace is not None:
-        labels[POD_NAMESPACE_LABEL] = namespace
+        labels[_POD_NAMESPACE_LABEL] = namespace
     found = {(s.metadata.namespace, s.metadata.name)
-             for s in list_sandboxes(client, labels, ready_only=True)}
+             for s in _list_sandboxes(client, labels, ready_only=True)}
     return sorted(p for p in found if not names or p[1] in names)
 
 
-def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], T],
-                 parallel: int = 8) -> Iterator[tuple[str, str, T | InjectError]]:
+def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], _T],
+                 parallel: int = 8) -> Iterator[tuple[str, str, _T | InjectError]]:
     """Run work(namespace, name) for every pod on a bounded pool of threads;
     yields (namespace, name, result or error) as each finishes. One pod's
     failure is its own (its ADD is rolled back alone); the others go on.
@@ -1645,7 +1785,7 @@ def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], T],
             while running:
                 # The CLI's handler only records a signal here: look for one every 0.1 s.
                 done, running = wait(running, 0.1 if _signals.installed else None, FIRST_COMPLETED)
-                if interrupted():
+                if _interrupted():
                     stopped = {future for future in running if future.cancel()}
                     running -= stopped
                     done |= stopped
@@ -1660,20 +1800,20 @@ def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], T],
             raise
 
 
-NOT_STARTED = "not started: interrupted by"
+_NOT_STARTED = "not started: interrupted by"
 
 
 def _outcome(future: Any) -> Any:
     """A finished pod's result or InjectError; a cancelled one's error."""
     if future.cancelled():
-        return InjectError(f"{NOT_STARTED} {interrupted()}", CODE_TRY_AGAIN_LATER)
+        return InjectError(f"{_NOT_STARTED} {_interrupted()}", CODE_TRY_AGAIN_LATER)
     try:
         return future.result()
     except InjectError as e:
         return e
 
 
-def result_addresses(result: Any) -> list[str]:
+def _result_addresses(result: Any) -> list[str]:
     """The addresses in a CNI result of any version."""
     if not isinstance(result, dict):
         return []
@@ -1749,71 +1889,53 @@ def _is_default_route(dst: Any) -> bool:
         return False
 
 
-def attachments(node: Node, namespace: str | None = None, pod: str | None = None) -> list[dict[str, Any]]:
+def attachments(node: Node, namespace: str | None = None, pod: str | None = None) -> list[CachedAttachment]:
     """Every attachment if-inject made on this node, from the result cache,
     with the state of its pod's sandbox as the runtime reports it now."""
-    states = {s.id: s.state for s in list_sandboxes(node.client)}
-    rows = []
-    for path, entry in cached_attachments(node.cni.cache_dir):
-        mark = entry[CACHE_MARK]
-        if (namespace and mark.get("namespace") != namespace) or (pod and mark.get("pod") != pod):
+    states = {s.id: s.state for s in _list_sandboxes(node.client)}
+    found = []
+    for cached in _cached_attachments(node.cni.cache_dir):
+        if (namespace and cached.namespace != namespace) or (pod and cached.pod != pod):
             continue
-        sandbox = str(mark.get("sandboxId", ""))
-        state = {SANDBOX_READY: "ready", SANDBOX_NOTREADY: "notready"}.get(states.get(sandbox, -1), "gone")
-        netns = str(entry.get("netns") or "")
-        rows.append({
-            "namespace": mark.get("namespace", ""), "pod": mark.get("pod", ""),
-            "interface": entry.get("ifName", ""), "network": entry.get("networkName", ""),
-            "netAttachDef": mark.get("netAttachDef", ""),
-            "addresses": result_addresses(entry.get("result")),
-            "containerId": entry.get("containerId", ""), "netns": netns, "sandboxId": sandbox,
-            # Without a sandbox ID (an API caller's entry) only the netns tells.
-            "sandboxState": state, "stale": (bool(sandbox) and state != "ready")
-                                            or not os.path.exists(netns),
-            "cacheFile": path})
-    return rows
+        state = states.get(cached.sandbox_id, -1)
+        cached.sandbox_state = {_SANDBOX_READY: "ready", _SANDBOX_NOTREADY: "notready"}.get(state, "gone")
+        # Without a sandbox ID (an API caller's entry) only the netns tells.
+        cached.stale = (bool(cached.sandbox_id) and cached.sandbox_state != "ready") \
+            or not os.path.exists(cached.netns)
+        found.append(cached)
+    return found
 
 
 def pod_network_status(node: Node, namespace: str, pod: str) -> list[dict[str, Any]]:
     """The network-status entries of everything if-inject attached to a pod's
     ready sandbox, by interface name: what to merge into its annotation."""
-    statuses = []
-    for row in sorted(attachments(node, namespace, pod), key=lambda r: str(r["interface"])):
-        entry = None if row["stale"] else read_cache(row["cacheFile"])
-        if entry is not None and isinstance(entry.get("result"), dict):  # not an add under way
-            statuses.append(network_status(entry["result"], row["netAttachDef"] or row["network"],
-                                           row["interface"]))
-    return statuses
+    return [network_status(cached.result, cached.net_attach_def or cached.network, cached.interface)
+            for cached in sorted(attachments(node, namespace, pod), key=lambda c: c.interface)
+            if not cached.stale and cached.result is not None]  # not an add under way
 
 
 def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
     """DEL every attachment whose pod sandbox is gone (or not ready, or whose
     netns is gone), from its cached config; live pods are never touched.
     Yields one record per stale attachment: what was done, or what failed."""
-    for row in attachments(node):
-        if not row["stale"]:
+    for cached in attachments(node):
+        if not cached.stale:
             continue
-        record = {k: row[k] for k in ("namespace", "pod", "interface", "network", "netAttachDef",
-                                      "addresses", "containerId", "sandboxId", "sandboxState")}
+        record = {k: v for k, v in cached.json().items() if k not in ("netns", "stale", "cacheFile")}
         if dry_run:
             yield dict(record, action="would delete")
             continue
         try:
-            entry = read_cache(row["cacheFile"])
-            if entry is None:
-                continue  # deleted meanwhile by a del or another gc
-            att = cached_attachment(entry)
-            with attachment_lock(node.cni.cache_dir, att.container_id, att.ifname, node.timeout):
-                node.cni.delete(cached_network(entry), att)
-            yield dict(record, action="deleted")
+            if node.delete_cached(cached):
+                yield dict(record, action="deleted")
         except InjectError as e:
             yield dict(record, action="failed", error=str(e))
 
 
-# ---- netlink helpers ----------------------------------------------------
+# ---- netlink: links, veth pairs -----------------------------------------
 
 
-def in_netns(path: str, func: Callable[[], T]) -> T:
+def _in_netns(path: str, func: Callable[[], _T]) -> _T:
     """Run func in a thread that has entered the netns at `path`.
 
     setns() changes only the calling thread, and the thread ends right after,
@@ -1830,7 +1952,7 @@ def in_netns(path: str, func: Callable[[], T]) -> T:
         try:
             fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
             try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
+                if libc.setns(fd, _CLONE_NEWNET) != 0:
                     errno = ctypes.get_errno()
                     raise OSError(errno, os.strerror(errno))
                 outcome["value"] = func()
@@ -1840,7 +1962,7 @@ def in_netns(path: str, func: Callable[[], T]) -> T:
             outcome["error"] = e
 
     thread = threading.Thread(target=run, name="netns")
-    with signals_deferred():  # the thread's work is not cut short, so neither is the wait
+    with _signals_deferred():  # the thread's work is not cut short, so neither is the wait
         thread.start()
         thread.join()
     if "error" in outcome:
@@ -1848,22 +1970,22 @@ def in_netns(path: str, func: Callable[[], T]) -> T:
         if isinstance(e, OSError):
             raise InjectError(f"network namespace {path}: {e.strerror}", CODE_IO) from None
         raise e
-    value: T = outcome["value"]
+    value: _T = outcome["value"]
     return value
 
 
-def interface_names(netns: str) -> set[str]:
+def _interface_names(netns: str) -> set[str]:
     """Names of the interfaces in a netns (no pyroute2 needed for this)."""
     import socket
 
-    return in_netns(netns, lambda: {name for _, name in socket.if_nameindex()})
+    return _in_netns(netns, lambda: {name for _, name in socket.if_nameindex()})
 
 
-def netlink(netns: str | None, work: Callable[[Any], T]) -> T:
+def _netlink(netns: str | None, work: Callable[[Any], _T]) -> _T:
     """work(ipr) with a pyroute2 IPRoute on the node (netns None) or inside the
     netns at path `netns`.
 
-    The socket is opened in a thread that entered the netns (in_netns), never
+    The socket is opened in a thread that entered the netns (_in_netns), never
     with IPRoute(netns=...): that forks this process, grpc threads and SIGTERM
     handler included (a child that gets pyroute2's SIGTERM at the wrong moment
     runs our error handling), and unless given flags=0 it creates and mounts a
@@ -1871,15 +1993,15 @@ def netlink(netns: str | None, work: Callable[[Any], T]) -> T:
     """
     from pyroute2 import IPRoute
 
-    def run() -> T:
+    def run() -> _T:
         with IPRoute() as ipr:
             return work(ipr)
 
-    return run() if netns is None else in_netns(netns, run)
+    return run() if netns is None else _in_netns(netns, run)
 
 
 @contextmanager
-def netlink_step(what: str) -> Iterator[None]:
+def _netlink_step(what: str) -> Iterator[None]:
     """Turn a netlink or OS error inside the block into an InjectError saying what failed."""
     from pyroute2.netlink.exceptions import NetlinkError
 
@@ -1891,27 +2013,42 @@ def netlink_step(what: str) -> Iterator[None]:
         raise InjectError(f"{what}: {e.strerror or e}", CODE_IO) from None
 
 
-def pod_links(netns: str) -> list[dict[str, Any]]:
-    """The interfaces in the netns at `netns`, as `ip -br addr` shows them:
-    name, index, state (operstate), mac, mtu, kind ("" when the kernel names
-    none), link (parent or veth peer: a name here, "ifN" in another netns)
-    and addresses as CIDR strings."""
+@dataclass
+class Link:
+    """An interface as `ip -br addr` shows it, with its MAC and MTU."""
+
+    name: str
+    index: int
+    state: str  # operstate
+    mac: str
+    mtu: int
+    kind: str  # "" when the kernel names none
+    link: str  # parent or veth peer: a name here, "ifN" in another netns
+    addresses: list[str]  # CIDRs
+
+    def json(self) -> dict[str, Any]:
+        """What `links -o json` prints."""
+        return dict(vars(self))
+
+
+def pod_links(netns: str) -> list[Link]:
+    """The interfaces in the netns at `netns`, as `ip -br addr` shows them."""
     def read(ipr: Any) -> tuple[list[Any], list[Any]]:
-        with netlink_step(f"reading the interfaces in {netns}"):
+        with _netlink_step(f"reading the interfaces in {netns}"):
             return list(ipr.get_links()), list(ipr.get_addr())
 
-    links, addresses = netlink(netns, read)
+    links, addresses = _netlink(netns, read)
     names = {link["index"]: link.get_attr("IFLA_IFNAME") for link in links}
     cidrs: dict[int, list[str]] = {}
     for a in addresses:
         # On a point-to-point address IFA_ADDRESS is the far end; ours is IFA_LOCAL.
         local = a.get_attr("IFA_LOCAL") or a.get_attr("IFA_ADDRESS")
         cidrs.setdefault(a["index"], []).append(f"{local}/{a['prefixlen']}")
-    return [link_record(link, names, cidrs.get(link["index"], [])) for link in links]
+    return [_link_record(link, names, cidrs.get(link["index"], [])) for link in links]
 
 
-def link_record(link: Any, names: dict[int, str], addresses: list[str]) -> dict[str, Any]:
-    """One RTM_NEWLINK message as a plain dict (see pod_links)."""
+def _link_record(link: Any, names: dict[int, str], addresses: list[str]) -> Link:
+    """One RTM_NEWLINK message as a Link."""
     parent = link.get_attr("IFLA_LINK")
     if not parent or parent == link["index"]:
         via = ""
@@ -1919,18 +2056,17 @@ def link_record(link: Any, names: dict[int, str], addresses: list[str]) -> dict[
         via = f"if{parent}"  # an index in another netns, as ip shows it
     else:
         via = names.get(parent, f"if{parent}")
-    return {"name": link.get_attr("IFLA_IFNAME"), "index": link["index"],
-            "state": link.get_attr("IFLA_OPERSTATE") or "UNKNOWN",
-            "mac": link.get_attr("IFLA_ADDRESS") or "", "mtu": link.get_attr("IFLA_MTU"),
-            "kind": link_kind(link), "link": via, "addresses": addresses}
+    return Link(name=link.get_attr("IFLA_IFNAME"), index=link["index"],
+                state=link.get_attr("IFLA_OPERSTATE") or "UNKNOWN", mac=link.get_attr("IFLA_ADDRESS") or "",
+                mtu=link.get_attr("IFLA_MTU"), kind=_link_kind(link), link=via, addresses=addresses)
 
 
-def link_kind(link: Any) -> str:
+def _link_kind(link: Any) -> str:
     info = link.get_attr("IFLA_LINKINFO")
     return str(info.get_attr("IFLA_INFO_KIND") or "") if info else ""
 
 
-def host_veth_name(sandbox_id: str, ifname: str) -> str:
+def _host_veth_name(sandbox_id: str, ifname: str) -> str:
     """The node end's default name: short (12 bytes), the same for the same
     pod sandbox and interface, so that `veth -delete` finds it again."""
     import hashlib
@@ -1938,11 +2074,7 @@ def host_veth_name(sandbox_id: str, ifname: str) -> str:
     return "veth" + hashlib.sha256(f"{sandbox_id}/{ifname}".encode()).hexdigest()[:8]
 
 
-def check_ifname(name: str) -> None:
-    validate_attachment(Attachment("x", "", name))  # the CNI spec's rules for interface names
-
-
-def parse_cidrs(value: str | list[str] | None) -> list[Any]:
+def _parse_cidrs(value: str | list[str] | None) -> list[Any]:
     """Addresses as ipaddress interfaces; a bare address is a /32 or /128, as with ip."""
     import ipaddress
 
@@ -1953,9 +2085,35 @@ def parse_cidrs(value: str | list[str] | None) -> list[Any]:
         raise InjectError(f"invalid address: {e}", CODE_INVALID_CONFIG) from None
 
 
+@dataclass
+class VethEnd:
+    """One end of a veth pair as made: its name, MAC, MTU and the addresses given."""
+
+    name: str
+    mac: str
+    mtu: int
+    addresses: list[str]
+
+
+@dataclass
+class Veth:
+    """A veth pair as add_veth made it: the end in the pod's netns, the node's end."""
+
+    netns: str
+    pod_end: VethEnd
+    host_end: VethEnd
+
+    def json(self) -> dict[str, Any]:
+        """What `veth` prints (after the pod's name)."""
+        return {"netns": self.netns, "interface": self.pod_end.name, "hostInterface": self.host_end.name,
+                "mtu": self.pod_end.mtu,
+                "addresses": {"interface": self.pod_end.addresses, "hostInterface": self.host_end.addresses},
+                "macs": {"interface": self.pod_end.mac, "hostInterface": self.host_end.mac}}
+
+
 def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str] | None = None,
              host_address: str | list[str] | None = None, mtu: int | None = None,
-             timeout: float = 10.0) -> dict[str, Any]:
+             timeout: float = 10.0) -> Veth:
     """A veth pair between the node (`host_ifname`) and the netns at `netns`
     (`ifname`), both ends up, with the addresses given; returns what was made.
 
@@ -1967,43 +2125,46 @@ def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str]
     failure or interrupt deletes the pair.
     """
     for name in (ifname, host_ifname):
-        check_ifname(name)
-    pod_cidrs, host_cidrs = parse_cidrs(address), parse_cidrs(host_address)
+        _validate_ifname(name)
+    pod_cidrs, host_cidrs = _parse_cidrs(address), _parse_cidrs(host_address)
+    return _make_veth(netns, ifname, host_ifname, pod_cidrs, host_cidrs, mtu, timeout)
+
+
+def _make_veth(netns: str, ifname: str, host_ifname: str, pod_cidrs: list[Any], host_cidrs: list[Any],
+              mtu: int | None, timeout: float) -> Veth:
+    """add_veth once its names and addresses are checked (the CLI checks them as flags)."""
     if mtu is not None and not 68 <= mtu <= 65535:
         raise InjectError(f"invalid MTU {mtu}: 68 to 65535", CODE_INVALID_CONFIG)
-    check_netns(netns)
-    refuse_taken_names(netns, ifname, host_ifname)
+    _check_netns(netns)
+    _refuse_taken_names(netns, ifname, host_ifname)
     made = False
     try:
-        with interruptible():
-            create_veth(netns, ifname, host_ifname, mtu)
+        with _interruptible():
+            _create_veth(netns, ifname, host_ifname, mtu)
             made = True
-            host_end = configure_link(None, host_ifname, host_cidrs)
-            pod_end = configure_link(netns, ifname, pod_cidrs)
-            settle_addresses([(None, host_ifname), (netns, ifname)], timeout)
+            host_end = _configure_link(None, host_ifname, host_cidrs)
+            pod_end = _configure_link(netns, ifname, pod_cidrs)
+            _settle_addresses([(None, host_ifname), (netns, ifname)], timeout)
     except BaseException as e:
         if made or not isinstance(e, InjectError):
-            undo_veth(netns, ifname, host_ifname, e)
+            _undo_veth(netns, ifname, host_ifname, e)
         raise
-    log("Veth added", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
-    return {"netns": netns, "interface": ifname, "host_interface": host_ifname,
-            "mtu": pod_end["mtu"],
-            "addresses": {"interface": pod_end["addresses"], "host_interface": host_end["addresses"]},
-            "macs": {"interface": pod_end["mac"], "host_interface": host_end["mac"]}}
+    _log("Veth added", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
+    return Veth(netns, pod_end, host_end)
 
 
-def refuse_taken_names(netns: str, ifname: str, host_ifname: str) -> None:
+def _refuse_taken_names(netns: str, ifname: str, host_ifname: str) -> None:
     """Clear messages for the usual case; the kernel refuses the rest (races, altnames)."""
     import socket
 
-    if ifname in interface_names(netns):
+    if ifname in _interface_names(netns):
         raise InjectError(f"interface {ifname} already exists in network namespace {netns}",
                           CODE_INVALID_CONFIG)
     if host_ifname in {name for _, name in socket.if_nameindex()}:
         raise InjectError(f"interface {host_ifname} already exists on the node", CODE_INVALID_CONFIG)
 
 
-def create_veth(netns: str, ifname: str, host_ifname: str, mtu: int | None) -> None:
+def _create_veth(netns: str, ifname: str, host_ifname: str, mtu: int | None) -> None:
     """One RTM_NEWLINK makes both ends, the peer already in the pod's netns."""
     import errno
 
@@ -2012,7 +2173,7 @@ def create_veth(netns: str, ifname: str, host_ifname: str, mtu: int | None) -> N
     mtu_attr = {"mtu": mtu} if mtu else {}
     fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        netlink(None, lambda ipr: ipr.link("add", ifname=host_ifname, kind="veth", **mtu_attr,
+        _netlink(None, lambda ipr: ipr.link("add", ifname=host_ifname, kind="veth", **mtu_attr,
                                            peer={"ifname": ifname, "net_ns_fd": fd, **mtu_attr}))
     except NetlinkError as e:
         why = (f"the name {host_ifname} (node) or {ifname} (pod) is taken"
@@ -2022,39 +2183,39 @@ def create_veth(netns: str, ifname: str, host_ifname: str, mtu: int | None) -> N
         os.close(fd)
 
 
-def configure_link(netns: str | None, name: str, cidrs: list[Any]) -> dict[str, Any]:
+def _configure_link(netns: str | None, name: str, cidrs: list[Any]) -> VethEnd:
     """Add the addresses to an interface, set it up; returns its mac, mtu and addresses."""
     where = f"in {netns}" if netns else "on the node"
 
     def configure(ipr: Any) -> Any:
-        with netlink_step(f"finding {name} {where}"):
+        with _netlink_step(f"finding {name} {where}"):
             indexes = ipr.link_lookup(ifname=name)
         if not indexes:
             raise InjectError(f"{name} is gone {where}", CODE_IO)
         for cidr in cidrs:
-            with netlink_step(f"adding {cidr} to {name} {where}"):
+            with _netlink_step(f"adding {cidr} to {name} {where}"):
                 ipr.addr("add", index=indexes[0], address=str(cidr.ip),
                          prefixlen=cidr.network.prefixlen)
-        with netlink_step(f"setting {name} up {where}"):
+        with _netlink_step(f"setting {name} up {where}"):
             ipr.link("set", index=indexes[0], state="up")
             return ipr.get_links(indexes[0])[0]
 
-    link = netlink(netns, configure)
-    return {"mac": link.get_attr("IFLA_ADDRESS"), "mtu": link.get_attr("IFLA_MTU"),
-            "addresses": [str(cidr) for cidr in cidrs]}
+    link = _netlink(netns, configure)
+    return VethEnd(name, link.get_attr("IFLA_ADDRESS"), link.get_attr("IFLA_MTU"),
+                   [str(cidr) for cidr in cidrs])
 
 
-IFA_F_DADFAILED, IFA_F_TENTATIVE = 0x08, 0x40
-IN6_ADDR_GEN_MODE_NONE = 1
+_IFA_F_DADFAILED, _IFA_F_TENTATIVE = 0x08, 0x40
+_IN6_ADDR_GEN_MODE_NONE = 1
 
 
-def settle_addresses(links: list[tuple[str | None, str]], timeout: float) -> None:
+def _settle_addresses(links: list[tuple[str | None, str]], timeout: float) -> None:
     """Wait until every (netns or None for the node, name) link is usable over
     IPv6, as the reference plugins do (ip.SettleAddresses): no address still
     tentative, the link-local one there. A duplicate address fails at once."""
     deadline = time.monotonic() + timeout
     while True:
-        links = [(netns, name) for netns, name in links if not link_settled(netns, name)]
+        links = [(netns, name) for netns, name in links if not _link_settled(netns, name)]
         if not links:
             return
         if time.monotonic() >= deadline:
@@ -2064,70 +2225,70 @@ def settle_addresses(links: list[tuple[str | None, str]], timeout: float) -> Non
         time.sleep(0.05)
 
 
-def link_settled(netns: str | None, name: str) -> bool:
-    """One look at a link for settle_addresses."""
+def _link_settled(netns: str | None, name: str) -> bool:
+    """One look at a link for _settle_addresses."""
     import socket
 
     where = f"in {netns}" if netns else "on the node"
 
     def look(ipr: Any) -> bool:
-        link = find_link(ipr, name)
+        link = _find_link(ipr, name)
         if link is None:
             raise InjectError(f"{name} is gone {where}", CODE_IO)
         spec = link.get_attr("IFLA_AF_SPEC")
         inet6 = spec.get_attr("AF_INET6") if spec else None  # none: IPv6 is off in the kernel
         wants_link_local = inet6 is not None and not (inet6.get_attr("IFLA_INET6_CONF") or {}).get(
-            "disable_ipv6") and inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") != IN6_ADDR_GEN_MODE_NONE
+            "disable_ipv6") and inet6.get_attr("IFLA_INET6_ADDR_GEN_MODE") != _IN6_ADDR_GEN_MODE_NONE
         has_link_local = False
         for a in ipr.get_addr(family=socket.AF_INET6, index=link["index"]):
             flags = a.get_attr("IFA_FLAGS") or a["flags"]
             address = f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-            if flags & IFA_F_DADFAILED:
+            if flags & _IFA_F_DADFAILED:
                 raise InjectError(f"{address} on {name} {where} is a duplicate address "
                                   "(duplicate address detection failed)", CODE_IO)
-            if flags & IFA_F_TENTATIVE:
+            if flags & _IFA_F_TENTATIVE:
                 return False
             has_link_local |= address.startswith("fe80:")
         return has_link_local or not wants_link_local
 
-    with netlink_step(f"reading the addresses of {name} {where}"):
-        return netlink(netns, look)
+    with _netlink_step(f"reading the addresses of {name} {where}"):
+        return _netlink(netns, look)
 
 
-def undo_veth(netns: str, ifname: str, host_ifname: str, cause: BaseException) -> NoReturn:
+def _undo_veth(netns: str, ifname: str, host_ifname: str, cause: BaseException) -> NoReturn:
     """Delete a half-made pair (never a pair we did not make), then raise."""
-    with signals_deferred():
+    with _signals_deferred():
         try:
-            pod_end, _, peer_index = veth_ends(netns, ifname, host_ifname)
+            pod_end, _, peer_index = _veth_ends(netns, ifname, host_ifname)
             if pod_end is not None and peer_index == pod_end["index"]:
                 delete_veth(netns, ifname, host_ifname)
             note = "the veth pair was removed"
         except InjectError as e:
             note = f"removing the veth pair failed: {e}"
-    log("Add veth failed", v=1, rollback=note)
-    raise undone(cause, note) from None
+    _log("Add veth failed", v=1, rollback=note)
+    raise _undone(cause, note) from None
 
 
-def find_link(ipr: Any, name: str) -> Any:
+def _find_link(ipr: Any, name: str) -> Any:
     """The RTM_NEWLINK message of interface `name`, or None."""
     indexes = ipr.link_lookup(ifname=name)
     return ipr.get_links(indexes[0])[0] if indexes else None
 
 
-def veth_ends(netns: str, ifname: str | None, host_ifname: str | None) -> tuple[Any, Any, int]:
+def _veth_ends(netns: str, ifname: str | None, host_ifname: str | None) -> tuple[Any, Any, int]:
     """(the link `ifname` in the netns, the link `host_ifname` on the node, the
     index in the netns of the node link's veth peer, 0 when it has none there);
     None for a link that is missing or not asked for."""
     pod_end = None
     if ifname and os.path.exists(netns):
-        with netlink_step(f"reading {ifname} in {netns}"):
-            pod_end = netlink(netns, lambda ipr: find_link(ipr, ifname))
+        with _netlink_step(f"reading {ifname} in {netns}"):
+            pod_end = _netlink(netns, lambda ipr: _find_link(ipr, ifname))
     if not host_ifname:
         return pod_end, None, 0
 
     def read_node_end(ipr: Any) -> tuple[Any, int | None]:
-        host_end = find_link(ipr, host_ifname)
-        if host_end is None or link_kind(host_end) != "veth" or not os.path.exists(netns):
+        host_end = _find_link(ipr, host_ifname)
+        if host_end is None or _link_kind(host_end) != "veth" or not os.path.exists(netns):
             return host_end, None
         # A peer's index means something only with the netns it is in: the
         # node's id for the pod's netns must be the one the link reports.
@@ -2137,8 +2298,8 @@ def veth_ends(netns: str, ifname: str | None, host_ifname: str | None) -> tuple[
         finally:
             os.close(fd)
 
-    with netlink_step(f"reading {host_ifname} on the node"):
-        host_end, nsid = netlink(None, read_node_end)
+    with _netlink_step(f"reading {host_ifname} on the node"):
+        host_end, nsid = _netlink(None, read_node_end)
     if host_end is None or nsid is None or host_end.get_attr("IFLA_LINK_NETNSID") != nsid:
         return pod_end, host_end, 0
     return pod_end, host_end, int(host_end.get_attr("IFLA_LINK") or 0)
@@ -2153,14 +2314,14 @@ def delete_veth(netns: str, ifname: str | None = None, host_ifname: str | None =
     if not ifname and not host_ifname:
         raise InjectError("delete_veth: name the interface, the node's end, or both",
                           CODE_INVALID_CONFIG)
-    pod_end, host_end, peer_index = veth_ends(netns, ifname, host_ifname)
+    pod_end, host_end, peer_index = _veth_ends(netns, ifname, host_ifname)
     if pod_end is None and host_end is None:
         names = " nor ".join(n for n in (f"{ifname} in {netns}" if ifname else "",
                                          f"{host_ifname} on the node" if host_ifname else "") if n)
         raise InjectError(f"no interface {names}", CODE_UNKNOWN_CONTAINER)
     for end, name in ((pod_end, ifname), (host_end, host_ifname)):
-        if end is not None and link_kind(end) != "veth":
-            raise InjectError(f"{name} is a {link_kind(end) or 'device'} link, not a veth: "
+        if end is not None and _link_kind(end) != "veth":
+            raise InjectError(f"{name} is a {_link_kind(end) or 'device'} link, not a veth: "
                               "not deleting it", CODE_INVALID_CONFIG)
     if ifname and host_ifname and not (pod_end is not None and peer_index == pod_end["index"]):
         raise InjectError(f"{ifname} in {netns} and {host_ifname} on the node are not the two "
@@ -2170,16 +2331,16 @@ def delete_veth(netns: str, ifname: str | None = None, host_ifname: str | None =
         if not peer_index:
             raise InjectError(f"the peer of {host_ifname} is not in {netns}: not deleting it",
                               CODE_INVALID_CONFIG)
-        delete_link(None, host_ifname)
+        _delete_link(None, host_ifname)
     else:
-        if not host_ifname and not peer_on_node(netns, pod_end):
+        if not host_ifname and not _peer_on_node(netns, pod_end):
             raise InjectError(f"the peer of {ifname} in {netns} is not on the node: not deleting it",
                               CODE_INVALID_CONFIG)
-        delete_link(netns, ifname)
-    log("Veth deleted", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
+        _delete_link(netns, ifname)
+    _log("Veth deleted", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
 
 
-def peer_on_node(netns: str, link: Any) -> bool:
+def _peer_on_node(netns: str, link: Any) -> bool:
     """Whether the veth peer of `link`, in the netns at `netns`, is in the node's netns."""
     peer_nsid = link.get_attr("IFLA_LINK_NETNSID")
     if peer_nsid is None:  # the peer is in the same netns
@@ -2187,28 +2348,32 @@ def peer_on_node(netns: str, link: Any) -> bool:
     # /proc/self is the main thread, which never leaves the node's netns.
     fd = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
     try:
-        with netlink_step(f"reading the id of the node's netns in {netns}"):
-            node_nsid = netlink(netns, lambda ipr: ipr.get_netnsid(fd=fd)["nsid"])
+        with _netlink_step(f"reading the id of the node's netns in {netns}"):
+            node_nsid = _netlink(netns, lambda ipr: ipr.get_netnsid(fd=fd)["nsid"])
     finally:
         os.close(fd)
     return bool(node_nsid >= 0 and node_nsid == peer_nsid)
 
 
-def delete_link(netns: str | None, name: str) -> None:
-    with netlink_step(f"deleting {name} {f'in {netns}' if netns else 'on the node'}"):
-        netlink(netns, lambda ipr: ipr.link("del", ifname=name))
+def _delete_link(netns: str | None, name: str) -> None:
+    with _netlink_step(f"deleting {name} {f'in {netns}' if netns else 'on the node'}"):
+        _netlink(netns, lambda ipr: ipr.link("del", ifname=name))
 
 
 # ---- CLI ----------------------------------------------------------------
+# Each subcommand is one entry, in _cni_subcommands or _node_subcommands: its
+# flags and, by set_defaults(run=...), the function that runs it (as the
+# original's map of commands). Adding a subcommand touches that entry and its
+# run function only.
 
 
-class UsageError(Exception):
+class _UsageError(Exception):
     """A command line that cannot be run as given (exit code 2)."""
 
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        raise UsageError(message)
+        raise _UsageError(message)
 
 
 def _global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
@@ -2225,22 +2390,40 @@ def _global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
                         help="limit for runtime calls and for each plugin (default 10)")
     parser.add_argument("-cni-path", "--cni-path", default=d(None), metavar="DIRS",
                         help="plugin dirs, ':'-separated (default: $CNI_PATH, else "
-                             + ":".join(DEFAULT_CNI_PATH) + ")")
-    parser.add_argument("-cache-dir", "--cache-dir", default=d(DEFAULT_CACHE_DIR), metavar="DIR",
+                             + ":".join(_DEFAULT_CNI_PATH) + ")")
+    parser.add_argument("-cache-dir", "--cache-dir", default=d(_DEFAULT_CACHE_DIR), metavar="DIR",
                         help="libcni's cache dir: results in its results/, as a runtime's "
-                             f"(default {DEFAULT_CACHE_DIR})")
+                             f"(default {_DEFAULT_CACHE_DIR})")
+
+
+def _namespace_flag(parser: argparse.ArgumentParser, listing: bool) -> None:
+    """-ns, one value everywhere: a namespace, or None for every namespace.
+    Listings (pods, list) show every namespace unless -ns is given, as
+    `crictl pods`; commands on a pod default to "default", as kubectl."""
+    if listing:
+        parser.add_argument("-ns", "--ns", default=None, metavar="NAMESPACE",
+                            help="only this namespace (default: every namespace)")
+    else:
+        parser.add_argument("-ns", "--ns", default="default", metavar="NAMESPACE",
+                            help="the pod's namespace (default: default)")
 
 
 def _pod_flags(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("-ns", "--ns", default="default", help="the pod's namespace (default: default)")
+    """The pods of netns, add, del and check: one, several, or selected by labels."""
+    _namespace_flag(parser, listing=False)
     parser.add_argument("-pod", "--pod", action="append", metavar="POD",
                         help="the pod's name; repeat it for several pods")
     parser.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
                         help="all ready pods with these labels, as kubectl's -l app=alpine")
     parser.add_argument("-A", "-all-namespaces", "--all-namespaces", action="store_true",
-                        help="pods of every namespace (with -l or -pod)")
+                        help="pods of every namespace, instead of -ns (with -l or -pod)")
     parser.add_argument("-parallel", "--parallel", type=int, default=8, metavar="N",
                         help="pods worked on at once with several pods (default 8)")
+
+
+def _one_pod_flags(parser: argparse.ArgumentParser) -> None:
+    _namespace_flag(parser, listing=False)
+    parser.add_argument("-pod", "--pod", required=True, help="the pod's name")
 
 
 def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
@@ -2248,43 +2431,14 @@ def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> N
                         help="CNI network: a plugin conf or a conflist, or a Multus "
                              "NetworkAttachmentDefinition (JSON or YAML) holding one; - reads stdin"
                              + ("" if spec_required else " (default: the cached one)"))
-    _interface_flag(parser)
+    parser.add_argument("-interface", "--interface", default="net1",
+                        help="name in the pod (default net1)")
     parser.add_argument("-containerid", "--containerid", default="", metavar="ID",
                         help="CNI container ID (default: the netns file's name)")
     parser.add_argument("-args", "--args", default="", metavar="K=V;K=V",
                         help="extra CNI_ARGS, after kubelet's")
     parser.add_argument("-capability-args", "--capability-args", default="", metavar="JSON",
                         help='runtimeConfig for plugins that declare them, e.g. {"mac": "..."}')
-
-
-def _interface_flag(parser: argparse.ArgumentParser, default: str | None = "net1") -> None:
-    parser.add_argument("-interface", "--interface", default=default, help="name in the pod (default net1)")
-
-
-def _netlink_commands(command: Callable[[str, str], argparse.ArgumentParser]) -> None:
-    """pods, links, veth: the node's view of pods and veths, without CNI."""
-    sub = command("pods", "list the pods on this node as the runtime sees them")
-    sub.add_argument("-ns", "--ns", default=None, help="only this namespace (default: every one)")
-    sub.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
-                     help="only pods with these labels, as kubectl's -l app=alpine,tier=web")
-    _output_flag(sub)
-    links = command("links", "show the pod's interfaces (as ip -br addr inside it), read from the node")
-    veth = command("veth", "add a veth pair between the node and the pod (or -delete it); "
-                           "prints what it made")
-    for sub in (links, veth):
-        sub.add_argument("-ns", "--ns", default="default", help="the pod's namespace (default: default)")
-        sub.add_argument("-pod", "--pod", required=True, help="the pod's name")
-    _output_flag(links)
-    _interface_flag(veth, default=None)  # -delete tells a name given from none
-    veth.add_argument("-host-interface", "--host-interface", default="", metavar="NAME",
-                      help="name on the node (default: veth + 8 hex digits from the sandbox and -interface)")
-    veth.add_argument("-address", "--address", action="append", metavar="CIDR",
-                      help="address of the pod's end; repeat it for more")
-    veth.add_argument("-host-address", "--host-address", action="append", metavar="CIDR",
-                      help="address of the node's end; repeat it for more")
-    veth.add_argument("-mtu", "--mtu", type=int, metavar="N", help="MTU of both ends (default: the kernel's)")
-    veth.add_argument("-delete", "--delete", action="store_true",
-                      help="delete the pair of -interface, or of -host-interface, or of both, instead")
 
 
 def _output_flag(parser: argparse.ArgumentParser, network_status: bool = False) -> None:
@@ -2294,147 +2448,214 @@ def _output_flag(parser: argparse.ArgumentParser, network_status: bool = False) 
                                                             "(with -ns and -pod)" if more else ""))
 
 
-POD_COMMANDS = {
-    "netns": "print the pod's network namespace path",
-    "add": "add an interface with CNI; prints the result",
-    "del": "delete an interface with CNI (also after the pod is gone)",
-    "check": "check an interface with CNI",
-}
+def _veth_flags(parser: argparse.ArgumentParser) -> None:
+    # No default for -interface: -delete tells a name given from none (net1 otherwise).
+    parser.add_argument("-interface", "--interface", default=None,
+                        help="name in the pod (default net1; with -delete and -host-interface, "
+                             "found from the node's end)")
+    parser.add_argument("-host-interface", "--host-interface", default="", metavar="NAME",
+                        help="name on the node (default: veth + 8 hex digits from the sandbox "
+                             "and -interface)")
+    parser.add_argument("-address", "--address", action="append", metavar="CIDR",
+                        help="address of the pod's end; repeat it for more")
+    parser.add_argument("-host-address", "--host-address", action="append", metavar="CIDR",
+                        help="address of the node's end; repeat it for more")
+    parser.add_argument("-mtu", "--mtu", type=int, metavar="N",
+                        help="MTU of both ends (default: the kernel's)")
+    parser.add_argument("-delete", "--delete", action="store_true",
+                        help="delete the pair of -interface, or of -host-interface, or of both, instead")
 
 
-def build_parser() -> argparse.ArgumentParser:
+# A subcommand's run function: prints its output, returns the exit code, raises errors.
+_Run = Callable[[argparse.Namespace, Node], int]
+
+
+@dataclass
+class _PodWork:
+    """What one of netns/add/del/check does for one pod (returning what to
+    print), and the network of its -spec, read once for every pod."""
+
+    one: Callable[[str, str], Any]
+    network: NetworkConfig | None = None
+
+
+def _build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="if-inject", allow_abbrev=False,
-                     description="Inject interfaces into, and remove them from, running pods.")
+                     description="Inject interfaces into, and remove them from, running pods. "
+                                 "-ns: commands on a pod default to namespace default; listings "
+                                 "(pods, list) show every namespace unless -ns is given.")
     parser.add_argument("-version", "--version", action="store_true", help="print the version")
     _global_flags(parser, None)
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
 
-    def command(name: str, text: str) -> argparse.ArgumentParser:
+    def command(name: str, text: str, run: _Run) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
         _global_flags(sub, argparse.SUPPRESS)
+        sub.set_defaults(run=run)
         return sub
 
-    for name, text in POD_COMMANDS.items():
-        sub = command(name, text)
-        _pod_flags(sub)
-        if name != "netns":
-            _cni_flags(sub, spec_required=name != "del")
-        if name == "add":
-            sub.add_argument("-o", "-output", "--output", choices=("json", "network-status"), default="json",
-                             help="the CNI result (default), or the entry Multus would put in the pod's "
-                                  "k8s.v1.cni.cncf.io/network-status")
-    sub = command("list", "list the attachments if-inject made, with their pods' state")
-    sub.add_argument("-ns", "--ns", default="", help="only this namespace")
-    sub.add_argument("-pod", "--pod", default="", help="only this pod")
-    _output_flag(sub, network_status=True)
-    sub = command("gc", "delete the attachments of pods that are gone")
-    sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
-    _netlink_commands(command)
+    _cni_subcommands(command)
+    _node_subcommands(command)
     parser.set_defaults(subcommands=list(commands.choices))
     return parser
 
 
+# command(name, help, run function) -> the subcommand's parser, for its flags.
+_Command = Callable[[str, str, _Run], argparse.ArgumentParser]
+
+
+def _cni_subcommands(command: _Command) -> None:
+    """netns, add, del, check: one entry each, in the order --help lists them."""
+    _pod_flags(command("netns", "print the pod's network namespace path", _on_pods(_netns_work)))
+
+    sub = command("add", "add an interface with CNI; prints the result", _on_pods(_add_work))
+    _pod_flags(sub)
+    _cni_flags(sub)
+    sub.add_argument("-o", "-output", "--output", choices=("json", "network-status"), default="json",
+                     help="the CNI result (default), or the entry Multus would put in the pod's "
+                          "k8s.v1.cni.cncf.io/network-status")
+
+    sub = command("del", "delete an interface with CNI (also after the pod is gone)", _on_pods(_del_work))
+    _pod_flags(sub)
+    _cni_flags(sub, spec_required=False)
+
+    sub = command("check", "check an interface with CNI", _on_pods(_check_work))
+    _pod_flags(sub)
+    _cni_flags(sub)
+
+
+def _node_subcommands(command: _Command) -> None:
+    """list, gc, pods, links, veth: one entry each, in the order --help lists them."""
+    sub = command("list", "list the attachments if-inject made, with their pods' state", _run_list)
+    _namespace_flag(sub, listing=True)
+    sub.add_argument("-pod", "--pod", default=None, help="only this pod")
+    _output_flag(sub, network_status=True)
+
+    sub = command("gc", "delete the attachments of pods that are gone", _run_gc)
+    sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
+
+    sub = command("pods", "list the pods on this node as the runtime sees them", _run_pods)
+    _namespace_flag(sub, listing=True)
+    sub.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
+                     help="only pods with these labels, as kubectl's -l app=alpine,tier=web")
+    _output_flag(sub)
+
+    sub = command("links", "show the pod's interfaces (as ip -br addr inside it), read from the node",
+                  _run_links)
+    _one_pod_flags(sub)
+    _output_flag(sub)
+
+    sub = command("veth", "add a veth pair between the node and the pod (or -delete it); "
+                          "prints what it made", _run_veth)
+    _one_pod_flags(sub)
+    _veth_flags(sub)
+
+
 def _search_path(flag: str | None) -> list[str]:
     text = flag or os.environ.get("CNI_PATH", "")
-    return [d for d in text.split(":") if d] or list(DEFAULT_CNI_PATH)
+    return [d for d in text.split(":") if d] or list(_DEFAULT_CNI_PATH)
+
+
+def _usage(check: Callable[[], _T]) -> _T:
+    """check(), with a bad input it finds reported as a usage error (exit code 2)."""
+    try:
+        return check()
+    except InjectError as e:
+        raise _UsageError(str(e)) from None
 
 
 def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
     """-interface, -containerid, -args, -capability-args, validated before anything runs."""
-    try:
-        validate_attachment(Attachment(args.containerid or "x", "", args.interface))
-        pairs = parse_cni_args(args.args)
-    except InjectError as e:
-        raise UsageError(str(e)) from None
+    _usage(lambda: _validate_ifname(args.interface))
+    if args.containerid:
+        _usage(lambda: _validate_container_id(args.containerid))
+    pairs = _usage(lambda: _parse_cni_args(args.args))
     capability_args: Any = {}
     if args.capability_args:
         try:
             capability_args = json.loads(args.capability_args)
         except ValueError as e:
-            raise UsageError(f"-capability-args is not JSON: {e}") from None
+            raise _UsageError(f"-capability-args is not JSON: {e}") from None
         if not isinstance(capability_args, dict):
-            raise UsageError("-capability-args must be a JSON object")
+            raise _UsageError("-capability-args must be a JSON object")
     return {"container_id": args.containerid, "args": pairs, "capability_args": capability_args}
 
 
-def _pod_work(args: argparse.Namespace, node: Node) -> tuple[Callable[[str, str], Any], NetworkConfig | None]:
-    """What netns/add/del/check do for one pod (returning what to print), and
-    the network of -spec, read once for every pod (`-spec -` reads stdin)."""
-    if args.command == "netns":
-        return lambda ns, pod: node.pod(ns, pod).netns, None
+def _netns_work(args: argparse.Namespace, node: Node) -> _PodWork:
+    return _PodWork(lambda ns, pod: node.pod(ns, pod).netns)
+
+
+def _add_work(args: argparse.Namespace, node: Node) -> _PodWork:
+    options = _attachment_options(args)
+    network = load_network(args.spec)
+
+    def add_one(ns: str, pod: str) -> Any:
+        result = node.add(ns, pod, network, args.interface, **options)
+        if args.output == "network-status":
+            return network_status(result, network.status_name(ns), args.interface)
+        return result
+    return _PodWork(add_one, network)
+
+
+def _del_work(args: argparse.Namespace, node: Node) -> _PodWork:
     options = _attachment_options(args)
     network = load_network(args.spec) if args.spec else None
-    if args.command == "del":
-        def delete_one(ns: str, pod: str) -> None:
-            node.delete(ns, pod, network, args.interface, **options)
-        return delete_one, network
-    assert network is not None
-    if args.command == "check":
-        return lambda ns, pod: node.check(ns, pod, network, args.interface, **options), network
-    if args.output == "network-status":
-        return lambda ns, pod: network_status(node.add(ns, pod, network, args.interface, **options),
-                                              network.status_name(ns), args.interface), network
-    return lambda ns, pod: node.add(ns, pod, network, args.interface, **options), network
+
+    def delete_one(ns: str, pod: str) -> None:
+        node.delete(ns, pod, network, args.interface, **options)
+    return _PodWork(delete_one, network)
 
 
-def run_pod_command(args: argparse.Namespace, node: Node) -> int:
+def _check_work(args: argparse.Namespace, node: Node) -> _PodWork:
+    options = _attachment_options(args)
+    network = load_network(args.spec)
+    return _PodWork(lambda ns, pod: node.check(ns, pod, network, args.interface, **options), network)
+
+
+def _on_pods(make_work: Callable[[argparse.Namespace, Node], _PodWork]) -> _Run:
+    """The run function of a command on pods (netns, add, del, check)."""
+    return lambda args, node: _run_pod_command(args, node, make_work)
+
+
+def _run_pod_command(args: argparse.Namespace, node: Node,
+                     make_work: Callable[[argparse.Namespace, Node], _PodWork]) -> int:
     """netns/add/del/check on one pod (plain output) or on several (JSON lines)."""
     if not (args.pod or args.selector or args.all_namespaces):
-        raise UsageError("the following arguments are required: -pod (or -l, -A)")
-    if getattr(args, "containerid", "") and (args.selector or args.all_namespaces or len(args.pod) > 1):
-        raise UsageError("-containerid goes with a single pod")
-    try:
-        selector = parse_selector(args.selector)
-    except InjectError as e:
-        raise UsageError(str(e)) from None
-    work, network = _pod_work(args, node)
-    if not (args.selector or args.all_namespaces or len(args.pod) > 1):
-        output = work(args.ns, args.pod[0])
+        raise _UsageError("the following arguments are required: -pod (or -l, -A)")
+    several = bool(args.selector or args.all_namespaces or len(args.pod) > 1)
+    if getattr(args, "containerid", "") and several:
+        raise _UsageError("-containerid goes with a single pod")
+    selector = _usage(lambda: _parse_selector(args.selector))
+    work = make_work(args, node)
+    if not several:
+        output = work.one(args.ns, args.pod[0])
         if output is not None:
             print(output if isinstance(output, str) else json.dumps(output, indent=4))
         return 0
-    pods = select_pods(node.client, None if args.all_namespaces else args.ns, args.pod, selector)
+    pods = _select_pods(node.client, None if args.all_namespaces else args.ns, args.pod, selector)
+    return _run_batch(pods, work, args.parallel)
+
+
+def _run_batch(pods: list[tuple[str, str]], work: _PodWork, parallel: int) -> int:
+    """One JSON line per pod, a progress line on a terminal; exit code 1 if any pod failed."""
     failed = not_started = 0
-    for done, (ns, pod, outcome) in enumerate(for_each_pod(pods, work, args.parallel), 1):
+    network = work.network
+    for done, (ns, pod, outcome) in enumerate(for_each_pod(pods, work.one, parallel), 1):
         line: dict[str, Any] = {"namespace": ns, "pod": pod}
         if network is not None and network.nad_name:
             line["netAttachDef"] = network.status_name(ns)
         if isinstance(outcome, InjectError):
             failed += 1
-            not_started += outcome.msg.startswith(NOT_STARTED)
+            not_started += outcome.msg.startswith(_NOT_STARTED)
             line["error"] = str(outcome)
         else:
             line["result"] = outcome
         print(json.dumps(line), flush=True)
         if sys.stderr.isatty():
             sys.stderr.write(f"\r{done}/{len(pods)} pods, {failed} failed" + "\n" * (done == len(pods)))
-    if interrupted():
-        raise InjectError(f"interrupted by {interrupted()}: the pods under way were finished, "
+    if _interrupted():
+        raise InjectError(f"interrupted by {_interrupted()}: the pods under way were finished, "
                           f"{not_started} of {len(pods)} not started", CODE_TRY_AGAIN_LATER)
-    return 1 if failed else 0
-
-
-def run_list(args: argparse.Namespace, node: Node) -> int:
-    if args.output == "network-status":
-        if not (args.ns and args.pod):
-            raise UsageError("-o network-status lists one pod's attachments: give -ns and -pod")
-        print(json.dumps(pod_network_status(node, args.ns, args.pod), indent=4))
-        return 0
-    rows = attachments(node, args.ns or None, args.pod or None)
-    if args.output == "json":
-        print(json.dumps(rows, indent=4))
-        return 0
-    _print_table(("NAMESPACE", "POD", "INTERFACE", "NETWORK", "ADDRESSES", "SANDBOX", "STATE"),
-                 [(r["namespace"], r["pod"], r["interface"], r["network"], ",".join(r["addresses"]) or "-",
-                   r["sandboxId"][:13] or "-", "stale" if r["stale"] else r["sandboxState"]) for r in rows])
-    return 0
-
-
-def run_gc(args: argparse.Namespace, node: Node) -> int:
-    failed = 0
-    for record in gc(node, args.dry_run):
-        failed += record["action"] == "failed"
-        print(json.dumps(record), flush=True)
     return 1 if failed else 0
 
 
@@ -2445,15 +2666,35 @@ def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
 
 
-def run_pods(args: argparse.Namespace, node: Node) -> int:
-    try:
-        selector = parse_selector(args.selector)
-    except InjectError as e:
-        raise UsageError(str(e)) from None
-    pods = list_pods(node.client, args.ns, selector)
+def _run_list(args: argparse.Namespace, node: Node) -> int:
+    if args.output == "network-status":
+        if not (args.ns and args.pod):
+            raise _UsageError("-o network-status lists one pod's attachments: give -ns and -pod")
+        print(json.dumps(pod_network_status(node, args.ns, args.pod), indent=4))
+        return 0
+    found = attachments(node, args.ns or None, args.pod or None)
+    if args.output == "json":
+        print(json.dumps([a.json() for a in found], indent=4))
+        return 0
+    _print_table(("NAMESPACE", "POD", "INTERFACE", "NETWORK", "ADDRESSES", "SANDBOX", "STATE"),
+                 [(a.namespace, a.pod, a.interface, a.network, ",".join(a.addresses) or "-",
+                   a.sandbox_id[:13] or "-", "stale" if a.stale else a.sandbox_state) for a in found])
+    return 0
+
+
+def _run_gc(args: argparse.Namespace, node: Node) -> int:
+    failed = 0
+    for record in gc(node, args.dry_run):
+        failed += record["action"] == "failed"
+        print(json.dumps(record), flush=True)
+    return 1 if failed else 0
+
+
+def _run_pods(args: argparse.Namespace, node: Node) -> int:
+    pods = _list_pods(node.client, args.ns, _usage(lambda: _parse_selector(args.selector)))
     if args.output == "json":
         print(json.dumps([{"namespace": p.namespace, "name": p.name, "uid": p.uid,
-                           "sandbox_id": p.sandbox_id, "state": "READY" if p.ready else "NOTREADY",
+                           "sandboxId": p.sandbox_id, "state": "READY" if p.ready else "NOTREADY",
                            "network": p.network_mode, "netns": p.netns, "labels": p.labels}
                           for p in pods], indent=4))
         return 0
@@ -2463,90 +2704,79 @@ def run_pods(args: argparse.Namespace, node: Node) -> int:
     return 0
 
 
-def run_links(args: argparse.Namespace, node: Node) -> int:
+def _run_links(args: argparse.Namespace, node: Node) -> int:
     links = pod_links(node.pod(args.ns, args.pod).netns)
     if args.output == "json":
-        print(json.dumps(links, indent=4))
+        print(json.dumps([link.json() for link in links], indent=4))
         return 0
     _print_table(("NAME", "STATE", "MAC", "MTU", "ADDRESSES"),
-                 [(link["name"] + (f"@{link['link']}" if link["link"] else ""), link["state"],
-                   link["mac"], str(link["mtu"]), " ".join(link["addresses"])) for link in links])
+                 [(link.name + (f"@{link.link}" if link.link else ""), link.state,
+                   link.mac, str(link.mtu), " ".join(link.addresses)) for link in links])
     return 0
 
 
-def run_veth(args: argparse.Namespace, node: Node) -> int:
+def _run_veth(args: argparse.Namespace, node: Node) -> int:
     """veth: the README's manual injection (ip link add ... veth) in one command."""
-    try:
+    def check_names() -> None:
         for name in filter(None, (args.interface, args.host_interface)):
-            check_ifname(name)
-        parse_cidrs((args.address or []) + (args.host_address or []))
-    except InjectError as e:
-        raise UsageError(str(e)) from None
+            _validate_ifname(name)
+    _usage(check_names)
+    pod_cidrs = _usage(lambda: _parse_cidrs(args.address))
+    host_cidrs = _usage(lambda: _parse_cidrs(args.host_address))
     if args.delete and (args.address or args.host_address or args.mtu):
-        raise UsageError("-delete takes no -address, -host-address or -mtu")
+        raise _UsageError("-delete takes no -address, -host-address or -mtu")
     pod = node.pod(args.ns, args.pod)
     # -delete with -host-interface alone finds the pod end from the node end.
     ifname = args.interface or ("" if args.delete and args.host_interface else "net1")
-    host_ifname = args.host_interface or ("" if args.delete else host_veth_name(pod.sandbox_id, ifname))
+    host_ifname = args.host_interface or ("" if args.delete else _host_veth_name(pod.sandbox_id, ifname))
     # The lock of a CNI add/del on the same interface: they must not overlap.
-    with attachment_lock(node.cni.cache_dir, default_container_id(pod), ifname or "net1", node.timeout):
+    with _attachment_lock(node.cni.cache_dir, _default_container_id(pod), ifname or "net1", node.timeout):
         try:
             if args.delete:
                 delete_veth(pod.netns, ifname, host_ifname)
                 return 0
-            made = add_veth(pod.netns, ifname, host_ifname, args.address,
-                            args.host_address, args.mtu, node.timeout)
+            made = _make_veth(pod.netns, ifname, host_ifname, pod_cidrs, host_cidrs, args.mtu, node.timeout)
         except InjectError as e:
             raise InjectError(f"pod {pod.namespace}/{pod.name}: {e.msg}", e.code, e.details) from None
-    print(json.dumps({"pod": f"{pod.namespace}/{pod.name}", **made}, indent=4))
+    print(json.dumps({"pod": f"{pod.namespace}/{pod.name}", **made.json()}, indent=4))
     return 0
-
-
-def run_command(args: argparse.Namespace, node: Node) -> int:
-    """Run one parsed subcommand; prints its output; errors are raised."""
-    if args.command in POD_COMMANDS:
-        return run_pod_command(args, node)
-    return {"list": run_list, "gc": run_gc, "pods": run_pods, "links": run_links,
-            "veth": run_veth}[args.command](args, node)
 
 
 def main(argv: list[str] | None = None) -> int:
     """The if-inject command; returns the exit code (0 ok, 1 failed, 2 usage)."""
-    global log_verbosity
+    global _log_verbosity
 
-    if (sys.argv[1:] if argv is None else argv) in (["-version"], ["--version"]):  # see the top
-        print(__version__)
-        return 0
+    if _only_version(sys.argv[1:] if argv is None else argv):  # before the parser is built
+        return _print_version()
     try:
-        args = build_parser().parse_args(argv)
-    except UsageError as e:
-        log_error("Invalid command line", e)
+        args = _build_parser().parse_args(argv)
+    except _UsageError as e:
+        _log_error("Invalid command line", e)
         return 2
     if args.version:
-        print(__version__)
-        return 0
+        return _print_version()
     if not args.command:
         print("Subcommands:", *args.subcommands, sep="\n   ", file=sys.stderr)
         return 2
-    log_verbosity = args.loglevel
-    log("Start", v=1, version=__version__, command=args.command)
+    _log_verbosity = args.loglevel
+    _log("Start", v=1, version=__version__, command=args.command)
     _signals.install()  # SIGINT, SIGTERM, SIGHUP: an ADD under way is rolled back
     node = Node(args.endpoint, args.timeout, _search_path(args.cni_path), args.cache_dir)
     try:
-        code = run_command(args, node)
+        code: int = args.run(args, node)
         sys.stdout.flush()  # a closed stdout shows here, not at exit
         return code
-    except UsageError as e:
-        log_error("Invalid command line", e)
+    except _UsageError as e:
+        _log_error("Invalid command line", e)
         return 2
     except InjectError as e:
-        log_error(f"{args.command} failed", e, code=e.code)
+        _log_error(f"{args.command} failed", e, code=e.code)
         return 1
     except KeyboardInterrupt as e:
-        log_error(f"{args.command} failed", f"interrupted by {e}" if e.args else "interrupted")
+        _log_error(f"{args.command} failed", f"interrupted by {e}" if e.args else "interrupted")
         return 1
     except BrokenPipeError:
-        log_error(f"{args.command} failed", _stdout_closed(args.command), code=CODE_IO)
+        _log_error(f"{args.command} failed", _stdout_closed(args.command), code=CODE_IO)
         return 1
     finally:
         node.close()
@@ -2566,34 +2796,10 @@ def _stdout_closed(command: str) -> str:
     return f"stdout was closed (broken pipe): the output was not fully written{done}"
 
 
-def exit_now(code: int) -> NoReturn:
-    """End the command without the interpreter's teardown, which takes ~13 ms
-    once grpc and protobuf are loaded (a tenth of a netns call). By now the
-    work is done: plugins reaped, locks released, the channel closed; only
-    the output buffers are left. Anything else still running (a thread that
-    is not a daemon) gets the normal exit, which waits for it."""
-    import threading
-
-    others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
-    try:
-        sys.stdout.flush()
-        sys.stderr.flush()
-    except OSError:  # a closed pipe (`| head`): the normal exit reports it
-        others.append(threading.current_thread())
-    if others:
-        sys.exit(code)
-    os._exit(code)
-
-
 def cli() -> NoReturn:
-    """The `if-inject` program: main() in a process of its own, tuned for a
-    short life. Importing grpc and protobuf allocates much and frees little:
-    at its default pace (every 700 allocations) the cyclic GC rescans it all,
-    2-4 ms of a call; every 100k will do. Then exit_now()."""
-    import gc
-
-    gc.set_threshold(100_000)
-    exit_now(main())
+    """The `if-inject` program: main() in a short-lived process (see the speed tricks at the top)."""
+    _tune_gc()
+    _exit_now(main())
 
 
 if __name__ == "__main__":

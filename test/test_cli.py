@@ -359,7 +359,7 @@ def test_batch_with_a_failing_pod(inject: Tool, lab: Any, make_pod: Callable[...
 def test_list_and_gc_release_exactly_the_stale(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
     # The default cache dir, where containerd keeps its own entries (eth0, lo): gc must leave them.
     # (A runtime in a Debian root keeps them in its root: the node's dir has none of them.)
-    inject.cache = Path(ii.DEFAULT_CACHE_DIR)
+    inject.cache = Path(ii._DEFAULT_CACHE_DIR)
     live, gone, stopped = make_pod(), make_pod(), make_pod()
     for pod in (live, gone, stopped):
         assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0

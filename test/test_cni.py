@@ -167,7 +167,7 @@ def assert_nothing_left(cni: ii.CNI, ns: str, tmp_path: Path, links_before: set[
     assert leases(tmp_path) == []
     assert node_links() == links_before
     assert "net1" not in ns_ip(ns, "-o", "link")
-    results = ii.results_dir(cni.cache_dir)
+    results = ii._results_dir(cni.cache_dir)
     assert not os.path.exists(results) or os.listdir(results) == []
 
 
@@ -244,9 +244,9 @@ except ii.InjectError as e:
 def test_corrupt_cache_never_blocks_del(cni: ii.CNI, ns: str, tmp_path: Path, content: bytes) -> None:
     net, att = network(tmp_path, ptp()), attachment(ns)
     cni.add(net, att)
-    Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1")).write_bytes(content)
+    Path(ii._cache_file(cni.cache_dir, "iitnet", ns, "net1")).write_bytes(content)
     cni.delete(net, att)
-    assert leases(tmp_path) == [] and os.listdir(ii.results_dir(cni.cache_dir)) == []
+    assert leases(tmp_path) == [] and os.listdir(ii._results_dir(cni.cache_dir)) == []
     assert "net1" not in ns_ip(ns, "-o", "link")
 
 
@@ -265,13 +265,13 @@ def test_cache_written_by_libcni_is_read(cni: ii.CNI, ns: str, tmp_path: Path) -
     """An entry without our mark (as containerd writes) still gives DEL its prevResult."""
     net, att = network(tmp_path, ptp()), attachment(ns)
     result = cni.add(net, att)
-    path = Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1"))
+    path = Path(ii._cache_file(cni.cache_dir, "iitnet", ns, "net1"))
     entry = json.loads(path.read_text())
-    del entry[ii.CACHE_MARK]
+    del entry[ii._CACHE_MARK]
     path.write_text(json.dumps(entry))
-    cached = ii.read_cache(str(path))
+    cached = ii._read_cache(str(path))
     assert cached is not None and cached["result"] == result
-    assert ii.cached_attachments(cni.cache_dir) == []  # not ours: gc and list leave it alone
+    assert ii._cached_attachments(cni.cache_dir) == []  # not ours: gc and list leave it alone
     cni.delete(net, att)
     assert leases(tmp_path) == [] and not path.exists()
 
@@ -314,7 +314,7 @@ def test_cached_result_follows_the_networks_version(cni: ii.CNI, ns: str, tmp_pa
     assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
 
     cni.add(later, att)
-    path = Path(ii.cache_file(cni.cache_dir, "iitnet", ns, "net1"))
+    path = Path(ii._cache_file(cni.cache_dir, "iitnet", ns, "net1"))
     entry = json.loads(path.read_text())
     path.write_text(json.dumps(dict(entry, result=dict(entry["result"], cniVersion="0.5.0"))))
     with pytest.raises(ii.InjectError, match=r"^cached result .*: cannot convert a CNI 0\.5\.0 result to "

@@ -313,16 +313,16 @@ def test_plugins_get_the_users_environment(monkeypatch: pytest.MonkeyPatch, tmp_
     monkeypatch.setenv("_PYI_APPLICATION_HOME_DIR", str(tmp_path))
     monkeypatch.setenv("_PYI_PARENT_PROCESS_LEVEL", "0")
     monkeypatch.setenv("LD_LIBRARY_PATH", f"{tmp_path}:/opt/mine")
-    env = if_inject.plugin_env("ADD", att, ["/opt/cni/bin"])
+    env = if_inject._plugin_env("ADD", att, ["/opt/cni/bin"])
     assert env["LD_LIBRARY_PATH"] == "/opt/mine" and not [k for k in env if k.startswith("_PYI")]
     monkeypatch.setenv("LD_LIBRARY_PATH", str(tmp_path))
-    assert "LD_LIBRARY_PATH" not in if_inject.plugin_env("ADD", att, [])
+    assert "LD_LIBRARY_PATH" not in if_inject._plugin_env("ADD", att, [])
     monkeypatch.setenv("LD_LIBRARY_PATH_ORIG", "/opt/yours")  # the user's, saved by the bootloader
-    env = if_inject.plugin_env("DEL", att, [])
+    env = if_inject._plugin_env("DEL", att, [])
     assert env["LD_LIBRARY_PATH"] == "/opt/yours" and "LD_LIBRARY_PATH_ORIG" not in env
     monkeypatch.delattr(sys, "_MEIPASS")  # the pip-installed command: as it is
     monkeypatch.delenv("LD_LIBRARY_PATH_ORIG")
-    assert if_inject.plugin_env("DEL", att, [])["LD_LIBRARY_PATH"] == str(tmp_path)
+    assert if_inject._plugin_env("DEL", att, [])["LD_LIBRARY_PATH"] == str(tmp_path)
 
 
 def test_first_runs_at_once_unpack_once(exe: Exe, empty_path: str, cache: Path) -> None:

@@ -43,11 +43,11 @@ LAB_IMAGE = ("only the fake has runtimeSpec.process.env", "only the fake has run
 
 def answers(endpoint: str, sandbox_id: str) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(Version, ListPodSandbox item, PodSandboxStatus status, verbose info) as the tool reads them."""
-    with if_inject.RuntimeClient(endpoint, timeout=10) as client:
+    with if_inject._RuntimeClient(endpoint, timeout=10) as client:
         m = client.messages
         request = m["ListPodSandboxRequest"](filter=m["PodSandboxFilter"](id=sandbox_id))
         (item,) = client.call("ListPodSandbox", request).items
-        status, info = if_inject.sandbox_info(client, sandbox_id)
+        status, info = if_inject._sandbox_info(client, sandbox_id)
         return client.version, item, status, info
 
 
@@ -88,7 +88,7 @@ def test_the_fake_answers_as_the_real_runtime(kind: str, lab: Lab, make_pod: Cal
     if kind != "hostNetwork":
         netns = spec_netns(real_info)
         assert netns_locations(fake_info, netns) == netns_locations(real_info, netns)
-        assert if_inject.netns_from_info(fake_info) == if_inject.netns_from_info(real_info)
+        assert if_inject._netns_from_info(fake_info) == if_inject._netns_from_info(real_info)
     else:
         assert not any(ns["type"] == "network" for ns in real_info["runtimeSpec"]["linux"]["namespaces"])
     # The fields each message sets, with the state and namespace modes by name.

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from support import cri_schema
 from support.lab import (
     BUSYBOX_IMAGE,
     CNI_RESULTS,
@@ -36,7 +37,7 @@ def sandboxes_of(lab: Lab, pod: Pod) -> dict[str, str]:
     """{sandbox id: state} of the pod, found by its labels as the tool finds it."""
     selector = {"io.kubernetes.pod.name": pod.name, "io.kubernetes.pod.namespace": pod.namespace}
     items = lab.cri("ListPodSandbox", {"filter": {"label_selector": selector}}).items
-    return {s.id: (READY if s.state == 0 else NOTREADY) for s in items}
+    return {s.id: (READY if s.state == cri_schema.SANDBOX_READY else NOTREADY) for s in items}
 
 
 def eth0_address(lab: Lab, pod: Pod) -> ipaddress.IPv4Interface:
@@ -131,7 +132,7 @@ def test_host_network_pod_has_no_network_namespace_entry(lab: Lab,
     info = lab.sandbox_info(pod)
     assert "network" not in [ns["type"] for ns in info["runtimeSpec"]["linux"]["namespaces"]]
     status = lab.cri("PodSandboxStatus", {"pod_sandbox_id": pod.sandbox_id}).status
-    assert status.linux.namespaces.options.network == 2  # NODE
+    assert status.linux.namespaces.options.network == cri_schema.NODE
     code, out, _ = lab.exec(pod, ["ip", "-o", "link"])
     assert code == 0 and f": {lab.bridge}:" in out  # the node's own links
 

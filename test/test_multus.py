@@ -222,7 +222,7 @@ def test_readme_with_multus(tool: list[str], lab: Any, pod: Any, tmp_path: Path,
     with `kubectl` played by a file, and the output it shows."""
     section = readme_section("With Multus")
     # What Multus wrote at pod start: its entry for the cluster's network, the lab's eth0.
-    [cached] = Path(ii.results_dir(ii.DEFAULT_CACHE_DIR)).glob(f"*-{pod.sandbox_id}-eth0")
+    [cached] = Path(ii._results_dir(ii._DEFAULT_CACHE_DIR)).glob(f"*-{pod.sandbox_id}-eth0")
     eth0 = ii.network_status(json.loads(cached.read_text())["result"], "cbr0", "eth0")
     eth0 = {**{k: v for k, v in eth0.items() if k != "dns"}, "default": True, "dns": eth0["dns"]}
     annotation = tmp_path / "network-status"

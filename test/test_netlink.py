@@ -93,9 +93,9 @@ def test_pod_links_equal_what_ip_shows_inside(netns: str, host_name: Callable[[]
             "kind": "veth" if link["ifname"] == "net1" else "",
             "link": f"if{ifindex(host)}" if link["ifname"] == "net1" else "",
             "addresses": [f"{a['local']}/{a['prefixlen']}" for a in link["addr_info"]]})
-    assert links == expected
+    assert [link.json() for link in links] == expected
     net1 = links[1]
-    assert net1["mtu"] == 1400 and {pod_end, "fd00:254::2/64"} <= set(net1["addresses"])
+    assert net1.mtu == 1400 and {pod_end, "fd00:254::2/64"} <= set(net1.addresses)
     ii.delete_veth(netns, "net1", host)
 
 
@@ -118,12 +118,12 @@ def test_add_veth_pings_both_ways_and_delete_leaves_nothing(netns: str,
                                                             host_name: Callable[[], str]) -> None:
     host = host_name()
     node_end, pod_end = subnet()
-    made = ii.add_veth(netns, "net1", host, pod_end, node_end)
+    made = ii.add_veth(netns, "net1", host, pod_end, node_end).json()
     assert made == {
-        "netns": netns, "interface": "net1", "host_interface": host, "mtu": 1500,
-        "addresses": {"interface": [pod_end], "host_interface": [node_end]},
+        "netns": netns, "interface": "net1", "hostInterface": host, "mtu": 1500,
+        "addresses": {"interface": [pod_end], "hostInterface": [node_end]},
         "macs": {"interface": json.loads(ip("-j", "link", "show", "net1", netns=netns))[0]["address"],
-                 "host_interface": json.loads(ip("-j", "link", "show", host))[0]["address"]}}
+                 "hostInterface": json.loads(ip("-j", "link", "show", host))[0]["address"]}}
     assert "state UP" in ip("link", "show", "net1", netns=netns) and f"inet {pod_end}" in \
         ip("addr", "show", "net1", netns=netns)
     assert f"inet {node_end}" in ip("addr", "show", host)
@@ -163,7 +163,7 @@ def test_name_taken_on_the_node_fails_and_leaves_it_alone(netns: str, host_name:
 def test_name_taken_between_check_and_create_is_never_rolled_back(
         netns: str, host_name: Callable[[], str], monkeypatch: pytest.MonkeyPatch) -> None:
     """The kernel refuses the whole pair, and the undo must not delete the other's link."""
-    monkeypatch.setattr(ii, "refuse_taken_names", lambda *a: None)  # as if it was made meanwhile
+    monkeypatch.setattr(ii, "_refuse_taken_names", lambda *a: None)  # as if it was made meanwhile
     ip("link", "add", "net1", "type", "veth", "peer", "name", "other1", netns=netns)
     before = ip("-o", "link", netns=netns)
     host = host_name()
@@ -183,14 +183,14 @@ def test_failure_after_creation_removes_the_pair(netns: str, host_name: Callable
 
 def test_interrupt_while_configuring_removes_the_pair(netns: str, host_name: Callable[[], str],
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
-    configure = ii.configure_link
+    configure = ii._configure_link
 
     def interrupted(where: str | None, name: str, cidrs: list[Any]) -> Any:
         if where is not None:  # the node end is done: Ctrl-C arrives now
             raise KeyboardInterrupt
         return configure(where, name, cidrs)
 
-    monkeypatch.setattr(ii, "configure_link", interrupted)
+    monkeypatch.setattr(ii, "_configure_link", interrupted)
     host = host_name()
     with pytest.raises(ii.InjectError,
                        match=r"^interrupted \(KeyboardInterrupt\); the veth pair was removed$"):
@@ -338,16 +338,16 @@ def test_veth_pings_both_ways_then_delete_leaves_nothing(lab: Any, pod: Any, run
     made = run("veth", *pod_args(pod), "-address", pod_end, "-host-address", node_end)
     assert made.code == 0 and made.err == ""
     result = json.loads(made.out)
-    host = ii.host_veth_name(pod.sandbox_id, "net1")
+    host = ii._host_veth_name(pod.sandbox_id, "net1")
     try:
         pod_link = re.search(r"link/ether (\S+)", in_pod(lab, pod, "ip", "-o", "link", "show", "net1"))
         assert pod_link is not None
         assert result == {
             "pod": f"{pod.namespace}/{pod.name}", "netns": pod.netns, "interface": "net1",
-            "host_interface": host, "mtu": 1500,
-            "addresses": {"interface": [pod_end], "host_interface": [node_end]},
+            "hostInterface": host, "mtu": 1500,
+            "addresses": {"interface": [pod_end], "hostInterface": [node_end]},
             "macs": {"interface": pod_link.group(1),
-                     "host_interface": json.loads(ip("-j", "link", "show", host))[0]["address"]}}
+                     "hostInterface": json.loads(ip("-j", "link", "show", host))[0]["address"]}}
         pod_ll = wait_dad(lambda: in_pod(lab, pod, "ip", "-6", "addr", "show", "dev", "net1"))
         node_ll = wait_dad(lambda: ip("-6", "addr", "show", "dev", host))
         for argv in (["ping", "-c1", "-W2", f"{pod_ll}%{host}"],
@@ -447,7 +447,7 @@ def test_veth_name_taken_in_the_pod_leaves_nothing(lab: Any, pod: Any, run: Call
     assert taken.error == (f"pod {pod.namespace}/{pod.name}: interface eth0 already exists in "
                            f"network namespace {pod.netns}")
     assert in_pod(lab, pod, "ip", "-o", "addr") == before
-    assert not link_exists(ii.host_veth_name(pod.sandbox_id, "eth0"))
+    assert not link_exists(ii._host_veth_name(pod.sandbox_id, "eth0"))
 
 
 def test_veth_name_taken_on_the_node_leaves_nothing(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
@@ -478,7 +478,7 @@ def test_host_network_pod_is_refused(lab: Any, make_pod: Callable[..., Any], run
     for command in ("links", "veth"):
         refused = run(command, *pod_args(pod))
         assert refused.code == 1 and "uses the node's network (hostNetwork)" in refused.error
-    assert not link_exists(ii.host_veth_name(pod.sandbox_id, "net1"))
+    assert not link_exists(ii._host_veth_name(pod.sandbox_id, "net1"))
 
 
 # ---- pods ----------------------------------------------------------------------------
@@ -493,10 +493,10 @@ def test_pods_lists_what_the_runtime_has(lab: Any, make_pod: Callable[..., Any],
     listed = run("pods", "-ns", "if-inject", "-o", "json")
     assert (listed.code, listed.err) == (0, "")
     ours = [p for p in json.loads(listed.out) if p["labels"].get("tier") == tier]
-    old = next(s for s in ours if s["name"] == restarted.name and s["state"] == "NOTREADY")["sandbox_id"]
+    old = next(s for s in ours if s["name"] == restarted.name and s["state"] == "NOTREADY")["sandboxId"]
 
     def row(pod: Any, sandbox: str, state: str, network: str, netns: str) -> dict[str, Any]:
-        return {"namespace": "if-inject", "name": pod.name, "uid": pod.uid, "sandbox_id": sandbox,
+        return {"namespace": "if-inject", "name": pod.name, "uid": pod.uid, "sandboxId": sandbox,
                 "state": state, "network": network, "netns": netns,
                 "labels": {**pod.labels, "io.kubernetes.pod.name": pod.name,
                            "io.kubernetes.pod.namespace": "if-inject", "io.kubernetes.pod.uid": pod.uid}}

@@ -1,6 +1,6 @@
 """The CRI runtime.v1 messages the test lab uses, and a helper to call them.
 
-LAB_SCHEMA is if_inject.CRI_SCHEMA (what the tool itself uses) plus what a
+LAB_SCHEMA is if_inject._CRI_SCHEMA (what the tool itself uses) plus what a
 kubelet-like client needs to run pods: sandboxes, containers, ExecSync, images,
 runtime status. Field numbers are those of k8s.io/cri-api
 pkg/apis/runtime/v1/api.proto; fields the lab does not use are left out, which
@@ -72,14 +72,6 @@ message Container {
     map annotations = 9;
 }
 message ListContainersResponse { repeated Container containers = 1; }
-message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
-message ContainerStatus {
-    string id = 1; ContainerMetadata metadata = 2; ContainerState state = 3; int64 created_at = 4;
-    int64 started_at = 5; int64 finished_at = 6; int32 exit_code = 7; ImageSpec image = 8;
-    string image_ref = 9; string reason = 10; string message = 11; map labels = 12;
-    map annotations = 13; string log_path = 15;
-}
-message ContainerStatusResponse { ContainerStatus status = 1; map info = 2; }
 message ExecSyncRequest { string container_id = 1; repeated string cmd = 2; int64 timeout = 3; }
 message ExecSyncResponse { bytes stdout = 1; bytes stderr = 2; int32 exit_code = 3; }
 
@@ -96,7 +88,10 @@ message Image {
 message ListImagesResponse { repeated Image images = 1; }
 """
 
-LAB_SCHEMA = if_inject.CRI_SCHEMA + LAB_EXTRA_SCHEMA
+LAB_SCHEMA = if_inject._CRI_SCHEMA + LAB_EXTRA_SCHEMA
+# The enums' numbers, as the tool reads them from its schema.
+SANDBOX_READY, SANDBOX_NOTREADY = if_inject._SANDBOX_READY, if_inject._SANDBOX_NOTREADY
+POD, CONTAINER, NODE = (if_inject._NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
 
 RUNTIME_SERVICE = "runtime.v1.RuntimeService"
 IMAGE_SERVICE = "runtime.v1.ImageService"
@@ -104,7 +99,7 @@ IMAGE_METHODS = frozenset({"ListImages"})
 
 # Message classes and enums (as {name: number} dicts) by name, e.g.
 # M["RunPodSandboxRequest"](config=...), M["ContainerState"]["CONTAINER_RUNNING"].
-M: dict[str, Any] = if_inject.proto_messages(LAB_SCHEMA)
+M: dict[str, Any] = if_inject._proto_messages(LAB_SCHEMA)
 
 
 def service_of(method: str) -> str:

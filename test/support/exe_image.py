@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import if_inject
-from support.cri_schema import LAB_SCHEMA, M
-from support.lab import NODE, Lab, Pod, oci_archive, tar_entry, which
+from support.cri_schema import LAB_SCHEMA, NODE, M
+from support.lab import Lab, Pod, oci_archive, tar_entry, which
 
 EXE_IMAGE = "localhost/if-inject/if-inject:test"
 IN_IMAGE = "/usr/local/bin/if-inject"
@@ -52,7 +52,7 @@ message CreateContainerWithMountsRequest {
     string pod_sandbox_id = 1; ContainerConfigWithMounts config = 2; PodSandboxConfig sandbox_config = 3;
 }
 """
-MM: dict[str, Any] = if_inject.proto_messages(MOUNT_SCHEMA)
+MM: dict[str, Any] = if_inject._proto_messages(MOUNT_SCHEMA)
 
 
 # ---- the image -----------------------------------------------------------------

@@ -50,7 +50,7 @@ status), as read in:
 test/test_fakes_real.py holds the containerd shapes against the documents real
 containerd 1.7.24 and 2.1.9 returned (test/data/) and against the live lab.
 
-The message classes are the tool's own (`if_inject.CRI_SCHEMA`); the real
+The message classes are the tool's own (`if_inject._CRI_SCHEMA`); the real
 containerd lab checks that schema against a real runtime.
 """
 
@@ -72,19 +72,12 @@ import grpc
 # The tool lives in the repository root.
 import if_inject
 
-M: dict[str, Any] = if_inject.proto_messages(if_inject.CRI_SCHEMA)
-# ContainerStatus, which only the cri-dockerd personality needs; field numbers
-# of k8s.io/cri-api runtime/v1 api.proto.
-CONTAINER_STATUS = if_inject.proto_messages("""
-message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
-message ContainerStatus { string id = 1; }
-message ContainerStatusResponse { ContainerStatus status = 1; map info = 2; }
-""")
+M: dict[str, Any] = if_inject._proto_messages(if_inject._CRI_SCHEMA)
 
-READY, NOTREADY = 0, 1
-POD, CONTAINER, NODE = 0, 1, 2
+READY, NOTREADY = if_inject._SANDBOX_READY, if_inject._SANDBOX_NOTREADY
+POD, CONTAINER, NODE = (if_inject._NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
 NAME_LABEL, NAMESPACE_LABEL, UID_LABEL = (
-    if_inject.POD_NAME_LABEL, if_inject.POD_NAMESPACE_LABEL, if_inject.POD_UID_LABEL)
+    if_inject._POD_NAME_LABEL, if_inject._POD_NAMESPACE_LABEL, if_inject._POD_UID_LABEL)
 PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
 # What the kubelet puts on every pod sandbox it asks for.
 KUBELET_ANNOTATIONS = {"kubernetes.io/config.seen": "2026-11-30T12:00:00.000000000Z",
@@ -376,7 +369,7 @@ class FakeCRI:
 
     def start(self) -> FakeCRI:
         server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-        service = "runtime.v1alpha2.RuntimeService" if self.v1alpha2_only else if_inject.CRI_SERVICE
+        service = "runtime.v1alpha2.RuntimeService" if self.v1alpha2_only else if_inject._CRI_SERVICE
         server.add_generic_rpc_handlers((self._handlers(service),))
         if not server.add_insecure_port("unix:" + self.socket_path):
             raise RuntimeError(f"cannot listen on {self.socket_path}")
@@ -404,8 +397,8 @@ class FakeCRI:
                                M["ListPodSandboxResponse"]),
             "PodSandboxStatus": (self.pod_sandbox_status, M["PodSandboxStatusRequest"],
                                  M["PodSandboxStatusResponse"]),
-            "ContainerStatus": (self.container_status, CONTAINER_STATUS["ContainerStatusRequest"],
-                                CONTAINER_STATUS["ContainerStatusResponse"]),
+            "ContainerStatus": (self.container_status, M["ContainerStatusRequest"],
+                                M["ContainerStatusResponse"]),
         }
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
@@ -467,8 +460,8 @@ class FakeCRI:
             context.abort(grpc.StatusCode.NOT_FOUND,
                           f'an error occurred when try to find container "{request.container_id}"')
         info = {"info": sb.container_info} if request.verbose else {}
-        return CONTAINER_STATUS["ContainerStatusResponse"](
-            status=CONTAINER_STATUS["ContainerStatus"](id=sb.id), info=info)
+        return M["ContainerStatusResponse"](
+            status=M["ContainerStatus"](id=sb.id), info=info)
 
     def _sandbox(self, sandbox_id: str, context: grpc.ServicerContext) -> Sandbox:
         for sb in self.sandboxes:

@@ -54,7 +54,7 @@ from pathlib import Path
 from typing import Any
 
 from support import cri_schema
-from support.cri_schema import M
+from support.cri_schema import CONTAINER, NODE, POD, M
 
 SUPPORT_DIR = Path(__file__).resolve().parent
 CNI_BIN_DIR = "/usr/lib/cni"
@@ -95,9 +95,6 @@ REQUIREMENTS = [
 ]
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
-POD = 0
-NODE = 2
-CONTAINER = 1
 
 
 # ---- small host helpers -----------------------------------------------------

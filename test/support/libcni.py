@@ -179,7 +179,7 @@ def for_if_inject(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def without_our_keys(entry: dict[str, Any]) -> dict[str, Any]:
     # README "the ifInject key" and "netns, as libcni 1.2 writes it" (1.1.2 has no netns).
-    return {k: v for k, v in entry.items() if k not in (ii.CACHE_MARK, "netns")}
+    return {k: v for k, v in entry.items() if k not in (ii._CACHE_MARK, "netns")}
 
 
 RANDOM = re.compile(r"\b(?:[0-9a-f]{2}:){5}[0-9a-f]{2}\b|\bveth[0-9a-f]{8}\b")
@@ -247,7 +247,7 @@ if command == "ADD":
 def fake_plugins(bench: Bench, *names: str) -> None:
     script = bench.base / "fake_plugin.py"
     script.write_text(FAKE_PLUGIN)
-    results = json.dumps({v: ii.convert_result(CANNED, v) for v in ("0.3.1", "0.4.0", "1.0.0")})
+    results = json.dumps({v: ii._convert_result(CANNED, v) for v in ("0.3.1", "0.4.0", "1.0.0")})
     for name in names:
         role = name if name in ("one", "failing") else "chained"
         bench.spy(name, f"exec {sys.executable} {script} {role} '{results}' {bench.base}/del-failed")

@@ -47,10 +47,10 @@ def test_usage_errors_exit_2(tool: list[str], args: list[str], message: str) -> 
     ("example.com/role=db,empty=", {"example.com/role": "db", "empty": ""}),
 ])
 def test_parse_selector(text: str, labels: dict[str, str]) -> None:
-    assert ii.parse_selector(text) == labels
+    assert ii._parse_selector(text) == labels
 
 
 @pytest.mark.parametrize("text", ["a=b,", "a=b=c", "!a", "a notin (b)", "a=b c", "A/b=c", "a=" + "v" * 64])
 def test_parse_selector_refuses(text: str) -> None:
     with pytest.raises(ii.InjectError):
-        ii.parse_selector(text)
+        ii._parse_selector(text)

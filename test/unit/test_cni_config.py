@@ -55,34 +55,34 @@ def test_single_conf_becomes_a_list_of_one() -> None:
 @pytest.mark.parametrize("ifname", ["", "a" * 16, ".", "..", "a/b", "a:b", "a b", "a\tb"])
 def test_invalid_interface_names(ifname: str) -> None:
     with pytest.raises(ii.InjectError, match="invalid interface name"):
-        ii.validate_attachment(ii.Attachment("c1", "/x", ifname))
+        ii._validate_attachment(ii.Attachment("c1", "/x", ifname))
 
 
 @pytest.mark.parametrize("cid", ["", "-x", "a/b", "a b", "ä"])
 def test_invalid_container_ids(cid: str) -> None:
     with pytest.raises(ii.InjectError, match="invalid container ID"):
-        ii.validate_attachment(ii.Attachment(cid, "/x", "net1"))
+        ii._validate_attachment(ii.Attachment(cid, "/x", "net1"))
 
 
 def test_cni_args() -> None:
-    assert ii.parse_cni_args("A=1;B=x=y;") == [("A", "1"), ("B", "x=y")]
+    assert ii._parse_cni_args("A=1;B=x=y;") == [("A", "1"), ("B", "x=y")]
     for bad in ("A", "=1", "A=1;B"):
         with pytest.raises(ii.InjectError, match="invalid CNI args"):
-            ii.parse_cni_args(bad)
+            ii._parse_cni_args(bad)
 
 
 def test_plugin_stdin_as_libcni_builds_it() -> None:
     net = ii.parse_network(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": [
         {"type": "a"}, {"type": "tuning", "capabilities": {"mac": True, "ips": False}}]}).encode())
     att = ii.Attachment("c", "/x", capability_args={"mac": "02:00:00:00:00:01", "ips": ["1.2.3.4/24"]})
-    first = json.loads(ii.plugin_stdin(net, net.plugins[0], att, None))
+    first = json.loads(ii._plugin_stdin(net, net.plugins[0], att, None))
     assert first == {"type": "a", "name": "n", "cniVersion": "1.0.0"}
-    second = json.loads(ii.plugin_stdin(net, net.plugins[1], att, {"cniVersion": "1.0.0"}))
+    second = json.loads(ii._plugin_stdin(net, net.plugins[1], att, {"cniVersion": "1.0.0"}))
     assert second["runtimeConfig"] == {"mac": "02:00:00:00:00:01"}
     assert second["prevResult"] == {"cniVersion": "1.0.0"}
 
 
 def test_plugin_not_found(tmp_path: Path) -> None:
     with pytest.raises(ii.InjectError, match="plugin 'nosuch' not found in CNI path") as e:
-        ii.find_plugin("nosuch", [str(tmp_path), "/usr/lib/cni"])
+        ii._find_plugin("nosuch", [str(tmp_path), "/usr/lib/cni"])
     assert e.value.code == ii.CODE_NOT_AVAILABLE

@@ -48,7 +48,7 @@ def test_what_each_runtime_sends_without_verbose(runtime: Runtime, serve: Serve)
     """Only containerd 2.3 fills info without verbose, and then with nothing usable in it."""
     sandbox = containerd2_sandbox(NAME, "/var/run/netns/x", 4242, NS)
     cri = serve(runtime, [sandbox])
-    with if_inject.RuntimeClient(cri.endpoint, timeout=2) as client:
+    with if_inject._RuntimeClient(cri.endpoint, timeout=2) as client:
         request = client.messages["PodSandboxStatusRequest"](pod_sandbox_id=sandbox.id)
         info = dict(client.call("PodSandboxStatus", request).info)
     if runtime is CONTAINERD_23:
@@ -59,7 +59,7 @@ def test_what_each_runtime_sends_without_verbose(runtime: Runtime, serve: Serve)
 
 # ---- where the tool looks for the runtime ----------------------------------------
 
-# The default list's slots, in if_inject.DEFAULT_ENDPOINTS' order.
+# The default list's slots, in if_inject._DEFAULT_ENDPOINTS' order.
 SLOTS = ("run-crio", "run-containerd", "var-run-crio", "cri-dockerd")
 
 
@@ -89,7 +89,7 @@ def slots(sock_dir: Path, serve: Serve, monkeypatch: pytest.MonkeyPatch
         for kind, path in zip(kinds, paths, strict=True):
             make_slot(kind, path, serve, silent)
         endpoints = [f"unix://{path}" for path in paths]
-        monkeypatch.setattr(if_inject, "DEFAULT_ENDPOINTS", tuple(endpoints))
+        monkeypatch.setattr(if_inject, "_DEFAULT_ENDPOINTS", tuple(endpoints))
         return endpoints
 
     yield make
@@ -115,7 +115,7 @@ def test_the_first_default_endpoint_that_answers_is_used(
     kinds, chosen = SEARCHES[search]
     endpoints = slots(kinds)
     started = time.monotonic()
-    with if_inject.RuntimeClient(timeout=0.5) as client:
+    with if_inject._RuntimeClient(timeout=0.5) as client:
         assert client.endpoint == endpoints[chosen]
         assert client.version.runtime_version == SLOTS[chosen]
     assert time.monotonic() - started < 3
@@ -124,7 +124,7 @@ def test_the_first_default_endpoint_that_answers_is_used(
 def test_no_default_endpoint_answers(slots: Callable[[list[str]], list[str]]) -> None:
     endpoints = slots(["missing", "file", "dead", "silent"])
     with pytest.raises(if_inject.InjectError) as failed:
-        if_inject.RuntimeClient(timeout=0.5)
+        if_inject._RuntimeClient(timeout=0.5)
     message = failed.value.msg
     assert message.startswith("no container runtime answers: ")
     for endpoint, why in zip(endpoints, ["No such file or directory", "not a unix socket",
@@ -138,9 +138,9 @@ def test_env_and_argument_come_before_the_defaults(
     env = serve(Runtime("fake", "env"), name="env.sock")
     flag = serve(Runtime("fake", "flag"), name="flag.sock")
     monkeypatch.setenv("CONTAINER_RUNTIME_ENDPOINT", env.endpoint)
-    with if_inject.RuntimeClient(timeout=2) as client:
+    with if_inject._RuntimeClient(timeout=2) as client:
         assert client.version.runtime_version == "env"
-    with if_inject.RuntimeClient(flag.endpoint, timeout=2) as client:
+    with if_inject._RuntimeClient(flag.endpoint, timeout=2) as client:
         assert client.version.runtime_version == "flag"
 
 
@@ -152,16 +152,17 @@ def test_a_chosen_endpoint_that_fails_is_not_replaced(
     monkeypatch.setenv("CONTAINER_RUNTIME_ENDPOINT", dead)
     with pytest.raises(if_inject.InjectError, match=f"^no container runtime answers: {dead}: "
                                                     "Version: UNAVAILABLE"):
-        if_inject.RuntimeClient(timeout=2)
+        if_inject._RuntimeClient(timeout=2)
     monkeypatch.delenv("CONTAINER_RUNTIME_ENDPOINT")
     with pytest.raises(if_inject.InjectError, match=f"^no container runtime answers: {dead}: "):
-        if_inject.RuntimeClient(dead, timeout=2)
+        if_inject._RuntimeClient(dead, timeout=2)
 
 
-# Runs the CLI with if_inject.DEFAULT_ENDPOINTS replaced: argv is REPO, the
+# Runs the CLI with if_inject._DEFAULT_ENDPOINTS replaced: argv is REPO, the
 # four endpoints, then the tool's arguments. (The real defaults are system paths.)
 WITH_DEFAULTS = ("import sys; sys.path.insert(0, sys.argv[1]); import if_inject; "
-                 "if_inject.DEFAULT_ENDPOINTS = tuple(sys.argv[2:6]); sys.exit(if_inject.main(sys.argv[6:]))")
+                 "if_inject._DEFAULT_ENDPOINTS = tuple(sys.argv[2:6]); "
+                 "sys.exit(if_inject.main(sys.argv[6:]))")
 
 
 def test_cli_endpoint_precedence_flag_env_defaults(serve: Serve, sock_dir: Path) -> None:

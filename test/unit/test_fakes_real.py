@@ -91,7 +91,7 @@ def test_the_fake_info_has_the_real_structure(version: str) -> None:
     assert netns_locations(fake_info, netns) == netns_locations(real_info, netns)
     assert vocabulary(fake_info) == vocabulary(real_info)
     # What the tool reads: the same path from both.
-    assert if_inject.netns_from_info(fake_info) == if_inject.netns_from_info(real_info) == netns
+    assert if_inject._netns_from_info(fake_info) == if_inject._netns_from_info(real_info) == netns
 
 
 def test_the_netns_is_where_the_notes_say() -> None:
@@ -130,10 +130,10 @@ def test_the_fake_status_has_the_real_fields(version: str, tmp_path: Path) -> No
     sandbox = pod_like(real["status"])
     with_info(sandbox, personality(sandbox, spec_netns(real["info"]["info"]), 4242))
     with FakeCRI(tmp_path / "cri.sock", runtime, [sandbox]) as cri, \
-            if_inject.RuntimeClient(cri.endpoint, timeout=5) as client:
+            if_inject._RuntimeClient(cri.endpoint, timeout=5) as client:
         request = client.messages["PodSandboxStatusRequest"](pod_sandbox_id=sandbox.id, verbose=True)
         response = client.call("PodSandboxStatus", request)
-    status_cls = if_inject.cri_messages()["PodSandboxStatus"]
+    status_cls = if_inject._cri_classes()["PodSandboxStatus"]
     real_status = json_format.ParseDict(snake(real["status"]), status_cls())
     assert message_shape(response.status) == message_shape(real_status)
     assert list(response.info) == list(real["info"]) == ["info"]
@@ -143,7 +143,7 @@ def test_the_fake_status_has_the_real_fields(version: str, tmp_path: Path) -> No
 def test_the_fake_version_answer(runtime: Runtime, tmp_path: Path) -> None:
     """containerd's pkg/cri/server/version.go and cri-o's server/version.go."""
     with FakeCRI(tmp_path / "cri.sock", runtime) as cri, \
-            if_inject.RuntimeClient(cri.endpoint, timeout=5) as client:
+            if_inject._RuntimeClient(cri.endpoint, timeout=5) as client:
         version = client.version
     api, api_version, form = VERSION_FORMS[version.runtime_name]
     assert (version.version, version.runtime_api_version) == (api, api_version)
@@ -167,4 +167,4 @@ def test_cri_o_info_shapes() -> None:
     annotations = dropped["runtimeSpec"]["annotations"]
     assert (annotations["io.kubernetes.cri-o.SandboxID"], annotations["io.kubernetes.cri-o.HostNetwork"],
             annotations["io.kubernetes.pod.name"]) == (sandbox.id, "false", "web-0")
-    assert if_inject.netns_from_info(dropped) == if_inject.netns_from_info(kept) == f"/var/run/netns/{pin}"
+    assert if_inject._netns_from_info(dropped) == if_inject._netns_from_info(kept) == f"/var/run/netns/{pin}"

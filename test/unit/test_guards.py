@@ -26,7 +26,7 @@ def test_node_client_is_made_once_for_threads_asking_at_once(monkeypatch: pytest
         def close(self) -> None:
             made.remove(self)
 
-    monkeypatch.setattr(ii, "RuntimeClient", SlowClient)
+    monkeypatch.setattr(ii, "_RuntimeClient", SlowClient)
     node = ii.Node("unix:///nowhere.sock")
     barrier = threading.Barrier(8)
     seen: list[object] = []
@@ -61,8 +61,8 @@ def from_another_thread(signum):  # as the kernel may deliver it: to grpc's thre
     time.sleep(0.05)  # the main thread runs the handler meanwhile
 
 try:
-    with ii.interruptible():
-        with ii.signals_deferred():
+    with ii._interruptible():
+        with ii._signals_deferred():
             from_another_thread(signal.SIGTERM)
             from_another_thread(signal.SIGINT)
             log.append("held step finished")
@@ -72,11 +72,11 @@ except KeyboardInterrupt as e:
 from_another_thread(signal.SIGHUP)
 log.append("held by default")
 try:
-    with ii.interruptible():
+    with ii._interruptible():
         log.append("interruptible step ran")
 except KeyboardInterrupt as e:
     log.append(f"interrupted on entry by {e}")
-print(log, ii.interrupted())
+print(log, ii._interrupted())
 """
 
 

@@ -59,7 +59,7 @@ def test_result_conversion_is_libcnis(libcni_driver: str, name: str) -> None:
     for version in (*VERSIONS, "9.9.9"):
         answer = libcni(libcni_driver, {"command": "CONVERT", "result": RESULTS[name], "version": version})
         try:
-            ours: Any = ii.convert_result(RESULTS[name], version)
+            ours: Any = ii._convert_result(RESULTS[name], version)
         except ii.InjectError as e:
             assert e.code == ii.CODE_INCOMPATIBLE_VERSION
             assert str(e).startswith("cannot convert a CNI ")
@@ -69,25 +69,25 @@ def test_result_conversion_is_libcnis(libcni_driver: str, name: str) -> None:
 
 def test_result_conversion_examples() -> None:
     r040 = RESULTS["0.4.0"]
-    assert ii.convert_result(r040, "0.4.0") is r040  # the same version is left alone, as libcni does
-    assert ii.convert_result(r040, "1.0.0") == {
+    assert ii._convert_result(r040, "0.4.0") is r040  # the same version is left alone, as libcni does
+    assert ii._convert_result(r040, "1.0.0") == {
         "cniVersion": "1.0.0", "interfaces": [{"name": "eth1", "sandbox": "/run/netns/x"}],
         "ips": [{"interface": 0, "address": "10.1.0.5/24"}], "dns": {"search": ["a.test"]}}
-    assert ii.convert_result(RESULTS["1.0.0"], "0.4.0")["ips"] == [
+    assert ii._convert_result(RESULTS["1.0.0"], "0.4.0")["ips"] == [
         {"version": "6", "interface": 0, "address": "fd00::5/64", "gateway": "fd00::1"},
         {"version": "4", "interface": 0, "address": "10.1.0.5/24"},
         {"version": "6", "address": "fd01::7/64"}]
     # 1.1.0 reads as 1.0.0 (libcni 1.2 and later; 1.1.2 predates it).
-    assert ii.convert_result(RESULTS["1.0.0"], "1.1.0") == dict(RESULTS["1.0.0"], cniVersion="1.1.0")
-    assert ii.convert_result(r040, "1.1.0")["cniVersion"] == "1.1.0"
+    assert ii._convert_result(RESULTS["1.0.0"], "1.1.0") == dict(RESULTS["1.0.0"], cniVersion="1.1.0")
+    assert ii._convert_result(r040, "1.1.0")["cniVersion"] == "1.1.0"
     with pytest.raises(ii.InjectError, match=r"^cannot convert a CNI 1\.0\.0 result to 0\.2\.0: "
                                              r"no valid IP addresses$"):
-        ii.convert_result(RESULTS["1.0.0 without addresses"], "0.2.0")
+        ii._convert_result(RESULTS["1.0.0 without addresses"], "0.2.0")
     with pytest.raises(ii.InjectError, match=r"^cannot convert a CNI 0\.5\.0 result to 1\.0\.0: "
                                              r"no such result version$"):
-        ii.convert_result(RESULTS["0.5.0 (no such version)"], "1.0.0")
+        ii._convert_result(RESULTS["0.5.0 (no such version)"], "1.0.0")
     with pytest.raises(ii.InjectError, match=r"^cannot convert a CNI 1\.0\.0 result to 0\.4\.0: "):
-        ii.convert_result({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}, "0.4.0")
+        ii._convert_result({"cniVersion": "1.0.0", "ips": [{"address": "nope"}]}, "0.4.0")
 
 
 # ---- the cache entry ------------------------------------------------------------
@@ -95,13 +95,13 @@ def test_result_conversion_examples() -> None:
 def test_cache_entry_format() -> None:
     """libcni's cachedInfo key order; cniArgs, capabilityArgs, result omitted when empty."""
     net = ii.parse_network(b'{"cniVersion": "1.0.0", "name": "n", "type": "ptp"}')
-    bare = ii.cache_entry(net, ii.Attachment("c1", "", "eth1"), None)
-    assert list(bare) == ["kind", "containerId", "config", "ifName", "networkName", ii.CACHE_MARK]
+    bare = ii._cache_entry(net, ii.Attachment("c1", "", "eth1"), None)
+    assert list(bare) == ["kind", "containerId", "config", "ifName", "networkName", ii._CACHE_MARK]
     assert base64.b64decode(bare["config"]) == net.raw
     att = ii.Attachment("c1", "/run/netns/c1", "eth1", [("A", "1")], {"mac": "02:00:00:00:00:01"})
-    full = ii.cache_entry(net, att, {"ips": [], "cniVersion": "1.0.0"})
+    full = ii._cache_entry(net, att, {"ips": [], "cniVersion": "1.0.0"})
     assert list(full) == ["kind", "containerId", "config", "ifName", "networkName", "netns",
-                          "cniArgs", "capabilityArgs", "result", ii.CACHE_MARK]
+                          "cniArgs", "capabilityArgs", "result", ii._CACHE_MARK]
     assert full["cniArgs"] == [["A", "1"]] and list(full["result"]) == ["cniVersion", "ips"]  # Go's map order
 
 
