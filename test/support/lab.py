@@ -495,13 +495,17 @@ class Lab:
 
     def _containerd_pid(self) -> int | None:
         """The PID in our pidfile, if it is still our containerd (PIDs get reused)."""
+        return self._our_pid("containerd.pid", lambda argv: argv[1:] == ["--config", str(self.config_path)]
+                             and argv[0].endswith("containerd"))
+
+    def _our_pid(self, pidfile: str, ours: Callable[[list[str]], bool]) -> int | None:
+        """The live PID in ROOT/pidfile whose command line `ours` accepts, else None."""
         try:
-            pid = int((self.root / "containerd.pid").read_text())
+            pid = int((self.root / pidfile).read_text())
         except (OSError, ValueError):
             return None
         argv = proc_cmdline(pid)
-        ours = argv[1:] == ["--config", str(self.config_path)] and argv[0].endswith("containerd")
-        return pid if ours and proc_alive(pid) else None
+        return pid if argv and ours(argv) and proc_alive(pid) else None
 
     def _start_containerd(self) -> int:
         self._write_config()
@@ -626,13 +630,8 @@ class Lab:
 
     def _holder_pid(self) -> int | None:
         """The `unshare` holding the namespaces, if it is still ours."""
-        try:
-            pid = int((self.root / "holder.pid").read_text())
-        except (OSError, ValueError):
-            return None
-        argv = proc_cmdline(pid)
-        ours = bool(argv) and argv[0].endswith("unshare") and str(self.root) in argv
-        return pid if ours and proc_alive(pid) else None
+        return self._our_pid("holder.pid",
+                             lambda argv: argv[0].endswith("unshare") and str(self.root) in argv)
 
     def _holder_init(self) -> int | None:
         """PID 1 of the runtime's PID namespace, as the host sees it, once it is set up."""
