@@ -372,6 +372,11 @@ class Pod:
     labels: dict[str, str] = field(default_factory=dict)
 
 
+def _toml_string(path: Path | str) -> str:
+    """A TOML basic string for the configs (JSON's escaping is compatible)."""
+    return json.dumps(str(path))
+
+
 class Lab:
     """A private containerd with its CRI plugin, CNI and images, all under `root`.
 
@@ -730,9 +735,6 @@ class Lab:
             return self._containerd_v3_toml()
         r = self.root
 
-        def q(path: Path | str) -> str:  # a TOML basic string; JSON's escaping is compatible
-            return json.dumps(str(path))
-
         cri = '[plugins."io.containerd.grpc.v1.cri"'
         # 1.6 on the host keeps netns mounts in our state dir; 1.7 in its root
         # mounts them in /var/run/netns, which is the host's (see _start_holder).
@@ -742,20 +744,20 @@ class Lab:
         return f"""\
 # Written by test/support/lab.py for the {self.runtime} lab in {r}; see test/support/LAB.md.
 version = 2
-root = {q(r / "root")}
-state = {q(r / "state")}
-temp = {q(r / "tmp")}
+root = {_toml_string(r / "root")}
+state = {_toml_string(r / "state")}
+temp = {_toml_string(r / "tmp")}
 disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
   "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
 
 [grpc]
-  address = {q(self.socket)}
+  address = {_toml_string(self.socket)}
 
 [plugins."io.containerd.internal.v1.opt"]
-  path = {q(r / "opt")}
+  path = {_toml_string(r / "opt")}
 
 {cri}]
-  sandbox_image = {q(PAUSE_IMAGE)}
+  sandbox_image = {_toml_string(PAUSE_IMAGE)}
   # Without CAP_SYS_RESOURCE runc cannot set the sandbox's oom_score_adj -998.
   restrict_oom_score_adj = true
   {netns}
@@ -771,11 +773,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
 {cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
-  Root = {q(r / "runc")}
+  Root = {_toml_string(r / "runc")}
 
 {cri}.cni]
-  bin_dir = {q(CNI_BIN_DIR)}
-  conf_dir = {q(r / "net.d")}
+  bin_dir = {_toml_string(CNI_BIN_DIR)}
+  conf_dir = {_toml_string(r / "net.d")}
   max_conf_num = 1
 """
 
@@ -783,27 +785,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         """containerd 2.x's configuration (version 3: the CRI split into images and runtime)."""
         r = self.root
 
-        def q(path: Path | str) -> str:
-            return json.dumps(str(path))
-
         images, rt = "[plugins.'io.containerd.cri.v1.images'", "[plugins.'io.containerd.cri.v1.runtime'"
         return f"""\
 # Written by test/support/lab.py for the {self.runtime} lab in {r}; see test/support/LAB.md.
 version = 3
-root = {q(r / "root")}
-state = {q(r / "state")}
-temp = {q(r / "tmp")}
+root = {_toml_string(r / "root")}
+state = {_toml_string(r / "state")}
+temp = {_toml_string(r / "tmp")}
 disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
   "io.containerd.snapshotter.v1.zfs"]
 
 [grpc]
-  address = {q(self.socket)}
+  address = {_toml_string(self.socket)}
 
 [ttrpc]
-  address = {q(self.socket + ".ttrpc")}
+  address = {_toml_string(self.socket + ".ttrpc")}
 
 [plugins.'io.containerd.internal.v1.opt']
-  path = {q(r / "opt")}
+  path = {_toml_string(r / "opt")}
 
 [plugins.'io.containerd.grpc.v1.cri']
   stream_server_address = "127.0.0.1"
@@ -813,7 +812,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
   snapshotter = "overlayfs"
 
 {images}.pinned_images]
-  sandbox = {q(PAUSE_IMAGE)}
+  sandbox = {_toml_string(PAUSE_IMAGE)}
 
 {rt}]
   # Without CAP_SYS_RESOURCE runc cannot set the sandbox's oom_score_adj -998.
@@ -829,11 +828,11 @@ disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapsho
 
 {rt}.containerd.runtimes.runc.options]
   SystemdCgroup = false
-  Root = {q(r / "runc")}
+  Root = {_toml_string(r / "runc")}
 
 {rt}.cni]
-  bin_dirs = [{q(CNI_BIN_DIR)}]
-  conf_dir = {q(r / "net.d")}
+  bin_dirs = [{_toml_string(CNI_BIN_DIR)}]
+  conf_dir = {_toml_string(r / "net.d")}
   max_conf_num = 1
 """
 
