@@ -1814,14 +1814,9 @@ def _outcome(future: Any) -> Any:
 
 
 def _result_addresses(result: Any) -> list[str]:
-    """The addresses in a CNI result of any version."""
-    if not isinstance(result, dict):
-        return []
-    ips = result.get("ips")
-    if isinstance(ips, list):
-        return [str(ip.get("address")) for ip in ips if isinstance(ip, dict) and ip.get("address")]
-    old = [_dig(result, "ip4", "ip"), _dig(result, "ip6", "ip")]  # CNI 0.1.0 and 0.2.0
-    return [str(a) for a in old if a]
+    """The addresses (CIDRs) in a CNI result of any version."""
+    ips, _ = _result_ips_and_routes(result)
+    return [str(ip["address"]) for ip in ips if ip.get("address")]
 
 
 def network_status(result: Any, name: str, ifname: str) -> dict[str, Any]:
@@ -2183,9 +2178,14 @@ def _create_veth(netns: str, ifname: str, host_ifname: str, mtu: int | None) -> 
         os.close(fd)
 
 
+def _where(netns: str | None) -> str:
+    """Where a link is, for messages: in the netns at `netns`, or on the node (None)."""
+    return f"in {netns}" if netns else "on the node"
+
+
 def _configure_link(netns: str | None, name: str, cidrs: list[Any]) -> VethEnd:
     """Add the addresses to an interface, set it up; returns its mac, mtu and addresses."""
-    where = f"in {netns}" if netns else "on the node"
+    where = _where(netns)
 
     def configure(ipr: Any) -> Any:
         with _netlink_step(f"finding {name} {where}"):
@@ -2219,7 +2219,7 @@ def _settle_addresses(links: list[tuple[str | None, str]], timeout: float) -> No
         if not links:
             return
         if time.monotonic() >= deadline:
-            names = ", ".join(f"{name} {f'in {netns}' if netns else 'on the node'}" for netns, name in links)
+            names = ", ".join(f"{name} {_where(netns)}" for netns, name in links)
             raise InjectError(f"addresses of {names} still tentative after {timeout:g}s "
                               "(duplicate address detection)", CODE_TRY_AGAIN_LATER)
         time.sleep(0.05)
@@ -2229,7 +2229,7 @@ def _link_settled(netns: str | None, name: str) -> bool:
     """One look at a link for _settle_addresses."""
     import socket
 
-    where = f"in {netns}" if netns else "on the node"
+    where = _where(netns)
 
     def look(ipr: Any) -> bool:
         link = _find_link(ipr, name)
@@ -2356,7 +2356,7 @@ def _peer_on_node(netns: str, link: Any) -> bool:
 
 
 def _delete_link(netns: str | None, name: str) -> None:
-    with _netlink_step(f"deleting {name} {f'in {netns}' if netns else 'on the node'}"):
+    with _netlink_step(f"deleting {name} {_where(netns)}"):
         _netlink(netns, lambda ipr: ipr.link("del", ifname=name))
 
 
