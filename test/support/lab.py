@@ -730,6 +730,19 @@ class Lab:
         (self.root / "net.d/10-lab.conflist").write_text(json.dumps(conflist, indent=2) + "\n")
         self.config_path.write_text(self._containerd_toml())
 
+    def _toml_head(self, version: int, unused_snapshotters: list[str]) -> str:
+        """What both config versions start with: our dirs, and the snapshotters this machine lacks off."""
+        r = self.root
+        disabled = ", ".join(f'"io.containerd.snapshotter.v1.{name}"' for name in unused_snapshotters)
+        return f"""\
+# Written by test/support/lab.py for the {self.runtime} lab in {r}; see test/support/LAB.md.
+version = {version}
+root = {_toml_string(r / "root")}
+state = {_toml_string(r / "state")}
+temp = {_toml_string(r / "tmp")}
+disabled_plugins = [{disabled}]
+"""
+
     def _containerd_toml(self) -> str:
         if self.runtime == "containerd-2.1":
             return self._containerd_v3_toml()
@@ -741,14 +754,7 @@ class Lab:
         netns = ("# Keep netns bind mounts in our state dir, not in /var/run/netns.\n"
                  "  netns_mounts_under_state_dir = true" if self.suite is None else
                  "# Pod netns in /var/run/netns/cni-<uuid>, as on a node.")
-        return f"""\
-# Written by test/support/lab.py for the {self.runtime} lab in {r}; see test/support/LAB.md.
-version = 2
-root = {_toml_string(r / "root")}
-state = {_toml_string(r / "state")}
-temp = {_toml_string(r / "tmp")}
-disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshotter.v1.btrfs",
-  "io.containerd.snapshotter.v1.devmapper", "io.containerd.snapshotter.v1.zfs"]
+        return self._toml_head(2, ["aufs", "btrfs", "devmapper", "zfs"]) + f"""\
 
 [grpc]
   address = {_toml_string(self.socket)}
@@ -786,14 +792,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         r = self.root
 
         images, rt = "[plugins.'io.containerd.cri.v1.images'", "[plugins.'io.containerd.cri.v1.runtime'"
-        return f"""\
-# Written by test/support/lab.py for the {self.runtime} lab in {r}; see test/support/LAB.md.
-version = 3
-root = {_toml_string(r / "root")}
-state = {_toml_string(r / "state")}
-temp = {_toml_string(r / "tmp")}
-disabled_plugins = ["io.containerd.snapshotter.v1.btrfs", "io.containerd.snapshotter.v1.devmapper",
-  "io.containerd.snapshotter.v1.zfs"]
+        return self._toml_head(3, ["btrfs", "devmapper", "zfs"]) + f"""\
 
 [grpc]
   address = {_toml_string(self.socket)}
