@@ -155,8 +155,9 @@ def status_fails(code: int) -> dict[str, Any]:
 
 PTP_11 = ptp("1.1.0", "10.77.11.0/24")
 GC_NET = ptp("1.1.0", "10.77.14.0/24")
-SECOND = {"container": "ctr2", "ifname": "eth2"}
-LEAKED = {"lease": "10.77.14.200", "container": "ctr9", "ifname": "eth9"}
+# A second attachment of the same network, in a second pod (two ptp links of one
+# subnet in one netns clash on their gateway route).
+SECOND = {"container": "ctr2", "ifname": "eth2", "netns": "/run/netns/pod2"}
 CANNED_11 = conflist("1.1.0", {"type": "one"}, {"type": "two"}, name="canned")
 # cniVersions (CNI 1.1): the highest usable wins, above 1.1.0 left out; a list without cniVersion.
 OFFERED = ptp("1.0.0", "10.77.13.0/24", cniVersions=["0.4.0", "1.1.0", "2.0.0"])
@@ -180,11 +181,11 @@ LAB13_CASES: dict[str, list[list[Any]]] = {
     "STATUS 50": steps13(status_fails(50), "STATUS"),
     "STATUS 51": steps13(status_fails(51), "STATUS"),
     "STATUS below 1.1.0": steps13(ptp("1.0.0"), "STATUS"),
-    "GC live and stale": steps13(GC_NET, "ADD", ("ADD", SECOND), ("LEAK", LEAKED),
-                                 ("GC", {"valid": [["ctr1", "eth1"]]}), "DEL"),
+    "GC live and stale": steps13(GC_NET, "ADD", ("ADD", SECOND), ("GC", {"valid": [["ctr1", "eth1"]]}),
+                                 "DEL"),
     "GC below 1.1.0": steps13(ptp("1.0.0", "10.77.14.0/24"), "ADD", ("ADD", SECOND), ("GC", {"valid": []})),
-    "disableGC": steps13({**GC_NET, "disableGC": True}, "ADD", ("LEAK", LEAKED), ("GC", {"valid": []}),
-                         "DEL"),
+    "disableGC": steps13({**GC_NET, "disableGC": True}, "ADD", ("ADD", SECOND), ("GC", {"valid": []}), "DEL",
+                         ("DEL", SECOND)),
     "cniVersions": steps13(OFFERED, "ADD", "STATUS", "CHECK", "DEL"),
     "cniVersions without cniVersion": steps13(OFFERED_OLD, "ADD", "CHECK", "DEL"),
     "1.1.0 result": steps13(CANNED_11, "ADD", "CHECK", "DEL"),
@@ -195,8 +196,8 @@ LAB13_CASES: dict[str, list[list[Any]]] = {
 }
 LAB13_FAILURES = {"STATUS 50": [0], "STATUS 51": [0]}
 # "GC below 1.1.0" DELs the attachments GC does not list, as libcni does, and sends no GC;
-# "disableGC" does nothing at all: its leaked lease stays.
-LAB13_LEASES = {"disableGC": ["10.77.14.200"]}
+# "disableGC" does nothing at all (the DELs after it clean up). The plugins 1.9.1 answer
+# GC without doing anything (their source: "FIXME GC"): what counts is the calls.
 
 
 def run13(libcni_13: Libcni13, impl: str, case: list[list[Any]]) -> dict[str, Any]:
@@ -209,7 +210,7 @@ def run13(libcni_13: Libcni13, impl: str, case: list[list[Any]]) -> dict[str, An
 def test_cni_11_as_libcni_13(libcni_13: Libcni13, case: str) -> None:
     runs = {impl: run13(libcni_13, impl, LAB13_CASES[case]) for impl in ("libcni", "if-inject")}
     for impl, answer in runs.items():
-        leftovers = {"leases": LAB13_LEASES.get(case, []), "cache": {}, "links": [], "pod links": ["lo"]}
+        leftovers = {"leases": [], "cache": {}, "links": [], "pod links": ["lo"], "pod2 links": ["lo"]}
         assert answer["leftovers"] == leftovers, impl
     reference, ours = runs["libcni"]["runs"], runs["if-inject"]["runs"]
     assert [i for i, r in enumerate(reference) if not r["ok"]] == LAB13_FAILURES.get(case, []), reference
@@ -226,9 +227,9 @@ def test_status_and_gc_calls(libcni_13: Libcni13) -> None:
     assert status["calls"][0]["env"] | {"CNI_PATH": ""} == {
         "CNI_COMMAND": "STATUS", "CNI_CONTAINERID": "", "CNI_NETNS": "", "CNI_IFNAME": "", "CNI_ARGS": "",
         "CNI_PATH": ""}
-    gc = run13(libcni_13, "if-inject", LAB13_CASES["GC live and stale"])["runs"][3]
+    gc = run13(libcni_13, "if-inject", LAB13_CASES["GC live and stale"])["runs"][2]
     commands = [(c["type"], c["env"]["CNI_COMMAND"]) for c in gc["calls"]]
-    assert commands[0] == ("ptp", "DEL") and ("ptp", "GC") in commands and ("host-local", "GC") in commands
+    assert commands == [("ptp", "DEL"), ("host-local", "DEL"), ("ptp", "GC")]
     sent = next(c["stdin"] for c in gc["calls"] if c["env"]["CNI_COMMAND"] == "GC")
     assert sent["cni.dev/valid-attachments"] == sent["cni.dev/attachments"] == [
         {"containerID": "ctr1", "ifname": "eth1"}]
@@ -285,7 +286,7 @@ def worker(plan: dict[str, Any]) -> dict[str, Any]:
     for argv in (["mount", "-t", "tmpfs", "tmpfs", "/run"], ["mount", "-t", "sysfs", "sysfs", "/sys"],
                  ["ip", "link", "set", "lo", "up"],
                  ["ip", "link", "add", "master0", "type", "veth", "peer", "name", "master1"],  # macvlan's
-                 ["ip", "netns", "add", "pod"]):
+                 ["ip", "netns", "add", "pod"], ["ip", "netns", "add", "pod2"]):
         subprocess.run(argv, check=True)
     bench = Bench(WORKER_BASE, plan["driver"], "/run/netns/pod", CAPABILITIES)
     bench.spy_on_real_plugins(plan.get("cniBin", CNI_BIN))
@@ -296,8 +297,10 @@ def worker(plan: dict[str, Any]) -> dict[str, Any]:
             for impl, command, conf, *options in plan["steps"]]
     # The bridge plugin leaves its bridge on DEL (so does libcni): it is not a leftover.
     left = sorted(set(links()) - set(node_links) - {"cnibr0"})
-    return {"runs": runs, "leftovers": {"leases": bench.leases(), "cache": bench.cache(), "links": left,
-                                        "pod links": links("pod")}}
+    leftovers = {"leases": bench.leases(), "cache": bench.cache(), "links": left, "pod links": links("pod")}
+    if plan.get("cniBin"):  # the libcni 1.3 cases' second pod
+        leftovers["pod2 links"] = links("pod2")
+    return {"runs": runs, "leftovers": leftovers}
 
 
 if __name__ == "__main__" and sys.argv[1:] == ["worker"]:

@@ -117,10 +117,10 @@ class Step:
     """One call: `command` of `conf` through libcni or if-inject."""
 
     impl: str  # "libcni" or "if-inject"
-    command: str  # ADD, CHECK, DEL; STATUS, GC (CNI 1.1); LEAK: a lease no one holds, in host-local's dataDir
+    command: str  # ADD, CHECK, DEL; STATUS, GC (CNI 1.1)
     conf: dict[str, Any]
-    # "container", "ifname" of the attachment (CONTAINER, IFNAME); "valid": GC's [[ID, IFNAME]];
-    # "lease": LEAK's address.
+    # "container", "ifname", "netns" of the attachment (CONTAINER, IFNAME, the bench's);
+    # "valid": GC's [[ID, IFNAME]].
     options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -184,14 +184,12 @@ class Bench:
         conf = self.base / "conf.json"
         conf.write_text(json.dumps(step.conf, indent=2))
         options = step.options
-        if step.command == "LEAK":
-            self.leak(step.conf["name"], options)
-            answer: dict[str, Any] = {}
-        elif step.impl == "libcni":
+        if step.impl == "libcni":
             answer = libcni(self.driver, {
                 "command": step.command, "conf": str(conf), "cacheDir": str(self.cache_dir),
                 "cniPath": [str(self.base / "bin")], "containerId": options.get("container", CONTAINER),
-                "netns": self.netns, "ifName": options.get("ifname", IFNAME), "args": self.args,
+                "netns": options.get("netns", self.netns), "ifName": options.get("ifname", IFNAME),
+                "args": self.args,
                 "capabilityArgs": self.capability_args, "validAttachments": options.get("valid", [])})
         else:
             answer = self.run_if_inject(step.command, conf, options)
@@ -209,7 +207,7 @@ class Bench:
             if command == "GC":
                 cni.gc(network, [(c, i) for c, i in options.get("valid", [])])
                 return {}
-            att = ii.Attachment(options.get("container", CONTAINER), self.netns,
+            att = ii.Attachment(options.get("container", CONTAINER), options.get("netns", self.netns),
                                 options.get("ifname", IFNAME), [(k, v) for k, v in self.args],
                                 dict(self.capability_args))
             if command == "ADD":
@@ -219,12 +217,6 @@ class Bench:
         except ii.InjectError as e:
             # A plugin's own code (libcni's driver gives it only for a plugin's CNI error).
             return {"error": str(e), "code": e.code if str(e).startswith("plugin ") else None}
-
-    def leak(self, network: str, options: dict[str, Any]) -> None:
-        """A lease as host-local writes it, whose attachment no cache knows: GC's to release."""
-        leases = self.base / "ipam" / network
-        leases.mkdir(parents=True, exist_ok=True)
-        (leases / options["lease"]).write_text(f"{options['container']}\r\n{options['ifname']}")
 
 
 def conflist(version: str, *plugins: dict[str, Any], name: str = "conformance",
