@@ -223,7 +223,7 @@ def test_status_and_gc_calls(libcni_13: Libcni13) -> None:
     """The calls themselves, as libcni 1.3 makes them: STATUS stops at the first
     error; GC DELs the stale attachment, then asks every plugin with the valid ones."""
     status = run13(libcni_13, "if-inject", LAB13_CASES["STATUS 50"])["runs"][0]
-    assert [c["type"] for c in status["calls"]] == ["ptp", "failing"]
+    assert [c["type"] for c in status["calls"]] == ["ptp", "host-local", "failing"]  # ptp asks its IPAM
     assert status["calls"][0]["env"] | {"CNI_PATH": ""} == {
         "CNI_COMMAND": "STATUS", "CNI_CONTAINERID": "", "CNI_NETNS": "", "CNI_IFNAME": "", "CNI_ARGS": "",
         "CNI_PATH": ""}
@@ -247,7 +247,8 @@ def test_libcni_13_and_if_inject_take_over(libcni_13: Libcni13, conf: str, first
     delete = answer["runs"][2]["calls"]
     assert all(c["stdin"].get("prevResult", {}).get("cniVersion") == deleted["cniVersion"] for c in delete)
     assert all("prevResult" in c["stdin"] for c in delete if c["type"] != "host-local")
-    assert answer["leftovers"] == {"leases": [], "cache": {}, "links": [], "pod links": ["lo"]}
+    assert answer["leftovers"] == {"leases": [], "cache": {}, "links": [], "pod links": ["lo"],
+                                   "pod2 links": ["lo"]}
 
 
 RESULTS_110 = {"1.1.0": CANNED_110,
