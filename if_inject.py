@@ -4,7 +4,8 @@ if-inject asks the node's container runtime (containerd, cri-o) over its CRI
 socket for a pod's network namespace, then runs CNI plugins into that namespace
 the way a container runtime does, with libcni's semantics: conflists, chained
 prevResult, capability args, disableCheck, the result cache in
-/var/lib/cni/results with cached results converted to the config's version.
+/var/lib/cni/results with cached results converted to the config's version,
+and CNI 1.1 as libcni 1.3 has it (cniVersions, disableGC, STATUS, GC).
 
 The module is a small library with a command line on top:
 

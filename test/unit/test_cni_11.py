@@ -177,3 +177,34 @@ def test_gc_waits_for_adds_and_dels_of_its_network(tmp_path: Path) -> None:
     with ii._network_lock(cache, "n", 0.1, shared=False):
         assert os.listdir(tmp_path / "cache" / "if-inject-locks") == ["network:n.lock"]
     assert os.listdir(tmp_path / "cache") == []
+
+
+def test_gc_sends_gc_to_networks_at_1_1_0_with_every_attachment_left(tmp_path: Path) -> None:
+    """The end of `if-inject gc` (after its stale DELs): one record per network at
+    1.1.0 or later, GC to its plugins with the attachments cached for it."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir()
+    (bin_dir / "a").write_text(f'#!/bin/sh\necho "a $CNI_COMMAND" >> {log}\ncat >> {log}.stdin\n'
+                               f'echo >> {log}.stdin\necho \'{{"cniVersion": "1.1.0"}}\'\n')
+    (bin_dir / "a").chmod(0o755)
+    node = ii.Node(cni_path=[str(bin_dir)], cache_dir=str(tmp_path / "cache"))
+    for name, version in (("n", "1.1.0"), ("o", "1.0.0")):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"cniVersion": version, "name": name,
+                                                           "plugins": [{"type": "a"}]}))
+    for name, container in (("n", "c1"), ("n", "c2"), ("o", "c3")):
+        node.cni.add(ii.load_network(str(tmp_path / f"{name}.json")), ii.Attachment(container, "/x", "eth1"))
+    log.unlink()
+    log.with_suffix(".stdin").unlink()
+    networks = ii._gc_networks(node)
+    valid = [{"containerId": "c1", "interface": "eth1"}, {"containerId": "c2", "interface": "eth1"}]
+    assert list(ii._gc_verb(node, networks, dry_run=True)) == [
+        {"network": "n", "cniVersion": "1.1.0", "validAttachments": valid, "action": "would gc"}]
+    assert not log.exists()
+    assert list(ii._gc_verb(node, networks, dry_run=False)) == [
+        {"network": "n", "cniVersion": "1.1.0", "validAttachments": valid, "action": "gc"}]
+    assert log.read_text() == "a GC\n"
+    sent = json.loads(log.with_suffix(".stdin").read_text())
+    assert sent["cni.dev/valid-attachments"] == [{"containerID": "c1", "ifname": "eth1"},
+                                                {"containerID": "c2", "ifname": "eth1"}]
+    networks["n"].disable_gc = True
+    assert [r["action"] for r in ii._gc_verb(node, networks, dry_run=False)] == ["gc disabled"]
