@@ -4,7 +4,8 @@ if-inject asks the node's container runtime (containerd, cri-o) over its CRI
 socket for a pod's network namespace, then runs CNI plugins into that namespace
 the way a container runtime does, with libcni's semantics: conflists, chained
 prevResult, capability args, disableCheck, the result cache in
-/var/lib/cni/results with cached results converted to the config's version.
+/var/lib/cni/results with cached results converted to the config's version,
+and CNI 1.1 as libcni 1.3 has it (cniVersions, disableGC, STATUS, GC).
 
 The module is a small library with a command line on top:
 
@@ -29,7 +30,8 @@ __version__ = "unknown"
 # The public API, as the README's "Python API" documents it; every other name is private.
 __all__ = [
     "CNI", "CODE_DECODING", "CODE_INCOMPATIBLE_VERSION", "CODE_INTERNAL", "CODE_INVALID_CONFIG",
-    "CODE_INVALID_ENV", "CODE_IO", "CODE_NOT_AVAILABLE", "CODE_TRY_AGAIN_LATER", "CODE_UNKNOWN_CONTAINER",
+    "CODE_INVALID_ENV", "CODE_IO", "CODE_LIMITED_CONNECTIVITY",
+    "CODE_NOT_AVAILABLE", "CODE_TRY_AGAIN_LATER", "CODE_UNKNOWN_CONTAINER",
     "CODE_UNSUPPORTED_FIELD", "Attachment", "CachedAttachment", "InjectError", "Link", "NetworkConfig",
     "Node", "Pod", "Veth", "VethEnd", "__version__", "add", "add_veth", "attachments", "check", "cli",
     "delete", "delete_veth", "for_each_pod", "gc", "load_network", "main", "network_status",
@@ -114,6 +116,7 @@ CODE_DECODING = 6
 CODE_INVALID_CONFIG = 7
 CODE_TRY_AGAIN_LATER = 11
 CODE_NOT_AVAILABLE = 50
+CODE_LIMITED_CONNECTIVITY = 51
 CODE_INTERNAL = 999
 
 
@@ -787,6 +790,7 @@ class NetworkConfig:
     nad_namespace: str = ""
     nad_name: str = ""
     disable_check: bool = False  # a conflist's "disableCheck": CHECK then runs no plugin
+    disable_gc: bool = False  # a conflist's "disableGC" (CNI 1.1): GC then runs nothing
 
     @property
     def version_tuple(self) -> tuple[int, ...]:
@@ -942,19 +946,20 @@ def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
         return InjectError(f"{source}: {why}", CODE_INVALID_CONFIG)
     if not isinstance(conf, dict):
         raise bad("not a JSON object")
-    disable_check = False  # libcni reads it from a conflist only, and ignores it in a conf
+    # libcni reads disableCheck, disableGC and cniVersions from a conflist only, and ignores them in a conf.
+    disable_check = disable_gc = False
+    version = conf.get("cniVersion")
     if "plugins" in conf:
         plugins = conf["plugins"]
         if not isinstance(plugins, list) or not plugins:
             raise bad("'plugins' must be a non-empty list")
-        disable_check = conf.get("disableCheck", False)
-        if not isinstance(disable_check, bool):
-            raise bad("'disableCheck' must be true or false")
+        disable_check, disable_gc = _list_flag(conf, "disableCheck", bad), _list_flag(conf, "disableGC", bad)
+        version = _list_version(conf, source)
     elif "type" in conf:
         plugins = [conf]
     else:
         raise bad("neither a plugin conf (no 'type') nor a conflist (no 'plugins')")
-    name, version = conf.get("name"), conf.get("cniVersion")
+    name = conf.get("name")
     if not isinstance(name, str) or not re.match(_NAME_PATTERN, name):
         raise bad(f"invalid network name {name!r}")
     if version not in _CNI_VERSIONS:
@@ -966,7 +971,55 @@ def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
             raise bad("every plugin needs a 'type'")
         if "/" in plugin_type or plugin_type in (".", ".."):
             raise bad(f"plugin type {plugin_type!r} must be a plain file name")
-    return NetworkConfig(name, version, plugins, raw, disable_check=disable_check)
+    return NetworkConfig(name, version, plugins, raw, disable_check=disable_check, disable_gc=disable_gc)
+
+
+def _list_flag(conf: dict[str, Any], key: str, bad: Callable[[str], InjectError]) -> bool:
+    """A conflist's switch as libcni 1.3 reads it: true, false, or those words as a string in any case."""
+    value = conf.get(key, False)
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    if not isinstance(value, bool):
+        raise bad(f"'{key}' must be true or false")
+    return value
+
+
+def _version_key(version: str) -> tuple[int, int, int] | None:
+    """A CNI version as libcni's ParseVersion reads it ("" is 0.1.0, "1.1" is 1.1.0); None if it is none."""
+    if version == "":
+        return (0, 1, 0)
+    parts = version.split(".")
+    if len(parts) > 3 or not all(re.fullmatch(r"[+-]?[0-9]+", p) for p in parts):
+        return None
+    numbers = [int(p) for p in parts] + [0] * (3 - len(parts))
+    return (numbers[0], numbers[1], numbers[2])
+
+
+def _list_version(conf: dict[str, Any], source: str) -> Any:
+    """The version a conflist runs at, as libcni 1.3 picks it (CNI 1.1 "cniVersions"):
+    the highest of its cniVersions and its cniVersion, leaving out those above 1.1.0.
+    Where libcni would go on with no usable version, and every plugin fail, this says why."""
+    version = conf.get("cniVersion")
+    if "cniVersions" not in conf:
+        return version
+    offered = conf["cniVersions"]
+    if not isinstance(offered, list) or not all(isinstance(v, str) for v in offered):
+        raise InjectError(f"{source}: 'cniVersions' must be a list of strings", CODE_INVALID_CONFIG)
+    if version is not None and not isinstance(version, str):
+        raise InjectError(f"{source}: 'cniVersion' must be a string", CODE_INVALID_CONFIG)
+    candidates = [*offered, *([version] if version else [])]
+    keys: dict[str, tuple[int, int, int]] = {}
+    for v in candidates:
+        key = _version_key(v)
+        if key is None:
+            raise InjectError(f"{source}: invalid CNI version {v!r} in cniVersions", CODE_INVALID_CONFIG)
+        keys[v] = key
+    usable = [v for v in candidates if keys[v] <= (1, 1, 0)]  # libcni's version.Current()
+    if not usable:
+        said = ", ".join(candidates) or "none"
+        raise InjectError(f"{source}: no usable CNI version among those offered ({said}): "
+                          f"if-inject speaks up to {_CNI_VERSIONS[-1]}", CODE_INCOMPATIBLE_VERSION)
+    return max(usable, key=lambda v: keys[v])
 
 
 # ---- CNI: plugin execution ----------------------------------------------
@@ -1041,7 +1094,10 @@ def _find_plugin(plugin_type: str, search_path: list[str]) -> str:
                       CODE_NOT_AVAILABLE)
 
 
-def _plugin_env(command: str, att: Attachment, search_path: list[str]) -> dict[str, str]:
+def _plugin_env(command: str, att: Attachment | None, search_path: list[str]) -> dict[str, str]:
+    """The environment of a plugin call; without an attachment (STATUS, GC: CNI 1.1's
+    calls on the network) CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME and CNI_ARGS are
+    empty, as libcni sets them."""
     # Plugins are the node's programs: they get the environment we were started
     # with, not what the one-file executable's bootloader (PyInstaller) sets for
     # itself: its _PYI_* variables, and its library dir prepended to
@@ -1056,9 +1112,10 @@ def _plugin_env(command: str, att: Attachment, search_path: list[str]) -> dict[s
             env["LD_LIBRARY_PATH"] = ":".join(user)
         else:
             del env["LD_LIBRARY_PATH"]
-    env.update(CNI_COMMAND=command, CNI_CONTAINERID=att.container_id, CNI_NETNS=att.netns,
-               CNI_IFNAME=att.ifname, CNI_PATH=":".join(search_path),
-               CNI_ARGS=";".join(f"{k}={v}" for k, v in att.args))
+    env.update(CNI_COMMAND=command, CNI_CONTAINERID=att.container_id if att else "",
+               CNI_NETNS=att.netns if att else "", CNI_IFNAME=att.ifname if att else "",
+               CNI_PATH=":".join(search_path),
+               CNI_ARGS=";".join(f"{k}={v}" for k, v in att.args) if att else "")
     return env
 
 
@@ -1289,6 +1346,21 @@ def _cached_attachments(cache_dir: str) -> list[CachedAttachment]:
     return found
 
 
+def _cached_network_attachments(cache_dir: str, network: str) -> list[tuple[str, str]]:
+    """(container ID, interface) of every cache entry of `network`, whoever wrote
+    it, by file name, as libcni's GetCachedAttachments reads them."""
+    try:
+        names = sorted(os.listdir(_results_dir(cache_dir)))
+    except OSError:
+        return []
+    found = []
+    for name in names:
+        entry = _read_cache(os.path.join(_results_dir(cache_dir), name)) if ".tmp" not in name else None
+        if entry and entry.get("networkName") == network and entry.get("ifName") and entry.get("containerId"):
+            found.append((str(entry["containerId"]), str(entry["ifName"])))
+    return found
+
+
 # The result types of libcni's pkg/types (020, 040, 100) and the versions each
 # reads; 1.1.0 is read as 1.0.0 is, as libcni does from 1.2.
 _RESULT_TYPES = {"0.1.0": "020", "0.2.0": "020", "0.3.0": "040", "0.3.1": "040", "0.4.0": "040",
@@ -1352,8 +1424,18 @@ def _result_to_040(result: dict[str, Any], kind: str) -> dict[str, Any]:
                          for i in result.get("interfaces") or []]
     out["ips"] = [_ip_040(ip, _address_family(ip["address"]) if kind == "100" else ip.get("version", ""))
                   for ip in result.get("ips") or []]
-    out["routes"] = [dict(r) for r in result.get("routes") or []]
+    out["routes"] = [_route(r) for r in result.get("routes") or []]
     return out
+
+
+# A route as libcni's types.Route carries it across result versions (1.2+: CNI 1.1's
+# mtu, advmss, priority, table, scope too); zero mtu, advmss and priority are left out.
+_ROUTE_KEYS = ("dst", "gw", "mtu", "advmss", "priority", "table", "scope")
+
+
+def _route(route: dict[str, Any]) -> dict[str, Any]:
+    return {k: route[k] for k in _ROUTE_KEYS
+            if route.get(k) or (k in ("table", "scope") and route.get(k) is not None) or k == "dst"}
 
 
 def _result_from_040(r040: dict[str, Any], version: str) -> dict[str, Any]:
@@ -1396,9 +1478,10 @@ class _attachment_lock:
     never work on the same attachment at once. The lock file is removed after
     use; a waiter that got the lock on a removed file tries again."""
 
+    shared = False
+
     def __init__(self, cache_dir: str, container_id: str, ifname: str, timeout: float) -> None:
-        lock_dir = os.path.join(cache_dir, "if-inject-locks")
-        self.path = os.path.join(lock_dir, f"{container_id}-{ifname}.lock")
+        self.path = os.path.join(cache_dir, "if-inject-locks", f"{container_id}-{ifname}.lock")
         self.timeout = timeout
         self.fd = -1
 
@@ -1414,7 +1497,7 @@ class _attachment_lock:
                     os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
                     continue
                 try:
-                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 except BlockingIOError:
                     os.close(fd)
                     if time.monotonic() > deadline:
@@ -1431,11 +1514,32 @@ class _attachment_lock:
             raise InjectError(f"lock {self.path}: {e.strerror}", CODE_IO) from None
 
     def __exit__(self, *exc: object) -> None:
-        with suppress(OSError):
-            os.unlink(self.path)
-        os.close(self.fd)
+        import fcntl
+
+        try:
+            # A shared holder removes the file only when it can make its lock
+            # exclusive: no one else holds it then.
+            if self.shared:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            with suppress(OSError):
+                os.unlink(self.path)
+        except OSError:
+            pass
+        finally:
+            os.close(self.fd)
         with suppress(OSError):  # fails while another holder's lock is in it
             os.rmdir(os.path.dirname(self.path))
+
+
+class _network_lock(_attachment_lock):
+    """A lock per network: ADD and DEL hold it shared, GC alone (CNI 1.1: no
+    ADD or DEL of a network while its GC runs). Its name has a ':', which no
+    attachment's lock can have (container IDs and interface names have none)."""
+
+    def __init__(self, cache_dir: str, network: str, timeout: float, shared: bool) -> None:
+        super().__init__(cache_dir, "network", network, timeout)
+        self.path = os.path.join(os.path.dirname(self.path), f"network:{network}.lock")
+        self.shared = shared
 
 
 # ---- CNI: add, del, check -----------------------------------------------
@@ -1490,6 +1594,10 @@ class CNI:
         """ADD the whole list; on any failure or interrupt, DEL what ran, then raise."""
         for plugin in network.plugins:  # a missing one fails before anything is done
             _find_plugin(plugin["type"], self.path)
+        with _network_lock(self.cache_dir, network.name, self.timeout, shared=True):
+            return self._add(network, att)
+
+    def _add(self, network: NetworkConfig, att: Attachment) -> dict[str, Any]:
         # The entry goes in first: if we are killed half-way, gc and del find it.
         _write_cache(self.cache_dir, network, att, None)
         result: dict[str, Any] | None = None
@@ -1535,7 +1643,8 @@ class CNI:
     def delete(self, network: NetworkConfig, att: Attachment) -> None:
         """DEL with the cached result; the cache entry goes only when every plugin succeeded."""
         entry = _read_cache(_cache_file(self.cache_dir, network.name, att.container_id, att.ifname))
-        with _signals_deferred():  # a DEL is a clean-up: it runs to its end
+        with _signals_deferred(), _network_lock(self.cache_dir, network.name, self.timeout, shared=True):
+            # A DEL is a clean-up: it runs to its end.
             failures = self.delete_plugins(network, att, network.plugins,
                                            entry.get("result") if entry else None)
             if failures:
@@ -1563,6 +1672,72 @@ class CNI:
         with _interruptible():
             for plugin in network.plugins:
                 self.invoke("CHECK", network, plugin, att, prev)
+
+    # CNI 1.1's STATUS and GC: calls on a network rather than on an attachment.
+
+    def invoke_on_network(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
+                          extra: dict[str, Any] | None = None) -> None:
+        """One STATUS or GC call: the plugin's conf with the list's name and
+        version (and `extra`), no runtimeConfig, and an empty CNI_CONTAINERID,
+        CNI_NETNS, CNI_IFNAME and CNI_ARGS, as libcni calls it."""
+        stdin = json.dumps(dict(plugin, name=network.name, cniVersion=network.cni_version,
+                                **(extra or {}))).encode()
+        binary = _find_plugin(plugin["type"], self.path)
+        env = _plugin_env(command, None, self.path)
+        _log("Plugin", v=2, command=command, plugin=binary, stdin=stdin.decode(),
+            env={k: v for k, v in env.items() if k.startswith("CNI_")})
+        _exec_plugin(binary, env, stdin, self.timeout)
+
+    def status(self, network: NetworkConfig) -> bool:
+        """STATUS to each plugin in order, as libcni's GetStatusNetworkList: the
+        first that is not ready raises its error (50: not available, 51: limited
+        connectivity). False when the network is below CNI 1.1.0: nothing is asked."""
+        if network.version_tuple < (1, 1, 0):
+            return False
+        with _interruptible():
+            for plugin in network.plugins:
+                self.invoke_on_network("STATUS", network, plugin)
+        return True
+
+    def gc(self, network: NetworkConfig, valid_attachments: list[tuple[str, str]]) -> None:
+        """GC a network, as libcni's GCNetworkList: DEL the attachments that
+        if-inject cached for it and that `valid_attachments` (container ID,
+        interface) leaves out, then, from CNI 1.1.0, send GC to every plugin
+        with the attachments still valid, while no ADD or DEL of the network runs.
+        Every plugin is asked when one fails; the failures are raised together."""
+        if network.disable_gc:
+            _log("GC disabled by the network's disableGC: nothing runs", v=1, network=network.name)
+            return
+        valid = list(dict.fromkeys(valid_attachments))
+        failures = []
+        for cached in _cached_attachments(self.cache_dir):
+            if cached.network == network.name and (cached.container_id, cached.interface) not in valid:
+                att = cached.attachment()
+                try:
+                    with _attachment_lock(self.cache_dir, att.container_id, att.ifname, self.timeout):
+                        self.delete(network, att)
+                except InjectError as e:
+                    failures.append(f"stale attachment {att.container_id} {att.ifname}: {e}")
+        if network.version_tuple >= (1, 1, 0):
+            failures += self._gc_plugins(network, valid)
+        if failures:
+            raise InjectError("GC failed: " + "; ".join(failures), CODE_INTERNAL)
+
+    def _gc_plugins(self, network: NetworkConfig, valid: list[tuple[str, str]]) -> list[str]:
+        failures = []
+        with _network_lock(self.cache_dir, network.name, self.timeout, shared=False), _interruptible():
+            # What is cached now stays valid too: an attachment whose DEL failed, another
+            # tool's (not ours to judge), one added since the caller looked.
+            valid += [a for a in _cached_network_attachments(self.cache_dir, network.name) if a not in valid]
+            listed = [{"containerID": container_id, "ifname": ifname} for container_id, ifname in valid]
+            # libcni writes both keys: the spec first named it cni.dev/attachments (cni#1101).
+            extra = {"cni.dev/valid-attachments": listed, "cni.dev/attachments": listed}
+            for plugin in network.plugins:
+                try:
+                    self.invoke_on_network("GC", network, plugin, extra)
+                except InjectError as e:
+                    failures.append(f"plugin {plugin['type']}: {e}")
+        return failures
 
 
 # ---- pods: CNI on a pod (the public API) --------------------------------
@@ -1848,6 +2023,10 @@ def network_status(result: Any, name: str, ifname: str) -> dict[str, Any]:
     dns = _dig(result, "dns") or {}
     entry["dns"] = {k: dns[k] for k in ("nameservers", "domain", "search", "options")
                     if isinstance(dns, dict) and dns.get(k)}
+    if interface.get("pciID"):
+        # Multus takes device-info from the device plugin's file; with none here, the
+        # CNI 1.1 result's PCI id fills in the same shape (its DeviceInfo, type pci).
+        entry["device-info"] = {"type": "pci", "version": "1.1.0", "pci": {"pci-address": interface["pciID"]}}
     gateways = [str(r["gw"]) for r in routes if r.get("gw") and _is_default_route(r.get("dst"))]
     if gateways:
         entry["gateway"] = gateways
@@ -1912,7 +2091,9 @@ def pod_network_status(node: Node, namespace: str, pod: str) -> list[dict[str, A
 def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
     """DEL every attachment whose pod sandbox is gone (or not ready, or whose
     netns is gone), from its cached config; live pods are never touched.
-    Yields one record per stale attachment: what was done, or what failed."""
+    Yields one record per stale attachment: what was done, or what failed.
+    Then CNI 1.1's GC goes to the networks at 1.1.0 or later (one record each)."""
+    networks = _gc_networks(node)  # issue 23 (CNI 1.1 GC): the networks, before stale DELs take entries
     for cached in attachments(node):
         if not cached.stale:
             continue
@@ -1925,6 +2106,39 @@ def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
                 yield dict(record, action="deleted")
         except InjectError as e:
             yield dict(record, action="failed", error=str(e))
+    yield from _gc_verb(node, networks, dry_run)  # issue 23 (CNI 1.1 GC): after the stale DELs
+
+
+# ---- pods: CNI 1.1's GC verb at the end of gc (issue 23), apart from gc's stale policy
+
+def _gc_networks(node: Node) -> dict[str, NetworkConfig]:
+    """The networks of if-inject's cache entries, by name (the last entry's config)."""
+    networks = {}
+    for cached in _cached_attachments(node.cni.cache_dir):
+        with suppress(InjectError):  # an entry without a usable config: its DEL says why
+            networks[cached.network] = cached.network_config()
+    return networks
+
+
+def _gc_verb(node: Node, networks: dict[str, NetworkConfig], dry_run: bool) -> Iterator[dict[str, Any]]:
+    """GC to each network at CNI 1.1.0 or later, with the attachments still alive
+    (every cache entry of that network that is left); one record per network."""
+    for name, network in sorted(networks.items()):
+        if network.version_tuple < (1, 1, 0):
+            continue
+        record: dict[str, Any] = {"network": name, "cniVersion": network.cni_version}
+        alive = _cached_network_attachments(node.cni.cache_dir, name)
+        record["validAttachments"] = [{"containerId": c, "interface": i} for c, i in alive]
+        if network.disable_gc:
+            yield dict(record, action="gc disabled")
+        elif dry_run:
+            yield dict(record, action="would gc")
+        else:
+            try:
+                node.cni.gc(network, alive)
+                yield dict(record, action="gc")
+            except InjectError as e:
+                yield dict(record, action="failed", error=str(e))
 
 
 # ---- netlink: links, veth pairs -----------------------------------------
@@ -2523,6 +2737,12 @@ def _cni_subcommands(command: _Command) -> None:
     _pod_flags(sub)
     _cni_flags(sub)
 
+    sub = command("status", "ask a network's plugins if they are ready (CNI 1.1 STATUS; no pod needed)",
+                  _run_status)
+    sub.add_argument("-spec", "--spec", required=True, metavar="FILE",
+                     help="CNI network: a conflist or plugin conf, or a Multus "
+                          "NetworkAttachmentDefinition (JSON or YAML) holding one; - reads stdin")
+
 
 def _node_subcommands(command: _Command) -> None:
     """list, gc, pods, links, veth: one entry each, in the order --help lists them."""
@@ -2679,6 +2899,30 @@ def _run_list(args: argparse.Namespace, node: Node) -> int:
     _print_table(("NAMESPACE", "POD", "INTERFACE", "NETWORK", "ADDRESSES", "SANDBOX", "STATE"),
                  [(a.namespace, a.pod, a.interface, a.network, ",".join(a.addresses) or "-",
                    a.sandbox_id[:13] or "-", "stale" if a.stale else a.sandbox_state) for a in found])
+    return 0
+
+
+# What `status` says of a network, by the code of the plugin that answered (CNI 1.1).
+_STATUS_WORDS = {CODE_NOT_AVAILABLE: "not available", CODE_LIMITED_CONNECTIVITY: "limited connectivity"}
+
+
+def _run_status(args: argparse.Namespace, node: Node) -> int:
+    """One JSON line: ready (exit 0), not asked below CNI 1.1.0 (exit 0, as
+    libcni counts it ready), or the first plugin's error with its code (exit 1)."""
+    network = load_network(args.spec)
+    line: dict[str, Any] = {"network": network.name, "cniVersion": network.cni_version}
+    if network.nad_name:
+        line["netAttachDef"] = network.status_name("")
+    try:
+        asked = node.cni.status(network)
+    except InjectError as e:
+        print(json.dumps(dict(line, status=_STATUS_WORDS.get(e.code, "failed"), code=e.code, error=str(e))))
+        _log_error("status: not ready", e, code=e.code)
+        return 1
+    if not asked:
+        _log("STATUS not sent: it exists from CNI 1.1.0, and the network is older", level="warn",
+            network=network.name, cniVersion=network.cni_version)
+    print(json.dumps(dict(line, status="ready" if asked else "not asked")))
     return 0
 
 

@@ -254,7 +254,8 @@ def test_read_only_cache_dir_fails_before_any_plugin(cni: ii.CNI, ns: str, tmp_p
     os.makedirs(cni.cache_dir, mode=0o700)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", cni.cache_dir], check=True)
     try:
-        with pytest.raises(ii.InjectError, match=r"result cache .*: Read-only file system"):
+        # The network's lock (docs/cni-1.1.md, GC) is the first thing written there.
+        with pytest.raises(ii.InjectError, match=r"lock .*/if-inject-locks/network:iitnet.lock: Read-only"):
             cni.add(network(tmp_path, ptp()), attachment(ns))
     finally:
         subprocess.run(["umount", cni.cache_dir], check=True)

@@ -12,6 +12,14 @@
 //	{"command": "CONVERT", "result": {...}, "version": V}
 //	-> {"result": {...}} or {"error": "..."}  (the result as libcni's GetAsVersion gives it)
 //
+//	{"command": "STATUS|GC", "conf": FILE, "cacheDir": DIR, "cniPath": [DIR],
+//	 "validAttachments": [[ID, IFNAME]]}  (GC's)
+//	-> {} or {"error": "...", "code": N}  (libcni 1.2+: GetStatusNetworkList, GCNetworkList)
+//
+// An error that is a plugin's CNI error carries its code. This file builds with
+// libcni_driver_112.go against libcni 1.1 (no STATUS, GC) or with
+// libcni_driver_13.go against libcni 1.3.
+//
 // A conf with "plugins" goes through the list functions (AddNetworkList ...),
 // a single plugin conf through the single ones (AddNetwork ...).
 package main
@@ -19,6 +27,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 
@@ -39,6 +48,7 @@ type request struct {
 	CapabilityArgs map[string]interface{} `json:"capabilityArgs"`
 	Result         json.RawMessage        `json:"result"`
 	Version        string                 `json:"version"`
+	Valid          [][2]string            `json:"validAttachments"`
 }
 
 func main() {
@@ -54,6 +64,10 @@ func main() {
 	}
 	if err != nil {
 		answer["error"] = err.Error()
+		var cniErr *types.Error
+		if errors.As(err, &cniErr) {
+			answer["code"] = cniErr.Code
+		}
 	}
 	out, _ := json.Marshal(answer)
 	fmt.Println(string(out))
@@ -88,6 +102,8 @@ func run(req *request) (types.Result, error) {
 			return nil, err
 		}
 		switch req.Command {
+		case "STATUS", "GC":
+			return nil, networkCommand(ctx, cni, list, req)
 		case "ADD":
 			return cni.AddNetworkList(ctx, list, rt)
 		case "CHECK":
