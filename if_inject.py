@@ -1213,6 +1213,15 @@ def _check_ours(st: os.stat_result, path: str, directory: bool, loose_bits: int)
         raise _unsafe(path, f"has mode {stat.S_IMODE(st.st_mode):04o}: {others}")
 
 
+def _is_link(name: str, dir_fd: int | None) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
 def _open_nofollow(path: str, name: str, flags: int, dir_fd: int | None, mode: int = 0o600) -> int:
     """os.open of `name` (in `dir_fd`) that never follows a symbolic link; `path` names it in errors."""
     import errno
@@ -1220,10 +1229,11 @@ def _open_nofollow(path: str, name: str, flags: int, dir_fd: int | None, mode: i
     try:
         return os.open(name, flags | _FILE_FLAGS, mode, dir_fd=dir_fd)
     except OSError as e:
+        if e.errno == errno.ENOTDIR and flags & os.O_DIRECTORY:  # O_DIRECTORY's answer for a link too
+            why = "is a symbolic link" if _is_link(name, dir_fd) else "is not a directory"
+            raise _unsafe(path, why) from None
         if e.errno == errno.ELOOP:
             raise _unsafe(path, "is a symbolic link") from None
-        if e.errno == errno.ENOTDIR and flags & os.O_DIRECTORY:
-            raise _unsafe(path, "is not a directory") from None
         raise
 
 
@@ -1463,21 +1473,25 @@ class CachedAttachment:
                           args=list(self.cni_args), capability_args=dict(self.capability_args), pod=pod)
 
     def checked_netns(self) -> str:
-        """The entry's netns, checked as the runtime's is: "" when it is gone
-        (or no network namespace) or in /proc (that PID may be another
-        process's by now), so that DEL runs without one, as the spec allows;
-        the node's own, or a relative path, is refused."""
+        """The entry's netns, checked as the runtime's is: the node's own (in
+        any spelling, or through a symbolic link) or a relative path is
+        refused; "" when it is gone (or no network namespace) or in /proc
+        (that PID may be another process's by now), so that DEL runs without
+        one, as the spec allows."""
         netns = self.netns  # normalised when read
-        if not netns or _is_proc_path(netns):
+        if not netns:
             return ""
         if not netns.startswith("/"):
             raise InjectError(f"cache entry {self.path}: netns {netns!r} is not an absolute path: "
                               "refusing it", CODE_DECODING)
+        if _is_node_netns(netns):
+            raise InjectError(f"cache entry {self.path}: {netns} is the node's own network namespace: "
+                              "refusing to change the node", CODE_INVALID_ENV)
+        if _is_proc_path(netns):
+            return ""
         try:
             _check_netns(netns)
         except InjectError as e:
-            if _is_node_netns(netns):
-                raise InjectError(f"cache entry {self.path}: {e}", e.code) from None
             _log("The cached netns is gone: DEL runs without one", v=1, path=self.path, error=str(e))
             return ""
         return netns
