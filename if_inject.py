@@ -1677,7 +1677,10 @@ class _attachment_lock:
         """One attempt; True when the lock is ours (the fds then kept), False when held."""
         import fcntl
 
-        top, locks = _open_cache_subdir(self.cache_dir, _LOCK_DIR, create=True)
+        try:
+            top, locks = _open_cache_subdir(self.cache_dir, _LOCK_DIR, create=True)
+        except FileNotFoundError:  # the last user removed the lock dir after we made sure of it
+            return False
         fd, taken = -1, False
         try:
             # ENOENT: the last user removed the lock dir after we opened it
