@@ -520,6 +520,7 @@ class Pod:
     ready: bool = True
     labels: dict[str, str] = field(default_factory=dict)
     status_ready: bool = True  # what PodSandboxStatus said, which can lag behind the list
+    netns_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the netns once checked
 
 
 def _list_sandboxes(client: _RuntimeClient, labels: dict[str, str] | None = None,
@@ -659,7 +660,7 @@ def _find_pod(client: _RuntimeClient, namespace: str, name: str,
         if pod.network_mode == _NODE_MODE:
             raise InjectError(f"pod {namespace}/{name} uses the node's network (hostNetwork): "
                               "refusing to change the node", CODE_INVALID_CONFIG)
-        _check_netns(pod.netns)
+        pod.netns_id = _check_netns(pod.netns)
     except InjectError as e:
         # Stopped or removed since the list (PodSandboxStatus NOT_FOUND, the
         # netns gone): for a delete, that is a pod that is gone, as if unlisted.
@@ -672,10 +673,11 @@ def _find_pod(client: _RuntimeClient, namespace: str, name: str,
 
 # Kubernetes label syntax: an optional DNS-subdomain prefix and "/", then a
 # name of up to 63 characters; a value is empty or name-like.
-_LABEL_NAME = r"(?=.{1,63}$)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
+_LABEL_NAME = r"(?=.{1,63}\Z)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _LABEL_PREFIX = r"(?=.{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
-_LABEL_KEY = re.compile(f"^({_LABEL_PREFIX})?{_LABEL_NAME}$")
-_LABEL_VALUE = re.compile(f"^({_LABEL_NAME})?$")
+# Matched whole (fullmatch): re.match with "$" would take a trailing newline.
+_LABEL_KEY = re.compile(f"({_LABEL_PREFIX})?{_LABEL_NAME}")
+_LABEL_VALUE = re.compile(f"({_LABEL_NAME})?")
 
 
 def _parse_selector(text: str) -> dict[str, str]:
@@ -691,9 +693,9 @@ def _parse_selector(text: str) -> dict[str, str]:
             raise InjectError(f"unsupported label selector term {term!r} in {text!r}: only "
                               "key=value and key==value, joined by ','", CODE_INVALID_CONFIG)
         key, value = match.groups()
-        if not _LABEL_KEY.match(key):
+        if not _LABEL_KEY.fullmatch(key):
             raise InjectError(f"invalid label key {key!r} in selector {text!r}", CODE_INVALID_CONFIG)
-        if not _LABEL_VALUE.match(value):
+        if not _LABEL_VALUE.fullmatch(value):
             raise InjectError(f"invalid label value {value!r} in selector {text!r}", CODE_INVALID_CONFIG)
         if labels.setdefault(key, value) != value:
             raise InjectError(f"label selector {text!r} wants {key} to be both "
@@ -741,14 +743,34 @@ def _node_netns_ids() -> set[tuple[int, int]]:
     return ids
 
 
-def _check_netns(path: str) -> None:
-    """Refuse anything that is not a network namespace, or that is the node's own."""
+def _normal_path(path: str) -> str:
+    """`path` without ".", "..", or repeated slashes ("//proc/1/ns/net" is
+    "/proc/1/ns/net"), for the checks on paths read from files."""
+    if not path:
+        return ""
+    normal = os.path.normpath(path)  # keeps a leading "//", which POSIX lets mean something else
+    return "/" + normal.lstrip("/") if normal.startswith("/") else normal
+
+
+def _is_proc_path(path: str) -> bool:
+    """Whether `path` is in /proc, where a netns path follows a PID that can be reused."""
+    return _normal_path(path).split("/")[:2] == ["", "proc"]
+
+
+def _open_netns(path: str) -> int:
+    """An fd of the network namespace at `path`, checked before and after it
+    is opened: a namespace file (a device or FIFO is never opened) of the
+    network kind, and not the node's own."""
     import fcntl
+    import stat
 
     if not path:
         raise InjectError("no network namespace path", CODE_INVALID_ENV)
     try:
-        # O_NONBLOCK: opening a FIFO (or a device) must not hang us.
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):  # nsfs files are regular; never open anything else
+            raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
+        # O_NONBLOCK: should it have become a FIFO meanwhile, opening it must not hang us.
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
     except OSError as e:
         raise InjectError(f"network namespace {path}: {e.strerror}", CODE_UNKNOWN_CONTAINER) from None
@@ -758,13 +780,35 @@ def _check_netns(path: str) -> None:
             kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
         except OSError:
             kind = 0  # ENOTTY: not an nsfs file at all
+        if kind != _CLONE_NEWNET or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
+        if (st.st_dev, st.st_ino) in _node_netns_ids():
+            raise InjectError(f"{path} is the node's own network namespace: refusing to change the node",
+                              CODE_INVALID_ENV)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_netns(path: str) -> tuple[int, int]:
+    """Refuse anything that is not a network namespace, or that is the node's
+    own; returns the namespace's (st_dev, st_ino)."""
+    fd = _open_netns(path)
+    try:
+        st = os.fstat(fd)
     finally:
         os.close(fd)
-    if kind != _CLONE_NEWNET:
-        raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
-    if (st.st_dev, st.st_ino) in _node_netns_ids():
-        raise InjectError(f"{path} is the node's own network namespace: refusing to change the node",
-                          CODE_INVALID_ENV)
+    return st.st_dev, st.st_ino
+
+
+def _is_node_netns(path: str) -> bool:
+    """Whether `path` is the node's own network namespace (when _check_netns refused it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in _node_netns_ids()
 
 
 # ---- CNI: config --------------------------------------------------------
@@ -774,7 +818,7 @@ _DEFAULT_CNI_PATH = ("/opt/cni/bin", "/usr/libexec/cni", "/usr/lib/cni")
 # libcni's cacheDir: results in its results/, our locks in its if-inject-locks/.
 _DEFAULT_CACHE_DIR = "/var/lib/cni"
 # The CNI spec's rules for container IDs and network names.
-_NAME_PATTERN = r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$"
+_NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # matched whole (fullmatch)
 
 
 @dataclass
@@ -812,8 +856,8 @@ _NAD_API_VERSION = "k8s.cni.cncf.io/v1"
 _NAD_KIND = "NetworkAttachmentDefinition"
 # Kubernetes object names: a DNS-1123 subdomain; namespaces: a DNS-1123 label.
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_OBJECT_NAME = re.compile(rf"^(?=.{{1,253}}$){_DNS_LABEL}(\.{_DNS_LABEL})*$")
-_NAMESPACE = re.compile(rf"^(?=.{{1,63}}$){_DNS_LABEL}$")
+_OBJECT_NAME = re.compile(rf"(?=.{{1,253}}\Z){_DNS_LABEL}(\.{_DNS_LABEL})*")  # matched whole (fullmatch)
+_NAMESPACE = re.compile(rf"(?=.{{1,63}}\Z){_DNS_LABEL}")
 
 
 def load_network(path: str) -> NetworkConfig:
@@ -903,10 +947,10 @@ def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
         raise InjectError(f"{source}: a document of {found}, not a {_NAD_KIND} of {_NAD_API_VERSION}",
                           CODE_INVALID_CONFIG)
     name, namespace = _dig(document, "metadata", "name"), _dig(document, "metadata", "namespace") or ""
-    if not isinstance(name, str) or not _OBJECT_NAME.match(name):
+    if not isinstance(name, str) or not _OBJECT_NAME.fullmatch(name):
         raise InjectError(f"{source}: {_NAD_KIND} with an invalid metadata.name {name!r}",
                           CODE_INVALID_CONFIG)
-    if not isinstance(namespace, str) or (namespace and not _NAMESPACE.match(namespace)):
+    if not isinstance(namespace, str) or (namespace and not _NAMESPACE.fullmatch(namespace)):
         raise InjectError(f"{source}: {_NAD_KIND} {name} with an invalid metadata.namespace {namespace!r}",
                           CODE_INVALID_CONFIG)
     what = f"{source}: {_NAD_KIND} {namespace}/{name}" if namespace else f"{source}: {_NAD_KIND} {name}"
@@ -960,7 +1004,7 @@ def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
     else:
         raise bad("neither a plugin conf (no 'type') nor a conflist (no 'plugins')")
     name = conf.get("name")
-    if not isinstance(name, str) or not re.match(_NAME_PATTERN, name):
+    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
         raise bad(f"invalid network name {name!r}")
     if version not in _CNI_VERSIONS:
         raise InjectError(f"{source}: unknown cniVersion {version!r} (known: "
@@ -1042,7 +1086,7 @@ class Attachment:
 
 def _validate_container_id(container_id: str) -> None:
     """The CNI spec's rule for container IDs."""
-    if not re.match(_NAME_PATTERN, container_id):
+    if not _NAME_PATTERN.fullmatch(container_id):
         raise InjectError(f"invalid container ID {container_id!r}", CODE_INVALID_ENV)
 
 
@@ -1058,6 +1102,23 @@ def _validate_attachment(att: Attachment) -> None:
     """The CNI spec's rules for container IDs and interface names."""
     _validate_container_id(att.container_id)
     _validate_ifname(att.ifname)
+
+
+def _check_same_netns(att: Attachment) -> None:
+    """A /proc/<pid>/ns/net path (cri-dockerd's) follows its PID: before each
+    plugin runs, it must still be the namespace the pod had when checked."""
+    pod = att.pod
+    if pod is None or pod.netns_id is None or not att.netns or not _is_proc_path(att.netns):
+        return
+    try:
+        st = os.stat(att.netns)
+        now: tuple[int, int] | None = (st.st_dev, st.st_ino)
+    except OSError:
+        now = None
+    if now != pod.netns_id:
+        raise InjectError(f"network namespace {att.netns} is no longer pod {pod.namespace}/{pod.name}'s "
+                          "(its process ended, or its PID was reused): no plugin runs in it",
+                          CODE_UNKNOWN_CONTAINER)
 
 
 def _parse_cni_args(text: str) -> list[tuple[str, str]]:
@@ -1177,6 +1238,150 @@ def _cache_file(cache_dir: str, network: str, container_id: str, ifname: str) ->
     return os.path.join(_results_dir(cache_dir), f"{network}-{container_id}-{ifname}")
 
 
+# ---- CNI: result cache: files that no one else can plant or change ------
+# Everything under the cache dir is opened relative to a directory fd and
+# never through a symbolic link; a directory or file is used only when it is
+# ours (the euid's) and no one else can write it (or, for a file, read it).
+# A planted symlink, another user's file or a loose mode is refused, naming it.
+
+_LOCK_DIR = "if-inject-locks"
+# A temporary file's name starts with ".": a libcni entry's starts with its
+# network's name, which starts with a letter or digit.
+_TMP_PREFIX = "."
+_FILE_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY  # a FIFO never blocks us
+
+
+def _unsafe(path: str, why: str) -> InjectError:
+    return InjectError(f"{path} {why}: refusing it (see docs/trust.md)", CODE_IO)
+
+
+def _check_ours(st: os.stat_result, path: str, directory: bool, loose_bits: int) -> None:
+    """Refuse what another user made or can change: the wrong type or owner,
+    or any of `loose_bits` in its mode."""
+    import stat
+
+    if not (stat.S_ISDIR(st.st_mode) if directory else stat.S_ISREG(st.st_mode)):
+        raise _unsafe(path, "is not a directory" if directory else "is not a regular file")
+    if st.st_uid != os.geteuid():
+        owner = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+        raise _unsafe(path, f"is owned by uid {st.st_uid}, not by {owner}")
+    if st.st_mode & loose_bits:
+        others = "others can write in it" if directory else "others can read or write it"
+        raise _unsafe(path, f"has mode {stat.S_IMODE(st.st_mode):04o}: {others}")
+
+
+def _is_link(name: str, dir_fd: int | None) -> bool:
+    import stat
+
+    try:
+        return stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode)
+    except OSError:
+        return False
+
+
+def _open_nofollow(path: str, name: str, flags: int, dir_fd: int | None, mode: int = 0o600) -> int:
+    """os.open of `name` (in `dir_fd`) that never follows a symbolic link; `path` names it in errors."""
+    import errno
+
+    try:
+        return os.open(name, flags | _FILE_FLAGS, mode, dir_fd=dir_fd)
+    except OSError as e:
+        if e.errno == errno.ENOTDIR and flags & os.O_DIRECTORY:  # O_DIRECTORY's answer for a link too
+            why = "is a symbolic link" if _is_link(name, dir_fd) else "is not a directory"
+            raise _unsafe(path, why) from None
+        if e.errno == errno.ELOOP:
+            raise _unsafe(path, "is a symbolic link") from None
+        raise
+
+
+def _open_dir(path: str, name: str = "", dir_fd: int | None = None, create: bool = False,
+              loose_bits: int = 0o022) -> int:
+    """The fd of directory `name` in `dir_fd` (else of `path`), checked to be
+    ours; made (0700) first when `create`. Raises OSError (FileNotFoundError
+    when it is missing) or InjectError."""
+    if create and dir_fd is None:
+        os.makedirs(path, mode=0o700, exist_ok=True)  # MkdirAll(cacheDir, 0700), as libcni
+    elif create:
+        with suppress(FileExistsError):
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+    # normpath: with a trailing "/", even O_NOFOLLOW follows a symbolic link
+    fd = _open_nofollow(path, name or os.path.normpath(path), os.O_RDONLY | os.O_DIRECTORY, dir_fd)
+    try:
+        _check_ours(os.fstat(fd), path, directory=True, loose_bits=loose_bits)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _open_cache_subdir(cache_dir: str, sub: str, create: bool) -> tuple[int, int]:
+    """(fd of the cache dir, fd of its `sub`), both checked. The cache dir
+    itself may be writable by others (a sticky /tmp-like mount): what is in
+    it is checked in turn."""
+    top = _open_dir(cache_dir, create=create, loose_bits=0)
+    try:
+        return top, _open_dir(os.path.join(cache_dir, sub), sub, top, create)
+    except BaseException:
+        os.close(top)
+        raise
+
+
+@contextmanager
+def _results_fd(cache_dir: str, create: bool = False) -> Iterator[int | None]:
+    """The checked fd of the cache dir's results/; None when it is missing and not `create`."""
+    try:
+        top, fd = _open_cache_subdir(cache_dir, "results", create)
+    except FileNotFoundError:
+        if create:
+            raise
+        fd = top = -1
+    try:
+        yield fd if fd >= 0 else None
+    finally:
+        for each in (fd, top):
+            if each >= 0:
+                os.close(each)
+
+
+def _read_entry(dir_fd: int, name: str, path: str) -> dict[str, Any] | None:
+    """The cache entry `name` in results/ (`dir_fd`): None when missing,
+    empty, corrupt or of another kind (never blocks a DEL); refused when it
+    is not our own regular file, unreadable by others."""
+    try:
+        fd = _open_nofollow(path, name, os.O_RDONLY, dir_fd)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        _log("Ignoring unreadable cache entry", path=path, error=e.strerror)
+        return None
+    with os.fdopen(fd, "rb") as f:
+        _check_ours(os.fstat(f.fileno()), path, directory=False, loose_bits=0o077)
+        try:
+            entry = json.loads(f.read())
+        except (OSError, ValueError, RecursionError) as e:
+            _log("Ignoring unreadable cache entry", path=path, error=str(e))
+            return None
+    if not isinstance(entry, dict) or entry.get("kind") != _CACHE_KIND:
+        _log("Ignoring cache entry of unknown kind", path=path)
+        return None
+    return entry
+
+
+def _cache_exists(path: str) -> bool:
+    """Whether results/ holds anything at `path` (a symbolic link too: reading it is refused)."""
+    results, name = os.path.split(path)
+    try:
+        with _results_fd(os.path.dirname(results)) as fd:
+            if fd is not None:
+                os.stat(name, dir_fd=fd, follow_symlinks=False)
+                return True
+    except FileNotFoundError:
+        pass
+    except OSError as e:
+        raise InjectError(f"result cache {results}: {e.strerror}", CODE_IO) from None
+    return False
+
+
 def _go_map(value: Any) -> Any:
     """`value` with its objects' keys sorted, as Go's encoding/json writes a map."""
     if isinstance(value, dict):
@@ -1215,41 +1420,51 @@ def _cache_entry(network: NetworkConfig, att: Attachment, result: dict[str, Any]
 
 def _write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
                 result: dict[str, Any] | None) -> None:
-    """Write the cache entry atomically (0600 in a 0700 dir), as libcni does."""
+    """Write the cache entry atomically (0600 in a 0700 dir), as libcni does;
+    the temporary file is a new one of ours (O_EXCL), whatever was planted."""
     path = _cache_file(cache_dir, network.name, att.container_id, att.ifname)
-    tmp = f"{path}.tmp{os.getpid()}"
+    name = os.path.basename(path)
+    tmp = f"{_TMP_PREFIX}{name}.tmp{os.getpid()}"
     try:
-        for directory in (cache_dir, _results_dir(cache_dir)):  # MkdirAll(results, 0700)
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            json.dump(_cache_entry(network, att, result), f, separators=(",", ":"))
-        os.replace(tmp, path)
+        with _results_fd(cache_dir, create=True) as results:
+            assert results is not None
+            with suppress(FileNotFoundError):  # what is there must be ours: a symlink is refused
+                st = os.stat(name, dir_fd=results, follow_symlinks=False)
+                _check_ours(st, path, directory=False, loose_bits=0o077)
+            try:
+                fd = _open_nofollow(tmp, tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, results)
+            except FileExistsError:
+                raise _unsafe(os.path.join(os.path.dirname(path), tmp), "exists already") from None
+            try:
+                with os.fdopen(fd, "w") as f:
+                    json.dump(_cache_entry(network, att, result), f, separators=(",", ":"))
+                os.replace(tmp, name, src_dir_fd=results, dst_dir_fd=results)
+            except BaseException:
+                with suppress(OSError):  # a full disk: no half-written file stays behind
+                    os.unlink(tmp, dir_fd=results)
+                raise
     except OSError as e:
-        with suppress(OSError):  # a full disk: no half-written file stays behind
-            os.unlink(tmp)
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
 
 
 def _read_cache(path: str) -> dict[str, Any] | None:
-    """A cache entry, or None when missing, empty or corrupt (never blocks a DEL)."""
+    """The cache entry at `path` (in a cache dir's results/), or None when
+    missing, empty or corrupt (never blocks a DEL); refused (InjectError) when
+    it, or results/, could have been planted or changed by someone else."""
+    results, name = os.path.split(path)
     try:
-        with open(path, "rb") as f:
-            entry = json.loads(f.read())
-    except FileNotFoundError:
-        return None
-    except (OSError, ValueError) as e:
-        _log("Ignoring unreadable cache entry", path=path, error=str(e))
-        return None
-    if not isinstance(entry, dict) or entry.get("kind") != _CACHE_KIND:
-        _log("Ignoring cache entry of unknown kind", path=path)
-        return None
-    return entry
+        with _results_fd(os.path.dirname(results)) as fd:
+            return None if fd is None else _read_entry(fd, name, path)
+    except OSError as e:
+        raise InjectError(f"result cache {results}: {e.strerror}", CODE_IO) from None
 
 
 def _remove_cache(cache_dir: str, network: str, container_id: str, ifname: str) -> None:
+    name = os.path.basename(_cache_file(cache_dir, network, container_id, ifname))
     try:
-        os.unlink(_cache_file(cache_dir, network, container_id, ifname))
+        with _results_fd(cache_dir) as fd:
+            if fd is not None:
+                os.unlink(name, dir_fd=fd)  # a symbolic link itself, never its target
     except FileNotFoundError:
         pass
     except OSError as e:
@@ -1287,7 +1502,7 @@ class CachedAttachment:
                    pod_uid=str(mark.get("podUid", "")), sandbox_id=str(mark.get("sandboxId", "")),
                    net_attach_def=str(mark.get("netAttachDef", "")), interface=str(entry.get("ifName", "")),
                    network=str(entry.get("networkName", "")), container_id=str(entry.get("containerId", "")),
-                   netns=str(entry.get("netns") or ""), config=str(entry.get("config", "")),
+                   netns=_normal_path(str(entry.get("netns") or "")), config=str(entry.get("config", "")),
                    cni_args=[(str(kv[0]), str(kv[1])) for kv in entry.get("cniArgs") or [] if len(kv) == 2],
                    capability_args=capability_args if isinstance(capability_args, dict) else {},
                    result=result if isinstance(result, dict) else None)
@@ -1308,15 +1523,35 @@ class CachedAttachment:
 
     def attachment(self) -> Attachment:
         """The Attachment the entry records; a netns that is gone becomes ''."""
-        netns = self.netns
-        # A /proc/<pid> path may belong to another process by now, and a netns
-        # that was unmounted is gone: DEL then runs without one, as the spec allows.
-        if netns.startswith("/proc/") or not os.path.exists(netns):
-            netns = ""
+        netns = self.checked_netns()
         pod = Pod(namespace=self.namespace, name=self.pod, uid=self.pod_uid, sandbox_id=self.sandbox_id,
                   netns=netns)
         return Attachment(container_id=self.container_id, netns=netns, ifname=self.interface,
                           args=list(self.cni_args), capability_args=dict(self.capability_args), pod=pod)
+
+    def checked_netns(self) -> str:
+        """The entry's netns, checked as the runtime's is: the node's own (in
+        any spelling, or through a symbolic link) or a relative path is
+        refused; "" when it is gone (or no network namespace) or in /proc
+        (that PID may be another process's by now), so that DEL runs without
+        one, as the spec allows."""
+        netns = self.netns  # normalised when read
+        if not netns:
+            return ""
+        if not netns.startswith("/"):
+            raise InjectError(f"cache entry {self.path}: netns {netns!r} is not an absolute path: "
+                              "refusing it", CODE_DECODING)
+        if _is_node_netns(netns):
+            raise InjectError(f"cache entry {self.path}: {netns} is the node's own network namespace: "
+                              "refusing to change the node", CODE_INVALID_ENV)
+        if _is_proc_path(netns):
+            return ""
+        try:
+            _check_netns(netns)
+        except InjectError as e:
+            _log("The cached netns is gone: DEL runs without one", v=1, path=self.path, error=str(e))
+            return ""
+        return netns
 
     def json(self) -> dict[str, Any]:
         """What `list -o json` prints."""
@@ -1326,39 +1561,52 @@ class CachedAttachment:
                 "sandboxState": self.sandbox_state, "stale": self.stale, "cacheFile": self.path}
 
 
-def _cached_attachments(cache_dir: str) -> list[CachedAttachment]:
-    """Every readable entry that if-inject wrote, by file name."""
+def _cache_entries(cache_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(path, entry) of every readable cache entry, whoever wrote it, by file
+    name; an entry that is refused (see _read_entry) is logged as an error and
+    left out."""
     results = _results_dir(cache_dir)
     try:
-        names = sorted(os.listdir(results))
-    except FileNotFoundError:
-        return []
+        with _results_fd(cache_dir) as fd:
+            if fd is None:
+                return
+            for name in sorted(os.listdir(fd)):
+                if not (name[:1].isascii() and name[:1].isalnum()):  # our temporary files, not libcni's
+                    continue
+                path = os.path.join(results, name)
+                entry = _listed_entry(fd, name, path)
+                if entry:
+                    yield path, entry
     except OSError as e:
         raise InjectError(f"result cache {results}: {e.strerror}", CODE_IO) from None
-    found = []
-    for name in names:
-        path = os.path.join(results, name)
-        if ".tmp" in name or not os.path.isfile(path):
-            continue
-        entry = _read_cache(path)
-        if entry and isinstance(entry.get(_CACHE_MARK), dict):
-            found.append(CachedAttachment.from_entry(path, entry))
-    return found
+
+
+def _cached_attachments(cache_dir: str) -> list[CachedAttachment]:
+    """Every readable entry that if-inject wrote."""
+    return [CachedAttachment.from_entry(path, entry) for path, entry in _cache_entries(cache_dir)
+            if isinstance(entry.get(_CACHE_MARK), dict)]
 
 
 def _cached_network_attachments(cache_dir: str, network: str) -> list[tuple[str, str]]:
     """(container ID, interface) of every cache entry of `network`, whoever wrote
-    it, by file name, as libcni's GetCachedAttachments reads them."""
+    it, as libcni's GetCachedAttachments reads them."""
+    return [(str(entry["containerId"]), str(entry["ifName"])) for _, entry in _cache_entries(cache_dir)
+            if entry.get("networkName") == network and entry.get("ifName") and entry.get("containerId")]
+
+
+def _listed_entry(dir_fd: int, name: str, path: str) -> dict[str, Any] | None:
+    """A listed file's entry: None for a directory, or when refused (logged)."""
+    import stat
+
     try:
-        names = sorted(os.listdir(_results_dir(cache_dir)))
-    except OSError:
-        return []
-    found = []
-    for name in names:
-        entry = _read_cache(os.path.join(_results_dir(cache_dir), name)) if ".tmp" not in name else None
-        if entry and entry.get("networkName") == network and entry.get("ifName") and entry.get("containerId"):
-            found.append((str(entry["containerId"]), str(entry["ifName"])))
-    return found
+        if stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            return None
+        return _read_entry(dir_fd, name, path)
+    except FileNotFoundError:  # removed while we look
+        return None
+    except InjectError as e:
+        _log_error("Refusing cache entry", e, path=path)
+        return None
 
 
 # The result types of libcni's pkg/types (020, 040, 100) and the versions each
@@ -1474,61 +1722,84 @@ def _result_020(r040: dict[str, Any], version: str) -> dict[str, Any]:
 
 
 class _attachment_lock:
-    """An exclusive flock per container and interface, so that two if-injects
-    never work on the same attachment at once. The lock file is removed after
-    use; a waiter that got the lock on a removed file tries again."""
+    """An exclusive flock per pod sandbox and interface, so that two
+    if-injects never work on the same interface of a pod at once (add, check,
+    del and veth: one key, whatever -containerid says). The lock file is
+    removed after use; a waiter that got the lock on a removed file tries
+    again. Directory and file are opened as the cache's are (never through a
+    symbolic link, ours only)."""
 
-    shared = False
+    shared = False  # _network_lock's ADDs and DELs share theirs
 
-    def __init__(self, cache_dir: str, container_id: str, ifname: str, timeout: float) -> None:
-        self.path = os.path.join(cache_dir, "if-inject-locks", f"{container_id}-{ifname}.lock")
+    def __init__(self, cache_dir: str, sandbox_id: str, ifname: str, timeout: float) -> None:
+        if not _NAME_PATTERN.fullmatch(sandbox_id):  # it becomes a file name
+            raise InjectError(f"invalid sandbox ID {sandbox_id!r}", CODE_INVALID_ENV)
+        _validate_ifname(ifname)
+        self._set_file(cache_dir, f"{sandbox_id}-{ifname}.lock", timeout)
+
+    def _set_file(self, cache_dir: str, name: str, timeout: float) -> None:
+        self.cache_dir = cache_dir
+        self.name = name
+        self.path = os.path.join(cache_dir, _LOCK_DIR, self.name)
         self.timeout = timeout
-        self.fd = -1
+        self.fd = self.dir_fd = self.top_fd = -1
 
     def __enter__(self) -> _attachment_lock:
-        import fcntl
-
         deadline = time.monotonic() + self.timeout
         try:
-            while True:
-                try:
-                    fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-                except FileNotFoundError:  # no lock dir, or its last user removed it
-                    os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-                    continue
-                try:
-                    fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
-                except BlockingIOError:
-                    os.close(fd)
-                    if time.monotonic() > deadline:
-                        raise InjectError(f"another if-inject works on {self.path}: "
-                                          "gave up waiting", CODE_TRY_AGAIN_LATER) from None
-                    with _interruptible():
-                        time.sleep(0.05)
-                    continue
-                if os.path.exists(self.path) and os.stat(self.path).st_ino == os.fstat(fd).st_ino:
-                    self.fd = fd
-                    return self
-                os.close(fd)  # removed by the previous holder: take the new file
+            while not self._try_lock():
+                if time.monotonic() > deadline:
+                    raise InjectError(f"another if-inject works on {self.path}: "
+                                      "gave up waiting", CODE_TRY_AGAIN_LATER) from None
+                with _interruptible():
+                    time.sleep(0.05)
         except OSError as e:
             raise InjectError(f"lock {self.path}: {e.strerror}", CODE_IO) from None
+        return self
+
+    def _try_lock(self) -> bool:
+        """One attempt; True when the lock is ours (the fds then kept), False when held."""
+        import fcntl
+
+        try:
+            top, locks = _open_cache_subdir(self.cache_dir, _LOCK_DIR, create=True)
+        except FileNotFoundError:  # the last user removed the lock dir after we made sure of it
+            return False
+        fd, taken = -1, False
+        try:
+            # ENOENT: the last user removed the lock dir after we opened it
+            with suppress(FileNotFoundError):
+                fd = _open_nofollow(self.path, self.name, os.O_RDWR | os.O_CREAT, locks)
+                _check_ours(os.fstat(fd), self.path, directory=False, loose_bits=0o077)
+                fcntl.flock(fd, (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
+                # Still linked there: the previous holder did not remove it meanwhile.
+                if os.stat(self.name, dir_fd=locks, follow_symlinks=False).st_ino == os.fstat(fd).st_ino:
+                    self.fd, self.dir_fd, self.top_fd = fd, locks, top
+                    taken = True
+        except BlockingIOError:
+            pass
+        finally:
+            if not taken:
+                for each in (fd, locks, top):
+                    if each >= 0:
+                        os.close(each)
+        return taken
 
     def __exit__(self, *exc: object) -> None:
         import fcntl
 
-        try:
+        with suppress(OSError):
             # A shared holder removes the file only when it can make its lock
             # exclusive: no one else holds it then.
             if self.shared:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            with suppress(OSError):
-                os.unlink(self.path)
-        except OSError:
-            pass
-        finally:
-            os.close(self.fd)
+            os.unlink(self.name, dir_fd=self.dir_fd)
+        for fd in (self.fd, self.dir_fd):
+            os.close(fd)
         with suppress(OSError):  # fails while another holder's lock is in it
-            os.rmdir(os.path.dirname(self.path))
+            os.rmdir(_LOCK_DIR, dir_fd=self.top_fd)
+        os.close(self.top_fd)
+        self.fd = self.dir_fd = self.top_fd = -1
 
 
 class _network_lock(_attachment_lock):
@@ -1537,8 +1808,7 @@ class _network_lock(_attachment_lock):
     attachment's lock can have (container IDs and interface names have none)."""
 
     def __init__(self, cache_dir: str, network: str, timeout: float, shared: bool) -> None:
-        super().__init__(cache_dir, "network", network, timeout)
-        self.path = os.path.join(os.path.dirname(self.path), f"network:{network}.lock")
+        self._set_file(cache_dir, f"network:{network}.lock", timeout)  # a NetworkConfig's name: checked
         self.shared = shared
 
 
@@ -1556,6 +1826,7 @@ class CNI:
     def invoke(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
                att: Attachment, prev_result: dict[str, Any] | None) -> bytes:
         """One plugin call (ADD, DEL or CHECK); returns its stdout."""
+        _check_same_netns(att)
         stdin = _plugin_stdin(network, plugin, att, prev_result)
         binary = _find_plugin(plugin["type"], self.path)
         env = _plugin_env(command, att, self.path)
@@ -1714,7 +1985,9 @@ class CNI:
             if cached.network == network.name and (cached.container_id, cached.interface) not in valid:
                 att = cached.attachment()
                 try:
-                    with _attachment_lock(self.cache_dir, att.container_id, att.ifname, self.timeout):
+                    # The lock key of add, check, del and veth (the container ID for an API caller's entry).
+                    key = cached.sandbox_id or att.container_id
+                    with _attachment_lock(self.cache_dir, key, att.ifname, self.timeout):
                         self.delete(network, att)
                 except InjectError as e:
                     failures.append(f"stale attachment {att.container_id} {att.ifname}: {e}")
@@ -1754,7 +2027,7 @@ def _default_container_id(pod: Pod) -> str:
     """The netns file's name, as the original; /proc/<pid>/ns/net would make
     every pod "net", so the sandbox ID stands in there."""
     base = os.path.basename(pod.netns)
-    return pod.sandbox_id if base == "net" or not re.match(_NAME_PATTERN, base) else base
+    return pod.sandbox_id if base == "net" or not _NAME_PATTERN.fullmatch(base) else base
 
 
 def _pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
@@ -1816,8 +2089,9 @@ class Node:
     def add(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
             **attachment: Any) -> dict[str, Any]:
         """ADD `network` as `ifname` in a running pod; returns the CNI result."""
-        att = _pod_attachment(self.pod(namespace, pod), ifname, **attachment)
-        with _attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
+        found = self.pod(namespace, pod)
+        att = _pod_attachment(found, ifname, **attachment)
+        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
             self._refuse_taken_name(att)
             self._release_interrupted_add(network, att)
             return self.cni.add(network, att)
@@ -1834,14 +2108,16 @@ class Node:
         """A cache entry of this very attachment was left by an add killed
         half-way (the interface is not there): release what it took first."""
         path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
-        if os.path.exists(path):
+        if _cache_exists(path):
             _log("Cleaning up an earlier interrupted add", path=path)
             self.cni.delete(network, att)
 
     def check(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
               **attachment: Any) -> None:
-        att = _pod_attachment(self.pod(namespace, pod), ifname, **attachment)
-        self.cni.check(network, att)
+        found = self.pod(namespace, pod)
+        att = _pod_attachment(found, ifname, **attachment)
+        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
+            self.cni.check(network, att)
 
     def delete(self, namespace: str, pod: str, network: NetworkConfig | None = None,
                ifname: str = "net1", **attachment: Any) -> int:
@@ -1856,7 +2132,7 @@ class Node:
     def _delete_from_pod(self, pod: Pod, network: NetworkConfig, ifname: str, **attachment: Any) -> None:
         """DEL in a running pod, with the network given."""
         att = _pod_attachment(pod, ifname, **attachment)
-        with _attachment_lock(self.cni.cache_dir, att.container_id, ifname, self.timeout):
+        with _attachment_lock(self.cni.cache_dir, pod.sandbox_id, ifname, self.timeout):
             self.cni.delete(network, att)
 
     def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
@@ -1878,8 +2154,10 @@ class Node:
         """DEL a cached attachment with its cached config (or `network`);
         False when its entry went meanwhile (another del or gc)."""
         att = cached.attachment()
-        with _attachment_lock(self.cni.cache_dir, att.container_id, att.ifname, self.timeout):
-            if not os.path.exists(cached.path):
+        # An API caller's entry may have no sandbox: its container ID keys the lock then.
+        key = cached.sandbox_id or att.container_id
+        with _attachment_lock(self.cni.cache_dir, key, att.ifname, self.timeout):
+            if not _cache_exists(cached.path):
                 return False
             self.cni.delete(network or cached.network_config(), att)
         return True
@@ -2159,7 +2437,7 @@ def _in_netns(path: str, func: Callable[[], _T]) -> _T:
 
     def run() -> None:
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+            fd = _open_netns(path)
             try:
                 if libc.setns(fd, _CLONE_NEWNET) != 0:
                     errno = ctypes.get_errno()
@@ -2380,7 +2658,7 @@ def _create_veth(netns: str, ifname: str, host_ifname: str, mtu: int | None) -> 
     from pyroute2.netlink.exceptions import NetlinkError
 
     mtu_attr = {"mtu": mtu} if mtu else {}
-    fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+    fd = _open_netns(netns)
     try:
         _netlink(None, lambda ipr: ipr.link("add", ifname=host_ifname, kind="veth", **mtu_attr,
                                            peer={"ifname": ifname, "net_ns_fd": fd, **mtu_attr}))
@@ -2506,7 +2784,7 @@ def _veth_ends(netns: str, ifname: str | None, host_ifname: str | None) -> tuple
             return host_end, None
         # A peer's index means something only with the netns it is in: the
         # node's id for the pod's netns must be the one the link reports.
-        fd = os.open(netns, os.O_RDONLY | os.O_CLOEXEC)
+        fd = _open_netns(netns)
         try:
             return host_end, ipr.get_netnsid(fd=fd)["nsid"]
         finally:
@@ -2879,8 +3157,16 @@ def _run_batch(pods: list[tuple[str, str]], work: _PodWork, parallel: int) -> in
     return 1 if failed else 0
 
 
+def _printable(text: str) -> str:
+    """`text` with what is not printable (control characters, terminal escapes,
+    bidi overrides) as Python escapes: names from pods and runtimes are theirs."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 def _print_table(header: tuple[str, ...], rows: list[tuple[str, ...]]) -> None:
-    table = [header, *rows]
+    table = [header, *[tuple(_printable(cell) for cell in row) for row in rows]]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     for row in table:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -2974,7 +3260,7 @@ def _run_veth(args: argparse.Namespace, node: Node) -> int:
     ifname = args.interface or ("" if args.delete and args.host_interface else "net1")
     host_ifname = args.host_interface or ("" if args.delete else _host_veth_name(pod.sandbox_id, ifname))
     # The lock of a CNI add/del on the same interface: they must not overlap.
-    with _attachment_lock(node.cni.cache_dir, _default_container_id(pod), ifname or "net1", node.timeout):
+    with _attachment_lock(node.cni.cache_dir, pod.sandbox_id, ifname or "net1", node.timeout):
         try:
             if args.delete:
                 delete_veth(pod.netns, ifname, host_ifname)

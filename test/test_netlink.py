@@ -108,7 +108,7 @@ def test_pod_links_of_a_missing_netns_fails_and_creates_nothing(tmp_path: Path) 
 
 def test_pod_links_refuses_a_file_that_is_not_a_netns(tmp_path: Path) -> None:
     (tmp_path / "plain").write_text("")
-    with pytest.raises(ii.InjectError, match="Invalid argument"):
+    with pytest.raises(ii.InjectError, match=r"/plain is not a network namespace$"):
         ii.pod_links(str(tmp_path / "plain"))
 
 

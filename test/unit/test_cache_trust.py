@@ -1,0 +1,326 @@
+"""What the result cache, the lock files and the netns checks trust (docs/trust.md), without
+root or a runtime: planted symbolic links, loose modes, names that are not names, a cached
+netns that is the node's, FIFOs, escapes in tables. Plugins here are a spy shell script that
+records what it was asked; test/test_trust.py does the same against the lab."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import if_inject as ii
+from support.toolrun import REPO, fake_plugin
+
+SPY_BODY = ('echo "$CNI_COMMAND $CNI_NETNS" >> "$(dirname "$0")/calls"\n'
+            '[ "$CNI_COMMAND" = ADD ] && echo \'{"cniVersion": "1.0.0"}\'\nexit 0')
+
+
+@pytest.fixture
+def cache(tmp_path: Path) -> Path:
+    return tmp_path / "cni"
+
+
+@pytest.fixture
+def bin_dir(tmp_path: Path) -> Path:
+    """A CNI dir with the spy plugin; bin_dir / "calls" lists "COMMAND NETNS" per call."""
+    (tmp_path / "bin").mkdir()
+    fake_plugin(tmp_path / "bin", "spy", SPY_BODY)
+    return tmp_path / "bin"
+
+
+def calls(bin_dir: Path) -> list[str]:
+    path = bin_dir / "calls"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def spy_network(name: str = "iitnet") -> ii.NetworkConfig:
+    return ii.parse_network(json.dumps({"cniVersion": "1.0.0", "name": name, "type": "spy"}).encode())
+
+
+def pod_attachment(netns: str = "") -> ii.Attachment:
+    pod = ii.Pod("ns1", "pod1", uid="uid1", sandbox_id="sandbox1", netns=netns)
+    return ii.Attachment("container1", netns, "net1", [], {}, pod)
+
+
+def write_entry(cache: Path, netns: str = "", network: str = "iitnet") -> Path:
+    """A cache entry of ours, as an add writes it, recording `netns` (written into the file as is)."""
+    ii._write_cache(str(cache), spy_network(network), pod_attachment(), {"cniVersion": "1.0.0"})
+    path = Path(ii._cache_file(str(cache), network, "container1", "net1"))
+    entry = json.loads(path.read_text())
+    entry["netns"] = netns
+    path.write_text(json.dumps(entry))  # the same file: its mode stays 0600
+    return path
+
+
+def node(cache: Path, bin_dir: Path) -> ii.Node:
+    """A Node that never reaches a runtime: delete_cached needs only its CNI."""
+    return ii.Node("unix:///nowhere.sock", 5, [str(bin_dir)], str(cache))
+
+
+def refusal(path: Path | str, why: str) -> str:
+    return f"{path} {why}: refusing it (see docs/trust.md)"
+
+
+# ---- the cache and lock files: no symbolic link followed, ours only -------------------------
+
+def test_a_symlink_planted_at_the_temporary_name_is_refused_and_its_target_unchanged(
+        cache: Path, tmp_path: Path) -> None:
+    """Both spellings of the temporary name, this version's and the earlier `<entry>.tmp<pid>`."""
+    target = tmp_path / "target"
+    target.write_text("precious")
+    results = cache / "results"
+    results.mkdir(parents=True, mode=0o700)
+    os.chmod(cache, 0o700)
+    name = "iitnet-container1-net1"
+    for planted in (f".{name}.tmp{os.getpid()}", f"{name}.tmp{os.getpid()}"):
+        (results / planted).symlink_to(target)
+    with pytest.raises(ii.InjectError) as e:
+        ii._write_cache(str(cache), spy_network(), pod_attachment(), None)
+    assert str(e.value) == refusal(results / f".{name}.tmp{os.getpid()}", "exists already")
+    assert target.read_text() == "precious" and not (results / name).exists()
+
+
+def test_a_symlink_as_cache_entry_is_refused_and_its_target_unchanged(cache: Path, tmp_path: Path) -> None:
+    path = write_entry(cache)
+    target = tmp_path / "elsewhere"
+    target.write_bytes(path.read_bytes())  # a valid entry of ours, but not in the cache
+    target.chmod(0o600)
+    before = target.read_bytes()
+    path.unlink()
+    path.symlink_to(target)
+    with pytest.raises(ii.InjectError) as e:
+        ii._read_cache(str(path))
+    assert str(e.value) == refusal(path, "is a symbolic link")
+    with pytest.raises(ii.InjectError) as e:
+        ii._write_cache(str(cache), spy_network(), pod_attachment(), None)
+    assert str(e.value) == refusal(path, "is not a regular file")
+    assert target.read_bytes() == before and path.is_symlink()
+
+
+def test_a_symlink_as_lock_file_is_refused_and_nothing_made_at_its_target(cache: Path,
+                                                                          tmp_path: Path) -> None:
+    locks = cache / "if-inject-locks"
+    locks.mkdir(parents=True, mode=0o700)
+    os.chmod(cache, 0o700)
+    target = tmp_path / "made-through-the-link"
+    (locks / "sandbox1-net1.lock").symlink_to(target)
+    with pytest.raises(ii.InjectError) as e, ii._attachment_lock(str(cache), "sandbox1", "net1", 1):
+        pass
+    assert str(e.value) == refusal(locks / "sandbox1-net1.lock", "is a symbolic link")
+    assert not target.exists()
+
+
+@pytest.mark.parametrize("sub", ["results", "if-inject-locks"])
+def test_a_symlink_as_results_or_lock_dir_is_refused(cache: Path, tmp_path: Path, sub: str) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir(mode=0o700)
+    cache.mkdir(mode=0o700)
+    (cache / sub).symlink_to(elsewhere)
+    with pytest.raises(ii.InjectError) as e:
+        if sub == "results":
+            ii._write_cache(str(cache), spy_network(), pod_attachment(), None)
+        else:
+            with ii._attachment_lock(str(cache), "sandbox1", "net1", 1):
+                pass
+    assert str(e.value) == refusal(cache / sub, "is a symbolic link")
+    assert list(elsewhere.iterdir()) == []
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o604, 0o660, 0o622], ids=oct)
+def test_an_entry_others_can_read_or_write_is_refused(cache: Path, bin_dir: Path, mode: int,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    path = write_entry(cache)
+    path.chmod(mode)
+    with pytest.raises(ii.InjectError) as e:
+        ii._read_cache(str(path))
+    assert str(e.value) == refusal(path, f"has mode {mode:04o}: others can read or write it")
+    # Listed (list, gc): left out, with an error line naming it.
+    assert ii._cached_attachments(str(cache)) == []
+    [line] = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
+    assert (line["level"], line["msg"], line["error"], line["path"]) == (
+        "error", "Refusing cache entry", str(e.value), str(path))
+    # A DEL with the network given reads it too: refused, nothing runs, the file stays.
+    with pytest.raises(ii.InjectError, match="others can read or write it"):
+        ii.CNI([str(bin_dir)], str(cache)).delete(spy_network(), pod_attachment())
+    assert calls(bin_dir) == [] and path.exists()
+
+
+def test_a_results_dir_others_can_write_in_is_refused(cache: Path) -> None:
+    path = write_entry(cache)
+    (cache / "results").chmod(0o777)
+    with pytest.raises(ii.InjectError) as e:
+        ii._read_cache(str(path))
+    assert str(e.value) == refusal(cache / "results", "has mode 0777: others can write in it")
+
+
+def stat_of(mode: int, uid: int) -> os.stat_result:
+    return os.stat_result((mode, 1, 1, 1, uid, 0, 0, 0, 0, 0))
+
+
+def test_what_another_user_owns_is_refused() -> None:
+    """An owner other than the euid (root, as the tool runs); test/test_trust.py chowns real files."""
+    other = os.geteuid() + 1
+    me = "root" if os.geteuid() == 0 else f"uid {os.geteuid()}"
+    for directory, mode in ((False, stat.S_IFREG | 0o600), (True, stat.S_IFDIR | 0o700)):
+        with pytest.raises(ii.InjectError) as e:
+            ii._check_ours(stat_of(mode, other), "/x", directory, 0o077)
+        assert str(e.value) == refusal("/x", f"is owned by uid {other}, not by {me}")
+    ii._check_ours(stat_of(stat.S_IFREG | 0o600, os.geteuid()), "/x", False, 0o077)
+    with pytest.raises(ii.InjectError, match="is not a regular file"):
+        ii._check_ours(stat_of(stat.S_IFIFO | 0o600, os.geteuid()), "/x", False, 0o077)
+
+
+# ---- names: a network whose name has ".tmp" in it; temporary files -----------------------------
+
+def test_a_network_named_like_a_temporary_file_is_listed(cache: Path) -> None:
+    write_entry(cache, network="corp.tmpnet")
+    (cache / "results" / f".corp.tmpnet-x-net1.tmp{os.getpid()}").write_text("{}")  # ours: never listed
+    [cached] = ii._cached_attachments(str(cache))
+    assert (cached.network, cached.path) == ("corp.tmpnet",
+                                             str(cache / "results" / "corp.tmpnet-container1-net1"))
+
+
+def nad(metadata: dict[str, str]) -> bytes:
+    return json.dumps({"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+                       "metadata": metadata, "spec": {"config": "{}"}}).encode()
+
+
+@pytest.mark.parametrize("check", [
+    lambda: ii.parse_network(b'{"name": "net1\\n", "cniVersion": "1.0.0", "type": "ptp"}'),
+    lambda: ii._validate_container_id("abc\n"),
+    lambda: ii._validate_ifname("net1\n"),
+    lambda: ii._attachment_lock("/nowhere", "sandbox1\n", "net1", 1),
+    lambda: ii.parse_spec(nad({"name": "ptp\n"})),
+    lambda: ii.parse_spec(nad({"name": "ptp", "namespace": "default\n"})),
+], ids=["network", "container-id", "interface", "sandbox-id", "nad-name", "nad-namespace"])
+def test_a_name_with_a_trailing_newline_is_refused(check: Any) -> None:
+    with pytest.raises(ii.InjectError, match=r"invalid .*\\n"):
+        check()
+
+
+@pytest.mark.parametrize("pattern, text", [
+    (ii._LABEL_KEY, "app\n"), (ii._LABEL_VALUE, "alpine\n"), (ii._OBJECT_NAME, "ptp\n"),
+    (ii._NAMESPACE, "ns\n"), (ii._NAME_PATTERN, "net1\n"),
+])
+def test_every_name_pattern_refuses_a_trailing_newline(pattern: Any, text: str) -> None:
+    assert pattern.fullmatch(text.strip()) and not pattern.fullmatch(text)
+
+
+def test_the_cli_refuses_a_container_id_with_a_newline(capsys: pytest.CaptureFixture[str]) -> None:
+    code = ii.main(["-r", "unix:///nowhere.sock", "add", "-pod", "p", "-spec", "x.json",
+                    "-containerid", "c1\n"])
+    assert code == 2 and "invalid container ID 'c1\\\\n'" in capsys.readouterr().err
+
+
+# ---- a netns read from the cache --------------------------------------------------------------
+
+@pytest.mark.parametrize("spelling", ["//proc/{pid}/ns/net", "/proc/./{pid}/ns/net",
+                                      "/proc/{pid}/../{pid}/ns/net", "link"])
+def test_a_cached_netns_that_is_the_nodes_is_refused_in_any_spelling(
+        cache: Path, bin_dir: Path, tmp_path: Path, spelling: str) -> None:
+    """The node's netns here is this test's own process's; through a symbolic link too."""
+    node_netns = f"/proc/{os.getpid()}/ns/net"
+    netns = spelling.format(pid=os.getpid())
+    if spelling == "link":
+        netns = str(tmp_path / "innocent")
+        os.symlink(node_netns, netns)
+    path = write_entry(cache, netns)
+    [cached] = ii._cached_attachments(str(cache))
+    with pytest.raises(ii.InjectError) as e:
+        node(cache, bin_dir).delete_cached(cached)
+    assert str(e.value) == (f"cache entry {path}: {ii._normal_path(netns)} is the node's own "
+                            "network namespace: refusing to change the node")
+    assert calls(bin_dir) == [] and path.exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "missing", "plain file", "relative"])
+def test_a_cached_netns_that_is_no_netns_reaches_no_plugin(
+        cache: Path, bin_dir: Path, tmp_path: Path, kind: str) -> None:
+    """A FIFO is never opened (a plugin would hang on it); DEL runs without a netns, as for one
+    that is gone. A relative path (it would depend on the plugin's cwd) is refused."""
+    netns = str(tmp_path / "ns")
+    if kind == "fifo":
+        os.mkfifo(netns)
+    elif kind == "plain file":
+        Path(netns).write_text("")
+    elif kind == "relative":
+        netns = "run/netns/x"
+    path = write_entry(cache, netns)
+    [cached] = ii._cached_attachments(str(cache))
+    if kind == "relative":
+        with pytest.raises(ii.InjectError, match="is not an absolute path: refusing it"):
+            node(cache, bin_dir).delete_cached(cached)
+        assert calls(bin_dir) == [] and path.exists()
+        return
+    assert node(cache, bin_dir).delete_cached(cached)
+    assert calls(bin_dir) == ["DEL "] and not path.exists()
+
+
+# ---- the netns path: checked before it is opened, and before each plugin ----------------------
+
+def test_a_device_or_fifo_is_never_opened_as_a_netns(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    opened: list[str] = []
+    real_open = os.open
+
+    def spy_open(path: Any, *args: Any, **kw: Any) -> int:
+        opened.append(str(path))
+        return real_open(path, *args, **kw)
+
+    monkeypatch.setattr(os, "open", spy_open)
+    for path in ("/dev/null", str(fifo)):
+        with pytest.raises(ii.InjectError) as e:
+            ii._check_netns(path)
+        assert str(e.value) == f"{path} is not a network namespace"
+    assert opened == []
+
+
+def test_reading_the_links_of_a_fifo_is_refused_and_never_hangs(tmp_path: Path) -> None:
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    script = (f"import if_inject as ii\ntry:\n    ii.pod_links({str(fifo)!r})\n"
+              "except ii.InjectError as e:\n    print(e)")
+    # The timeout only stops a hang (a blocking open of the FIFO), it measures nothing.
+    proc = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True,
+                          timeout=60)
+    assert (proc.returncode, proc.stdout.strip()) == (0, f"{fifo} is not a network namespace")
+
+
+def test_a_proc_netns_is_checked_to_be_the_same_before_each_plugin(bin_dir: Path, cache: Path) -> None:
+    """cri-dockerd's /proc/<pid>/ns/net: once its PID is another process's, no plugin runs there."""
+    netns = f"/proc/{os.getpid()}/ns/net"
+    att = pod_attachment(netns)
+    assert att.pod is not None
+    st = os.stat(netns)
+    att.pod.netns_id = (st.st_dev, st.st_ino + 1)  # as if the PID now were another process's
+    cni = ii.CNI([str(bin_dir)], str(cache))
+    with pytest.raises(ii.InjectError) as e:
+        cni.invoke("DEL", spy_network(), {"type": "spy"}, att, None)
+    assert str(e.value) == (f"network namespace {netns} is no longer pod ns1/pod1's (its process ended, "
+                            "or its PID was reused): no plugin runs in it")
+    assert calls(bin_dir) == []
+    att.pod.netns_id = (st.st_dev, st.st_ino)
+    cni.invoke("DEL", spy_network(), {"type": "spy"}, att, None)
+    assert calls(bin_dir) == [f"DEL {netns}"]
+
+
+# ---- tables: what pods and runtimes name is printed escaped -----------------------------------
+
+def test_tables_escape_control_characters(capsys: pytest.CaptureFixture[str]) -> None:
+    ii._print_table(("NAME", "STATE"),
+                    [("e\x1b[31mvil\x07", "UP"), ("r\u202eab", "\nDOWN"), ("lo", "UNKNOWN")])
+    assert capsys.readouterr().out.splitlines() == [
+        "NAME              STATE",
+        "e\\x1b[31mvil\\x07  UP",
+        "r\\u202eab         \\nDOWN",
+        "lo                UNKNOWN",
+    ]
