@@ -65,6 +65,11 @@ SLOT = 1024
 INTERP_PLACEHOLDER = b"/" + b"I" * (SLOT - 2)
 RPATH_PLACEHOLDER = b"/" + b"R" * (SLOT - 2)
 RECORD = struct.Struct("<BIHQ")  # kind, mode, path length, size
+# The launcher's own dir in the cache dir, and the file that marks it as its own
+# (OWN_DIR, MARKER, MARKER_TEXT in exe_launcher.c).
+OWN_DIR = "if-inject-exe"
+MARKER = ".if-inject-exe"
+MARKER_TEXT = "if-inject executable cache: made by if-inject, which deletes only what it made here\n"
 MAX_DEPTH = 60  # directories in directories: the launcher checks an entry down to 64
 # Never imported by if_inject or what it imports (grpc, protobuf); leaving them
 # out makes the build smaller and its start no slower.
