@@ -554,6 +554,8 @@ def test_a_root_owned_symlink_in_a_root_only_dir_is_followed(exe: Exe, empty_pat
                   "(remove it, or set IF_INJECT_EXE_CACHE to another dir)"),
     ("another marker", f"it has no {build_exe.MARKER} marker, so if-inject did not make it "
                        "(remove it, or set IF_INJECT_EXE_CACHE to another dir)"),
+    ("a symlink", "Not a directory (if-inject did not make it; remove it, or set IF_INJECT_EXE_CACHE "
+                  "to another dir)"),
 ])
 def test_a_wrong_own_dir_is_refused_and_left_as_it_is(exe: Exe, empty_path: str, tmp_path: Path,
                                                       setup: str, why: str) -> None:
@@ -562,18 +564,21 @@ def test_a_wrong_own_dir_is_refused_and_left_as_it_is(exe: Exe, empty_path: str,
     need_root()
     cache = tmp_path / "cache"
     cache.mkdir(mode=0o700)
-    own = make_own_dir(cache, 0o755 if setup == "mode 0755" else 0o700,
+    own = make_own_dir(tmp_path / "elsewhere" if setup == "a symlink" else cache,
+                       0o755 if setup == "mode 0755" else 0o700,
                        None if setup == "no marker" else "mine\n" if setup == "another marker"
                        else build_exe.MARKER_TEXT)
     (own / ("1" * 64)).mkdir()  # names the launcher would take for its own
     (own / ("1" * 64) / "data").write_text("not yours")
     if setup == "owned by nobody":
         os.chown(own, NOBODY, NOBODY)
-    before = snapshot(cache)
+    elif setup == "a symlink":
+        own_dir(cache).symlink_to(own)
+    before = snapshot(tmp_path)
     proc = run([str(exe.path), "-version"], clean_env(empty_path, cache))
     assert (proc.code, proc.out, proc.err.count("\n")) == (1, "", 1)
     assert proc.error == f"refusing cache dir {cache}/{build_exe.OWN_DIR}: {why}"
-    assert snapshot(cache) == before
+    assert snapshot(tmp_path) == before
 
 
 def test_the_named_dir_is_checked_not_changed(exe: Exe, empty_path: str, tmp_path: Path) -> None:

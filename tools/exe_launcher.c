@@ -308,6 +308,7 @@ static struct walk {
     struct stat st[MAX_DEPTH];
     size_t len[MAX_DEPTH];
     int depth;
+    int links; /* followed so far */
     char path[PATH_MAX];
 } w;
 
@@ -337,14 +338,13 @@ static void walk_down(int fd, const struct stat *st, const char *name, const cha
 static void follow(int link, const struct stat *st, const char *name, char *todo, size_t size,
                    const char *rest, const char *given) {
     static char target[PATH_MAX], joined[2 * PATH_MAX];
-    static int links;
     if (!trusted_owner(st->st_uid))
         fail("unsafe cache dir %s: %s/%s is a symlink owned by uid %u", given, w.path, name,
              (unsigned)st->st_uid);
     if (w.st[w.depth].st_mode & (S_IWGRP | S_IWOTH))
         fail("unsafe cache dir %s: %s/%s is a symlink in a directory others can write", given,
              w.path, name);
-    if (++links > MAX_LINKS)
+    if (++w.links > MAX_LINKS)
         fail("cache dir %s: too many levels of symlinks", given);
     ssize_t n = readlinkat(link, "", target, sizeof target - 1);
     if (n <= 0 || n >= (ssize_t)sizeof target - 1)
@@ -382,6 +382,7 @@ static int open_cache_dir(const char *given, char *real) {
     char name[NAME_MAX + 1];
     const char *why;
     w.depth = 0;
+    w.links = 0;
     w.len[0] = 0;
     w.path[0] = 0;
     w.fd[0] = open("/", O_PATH | O_DIRECTORY | O_CLOEXEC);
