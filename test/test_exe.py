@@ -86,8 +86,15 @@ def run(argv: list[str], env: dict[str, str], timeout: float = 60) -> Run:
     return Run(proc.returncode, proc.stdout, proc.stderr)
 
 
+def own_dir(cache: Path) -> Path:
+    """The launcher's own dir in the cache dir `cache`: where it unpacks."""
+    return cache / build_exe.OWN_DIR
+
+
 def entries(cache: Path) -> list[str]:
-    return sorted(os.listdir(cache)) if cache.exists() else []
+    """What the launcher keeps in its own dir of `cache`, its marker aside."""
+    own = own_dir(cache)
+    return sorted(set(os.listdir(own)) - {build_exe.MARKER}) if own.exists() else []
 
 
 def cache_key(exe: Path) -> str:
@@ -101,7 +108,7 @@ def bundle(exe: Exe, empty_path: str, tmp_path_factory: pytest.TempPathFactory) 
     """The unpacked one-folder build (a cache entry of the executable)."""
     cache = tmp_path_factory.mktemp("bundle") / "cache"
     assert run([str(exe.path), "-version"], clean_env(empty_path, cache)).code == 0
-    return cache / cache_key(exe.path)
+    return own_dir(cache) / cache_key(exe.path)
 
 
 # ---- the version stamp ---------------------------------------------------------------
@@ -160,7 +167,9 @@ def test_version_in_a_clean_environment_without_python(exe: Exe, empty_path: str
     key = cache_key(exe.path)
     assert entries(cache) == [key]
     assert (cache.stat().st_mode & 0o7777, cache.stat().st_uid) == (0o700, os.geteuid())
-    unpacked = (cache / key / "if-inject").stat()
+    assert (own_dir(cache).stat().st_mode & 0o7777, own_dir(cache).stat().st_uid) == (0o700, os.geteuid())
+    assert (own_dir(cache) / build_exe.MARKER).read_text() == build_exe.MARKER_TEXT
+    unpacked = (own_dir(cache) / key / "if-inject").stat()
     times = []
     for _ in range(5):
         started = time.monotonic()
@@ -168,7 +177,7 @@ def test_version_in_a_clean_environment_without_python(exe: Exe, empty_path: str
         times.append(time.monotonic() - started)
         assert (again.code, again.out) == (0, exe.version + "\n")
     # Unpacked once: the same file, and a start far quicker than an unpack (~0.4 s).
-    assert (cache / key / "if-inject").stat().st_ino == unpacked.st_ino
+    assert (own_dir(cache) / key / "if-inject").stat().st_ino == unpacked.st_ino
     assert statistics.median(times) < 0.3, times
 
 
@@ -220,7 +229,7 @@ def test_it_runs_on_its_own_loader_and_libraries(exe: Exe, empty_path: str, cach
                                                  tmp_path: Path) -> None:
     """The kernel starts the unpacked program with the bundled loader, which maps
     no library from the node, not even with the user's LD_LIBRARY_PATH."""
-    entry = cache / cache_key(exe.path)
+    entry = own_dir(cache) / cache_key(exe.path)
     with hanging_runtime(tmp_path) as (endpoint, server):
         proc = subprocess.Popen([str(exe.path), "-r", endpoint, "-timeout", "30", "netns", "-pod", "x"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
@@ -263,11 +272,11 @@ def test_a_moved_cache_dir_is_unpacked_again(exe: Exe, empty_path: str, tmp_path
     key = cache_key(exe.path)
     assert run([str(exe.path), "-version"], clean_env(empty_path, tmp_path / "before")).code == 0
     (tmp_path / "before").rename(tmp_path / "after")
-    old = (tmp_path / "after" / key / "if-inject").stat().st_ino
+    old = (own_dir(tmp_path / "after") / key / "if-inject").stat().st_ino
     again = run([str(exe.path), "-version"], clean_env(empty_path, tmp_path / "after"))
     assert (again.code, again.out, again.err) == (0, exe.version + "\n", "")
     assert entries(tmp_path / "after") == [key]
-    assert (tmp_path / "after" / key / "if-inject").stat().st_ino != old
+    assert (own_dir(tmp_path / "after") / key / "if-inject").stat().st_ino != old
 
 
 def test_an_entry_in_use_under_another_path_is_left_alone(exe: Exe, empty_path: str,
@@ -298,11 +307,12 @@ def test_no_space_in_the_cache_dir_is_one_error_line(exe: Exe, empty_path: str, 
     small = tmp_path / "small"
     small.mkdir(mode=0o700)
     # A 1 MB tmpfs, in a mount namespace of its own that goes with the run.
-    script = 'mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && "$1" -version; echo "exit $?"; ls -A "$0"'
+    script = 'mount -t tmpfs -o size=1m,mode=0700 tmpfs "$0" && "$1" -version; echo "exit $?"; cd "$0"; find'
     proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
                            str(small), str(exe.path)], capture_output=True, text=True, timeout=60,
                           env=clean_env(empty_path, small, PATH="/usr/bin:/bin"))
-    assert proc.stdout == "exit 1\n"  # and nothing left in the cache dir
+    # Nothing left in the cache dir but the launcher's own dir, with only its marker.
+    assert proc.stdout == f"exit 1\n.\n./{build_exe.OWN_DIR}\n./{build_exe.OWN_DIR}/{build_exe.MARKER}\n"
     assert re.fullmatch(r"unpacking \S+: No space left on device", Run(1, "", proc.stderr).error)
 
 
@@ -337,7 +347,7 @@ def test_first_runs_at_once_unpack_once(exe: Exe, empty_path: str, cache: Path) 
     ("chmod 0770 cache", "unsafe cache dir {cache}: writable by group or others"),
     ("chown nobody cache", "unsafe cache dir {cache}: owned by another user"),
     ("chmod 0777 parent", "unsafe cache dir {cache}: {parent} is writable by group or others"),
-    ("symlink into 0777", "unsafe cache dir {real}: {parent} is writable by group or others"),
+    ("symlink into 0777", "unsafe cache dir {target}: {parent} is writable by group or others"),
     ("relative", "IF_INJECT_EXE_CACHE must be an absolute path: relative/cache"),
 ])
 def test_unsafe_cache_dirs_are_refused(exe: Exe, empty_path: str, tmp_path: Path, setup: str,
@@ -346,7 +356,7 @@ def test_unsafe_cache_dirs_are_refused(exe: Exe, empty_path: str, tmp_path: Path
     parent = tmp_path / "parent"
     cache = parent / "cache"
     cache.mkdir(parents=True, mode=0o700)
-    target, real = str(cache), str(cache)
+    target = str(cache)
     if setup == "chmod 0770 cache":
         cache.chmod(0o770)
     elif setup == "chown nobody cache":
@@ -361,17 +371,17 @@ def test_unsafe_cache_dirs_are_refused(exe: Exe, empty_path: str, tmp_path: Path
         target = "relative/cache"
     proc = run([str(exe.path), "-version"], {"PATH": empty_path, "IF_INJECT_EXE_CACHE": target})
     assert proc.code == 1 and proc.out == ""
-    assert proc.error == message.format(cache=cache, parent=parent, real=real)
-    assert entries(cache) == []
+    assert proc.error == message.format(cache=cache, parent=parent, target=target)
+    assert proc.err.count("\n") == 1 and os.listdir(cache) == []
 
 
 def test_a_broken_entry_is_unpacked_again(exe: Exe, empty_path: str, cache: Path) -> None:
     key = cache_key(exe.path)
     assert run([str(exe.path), "-version"], clean_env(empty_path, cache)).code == 0
-    (cache / key / "if-inject").unlink()
+    (own_dir(cache) / key / "if-inject").unlink()
     again = run([str(exe.path), "-version"], clean_env(empty_path, cache))
     assert (again.code, again.out) == (0, exe.version + "\n")
-    assert entries(cache) == [key] and (cache / key / "if-inject").is_file()
+    assert entries(cache) == [key] and (own_dir(cache) / key / "if-inject").is_file()
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -443,6 +453,203 @@ def test_a_new_build_prunes_old_entries_not_in_use(exe: Exe, bundle: Path, empty
     connection.close()
     assert run([str(third), "-version"], clean_env(empty_path, cache)).code == 0
     assert entries(cache) == [cache_key(third)]
+
+
+# ---- the cache dir on a shared node: only what the launcher made is its own --------------
+
+NOBODY = 65534
+
+
+def snapshot(path: Path) -> list[tuple[str, int, int, int]]:
+    """Every name under `path` (itself included) with its mode, owner and size, symlinks unfollowed."""
+    found = []
+    for name in [path, *sorted(path.rglob("*"))]:
+        st = name.lstat()
+        found.append((str(name.relative_to(path)), st.st_mode, st.st_uid, st.st_size))
+    return found
+
+
+def make_own_dir(cache: Path, mode: int = 0o700, marker: str | None = build_exe.MARKER_TEXT) -> Path:
+    """The launcher's own dir, made here as the launcher makes it (or not quite)."""
+    own = own_dir(cache)
+    own.mkdir(parents=True)
+    own.chmod(mode)
+    if marker is not None:
+        (own / build_exe.MARKER).write_text(marker)
+    return own
+
+
+def test_the_launcher_and_build_exe_agree_on_names() -> None:
+    source = build_exe.LAUNCHER.read_text()
+    for define, value in (("MAGIC", build_exe.MAGIC.rstrip(b"\0").decode()), ("OWN_DIR", build_exe.OWN_DIR),
+                          ("MARKER", build_exe.MARKER), ("MARKER_TEXT", build_exe.MARKER_TEXT)):
+        assert re.search(rf"^#define {define} {re.escape(json.dumps(value))}", source, re.MULTILINE), define
+
+
+def test_whatever_else_is_in_the_cache_dir_survives_a_new_build(exe: Exe, empty_path: str,
+                                                                 tmp_path: Path) -> None:
+    """IF_INJECT_EXE_CACHE=/opt: /opt/cni (here a temporary stand-in) is not the launcher's,
+    even with a name like an entry's; and /opt is not chmodded."""
+    named = tmp_path / "opt"
+    (named / "cni" / "bin").mkdir(parents=True)
+    (named / "cni" / "bin" / "ptp").write_text("a plugin")
+    (named / ("0" * 64)).mkdir()  # an old launcher's entry, or anyone's
+    (named / ".unpack-0123456789abcdef-1").mkdir()
+    named.chmod(0o755)
+    before = snapshot(named)
+    first = run([str(exe.path), "-version"], clean_env(empty_path, named))  # a new build's first run
+    assert (first.code, first.out, first.err) == (0, exe.version + "\n", "")
+    assert entries(named) == [cache_key(exe.path)]
+    assert [row for row in snapshot(named) if not row[0].startswith(build_exe.OWN_DIR)] == before
+
+
+@pytest.mark.parametrize("planted", ["by nobody, in a sticky dir", "by root, in a sticky dir",
+                                     "by nobody, inside the path"])
+def test_a_planted_symlink_is_refused(exe: Exe, empty_path: str, tmp_path: Path, planted: str) -> None:
+    """/tmp/x -> /opt, planted by another user (or in a dir others write): refused, not taken
+    as its target, and the target is left as it was."""
+    need_root()
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shared.chmod(0o1777)  # as /tmp
+    target = tmp_path / "opt"
+    (target / "cni").mkdir(parents=True)
+    target.chmod(0o755)
+    link = shared / "x"
+    link.symlink_to(target)
+    if planted.startswith("by nobody"):
+        os.lchown(link, NOBODY, NOBODY)
+    given = link / "if-inject" if planted.endswith("inside the path") else link
+    before = snapshot(target)
+    proc = run([str(exe.path), "-version"], {"PATH": empty_path, "IF_INJECT_EXE_CACHE": str(given)})
+    assert (proc.code, proc.out, proc.err.count("\n")) == (1, "", 1)
+    why = "a symlink owned by uid 65534" if planted.startswith("by nobody") else \
+        "a symlink in a directory others can write"
+    assert proc.error == f"unsafe cache dir {given}: {link} is {why}"
+    assert snapshot(target) == before
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative with .."])
+def test_a_root_owned_symlink_in_a_root_only_dir_is_followed(exe: Exe, empty_path: str, tmp_path: Path,
+                                                             target: str) -> None:
+    """As /var/run -> /run (or -> ../run): the entry is unpacked in the real dir, and its
+    program names its loader there."""
+    need_root()
+    real = tmp_path / "run"
+    real.mkdir()
+    (tmp_path / "var").mkdir()
+    (tmp_path / "var" / "run").symlink_to(real if target == "absolute" else Path("..") / "run")
+    proc = run([str(exe.path), "-version"], clean_env(empty_path, tmp_path / "var" / "run" / "if-inject"))
+    assert (proc.code, proc.out, proc.err) == (0, exe.version + "\n", "")
+    entry = own_dir(real / "if-inject") / cache_key(exe.path)
+    assert entries(real / "if-inject") == [cache_key(exe.path)]
+    assert f"{entry}/_internal/ld-linux-x86-64.so.2".encode() in (entry / "if-inject").read_bytes()
+
+
+@pytest.mark.parametrize("setup, why", [
+    ("mode 0755", "mode 0755, not 0700 as if-inject makes it (it changes nothing it did not make)"),
+    ("owned by nobody",
+     "owned by uid 65534, not 0 as if-inject makes it (it changes nothing it did not make)"),
+    ("no marker", f"it has no {build_exe.MARKER} marker, so if-inject did not make it "
+                  "(remove it, or set IF_INJECT_EXE_CACHE to another dir)"),
+    ("another marker", f"it has no {build_exe.MARKER} marker, so if-inject did not make it "
+                       "(remove it, or set IF_INJECT_EXE_CACHE to another dir)"),
+    ("a symlink", "Not a directory (if-inject did not make it; remove it, or set IF_INJECT_EXE_CACHE "
+                  "to another dir)"),
+])
+def test_a_wrong_own_dir_is_refused_and_left_as_it_is(exe: Exe, empty_path: str, tmp_path: Path,
+                                                      setup: str, why: str) -> None:
+    """A dir by the launcher's name that is not as it makes it: refused with one error line,
+    nothing in it removed, nothing chmodded or chowned."""
+    need_root()
+    cache = tmp_path / "cache"
+    cache.mkdir(mode=0o700)
+    own = make_own_dir(tmp_path / "elsewhere" if setup == "a symlink" else cache,
+                       0o755 if setup == "mode 0755" else 0o700,
+                       None if setup == "no marker" else "mine\n" if setup == "another marker"
+                       else build_exe.MARKER_TEXT)
+    (own / ("1" * 64)).mkdir()  # names the launcher would take for its own
+    (own / ("1" * 64) / "data").write_text("not yours")
+    if setup == "owned by nobody":
+        os.chown(own, NOBODY, NOBODY)
+    elif setup == "a symlink":
+        own_dir(cache).symlink_to(own)
+    before = snapshot(tmp_path)
+    proc = run([str(exe.path), "-version"], clean_env(empty_path, cache))
+    assert (proc.code, proc.out, proc.err.count("\n")) == (1, "", 1)
+    assert proc.error == f"refusing cache dir {cache}/{build_exe.OWN_DIR}: {why}"
+    assert snapshot(tmp_path) == before
+
+
+def test_the_named_dir_is_checked_not_changed(exe: Exe, empty_path: str, tmp_path: Path) -> None:
+    """An existing cache dir readable by others is used as it is (the launcher's own dir
+    inside is 0700); one writable by others is refused, one error line, unchanged."""
+    need_root()
+    named = tmp_path / "named"
+    named.mkdir()
+    named.chmod(0o755)
+    assert run([str(exe.path), "-version"], clean_env(empty_path, named)).code == 0
+    assert named.stat().st_mode & 0o7777 == 0o755
+    named.chmod(0o775)
+    before = snapshot(named)
+    proc = run([str(exe.path), "-version"], clean_env(empty_path, named))
+    assert (proc.code, proc.out, proc.err.count("\n")) == (1, "", 1)
+    assert proc.error == f"unsafe cache dir {named}: writable by group or others"
+    assert snapshot(named) == before
+
+
+@pytest.mark.parametrize("tamper", ["truncate a library", "remove a module", "add a module",
+                                    "chmod a library"])
+def test_a_tampered_entry_is_not_run_but_unpacked_anew(exe: Exe, bundle: Path, empty_path: str,
+                                                       cache: Path, tamper: str) -> None:
+    """Checked against the payload's own list: every file with its size, mode and owner,
+    every directory, and no other name. One that differs is set aside and removed, and a
+    fresh entry is unpacked and run."""
+    assert run([str(exe.path), "-version"], clean_env(empty_path, cache)).code == 0
+    entry = own_dir(cache) / cache_key(exe.path)
+    program = (entry / "if-inject").stat().st_ino
+    library = entry / "_internal" / "libpython3.11.so.1.0"
+    module = entry / "_internal" / "json" / "__init__.pyc"
+    planted = entry / "_internal" / "sitecustomize.pyc"
+    if tamper == "truncate a library":
+        os.truncate(library, library.stat().st_size - 1)
+    elif tamper == "remove a module":
+        module.unlink()
+    elif tamper == "add a module":
+        planted.write_bytes(b"")
+    else:
+        library.chmod(0o777)
+    again = run([str(exe.path), "-version"], clean_env(empty_path, cache))
+    assert (again.code, again.out, again.err) == (0, exe.version + "\n", "")
+    assert entries(cache) == [cache_key(exe.path)]
+    assert (entry / "if-inject").stat().st_ino != program  # not the tampered one
+    assert snapshot(entry)[1:] == snapshot(bundle)[1:]  # all as unpacked, the entry's own mode aside
+    assert not planted.exists()
+
+
+def test_a_mount_point_in_an_entry_is_not_crossed(exe: Exe, empty_path: str, cache: Path) -> None:
+    """Pruning an old entry removes what is on the cache's own mount, never what is mounted
+    inside it (in a mount namespace of its own that goes with the run)."""
+    need_root()
+    old = make_own_dir(cache) / ("a" * 64)
+    (old / "_internal").mkdir(parents=True)
+    (old / "_internal" / "old.so").write_text("old")
+    (old / "mnt").mkdir()
+    script = ('mount -t tmpfs tmpfs "$0" && cd "$0" && echo kept > file && "$1" -version && cat file'
+              ' && cd / && find "$2" -mindepth 1')
+    proc = subprocess.run(["unshare", "--mount", "--propagation", "private", "--", "sh", "-c", script,
+                           str(old / "mnt"), str(exe.path), str(own_dir(cache))],
+                          capture_output=True, text=True, timeout=60,
+                          env=clean_env(empty_path, cache, PATH="/usr/bin:/bin"))
+    assert proc.returncode == 0, proc.stderr
+    version, kept, *left = proc.stdout.splitlines()
+    assert (version, kept) == (exe.version, "kept")
+    # The old entry set aside, all of it removed but the mount point (and the dir holding it).
+    aside = [name for name in entries(cache) if name != cache_key(exe.path)]
+    assert len(aside) == 1 and re.fullmatch(r"\.remove-\d+", aside[0])
+    own, new = own_dir(cache), cache_key(exe.path)
+    assert sorted(line for line in left if not line.startswith(f"{own}/{new}")) == \
+        [f"{own}/{build_exe.MARKER}", *(f"{own}/{aside[0]}{tail}" for tail in ("", "/mnt", "/mnt/file"))]
 
 
 def test_manifest_runs_it_as_the_lab_test_does() -> None:
@@ -534,7 +741,8 @@ def test_in_a_pod_it_injects_into_another_pod(exe: Exe, lab: Any, pod: Any,
             return Run(code, out, err)
 
         assert in_pod("-version").out == exe.version + "\n"
-        assert lab.exec(tool, ["ls", "/var/cache/if-inject"])[1].split() == [cache_key(exe.path)]
+        assert lab.exec(tool, ["ls", f"/var/cache/if-inject/{build_exe.OWN_DIR}"])[1].split() == \
+            [cache_key(exe.path)]
         assert lab.exec(tool, ["ls", "-A", "/lib"])[1] == ""  # no libc in the image
         base = ["-r", f"unix://{lab.socket}", "-cache-dir", str(tmp_path / "results")]
         pod_args = ["-ns", pod.namespace, "-pod", pod.name]

