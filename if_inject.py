@@ -1779,8 +1779,29 @@ class Node:
                 pod=f"{namespace}/{pod}", interface=ifname)
         for cached in found:
             in_live = live is not None and cached.sandbox_id == live.sandbox_id
-            self.delete_cached(cached, network, live.netns if live is not None and in_live else None)
+            netns = live.netns if live is not None and in_live else self._netns_elsewhere(cached)
+            self.delete_cached(cached, network, netns)
         return len(found)
+
+    def _netns_elsewhere(self, cached: CachedAttachment) -> str | None:
+        """The netns that the runtime that made `cached`, when it is not this
+        node's (two runtimes, a mistyped -r), reports now for its sandbox if
+        that is live there; None (the cached netns) otherwise."""
+        endpoint = cached.runtime_endpoint
+        if not endpoint or not cached.sandbox_id or _same_endpoint(endpoint, self.client.endpoint):
+            return None
+        try:
+            with _RuntimeClient(endpoint, self.timeout) as client:
+                ready = [s for s in _list_sandboxes(client, ready_only=True) if s.id == cached.sandbox_id]
+                pod = _sandbox_pod(client, ready[0]) if ready else None
+        except InjectError as e:
+            _log("The runtime that made it cannot be asked: DEL runs in the cached netns", level="warning",
+                pod=f"{cached.namespace}/{cached.pod}", interface=cached.interface, error=str(e))
+            return None
+        if pod is None or not pod.status_ready or pod.network_mode == _NODE_MODE:
+            return None
+        _check_netns(pod.netns)
+        return pod.netns
 
     def delete_cached(self, cached: CachedAttachment, network: NetworkConfig | None = None,
                       netns: str | None = None) -> bool:

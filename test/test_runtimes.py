@@ -358,6 +358,24 @@ def test_del_without_spec_in_a_running_cri_dockerd_pod(tool: list[str], serve: S
 
 
 @needs_root
+def test_del_through_another_runtime_runs_in_the_netns_the_pods_runtime_reports(
+        tool: list[str], serve: Serve, netns: str, netns_pid: int, network: Network) -> None:
+    """A mistyped -r, or two runtimes: the runtime that made the attachment says
+    its pod lives, in /proc/<pid>/ns/net (cri-dockerd): the DEL runs there, not in none."""
+    made = serve(CRI_DOCKERD, [cri_dockerd_sandbox(NAME, netns_pid, NS)], name="made.sock")
+    other = serve(CONTAINERD_16, name="other.sock")
+    added = run(tool, "-runtime-endpoint", made.endpoint, *network.flags(), "add", "-ns", NS, "-pod", NAME,
+                "-spec", str(network.spec))
+    assert added.returncode == 0, added.stderr
+    result = json.loads(added.stdout)
+    deleted = run(tool, "-runtime-endpoint", other.endpoint, *network.flags(), "del", "-ns", NS, "-pod", NAME)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert addresses_in(netns, "net1") is None
+    assert not node_has_link(host_end(result))
+    assert network.leftovers() == []
+
+
+@needs_root
 def test_gc_asks_the_runtime_that_made_each_attachment(tool: list[str], serve: Serve, netns: str,
                                                        network: Network) -> None:
     """gc through another runtime: the one that made the attachment says its pod
