@@ -1652,6 +1652,13 @@ def _matching_attachments(cache_dir: str, namespace: str, pod: str, ifname: str,
             and (not network or cached.network == network)]
 
 
+class _NotOurs(InjectError):
+    """An interface a batch `del` leaves alone: the cache does not show that if-inject added it."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, CODE_UNKNOWN_CONTAINER)
+
+
 class Node:
     """This node's runtime and CNI setup; the API's entry point.
 
@@ -1814,13 +1821,6 @@ class Node:
                 return False
             self.cni.delete(network or cached.network_config(), att)
         return True
-
-
-class _NotOurs(InjectError):
-    """An interface a batch `del` leaves alone: the cache does not show that if-inject added it."""
-
-    def __init__(self, msg: str) -> None:
-        super().__init__(msg, CODE_UNKNOWN_CONTAINER)
 
 
 @contextmanager
