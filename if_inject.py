@@ -419,6 +419,20 @@ def _socket_path(endpoint: str) -> str:
     return endpoint
 
 
+def _endpoint_uri(endpoint: str) -> str:
+    """An endpoint as the cache records it: unix:// and an absolute path, so
+    that it names the same socket from any working directory."""
+    return "unix://" + os.path.abspath(_socket_path(endpoint))
+
+
+def _same_endpoint(a: str, b: str) -> bool:
+    """Whether two endpoints name one socket (/var/run is /run on most nodes)."""
+    try:
+        return os.path.realpath(_socket_path(a)) == os.path.realpath(_socket_path(b))
+    except InjectError:
+        return a == b
+
+
 class _RuntimeClient:
     """A CRI RuntimeService client on the first endpoint that answers Version."""
 
@@ -521,6 +535,9 @@ class Pod:
     labels: dict[str, str] = field(default_factory=dict)
     status_ready: bool = True  # what PodSandboxStatus said, which can lag behind the list
     netns_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the netns once checked
+    # The runtime that reported it: its endpoint (see _endpoint_uri) and Version's runtime_name.
+    runtime_endpoint: str = ""
+    runtime_name: str = ""
 
 
 def _list_sandboxes(client: _RuntimeClient, labels: dict[str, str] | None = None,
@@ -628,7 +645,8 @@ def _sandbox_pod(client: _RuntimeClient, sandbox: Any, netns_required: bool = Tr
     pod = Pod(namespace=sandbox.metadata.namespace, name=sandbox.metadata.name,
               uid=sandbox.metadata.uid, sandbox_id=sandbox.id, network_mode=mode,
               ready=sandbox.state == _SANDBOX_READY, labels=dict(sandbox.labels),
-              status_ready=status.state == _SANDBOX_READY)
+              status_ready=status.state == _SANDBOX_READY,
+              runtime_endpoint=_endpoint_uri(client.endpoint), runtime_name=client.version.runtime_name)
     if mode != _NODE_MODE:
         try:
             pod.netns = _netns_from_info(info)
@@ -809,6 +827,30 @@ def _is_node_netns(path: str) -> bool:
     except OSError:
         return False
     return (st.st_dev, st.st_ino) in _node_netns_ids()
+
+
+def _netns_gone(path: str) -> bool:
+    """Whether the netns at `path` is gone: nothing is there, or something that
+    is not a network namespace. Raises InjectError when that cannot be told
+    (EACCES, EIO): gone is a verdict that lets gc delete."""
+    import fcntl
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # an nsfs file is a regular one; no device is opened
+            return True
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError as e:
+        raise InjectError(f"network namespace {path}: {e.strerror}", CODE_IO) from None
+    try:
+        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        kind = 0  # ENOTTY: not an nsfs file at all
+    finally:
+        os.close(fd)
+    return bool(kind != _CLONE_NEWNET)
 
 
 # ---- CNI: config --------------------------------------------------------
@@ -1413,6 +1455,8 @@ def _cache_entry(network: NetworkConfig, att: Attachment, result: dict[str, Any]
     entry[_CACHE_MARK] = {"version": __version__, "namespace": pod.namespace if pod else "",
                          "pod": pod.name if pod else "", "podUid": pod.uid if pod else "",
                          "sandboxId": pod.sandbox_id if pod else ""}
+    if pod and pod.runtime_endpoint:  # which runtime to ask, for gc and list, whether it lives
+        entry[_CACHE_MARK].update(runtimeEndpoint=pod.runtime_endpoint, runtimeName=pod.runtime_name)
     if network.nad_name:  # the network-status name, for list and gc
         entry[_CACHE_MARK]["netAttachDef"] = network.status_name(pod.namespace if pod else "")
     return entry
@@ -1474,8 +1518,8 @@ def _remove_cache(cache_dir: str, network: str, container_id: str, ifname: str) 
 @dataclass
 class CachedAttachment:
     """One attachment if-inject made, as its cache entry records it: what
-    list, gc and cache-only del share. `sandbox_state` and `stale` are the
-    runtime's view, filled in by attachments()."""
+    list, gc and cache-only del share. `sandbox_state`, `stale` and
+    `undecided` are the runtime's view, filled in by attachments()."""
 
     path: str
     namespace: str
@@ -1491,8 +1535,12 @@ class CachedAttachment:
     cni_args: list[tuple[str, str]]
     capability_args: dict[str, Any]
     result: dict[str, Any] | None  # None while an ADD is under way (or was killed)
-    sandbox_state: str = ""  # ready, notready, gone
+    # The runtime that made it ("" in entries of if-inject before it recorded them).
+    runtime_endpoint: str = ""
+    runtime_name: str = ""
+    sandbox_state: str = ""  # ready, notready, gone; unknown when it cannot be asked
     stale: bool = False
+    undecided: str = ""  # why it cannot be told whether it is stale ("" when it can)
 
     @classmethod
     def from_entry(cls, path: str, entry: dict[str, Any]) -> CachedAttachment:
@@ -1505,7 +1553,9 @@ class CachedAttachment:
                    netns=_normal_path(str(entry.get("netns") or "")), config=str(entry.get("config", "")),
                    cni_args=[(str(kv[0]), str(kv[1])) for kv in entry.get("cniArgs") or [] if len(kv) == 2],
                    capability_args=capability_args if isinstance(capability_args, dict) else {},
-                   result=result if isinstance(result, dict) else None)
+                   result=result if isinstance(result, dict) else None,
+                   runtime_endpoint=str(mark.get("runtimeEndpoint") or ""),
+                   runtime_name=str(mark.get("runtimeName") or ""))
 
     @property
     def addresses(self) -> list[str]:
@@ -1521,9 +1571,12 @@ class CachedAttachment:
             raise InjectError("cache entry has no valid config", CODE_DECODING) from None
         return parse_network(raw, "cached config")
 
-    def attachment(self) -> Attachment:
-        """The Attachment the entry records; a netns that is gone becomes ''."""
-        netns = self.checked_netns()
+    def attachment(self, netns: str | None = None) -> Attachment:
+        """The Attachment the entry records, in `netns` when given (the one the
+        runtime reports now for a live pod, "" for one that is gone); else in
+        the cached netns, checked (see checked_netns)."""
+        if netns is None:
+            netns = self.checked_netns()
         pod = Pod(namespace=self.namespace, name=self.pod, uid=self.pod_uid, sandbox_id=self.sandbox_id,
                   netns=netns)
         return Attachment(container_id=self.container_id, netns=netns, ifname=self.interface,
@@ -1558,7 +1611,9 @@ class CachedAttachment:
         return {"namespace": self.namespace, "pod": self.pod, "interface": self.interface,
                 "network": self.network, "netAttachDef": self.net_attach_def, "addresses": self.addresses,
                 "containerId": self.container_id, "netns": self.netns, "sandboxId": self.sandbox_id,
-                "sandboxState": self.sandbox_state, "stale": self.stale, "cacheFile": self.path}
+                "sandboxState": self.sandbox_state, "stale": self.stale, "undecided": self.undecided,
+                "runtimeName": self.runtime_name, "runtimeEndpoint": self.runtime_endpoint,
+                "cacheFile": self.path}
 
 
 def _cache_entries(cache_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -2045,6 +2100,13 @@ def _matching_attachments(cache_dir: str, namespace: str, pod: str, ifname: str,
             and (not network or cached.network == network)]
 
 
+class _NotOurs(InjectError):
+    """An interface a batch `del` leaves alone: the cache does not show that if-inject added it."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, CODE_UNKNOWN_CONTAINER)
+
+
 class Node:
     """This node's runtime and CNI setup; the API's entry point.
 
@@ -2120,26 +2182,53 @@ class Node:
             self.cni.check(network, att)
 
     def delete(self, namespace: str, pod: str, network: NetworkConfig | None = None,
-               ifname: str = "net1", **attachment: Any) -> int:
+               ifname: str = "net1", only_ours: bool = False, **attachment: Any) -> int:
         """DEL an interface; works from the cache when the pod is gone or no
-        network is given. Returns how many attachments were deleted."""
+        network is given. Returns how many attachments were deleted.
+
+        With `only_ours` (a batch), an interface of a running pod that the
+        cache does not show if-inject added is left alone: _NotOurs is raised.
+        Without it, DEL runs there anyway, as libcni's does, with a warning."""
         found = _find_pod(self.client, namespace, pod, missing_ok=True)
         if found is not None and network is not None:
-            self._delete_from_pod(found, network, ifname, **attachment)
+            self._delete_from_pod(found, network, ifname, only_ours, **attachment)
             return 1
-        return self._delete_from_cache(namespace, pod, network, ifname)
+        return self._delete_from_cache(namespace, pod, network, ifname, found, only_ours)
 
-    def _delete_from_pod(self, pod: Pod, network: NetworkConfig, ifname: str, **attachment: Any) -> None:
+    def _delete_from_pod(self, pod: Pod, network: NetworkConfig, ifname: str, only_ours: bool,
+                         **attachment: Any) -> None:
         """DEL in a running pod, with the network given."""
         att = _pod_attachment(pod, ifname, **attachment)
         with _attachment_lock(self.cni.cache_dir, pod.sandbox_id, ifname, self.timeout):
+            why = self._not_added_by_us(network, att)
+            if why and only_ours:
+                raise _NotOurs(f"{why}: left alone (-force deletes it)")
+            if why and ifname in _interface_names(att.netns):
+                _log("Deleting an interface if-inject has no record of adding, as libcni would",
+                    level="warning", pod=f"{pod.namespace}/{pod.name}", interface=ifname, reason=why)
             self.cni.delete(network, att)
 
+    def _not_added_by_us(self, network: NetworkConfig, att: Attachment) -> str:
+        """Why the cache does not show that if-inject added this attachment ("" when it does)."""
+        path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
+        entry = _read_cache(path)
+        if entry is None:
+            return f"if-inject did not add {att.ifname} of network {network.name} (no cache entry {path})"
+        if not isinstance(entry.get(_CACHE_MARK), dict):
+            return (f"{att.ifname} of network {network.name} was added by another program "
+                    f"(its cache entry {path} is not if-inject's)")
+        return ""
+
     def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
-                           ifname: str) -> int:
-        """DEL what the cache records of a pod's interface: the pod is gone, or no network was given."""
+                           ifname: str, live: Pod | None = None, only_ours: bool = False) -> int:
+        """DEL what the cache records of a pod's interface: the pod is gone, or
+        no network was given. In the `live` pod's sandbox, DEL runs in the netns
+        the runtime reports now (a /proc/<pid> path may have changed)."""
         found = _matching_attachments(self.cni.cache_dir, namespace, pod, ifname,
                                      network.name if network else "")
+        if not found and only_ours:
+            raise _NotOurs(f"if-inject has no cached attachment {ifname} in pod {namespace}/{pod}: "
+                           "nothing of its own to delete")
         if not found:
             if network is None:
                 raise InjectError(f"no cached attachment {ifname} for pod {namespace}/{pod}: "
@@ -2147,13 +2236,37 @@ class Node:
             _log("Pod not found and nothing cached for it: nothing to delete",
                 pod=f"{namespace}/{pod}", interface=ifname)
         for cached in found:
-            self.delete_cached(cached, network)
+            in_live = live is not None and cached.sandbox_id == live.sandbox_id
+            netns = live.netns if live is not None and in_live else self._netns_elsewhere(cached)
+            self.delete_cached(cached, network, netns)
         return len(found)
 
-    def delete_cached(self, cached: CachedAttachment, network: NetworkConfig | None = None) -> bool:
-        """DEL a cached attachment with its cached config (or `network`);
-        False when its entry went meanwhile (another del or gc)."""
-        att = cached.attachment()
+    def _netns_elsewhere(self, cached: CachedAttachment) -> str | None:
+        """The netns that the runtime that made `cached`, when it is not this
+        node's (two runtimes, a mistyped -r), reports now for its sandbox if
+        that is live there; None (the cached netns) otherwise."""
+        endpoint = cached.runtime_endpoint
+        if not endpoint or not cached.sandbox_id or _same_endpoint(endpoint, self.client.endpoint):
+            return None
+        try:
+            with _RuntimeClient(endpoint, self.timeout) as client:
+                ready = [s for s in _list_sandboxes(client, ready_only=True) if s.id == cached.sandbox_id]
+                pod = _sandbox_pod(client, ready[0]) if ready else None
+        except InjectError as e:
+            _log("The runtime that made it cannot be asked: DEL runs in the cached netns", level="warning",
+                pod=f"{cached.namespace}/{cached.pod}", interface=cached.interface, error=str(e))
+            return None
+        if pod is None or not pod.status_ready or pod.network_mode == _NODE_MODE:
+            return None
+        _check_netns(pod.netns)
+        return pod.netns
+
+    def delete_cached(self, cached: CachedAttachment, network: NetworkConfig | None = None,
+                      netns: str | None = None) -> bool:
+        """DEL a cached attachment with its cached config (or `network`), in
+        `netns` when given (see CachedAttachment.attachment); False when its
+        entry went meanwhile (another del or gc)."""
+        att = cached.attachment(netns)
         # An API caller's entry may have no sandbox: its container ID keys the lock then.
         key = cached.sandbox_id or att.container_id
         with _attachment_lock(self.cni.cache_dir, key, att.ifname, self.timeout):
@@ -2341,20 +2454,152 @@ def _is_default_route(dst: Any) -> bool:
         return False
 
 
+class _RuntimeView:
+    """What one runtime says now, for the stale policy: every sandbox it
+    lists, and (read on first need) the netns of its live ones."""
+
+    def __init__(self, client: _RuntimeClient) -> None:
+        self.client = client
+        self.sandboxes = {s.id: s for s in _list_sandboxes(client)}
+        self._live_netns: list[str] | None = None
+
+    def state(self, sandbox_id: str) -> str:
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox is None:
+            return "gone"
+        return "ready" if sandbox.state == _SANDBOX_READY else "notready"
+
+    def live_netns(self) -> list[str]:
+        """The netns paths it reports for its ready sandboxes."""
+        if self._live_netns is None:
+            self._live_netns = []
+            for sandbox in self.sandboxes.values():
+                if sandbox.state != _SANDBOX_READY:
+                    continue
+                with suppress(InjectError):  # gone meanwhile: it shows nothing either way
+                    pod = _sandbox_pod(self.client, sandbox, netns_required=False)
+                    self._live_netns += [pod.netns] if pod.netns else []
+        return self._live_netns
+
+
+class _RuntimeViews:
+    """The runtimes that attachments are judged by, each asked once: the
+    node's own (which must answer), and each other one an entry records."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.own = _RuntimeView(node.client)
+        self.others: dict[str, _RuntimeView | str] = {}
+
+    def close(self) -> None:
+        for view in self.others.values():
+            if isinstance(view, _RuntimeView):
+                view.client.close()
+
+    def __enter__(self) -> _RuntimeViews:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def of(self, cached: CachedAttachment) -> _RuntimeView | str:
+        """The runtime that made `cached`, or why it cannot be asked."""
+        if not cached.runtime_endpoint:
+            # An entry of an if-inject that did not record its runtime: only a
+            # runtime that lists its sandbox (a random 64-hex ID) is surely the
+            # one that made it; any other would call every pod of its peer gone.
+            if cached.sandbox_id in self.own.sandboxes:
+                return self.own
+            return (f"its cache entry does not say which runtime made it (an older if-inject), and "
+                    f"{self.own.client.endpoint} does not know its sandbox: it cannot be proven stale "
+                    f"(`del -ns {cached.namespace} -pod {cached.pod} -interface {cached.interface}` "
+                    "deletes it)")
+        endpoint = cached.runtime_endpoint
+        if _same_endpoint(endpoint, self.own.client.endpoint):
+            view: _RuntimeView | str = self.own
+        else:
+            view = self.others.get(endpoint) or self._connect(endpoint)
+            self.others[endpoint] = view
+        if isinstance(view, _RuntimeView) and cached.runtime_name \
+                and view.client.version.runtime_name != cached.runtime_name:
+            return (f"the runtime that made it ({cached.runtime_name} on {endpoint}) is gone: "
+                    f"{view.client.version.runtime_name} answers there now")
+        return view
+
+    def _connect(self, endpoint: str) -> _RuntimeView | str:
+        client = None
+        try:
+            client = _RuntimeClient(endpoint, self.node.timeout)
+            return _RuntimeView(client)
+        except InjectError as e:
+            if client is not None:
+                client.close()
+            return f"cannot reach the runtime that made it ({endpoint}): {e}"
+
+
+def _netns_place(path: str) -> str:
+    """Where a netns path's namespace files are: its directory, or /proc for /proc/<pid>/ns/net."""
+    return "/proc" if path.startswith("/proc/") else os.path.realpath(os.path.dirname(path))
+
+
+def _netns_unseen(view: _RuntimeView, path: str) -> str:
+    """Why the netns at `path` cannot be seen from here ("" when it can): its
+    directory is missing, or the netns the runtime reports for its live pods
+    there are not there either (gc in a pod without the directory mounted, in
+    another mount namespace with something over it, or in another PID namespace)."""
+    place = _netns_place(path)
+    if not os.path.isdir(place):
+        return f"the netns directory {place} is not visible here"
+    theirs = [p for p in view.live_netns() if _netns_place(p) == place]
+
+    def seen(live: str) -> bool:
+        try:
+            return not _netns_gone(live)
+        except InjectError:
+            return False
+
+    if theirs and not any(seen(live) for live in theirs):
+        return (f"the netns of live pods in {place} are not visible here either "
+                "(another mount or PID namespace?): the directory here is not the runtime's")
+    return ""
+
+
+def _staleness(cached: CachedAttachment, view: _RuntimeView | str) -> tuple[str, bool, str]:
+    """The stale policy, in one place: (sandbox state, stale, why it cannot be told).
+
+    An attachment is stale only when the runtime that made it answers that its
+    sandbox is gone or stopped (a stopped sandbox never runs again: a restart
+    makes a new one) and its netns is gone (nothing at its path, or not a
+    network namespace), looked at from where that runtime's netns are seen.
+    `view` is that runtime, or why it cannot be asked. Everything else is left
+    alone: a live pod, a netns still there, and what cannot be told."""
+    if isinstance(view, str):
+        return "unknown", False, view
+    state = view.state(cached.sandbox_id)
+    if state == "ready":
+        return state, False, ""
+    try:
+        if cached.netns and not _netns_gone(cached.netns):
+            return state, False, ""
+    except InjectError as e:
+        return state, False, f"cannot tell whether its netns is gone: {e}"
+    unseen = _netns_unseen(view, cached.netns) if cached.netns else ""
+    return state, not unseen, unseen
+
+
 def attachments(node: Node, namespace: str | None = None, pod: str | None = None) -> list[CachedAttachment]:
     """Every attachment if-inject made on this node, from the result cache,
-    with the state of its pod's sandbox as the runtime reports it now."""
-    states = {s.id: s.state for s in _list_sandboxes(node.client)}
-    found = []
-    for cached in _cached_attachments(node.cni.cache_dir):
-        if (namespace and cached.namespace != namespace) or (pod and cached.pod != pod):
-            continue
-        state = states.get(cached.sandbox_id, -1)
-        cached.sandbox_state = {_SANDBOX_READY: "ready", _SANDBOX_NOTREADY: "notready"}.get(state, "gone")
-        # Without a sandbox ID (an API caller's entry) only the netns tells.
-        cached.stale = (bool(cached.sandbox_id) and cached.sandbox_state != "ready") \
-            or not os.path.exists(cached.netns)
-        found.append(cached)
+    with the state of its pod's sandbox as the runtime that made it reports
+    it now, and whether it is stale (see _staleness)."""
+    with _RuntimeViews(node) as views:
+        found = []
+        for cached in _cached_attachments(node.cni.cache_dir):
+            if (namespace and cached.namespace != namespace) or (pod and cached.pod != pod):
+                continue
+            # Without a sandbox (an API caller's own attachment) no runtime tells: it is the caller's.
+            if cached.sandbox_id:
+                cached.sandbox_state, cached.stale, cached.undecided = _staleness(cached, views.of(cached))
+            found.append(cached)
     return found
 
 
@@ -2363,31 +2608,37 @@ def pod_network_status(node: Node, namespace: str, pod: str) -> list[dict[str, A
     ready sandbox, by interface name: what to merge into its annotation."""
     return [network_status(cached.result, cached.net_attach_def or cached.network, cached.interface)
             for cached in sorted(attachments(node, namespace, pod), key=lambda c: c.interface)
-            if not cached.stale and cached.result is not None]  # not an add under way
+            if cached.sandbox_state == "ready" and cached.result is not None]  # not an add under way
 
 
 def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
-    """DEL every attachment whose pod sandbox is gone (or not ready, or whose
-    netns is gone), from its cached config; live pods are never touched.
-    Yields one record per stale attachment: what was done, or what failed.
-    Then CNI 1.1's GC goes to the networks at 1.1.0 or later (one record each)."""
-    networks = _gc_networks(node)  # issue 23 (CNI 1.1 GC): the networks, before stale DELs take entries
+    """DEL every stale attachment (see _staleness) from its cached config;
+    live pods, and attachments whose state cannot be told, are never touched.
+    Yields one record per stale attachment (what was done, or what failed),
+    and one per attachment left alone because its state cannot be told
+    (action "skipped", with the reason). Then CNI 1.1's GC goes to the
+    networks at 1.1.0 or later (one record each)."""
+    networks = _gc_networks(node)  # before the stale DELs take their entries
     for cached in attachments(node):
+        record = {k: v for k, v in cached.json().items()
+                  if k not in ("netns", "stale", "undecided", "cacheFile")}
+        if cached.undecided:
+            yield dict(record, action="skipped", reason=cached.undecided)
+            continue
         if not cached.stale:
             continue
-        record = {k: v for k, v in cached.json().items() if k not in ("netns", "stale", "cacheFile")}
         if dry_run:
             yield dict(record, action="would delete")
             continue
         try:
-            if node.delete_cached(cached):
+            if node.delete_cached(cached, netns=""):  # stale: its netns is gone
                 yield dict(record, action="deleted")
         except InjectError as e:
             yield dict(record, action="failed", error=str(e))
-    yield from _gc_verb(node, networks, dry_run)  # issue 23 (CNI 1.1 GC): after the stale DELs
+    yield from _gc_verb(node, networks, dry_run)
 
 
-# ---- pods: CNI 1.1's GC verb at the end of gc (issue 23), apart from gc's stale policy
+# ---- pods: CNI 1.1's GC verb at the end of gc, apart from gc's stale policy
 
 def _gc_networks(node: Node) -> dict[str, NetworkConfig]:
     """The networks of if-inject's cache entries, by name (the last entry's config)."""
@@ -3010,6 +3261,9 @@ def _cni_subcommands(command: _Command) -> None:
     sub = command("del", "delete an interface with CNI (also after the pod is gone)", _on_pods(_del_work))
     _pod_flags(sub)
     _cni_flags(sub, spec_required=False)
+    sub.add_argument("-force", "--force", action="store_true",
+                     help="with several pods, DEL also where if-inject has no record of adding "
+                          "the interface (by default those are skipped)")
 
     sub = command("check", "check an interface with CNI", _on_pods(_check_work))
     _pod_flags(sub)
@@ -3098,9 +3352,12 @@ def _add_work(args: argparse.Namespace, node: Node) -> _PodWork:
 def _del_work(args: argparse.Namespace, node: Node) -> _PodWork:
     options = _attachment_options(args)
     network = load_network(args.spec) if args.spec else None
+    # A batch selects pods, not interfaces: only those if-inject added (not
+    # Multus' net1, say) are deleted, unless -force.
+    only_ours = _several_pods(args) and not args.force
 
     def delete_one(ns: str, pod: str) -> None:
-        node.delete(ns, pod, network, args.interface, **options)
+        node.delete(ns, pod, network, args.interface, only_ours, **options)
     return _PodWork(delete_one, network)
 
 
@@ -3120,7 +3377,7 @@ def _run_pod_command(args: argparse.Namespace, node: Node,
     """netns/add/del/check on one pod (plain output) or on several (JSON lines)."""
     if not (args.pod or args.selector or args.all_namespaces):
         raise _UsageError("the following arguments are required: -pod (or -l, -A)")
-    several = bool(args.selector or args.all_namespaces or len(args.pod) > 1)
+    several = _several_pods(args)
     if getattr(args, "containerid", "") and several:
         raise _UsageError("-containerid goes with a single pod")
     selector = _usage(lambda: _parse_selector(args.selector))
@@ -3134,6 +3391,11 @@ def _run_pod_command(args: argparse.Namespace, node: Node,
     return _run_batch(pods, work, args.parallel)
 
 
+def _several_pods(args: argparse.Namespace) -> bool:
+    """Whether a command on pods works on a batch (-l, -A, several -pod): JSON lines, one per pod."""
+    return bool(args.selector or args.all_namespaces or len(args.pod or []) > 1)
+
+
 def _run_batch(pods: list[tuple[str, str]], work: _PodWork, parallel: int) -> int:
     """One JSON line per pod, a progress line on a terminal; exit code 1 if any pod failed."""
     failed = not_started = 0
@@ -3142,7 +3404,9 @@ def _run_batch(pods: list[tuple[str, str]], work: _PodWork, parallel: int) -> in
         line: dict[str, Any] = {"namespace": ns, "pod": pod}
         if network is not None and network.nad_name:
             line["netAttachDef"] = network.status_name(ns)
-        if isinstance(outcome, InjectError):
+        if isinstance(outcome, _NotOurs):
+            line["skipped"] = str(outcome)
+        elif isinstance(outcome, InjectError):
             failed += 1
             not_started += outcome.msg.startswith(_NOT_STARTED)
             line["error"] = str(outcome)
@@ -3213,9 +3477,15 @@ def _run_status(args: argparse.Namespace, node: Node) -> int:
 
 
 def _run_gc(args: argparse.Namespace, node: Node) -> int:
+    """What gc did on stdout, one JSON line each; what it left alone as it could
+    not tell whether it is stale, one JSON error line each on stderr."""
     failed = 0
     for record in gc(node, args.dry_run):
-        failed += record["action"] == "failed"
+        failed += record["action"] in ("failed", "skipped")
+        if record["action"] == "skipped":
+            fields = {k: v for k, v in record.items() if k not in ("action", "reason")}
+            _log_error("Left alone: cannot tell whether it is stale", record["reason"], **fields)
+            continue
         print(json.dumps(record), flush=True)
     return 1 if failed else 0
 

@@ -13,6 +13,7 @@ import re
 import signal
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,6 +21,8 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+from support.lab import Lab
+from support.libcni import libcni
 from support.node import links_in_subnet, pod_addrs
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
@@ -399,6 +402,128 @@ def test_list_and_gc_release_exactly_the_stale(inject: Tool, lab: Any, make_pod:
     assert [name for name in inject.cache_files() if not name.startswith("mynet-")] == lab_entries
     assert inject("gc").out == ""  # a second run finds nothing to do
     assert inject("del", *args_for(live), "-spec", inject.spec).code == 0
+
+
+def test_gc_through_another_runtime_leaves_live_pods_alone(inject: Tool, lab: Any, lab_base: Path,
+                                                            pod: Any) -> None:
+    """Two runtimes on a node, or a mistyped -r: each attachment is judged by
+    the runtime that made it, which says its pod lives."""
+    add = inject("add", *args_for(pod), "-spec", inject.spec)
+    assert add.code == 0
+    address = json.loads(add.out)["ips"][0]["address"]
+    leases, caches = inject.leases(), inject.cache_files()
+    second = Lab(str(lab_base / f"gc-second-{lab.runtime}"), lab.runtime)
+    try:
+        second.up()
+        for flags in (["-dry-run"], []):
+            run = inject("gc", "-r", second.endpoint, *flags)
+            assert (run.code, run.out, run.err) == (0, "", ""), flags
+        [row] = json.loads(inject("list", "-r", second.endpoint, "-o", "json").out)
+        assert (row["sandboxState"], row["stale"], row["undecided"]) == ("ready", False, "")
+        assert (row["runtimeName"], row["runtimeEndpoint"]) == ("containerd", lab.endpoint)
+    finally:
+        second.down()
+    assert f"inet {address}" in pod_addrs(lab, pod)
+    assert (inject.leases(), inject.cache_files()) == (leases, caches)
+    assert inject("del", *args_for(pod), "-spec", inject.spec).code == 0
+    assert inject.leases() == [] and inject.cache_files() == []
+
+
+def gc_in_a_mount_namespace(inject: Tool, hidden: str) -> Run:
+    """`gc` in a mount namespace of its own with a tmpfs over `hidden`, as in a
+    pod without the node's netns directory."""
+    script = 'mount -t tmpfs if-inject-test "$0" && exec "$@"'
+    return Run.of(subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script,
+                                  hidden, *inject.cmd("gc")], capture_output=True, text=True, timeout=60))
+
+
+@pytest.mark.runtimes
+def test_gc_where_the_netns_dir_is_not_visible_touches_nothing(inject: Tool, lab: Any,
+                                                               make_pod: Callable[..., Any]) -> None:
+    live, gone = make_pod(), make_pod()
+    for pod in (live, gone):
+        assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0
+    lab.remove_pod(gone)
+    leases, caches = inject.leases(), inject.cache_files()
+    netns_dir = os.path.realpath(os.path.dirname(live.netns))
+    for hidden, why in ((netns_dir, f"the netns of live pods in {netns_dir} are not visible here either"),
+                        (os.path.dirname(netns_dir), f"the netns directory {netns_dir} is not visible here")):
+        run = gc_in_a_mount_namespace(inject, hidden)
+        assert (run.code, run.out) == (1, ""), run.err
+        [line] = [json.loads(text) for text in run.err.splitlines()]
+        assert (line["level"], line["msg"], line["pod"], line["interface"]) == (
+            "error", "Left alone: cannot tell whether it is stale", gone.name, "net1")
+        assert line["error"].startswith(why), line["error"]
+        assert (inject.leases(), inject.cache_files()) == (leases, caches)
+        assert "inet 10.22.22." in pod_addrs(lab, live)
+    done = inject("gc")  # where the directory is seen: the gone pod's attachment goes
+    assert done.code == 0 and [json.loads(line)["pod"] for line in done.out.splitlines()] == [gone.name]
+    assert len(inject.leases()) == 1
+    assert inject("del", *args_for(live), "-spec", inject.spec).code == 0
+    assert inject.leases() == [] and inject.cache_files() == []
+
+
+# ---- del: only what if-inject added -------------------------------------
+
+MULTUS_SUBNET = "10.23.23"
+
+
+def multus_like(driver: str, inject: Tool, command: str, pod: Any) -> None:
+    """`command` of a net1 in `pod` as Multus makes it: through libcni, container
+    ID the sandbox's, in if-inject's cache dir but with no entry of if-inject's."""
+    conf = inject.tmp / "multus-net.json"
+    conf.write_text(json.dumps({"cniVersion": "1.0.0", "name": "multus-net", "type": "ptp", "ipam": {
+        "type": "host-local", "dataDir": str(inject.tmp / "multus-ipam"),
+        "ranges": [[{"subnet": f"{MULTUS_SUBNET}.0/24"}]]}}))
+    answer = libcni(driver, {
+        "command": command, "conf": str(conf), "cacheDir": str(inject.cache), "cniPath": ["/usr/lib/cni"],
+        "containerId": pod.sandbox_id, "netns": pod.netns, "ifName": "net1", "capabilityArgs": {},
+        "args": [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", pod.namespace], ["K8S_POD_NAME", pod.name],
+                 ["K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id], ["K8S_POD_UID", pod.uid]]})
+    assert "error" not in answer, answer
+
+
+def test_batch_del_leaves_interfaces_if_inject_did_not_add(inject: Tool, lab: Any, libcni_driver: str,
+                                                           make_pod: Callable[..., Any]) -> None:
+    app = f"multus-{uuid.uuid4().hex[:6]}"
+    ours = make_pod(labels={"app": app})
+    theirs = [make_pod(labels={"app": app}) for _ in range(2)]
+    batch = ["-ns", "if-inject", "-l", f"app={app}", "-spec", inject.spec]
+    assert inject("add", *args_for(ours), "-spec", inject.spec).code == 0
+    try:
+        for pod in theirs:
+            multus_like(libcni_driver, inject, "ADD", pod)
+        before = {pod.name: pod_addrs(lab, pod) for pod in theirs}
+        assert all(f"inet {MULTUS_SUBNET}." in addresses for addresses in before.values())
+
+        run = inject("del", *batch)
+        assert (run.code, run.err) == (0, "")
+        lines = json_lines(run)
+        assert lines[ours.name] == {"namespace": "if-inject", "pod": ours.name, "result": None}
+        for pod in theirs:
+            entry = inject.cache / "results" / f"mynet-{os.path.basename(pod.netns)}-net1"
+            assert lines[pod.name] == {"namespace": "if-inject", "pod": pod.name, "skipped": (
+                f"if-inject did not add net1 of network mynet (no cache entry {entry}): "
+                "left alone (-force deletes it)")}
+            assert pod_addrs(lab, pod) == before[pod.name]
+        assert pod_addrs(lab, ours) == "" and inject.leases() == []
+
+        single = inject("del", *args_for(theirs[0]), "-spec", inject.spec)  # libcni's rule, and a warning
+        assert (single.code, single.out) == (0, "")
+        [warning] = [json.loads(line) for line in single.err.splitlines()]
+        assert (warning["level"], warning["interface"]) == ("warning", "net1")
+        assert warning["reason"].startswith("if-inject did not add net1 of network mynet")
+        assert pod_addrs(lab, theirs[0]) == ""
+
+        forced = inject("del", *batch, "-force")
+        assert forced.code == 0 and all("result" in line for line in json_lines(forced).values())
+        assert len(forced.err.splitlines()) == 1  # the warning for the one net1 left
+        assert pod_addrs(lab, theirs[1]) == ""
+    finally:
+        for pod in theirs:
+            multus_like(libcni_driver, inject, "DEL", pod)
+    assert not list((inject.tmp / "multus-ipam" / "multus-net").glob(f"{MULTUS_SUBNET}.*"))
+    assert inject.leases() == [] and inject.cache_files() == []
 
 
 # ---- the runtime restarted ----------------------------------------------

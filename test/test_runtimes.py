@@ -338,6 +338,79 @@ def test_del_after_the_shim_is_gone_uses_the_cache(tool: list[str], serve: Serve
     assert network.leftovers() == []
 
 
+@needs_root
+def test_del_without_spec_in_a_running_cri_dockerd_pod(tool: list[str], serve: Serve, netns: str,
+                                                       netns_pid: int, network: Network) -> None:
+    """cri-dockerd's netns is /proc/<pid>/ns/net: a del from the cache in a running
+    pod runs in the netns the runtime reports now, not in none (which would leave
+    the interface in the pod)."""
+    cri = serve(CRI_DOCKERD, [cri_dockerd_sandbox(NAME, netns_pid, NS)])
+    flags = ["-runtime-endpoint", cri.endpoint, *network.flags()]
+    added = run(tool, *flags, "add", "-ns", NS, "-pod", NAME, "-spec", str(network.spec))
+    assert added.returncode == 0, added.stderr
+    result = json.loads(added.stdout)
+    assert addresses_in(netns, "net1") == [result["ips"][0]["address"]]
+    deleted = run(tool, *flags, "del", "-ns", NS, "-pod", NAME)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert addresses_in(netns, "net1") is None
+    assert not node_has_link(host_end(result))
+    assert network.leftovers() == []
+
+
+@needs_root
+def test_del_through_another_runtime_runs_in_the_netns_the_pods_runtime_reports(
+        tool: list[str], serve: Serve, netns: str, netns_pid: int, network: Network) -> None:
+    """A mistyped -r, or two runtimes: the runtime that made the attachment says
+    its pod lives, in /proc/<pid>/ns/net (cri-dockerd): the DEL runs there, not in none."""
+    made = serve(CRI_DOCKERD, [cri_dockerd_sandbox(NAME, netns_pid, NS)], name="made.sock")
+    other = serve(CONTAINERD_16, name="other.sock")
+    added = run(tool, "-runtime-endpoint", made.endpoint, *network.flags(), "add", "-ns", NS, "-pod", NAME,
+                "-spec", str(network.spec))
+    assert added.returncode == 0, added.stderr
+    result = json.loads(added.stdout)
+    deleted = run(tool, "-runtime-endpoint", other.endpoint, *network.flags(), "del", "-ns", NS, "-pod", NAME)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert addresses_in(netns, "net1") is None
+    assert not node_has_link(host_end(result))
+    assert network.leftovers() == []
+
+
+@needs_root
+def test_gc_asks_the_runtime_that_made_each_attachment(tool: list[str], serve: Serve, netns: str,
+                                                       network: Network) -> None:
+    """gc through another runtime: the one that made the attachment says its pod
+    lives; once it cannot be asked (gone, or another runtime on its socket),
+    gc leaves the attachment alone and says so."""
+    made = serve(CRIO, [crio_sandbox(NAME, var_run(netns), NS)], name="made.sock")
+    other = serve(CONTAINERD_16, name="other.sock")
+    pod = ["-ns", NS, "-pod", NAME]
+    flags = ["-runtime-endpoint", other.endpoint, *network.flags()]
+    added = run(tool, "-runtime-endpoint", made.endpoint, *network.flags(), "add", *pod,
+                "-spec", str(network.spec))
+    assert added.returncode == 0, added.stderr
+    address = json.loads(added.stdout)["ips"][0]["address"]
+    kept = network.leftovers()
+    alive = run(tool, *flags, "gc")
+    assert (alive.returncode, alive.stdout, alive.stderr) == (0, "", "")
+
+    def left_alone(why: str) -> None:
+        blind = run(tool, *flags, "gc")
+        assert (blind.returncode, blind.stdout) == (1, "")
+        [line] = [json.loads(text) for text in blind.stderr.splitlines()]
+        assert (line["level"], line["pod"], line["interface"]) == ("error", NAME, "net1")
+        assert line["error"].startswith(why), line["error"]
+        assert addresses_in(netns, "net1") == [address] and network.leftovers() == kept
+
+    made.stop()
+    left_alone(f"cannot reach the runtime that made it ({made.endpoint}): ")
+    serve(CONTAINERD_16, name="made.sock")  # another runtime on its socket
+    left_alone(f"the runtime that made it (cri-o on {made.endpoint}) is gone: containerd answers there now")
+
+    deleted = run(tool, *flags, "del", *pod)  # named by the user: from the cache, in its netns
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert addresses_in(netns, "net1") is None and network.leftovers() == []
+
+
 # ---- faults: exit 1, one JSON error line, nothing changed -------------------------
 
 
