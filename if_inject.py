@@ -30,12 +30,12 @@ __version__ = "unknown"
 # The public API, as the README's "Python API" documents it; every other name is private.
 __all__ = [
     "CNI", "CODE_DECODING", "CODE_INCOMPATIBLE_VERSION", "CODE_INTERNAL", "CODE_INVALID_CONFIG",
-    "CODE_INVALID_ENV", "CODE_IO", "CODE_LIMITED_CONNECTIVITY",
-    "CODE_NOT_AVAILABLE", "CODE_TRY_AGAIN_LATER", "CODE_UNKNOWN_CONTAINER",
-    "CODE_UNSUPPORTED_FIELD", "Attachment", "CachedAttachment", "InjectError", "Link", "NetworkConfig",
-    "Node", "Pod", "Veth", "VethEnd", "__version__", "add", "add_veth", "attachments", "check", "cli",
-    "delete", "delete_veth", "for_each_pod", "gc", "load_network", "main", "network_status",
-    "parse_network", "parse_spec", "pod_links", "pod_network_status", "resolve_netns",
+    "CODE_INVALID_ENV", "CODE_IO", "CODE_LIMITED_CONNECTIVITY", "CODE_NOT_AVAILABLE",
+    "CODE_TRY_AGAIN_LATER", "CODE_UNKNOWN_CONTAINER", "CODE_UNSUPPORTED_FIELD", "Attachment",
+    "CachedAttachment", "InjectError", "Link", "NetworkConfig", "Node", "Pod", "Veth", "VethEnd",
+    "__version__", "add", "add_veth", "check", "cli", "delete", "delete_veth", "for_each_pod",
+    "main", "network_status", "parse_network_config", "parse_spec", "pod_links", "read_network",
+    "resolve_netns",
 ]
 
 # ---- speed tricks: a command is a short-lived process -------------------
@@ -97,7 +97,7 @@ import re
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, NoReturn, TypeVar
 
@@ -283,6 +283,116 @@ def _interruptible() -> AbstractContextManager[None]:
 def _interrupted() -> str:
     """The name of the first signal that asked the CLI to stop, or ""."""
     return _signals.name(_signals.received[0]) if _signals.installed and _signals.received else ""
+
+
+# ---- netns checks -------------------------------------------------------
+
+_NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace
+_CLONE_NEWNET = 0x40000000
+
+
+def _node_netns_ids() -> set[tuple[int, int]]:
+    """(st_dev, st_ino) of the node's netns: PID 1's where readable, and our own."""
+    ids = set()
+    for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
+        try:
+            st = os.stat(path)
+            ids.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass  # /proc/1 is EACCES on some VMs, our own is then enough
+    return ids
+
+
+def _normal_path(path: str) -> str:
+    """`path` without ".", "..", or repeated slashes ("//proc/1/ns/net" is
+    "/proc/1/ns/net"), for the checks on paths read from files."""
+    if not path:
+        return ""
+    normal = os.path.normpath(path)  # keeps a leading "//", which POSIX lets mean something else
+    return "/" + normal.lstrip("/") if normal.startswith("/") else normal
+
+
+def _is_proc_path(path: str) -> bool:
+    """Whether `path` is in /proc, where a netns path follows a PID that can be reused."""
+    return _normal_path(path).split("/")[:2] == ["", "proc"]
+
+
+def _open_netns(path: str) -> int:
+    """An fd of the network namespace at `path`, checked before and after it
+    is opened: a namespace file (a device or FIFO is never opened) of the
+    network kind, and not the node's own."""
+    import fcntl
+    import stat
+
+    if not path:
+        raise InjectError("no network namespace path", CODE_INVALID_ENV)
+    try:
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):  # nsfs files are regular; never open anything else
+            raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
+        # O_NONBLOCK: should it have become a FIFO meanwhile, opening it must not hang us.
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except OSError as e:
+        raise InjectError(f"network namespace {path}: {e.strerror}", CODE_UNKNOWN_CONTAINER) from None
+    try:
+        st = os.fstat(fd)
+        try:
+            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+        except OSError:
+            kind = 0  # ENOTTY: not an nsfs file at all
+        if kind != _CLONE_NEWNET or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
+            raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
+        if (st.st_dev, st.st_ino) in _node_netns_ids():
+            raise InjectError(f"{path} is the node's own network namespace: refusing to change the node",
+                              CODE_INVALID_ENV)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_netns(path: str) -> tuple[int, int]:
+    """Refuse anything that is not a network namespace, or that is the node's
+    own; returns the namespace's (st_dev, st_ino)."""
+    fd = _open_netns(path)
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    return st.st_dev, st.st_ino
+
+
+def _is_node_netns(path: str) -> bool:
+    """Whether `path` is the node's own network namespace (when _check_netns refused it)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return False
+    return (st.st_dev, st.st_ino) in _node_netns_ids()
+
+
+def _netns_gone(path: str) -> bool:
+    """Whether the netns at `path` is gone: nothing is there, or something that
+    is not a network namespace. Raises InjectError when that cannot be told
+    (EACCES, EIO): gone is a verdict that lets gc delete."""
+    import fcntl
+    import stat
+
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # an nsfs file is a regular one; no device is opened
+            return True
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError as e:
+        raise InjectError(f"network namespace {path}: {e.strerror}", CODE_IO) from None
+    try:
+        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:
+        kind = 0  # ENOTTY: not an nsfs file at all
+    finally:
+        os.close(fd)
+    return bool(kind != _CLONE_NEWNET)
 
 
 # ---- CRI: schema subset of k8s.io/cri-api runtime.v1 --------------------
@@ -743,116 +853,6 @@ def _list_pods(client: _RuntimeClient, namespace: str | None = None,
     return sorted(pods, key=lambda p: (p.namespace, p.name, not p.ready))
 
 
-# ---- netns checks -------------------------------------------------------
-
-_NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace
-_CLONE_NEWNET = 0x40000000
-
-
-def _node_netns_ids() -> set[tuple[int, int]]:
-    """(st_dev, st_ino) of the node's netns: PID 1's where readable, and our own."""
-    ids = set()
-    for path in ("/proc/1/ns/net", "/proc/self/ns/net"):
-        try:
-            st = os.stat(path)
-            ids.add((st.st_dev, st.st_ino))
-        except OSError:
-            pass  # /proc/1 is EACCES on some VMs, our own is then enough
-    return ids
-
-
-def _normal_path(path: str) -> str:
-    """`path` without ".", "..", or repeated slashes ("//proc/1/ns/net" is
-    "/proc/1/ns/net"), for the checks on paths read from files."""
-    if not path:
-        return ""
-    normal = os.path.normpath(path)  # keeps a leading "//", which POSIX lets mean something else
-    return "/" + normal.lstrip("/") if normal.startswith("/") else normal
-
-
-def _is_proc_path(path: str) -> bool:
-    """Whether `path` is in /proc, where a netns path follows a PID that can be reused."""
-    return _normal_path(path).split("/")[:2] == ["", "proc"]
-
-
-def _open_netns(path: str) -> int:
-    """An fd of the network namespace at `path`, checked before and after it
-    is opened: a namespace file (a device or FIFO is never opened) of the
-    network kind, and not the node's own."""
-    import fcntl
-    import stat
-
-    if not path:
-        raise InjectError("no network namespace path", CODE_INVALID_ENV)
-    try:
-        before = os.stat(path)
-        if not stat.S_ISREG(before.st_mode):  # nsfs files are regular; never open anything else
-            raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
-        # O_NONBLOCK: should it have become a FIFO meanwhile, opening it must not hang us.
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except OSError as e:
-        raise InjectError(f"network namespace {path}: {e.strerror}", CODE_UNKNOWN_CONTAINER) from None
-    try:
-        st = os.fstat(fd)
-        try:
-            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-        except OSError:
-            kind = 0  # ENOTTY: not an nsfs file at all
-        if kind != _CLONE_NEWNET or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
-            raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
-        if (st.st_dev, st.st_ino) in _node_netns_ids():
-            raise InjectError(f"{path} is the node's own network namespace: refusing to change the node",
-                              CODE_INVALID_ENV)
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _check_netns(path: str) -> tuple[int, int]:
-    """Refuse anything that is not a network namespace, or that is the node's
-    own; returns the namespace's (st_dev, st_ino)."""
-    fd = _open_netns(path)
-    try:
-        st = os.fstat(fd)
-    finally:
-        os.close(fd)
-    return st.st_dev, st.st_ino
-
-
-def _is_node_netns(path: str) -> bool:
-    """Whether `path` is the node's own network namespace (when _check_netns refused it)."""
-    try:
-        st = os.stat(path)
-    except OSError:
-        return False
-    return (st.st_dev, st.st_ino) in _node_netns_ids()
-
-
-def _netns_gone(path: str) -> bool:
-    """Whether the netns at `path` is gone: nothing is there, or something that
-    is not a network namespace. Raises InjectError when that cannot be told
-    (EACCES, EIO): gone is a verdict that lets gc delete."""
-    import fcntl
-    import stat
-
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):  # an nsfs file is a regular one; no device is opened
-            return True
-        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
-    except (FileNotFoundError, NotADirectoryError):
-        return True
-    except OSError as e:
-        raise InjectError(f"network namespace {path}: {e.strerror}", CODE_IO) from None
-    try:
-        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-    except OSError:
-        kind = 0  # ENOTTY: not an nsfs file at all
-    finally:
-        os.close(fd)
-    return bool(kind != _CLONE_NEWNET)
-
-
 # ---- CNI: config --------------------------------------------------------
 
 _CNI_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -892,132 +892,9 @@ class NetworkConfig:
         return f"{namespace}/{self.nad_name}" if namespace else self.nad_name
 
 
-# Multus' NetworkAttachmentDefinition (network-attachment-definition-client,
-# pkg/apis/k8s.cni.cncf.io/v1): the CNI config is a JSON string in .spec.config.
-_NAD_API_VERSION = "k8s.cni.cncf.io/v1"
-_NAD_KIND = "NetworkAttachmentDefinition"
-# Kubernetes object names: a DNS-1123 subdomain; namespaces: a DNS-1123 label.
-_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_OBJECT_NAME = re.compile(rf"(?=.{{1,253}}\Z){_DNS_LABEL}(\.{_DNS_LABEL})*")  # matched whole (fullmatch)
-_NAMESPACE = re.compile(rf"(?=.{{1,63}}\Z){_DNS_LABEL}")
-
-
-def load_network(path: str) -> NetworkConfig:
-    """Read a network spec (see parse_spec) from a file, or from stdin when `path` is "-"."""
-    if path == "-":
-        return parse_spec(_read_stdin(), "stdin")
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError as e:
-        raise InjectError(f"spec {path}: {e.strerror}", CODE_IO) from None
-    return parse_spec(raw, path)
-
-
-def _read_stdin() -> bytes:
-    if sys.stdin is None:
-        raise InjectError("spec -: there is no standard input", CODE_IO)
-    if sys.stdin.isatty():  # a pipe is what `-spec -` is for; a terminal would just wait
-        raise InjectError("spec -: standard input is a terminal: pipe the spec in", CODE_INVALID_CONFIG)
-    try:
-        return sys.stdin.buffer.read()
-    except OSError as e:
-        raise InjectError(f"spec -: {e.strerror or e}", CODE_IO) from None
-
-
-def parse_spec(raw: bytes, source: str = "spec") -> NetworkConfig:
-    """A network spec as users give it: a plugin conf or conflist (JSON), or a
-    Multus NetworkAttachmentDefinition (JSON or YAML, as `kubectl get
-    net-attach-def NAME -o json|yaml` prints it or a manifest holds it) whose
-    .spec.config is one."""
-    if not raw.strip():
-        raise InjectError(f"{source}: empty", CODE_INVALID_CONFIG)
-    document = _decode_spec(raw, source)
-    if _is_kubernetes_object(document):
-        return _nad_network(document, source)
-    return _network_from_conf(document, raw, source)
-
-
-def _is_kubernetes_object(document: Any) -> bool:
-    return isinstance(document, dict) and ("kind" in document or "apiVersion" in document)
-
-
-def _decode_spec(raw: bytes, source: str) -> Any:
-    """JSON, else a Kubernetes object in YAML. YAML's parser is imported only
-    for what is not JSON; JSON-looking text keeps its JSON error."""
-    try:
-        return json.loads(raw)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
-        json_error = InjectError(f"{source}: not JSON ({e})", CODE_DECODING)
-    import yaml
-
-    try:
-        documents = [d for d in yaml.load_all(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-                     if d is not None]
-    except (yaml.YAMLError, ValueError, RecursionError) as e:
-        if raw.lstrip()[:1] in (b"{", b"["):
-            raise json_error from None
-        raise InjectError(f"{source}: neither JSON nor YAML ({_yaml_problem(e)})", CODE_DECODING) from None
-    if len(documents) == 1 and _is_kubernetes_object(documents[0]):
-        return documents[0]
-    if raw.lstrip()[:1] in (b"{", b"["):
-        raise json_error
-    if len(documents) != 1:
-        raise InjectError(f"{source}: {len(documents)} YAML documents: give one {_NAD_KIND}",
-                          CODE_INVALID_CONFIG)
-    found = type(documents[0]).__name__
-    found = {"dict": "mapping without apiVersion and kind", "str": "string"}.get(found, found)
-    raise InjectError(f"{source}: not JSON, and as YAML a {found}, not a {_NAD_KIND}", CODE_INVALID_CONFIG)
-
-
-def _yaml_problem(error: Exception) -> str:
-    """A YAML parser error on one line: the problem and where it is."""
-    problem = getattr(error, "problem", None)
-    mark = getattr(error, "problem_mark", None)
-    if problem and mark is not None:
-        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
-    return " ".join(str(error).split())
-
-
-def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
-    """The network in a NetworkAttachmentDefinition's .spec.config; a config
-    without a name is given the definition's, as Multus does (GetCNIConfigFromSpec)."""
-    kind, api_version = document.get("kind"), document.get("apiVersion")
-    if (kind, api_version) != (_NAD_KIND, _NAD_API_VERSION):
-        found = (f"kind {kind}" if kind else "no kind") + " and " + \
-                (f"apiVersion {api_version}" if api_version else "no apiVersion")
-        raise InjectError(f"{source}: a document of {found}, not a {_NAD_KIND} of {_NAD_API_VERSION}",
-                          CODE_INVALID_CONFIG)
-    name, namespace = _dig(document, "metadata", "name"), _dig(document, "metadata", "namespace") or ""
-    if not isinstance(name, str) or not _OBJECT_NAME.fullmatch(name):
-        raise InjectError(f"{source}: {_NAD_KIND} with an invalid metadata.name {name!r}",
-                          CODE_INVALID_CONFIG)
-    if not isinstance(namespace, str) or (namespace and not _NAMESPACE.fullmatch(namespace)):
-        raise InjectError(f"{source}: {_NAD_KIND} {name} with an invalid metadata.namespace {namespace!r}",
-                          CODE_INVALID_CONFIG)
-    what = f"{source}: {_NAD_KIND} {namespace}/{name}" if namespace else f"{source}: {_NAD_KIND} {name}"
-    config = _dig(document, "spec", "config")
-    if config is None or config == "":
-        raise InjectError(f"{what} has no spec.config (Multus then reads the network from a file "
-                          "on the node: give that file as -spec)", CODE_INVALID_CONFIG)
-    if not isinstance(config, str):
-        raise InjectError(f"{what}: spec.config is a {type(config).__name__}, not a string of JSON",
-                          CODE_INVALID_CONFIG)
-    try:
-        conf = json.loads(config)
-    except (ValueError, RecursionError) as e:
-        raise InjectError(f"{what}: spec.config is not JSON ({e})", CODE_DECODING) from None
-    raw = config.encode()
-    if isinstance(conf, dict) and conf.get("name", "") == "":
-        conf["name"] = name
-        raw = json.dumps(conf).encode()
-    network = _network_from_conf(conf, raw, f"{what}: spec.config")
-    network.nad_namespace, network.nad_name = namespace, name
-    return network
-
-
-def parse_network(raw: bytes, source: str = "spec") -> NetworkConfig:
-    """Validate a conf or conflist as libcni does, before any plugin runs."""
+def parse_network_config(raw: bytes, source: str = "spec") -> NetworkConfig:
+    """A plugin conf or conflist (JSON; never a NetworkAttachmentDefinition:
+    see parse_spec), validated as libcni does, before any plugin runs."""
     if not raw.strip():
         raise InjectError(f"{source}: empty", CODE_INVALID_CONFIG)
     try:
@@ -1515,11 +1392,12 @@ def _remove_cache(cache_dir: str, network: str, container_id: str, ifname: str) 
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
 
 
-@dataclass
+@dataclass(frozen=True)
 class CachedAttachment:
     """One attachment if-inject made, as its cache entry records it: what
     list, gc and cache-only del share. `sandbox_state`, `stale` and
-    `undecided` are the runtime's view, filled in by attachments()."""
+    `undecided` are the runtime's view, given by Node.attachments() (left
+    empty in what the cache alone says)."""
 
     path: str
     namespace: str
@@ -1569,7 +1447,7 @@ class CachedAttachment:
             raw = base64.b64decode(self.config, validate=True)
         except ValueError:
             raise InjectError("cache entry has no valid config", CODE_DECODING) from None
-        return parse_network(raw, "cached config")
+        return parse_network_config(raw, "cached config")
 
     def attachment(self, netns: str | None = None) -> Attachment:
         """The Attachment the entry records, in `netns` when given (the one the
@@ -1776,6 +1654,27 @@ def _result_020(r040: dict[str, Any], version: str) -> dict[str, Any]:
     return out
 
 
+def _result_addresses(result: Any) -> list[str]:
+    """The addresses (CIDRs) in a CNI result of any version."""
+    ips, _ = _result_ips_and_routes(result)
+    return [str(ip["address"]) for ip in ips if ip.get("address")]
+
+
+def _result_ips_and_routes(result: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The "ips" and "routes" of a CNI result of any version, as 1.0.0 has them."""
+    if isinstance(_dig(result, "ips"), list) or isinstance(_dig(result, "routes"), list):
+        ips, routes = _dig(result, "ips") or [], _dig(result, "routes") or []
+    else:  # CNI 0.1.0 and 0.2.0: ip4 and ip6, each with its address and routes
+        old = [_dig(result, key) or {} for key in ("ip4", "ip6")]
+        ips = [{"address": o.get("ip")} for o in old if isinstance(o, dict) and o.get("ip")]
+        routes = [r for o in old if isinstance(o, dict) for r in o.get("routes") or []]
+    return ([ip for ip in ips if isinstance(ip, dict)], [r for r in routes if isinstance(r, dict)])
+
+
+
+# ---- CNI: locks: one attachment, one network at a time -------------
+
+
 class _attachment_lock:
     """An exclusive flock per pod sandbox and interface, so that two
     if-injects never work on the same interface of a pod at once (add, check,
@@ -1878,7 +1777,7 @@ class CNI:
     cache_dir: str = _DEFAULT_CACHE_DIR
     timeout: float = 10.0
 
-    def invoke(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
+    def _invoke(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
                att: Attachment, prev_result: dict[str, Any] | None) -> bytes:
         """One plugin call (ADD, DEL or CHECK); returns its stdout."""
         _check_same_netns(att)
@@ -1889,10 +1788,10 @@ class CNI:
             env={k: v for k, v in env.items() if k.startswith("CNI_")})
         return _exec_plugin(binary, env, stdin, self.timeout)
 
-    def invoke_add(self, network: NetworkConfig, plugin: dict[str, Any], att: Attachment,
+    def _invoke_add(self, network: NetworkConfig, plugin: dict[str, Any], att: Attachment,
                    prev_result: dict[str, Any] | None) -> dict[str, Any]:
         """One plugin's ADD; returns its result."""
-        out = self.invoke("ADD", network, plugin, att, prev_result)
+        out = self._invoke("ADD", network, plugin, att, prev_result)
         try:
             result = json.loads(out)
         except ValueError:
@@ -1904,7 +1803,7 @@ class CNI:
             result["cniVersion"] = network.cni_version  # as libcni: the conf's, when the plugin gave none
         return result
 
-    def prev_result_for_del(self, network: NetworkConfig,
+    def _prev_result_for_del(self, network: NetworkConfig,
                             result: dict[str, Any] | None) -> dict[str, Any] | None:
         # prevResult on DEL came with CNI 0.4.0; older plugins must not see it.
         if result is None or network.version_tuple < (0, 4, 0):
@@ -1932,20 +1831,20 @@ class CNI:
             with _interruptible():
                 for plugin in network.plugins:
                     ran.append(plugin)
-                    result = self.invoke_add(network, plugin, att, result)
+                    result = self._invoke_add(network, plugin, att, result)
             assert result is not None
             # A result that cannot be cached (a full disk) could never be
             # deleted with its prevResult: the ADD is undone instead.
             _write_cache(self.cache_dir, network, att, result)
         except BaseException as e:
-            self.rollback(network, att, ran, result, e)
-            raise  # rollback() raises; this keeps type checkers sure
+            self._rollback(network, att, ran, result, e)
         return result
 
-    def rollback(self, network: NetworkConfig, att: Attachment, ran: list[dict[str, Any]],
-                 result: dict[str, Any] | None, cause: BaseException) -> None:
+    def _rollback(self, network: NetworkConfig, att: Attachment, ran: list[dict[str, Any]],
+                  result: dict[str, Any] | None, cause: BaseException) -> NoReturn:
+        """DEL what ran, then raise the cause with what the rollback did."""
         with _signals_deferred():
-            failures = self.delete_plugins(network, att, ran, result)
+            failures = self._delete_plugins(network, att, ran, result)
             if not failures:
                 _remove_cache(self.cache_dir, network.name, att.container_id, att.ifname)
         names = ", ".join(p["type"] for p in reversed(ran))
@@ -1954,14 +1853,14 @@ class CNI:
         _log("Add failed", v=1, rollback=note)
         raise _undone(cause, note) from None
 
-    def delete_plugins(self, network: NetworkConfig, att: Attachment,
+    def _delete_plugins(self, network: NetworkConfig, att: Attachment,
                        plugins: list[dict[str, Any]], result: dict[str, Any] | None) -> list[str]:
         """DEL in reverse order, best effort: every plugin runs, errors are collected."""
-        prev = self.prev_result_for_del(network, result)
+        prev = self._prev_result_for_del(network, result)
         failures = []
         for plugin in reversed(plugins):
             try:
-                self.invoke("DEL", network, plugin, att, prev)
+                self._invoke("DEL", network, plugin, att, prev)
             except InjectError as e:
                 failures.append(str(e))
         return failures
@@ -1971,7 +1870,7 @@ class CNI:
         entry = _read_cache(_cache_file(self.cache_dir, network.name, att.container_id, att.ifname))
         with _signals_deferred(), _network_lock(self.cache_dir, network.name, self.timeout, shared=True):
             # A DEL is a clean-up: it runs to its end.
-            failures = self.delete_plugins(network, att, network.plugins,
+            failures = self._delete_plugins(network, att, network.plugins,
                                            entry.get("result") if entry else None)
             if failures:
                 raise InjectError("DEL failed: " + "; ".join(failures), CODE_INTERNAL)
@@ -1997,11 +1896,11 @@ class CNI:
             raise InjectError(f"cached result {path}: {e}", e.code) from None
         with _interruptible():
             for plugin in network.plugins:
-                self.invoke("CHECK", network, plugin, att, prev)
+                self._invoke("CHECK", network, plugin, att, prev)
 
     # CNI 1.1's STATUS and GC: calls on a network rather than on an attachment.
 
-    def invoke_on_network(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
+    def _invoke_on_network(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
                           extra: dict[str, Any] | None = None) -> None:
         """One STATUS or GC call: the plugin's conf with the list's name and
         version (and `extra`), no runtimeConfig, and an empty CNI_CONTAINERID,
@@ -2022,7 +1921,7 @@ class CNI:
             return False
         with _interruptible():
             for plugin in network.plugins:
-                self.invoke_on_network("STATUS", network, plugin)
+                self._invoke_on_network("STATUS", network, plugin)
         return True
 
     def gc(self, network: NetworkConfig, valid_attachments: list[tuple[str, str]]) -> None:
@@ -2062,327 +1961,139 @@ class CNI:
             extra = {"cni.dev/valid-attachments": listed, "cni.dev/attachments": listed}
             for plugin in network.plugins:
                 try:
-                    self.invoke_on_network("GC", network, plugin, extra)
+                    self._invoke_on_network("GC", network, plugin, extra)
                 except InjectError as e:
                     failures.append(f"plugin {plugin['type']}: {e}")
         return failures
 
 
-# ---- pods: CNI on a pod (the public API) --------------------------------
+# ---- specs, and Multus: a spec's file, a NetworkAttachmentDefinition, network-status
+# A spec is what users give -spec: a conf or conflist, or a Multus
+# NetworkAttachmentDefinition that holds one; network-status is what Multus
+# writes of each attachment in the pod's annotation.
+
+# Multus' NetworkAttachmentDefinition (network-attachment-definition-client,
+# pkg/apis/k8s.cni.cncf.io/v1): the CNI config is a JSON string in .spec.config.
+_NAD_API_VERSION = "k8s.cni.cncf.io/v1"
+_NAD_KIND = "NetworkAttachmentDefinition"
+# Kubernetes object names: a DNS-1123 subdomain; namespaces: a DNS-1123 label.
+_DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
+_OBJECT_NAME = re.compile(rf"(?=.{{1,253}}\Z){_DNS_LABEL}(\.{_DNS_LABEL})*")  # matched whole (fullmatch)
+_NAMESPACE = re.compile(rf"(?=.{{1,63}}\Z){_DNS_LABEL}")
 
 
-def _kubelet_args(pod: Pod) -> list[tuple[str, str]]:
-    """CNI_ARGS as kubelet passes them; IgnoreUnknown keeps host-local happy."""
-    return [("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", pod.namespace),
-            ("K8S_POD_NAME", pod.name), ("K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id),
-            ("K8S_POD_UID", pod.uid)]
-
-
-def _default_container_id(pod: Pod) -> str:
-    """The netns file's name, as the original; /proc/<pid>/ns/net would make
-    every pod "net", so the sandbox ID stands in there."""
-    base = os.path.basename(pod.netns)
-    return pod.sandbox_id if base == "net" or not _NAME_PATTERN.fullmatch(base) else base
-
-
-def _pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
-                   args: list[tuple[str, str]] | None = None,
-                   capability_args: dict[str, Any] | None = None) -> Attachment:
-    return Attachment(container_id or _default_container_id(pod), pod.netns, ifname,
-                      _kubelet_args(pod) + list(args or []), dict(capability_args or {}), pod)
-
-
-def _matching_attachments(cache_dir: str, namespace: str, pod: str, ifname: str,
-                         network: str = "") -> list[CachedAttachment]:
-    """Our cached attachments of a pod's interface (of one network, if given)."""
-    return [cached for cached in _cached_attachments(cache_dir)
-            if (cached.namespace, cached.pod, cached.interface) == (namespace, pod, ifname)
-            and (not network or cached.network == network)]
-
-
-class _NotOurs(InjectError):
-    """An interface a batch `del` leaves alone: the cache does not show that if-inject added it."""
-
-    def __init__(self, msg: str) -> None:
-        super().__init__(msg, CODE_UNKNOWN_CONTAINER)
-
-
-class Node:
-    """This node's runtime and CNI setup; the API's entry point.
-
-    The runtime connection is opened on first use and shared by every call
-    (and thread) until close(); threads asking for it at once get one.
-    """
-
-    def __init__(self, endpoint: str | None = None, timeout: float = 10.0,
-                 cni_path: list[str] | None = None, cache_dir: str = _DEFAULT_CACHE_DIR) -> None:
-        import threading
-
-        self.endpoint, self.timeout = endpoint, timeout
-        self.cni = CNI(list(cni_path or _DEFAULT_CNI_PATH), cache_dir, timeout)
-        self._client: _RuntimeClient | None = None
-        self._client_lock = threading.Lock()
-
-    @property
-    def client(self) -> _RuntimeClient:
-        with self._client_lock:
-            if self._client is None:
-                self._client = _RuntimeClient(self.endpoint, self.timeout)
-            return self._client
-
-    def close(self) -> None:
-        with self._client_lock:
-            if self._client is not None:
-                self._client.close()
-                self._client = None
-
-    def __enter__(self) -> Node:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def pod(self, namespace: str, name: str) -> Pod:
-        """A running pod on this node, checked to be safe to change."""
-        pod = _find_pod(self.client, namespace, name)
-        assert pod is not None
-        return pod
-
-    def add(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
-            **attachment: Any) -> dict[str, Any]:
-        """ADD `network` as `ifname` in a running pod; returns the CNI result."""
-        found = self.pod(namespace, pod)
-        att = _pod_attachment(found, ifname, **attachment)
-        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
-            self._refuse_taken_name(att)
-            self._release_interrupted_add(network, att)
-            return self.cni.add(network, att)
-
-    @staticmethod
-    def _refuse_taken_name(att: Attachment) -> None:
-        """Never ADD over an existing interface: a rollback would delete it."""
-        assert att.pod is not None
-        if att.ifname in _interface_names(att.netns):
-            raise InjectError(f"interface {att.ifname} already exists in pod "
-                              f"{att.pod.namespace}/{att.pod.name}", CODE_INVALID_CONFIG)
-
-    def _release_interrupted_add(self, network: NetworkConfig, att: Attachment) -> None:
-        """A cache entry of this very attachment was left by an add killed
-        half-way (the interface is not there): release what it took first."""
-        path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
-        if _cache_exists(path):
-            _log("Cleaning up an earlier interrupted add", path=path)
-            self.cni.delete(network, att)
-
-    def check(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
-              **attachment: Any) -> None:
-        found = self.pod(namespace, pod)
-        att = _pod_attachment(found, ifname, **attachment)
-        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
-            self.cni.check(network, att)
-
-    def delete(self, namespace: str, pod: str, network: NetworkConfig | None = None,
-               ifname: str = "net1", only_ours: bool = False, **attachment: Any) -> int:
-        """DEL an interface; works from the cache when the pod is gone or no
-        network is given. Returns how many attachments were deleted.
-
-        With `only_ours` (a batch), an interface of a running pod that the
-        cache does not show if-inject added is left alone: _NotOurs is raised.
-        Without it, DEL runs there anyway, as libcni's does, with a warning."""
-        found = _find_pod(self.client, namespace, pod, missing_ok=True)
-        if found is not None and network is not None:
-            self._delete_from_pod(found, network, ifname, only_ours, **attachment)
-            return 1
-        return self._delete_from_cache(namespace, pod, network, ifname, found, only_ours)
-
-    def _delete_from_pod(self, pod: Pod, network: NetworkConfig, ifname: str, only_ours: bool,
-                         **attachment: Any) -> None:
-        """DEL in a running pod, with the network given."""
-        att = _pod_attachment(pod, ifname, **attachment)
-        with _attachment_lock(self.cni.cache_dir, pod.sandbox_id, ifname, self.timeout):
-            why = self._not_added_by_us(network, att)
-            if why and only_ours:
-                raise _NotOurs(f"{why}: left alone (-force deletes it)")
-            if why and ifname in _interface_names(att.netns):
-                _log("Deleting an interface if-inject has no record of adding, as libcni would",
-                    level="warning", pod=f"{pod.namespace}/{pod.name}", interface=ifname, reason=why)
-            self.cni.delete(network, att)
-
-    def _not_added_by_us(self, network: NetworkConfig, att: Attachment) -> str:
-        """Why the cache does not show that if-inject added this attachment ("" when it does)."""
-        path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
-        entry = _read_cache(path)
-        if entry is None:
-            return f"if-inject did not add {att.ifname} of network {network.name} (no cache entry {path})"
-        if not isinstance(entry.get(_CACHE_MARK), dict):
-            return (f"{att.ifname} of network {network.name} was added by another program "
-                    f"(its cache entry {path} is not if-inject's)")
-        return ""
-
-    def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
-                           ifname: str, live: Pod | None = None, only_ours: bool = False) -> int:
-        """DEL what the cache records of a pod's interface: the pod is gone, or
-        no network was given. In the `live` pod's sandbox, DEL runs in the netns
-        the runtime reports now (a /proc/<pid> path may have changed)."""
-        found = _matching_attachments(self.cni.cache_dir, namespace, pod, ifname,
-                                     network.name if network else "")
-        if not found and only_ours:
-            raise _NotOurs(f"if-inject has no cached attachment {ifname} in pod {namespace}/{pod}: "
-                           "nothing of its own to delete")
-        if not found:
-            if network is None:
-                raise InjectError(f"no cached attachment {ifname} for pod {namespace}/{pod}: "
-                                  "give -spec", CODE_UNKNOWN_CONTAINER)
-            _log("Pod not found and nothing cached for it: nothing to delete",
-                pod=f"{namespace}/{pod}", interface=ifname)
-        for cached in found:
-            in_live = live is not None and cached.sandbox_id == live.sandbox_id
-            netns = live.netns if live is not None and in_live else self._netns_elsewhere(cached)
-            self.delete_cached(cached, network, netns)
-        return len(found)
-
-    def _netns_elsewhere(self, cached: CachedAttachment) -> str | None:
-        """The netns that the runtime that made `cached`, when it is not this
-        node's (two runtimes, a mistyped -r), reports now for its sandbox if
-        that is live there; None (the cached netns) otherwise."""
-        endpoint = cached.runtime_endpoint
-        if not endpoint or not cached.sandbox_id or _same_endpoint(endpoint, self.client.endpoint):
-            return None
-        try:
-            with _RuntimeClient(endpoint, self.timeout) as client:
-                ready = [s for s in _list_sandboxes(client, ready_only=True) if s.id == cached.sandbox_id]
-                pod = _sandbox_pod(client, ready[0]) if ready else None
-        except InjectError as e:
-            _log("The runtime that made it cannot be asked: DEL runs in the cached netns", level="warning",
-                pod=f"{cached.namespace}/{cached.pod}", interface=cached.interface, error=str(e))
-            return None
-        if pod is None or not pod.status_ready or pod.network_mode == _NODE_MODE:
-            return None
-        _check_netns(pod.netns)
-        return pod.netns
-
-    def delete_cached(self, cached: CachedAttachment, network: NetworkConfig | None = None,
-                      netns: str | None = None) -> bool:
-        """DEL a cached attachment with its cached config (or `network`), in
-        `netns` when given (see CachedAttachment.attachment); False when its
-        entry went meanwhile (another del or gc)."""
-        att = cached.attachment(netns)
-        # An API caller's entry may have no sandbox: its container ID keys the lock then.
-        key = cached.sandbox_id or att.container_id
-        with _attachment_lock(self.cni.cache_dir, key, att.ifname, self.timeout):
-            if not _cache_exists(cached.path):
-                return False
-            self.cni.delete(network or cached.network_config(), att)
-        return True
-
-
-@contextmanager
-def _node(node: Node | None) -> Iterator[Node]:
-    if node is not None:
-        yield node
-    else:
-        with Node() as fresh:
-            yield fresh
-
-
-def _network(spec: str | NetworkConfig) -> NetworkConfig:
-    return spec if isinstance(spec, NetworkConfig) else load_network(spec)
-
-
-def add(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "net1",
-        node: Node | None = None, **attachment: Any) -> dict[str, Any]:
-    """ADD the network in file `spec` to a running pod; returns the CNI result."""
-    with _node(node) as n:
-        return n.add(namespace, pod, _network(spec), ifname, **attachment)
-
-
-def delete(namespace: str, pod: str, spec: str | NetworkConfig | None = None,
-           ifname: str = "net1", node: Node | None = None, **attachment: Any) -> int:
-    """DEL an interface from a pod (or from the cache, when the pod is gone)."""
-    with _node(node) as n:
-        return n.delete(namespace, pod, _network(spec) if spec else None, ifname, **attachment)
-
-
-def check(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "net1",
-          node: Node | None = None, **attachment: Any) -> None:
-    """CHECK an interface against the cached ADD result; raises when it is wrong."""
-    with _node(node) as n:
-        n.check(namespace, pod, _network(spec), ifname, **attachment)
-
-
-def resolve_netns(namespace: str, pod: str, endpoint: str | None = None,
-                  timeout: float = 10.0) -> str:
-    """The path of a pod's network namespace, as `if-inject netns` prints it."""
-    with Node(endpoint, timeout) as node:
-        return node.pod(namespace, pod).netns
-
-
-# ---- pods: many at once, and the lifecycle of attachments ---------------
-
-
-def _select_pods(client: _RuntimeClient, namespace: str | None, names: list[str] | None = None,
-                selector: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """(namespace, name) of the pods to work on: the named ones, or the ready
-    pods matching `selector`, in `namespace` (every namespace when None)."""
-    if names and not selector and namespace is not None:
-        return [(namespace, name) for name in dict.fromkeys(names)]
-    labels = dict(selector or {})
-    if namespace is not None:
-        labels[_POD_NAMESPACE_LABEL] = namespace
-    found = {(s.metadata.namespace, s.metadata.name)
-             for s in _list_sandboxes(client, labels, ready_only=True)}
-    return sorted(p for p in found if not names or p[1] in names)
-
-
-def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], _T],
-                 parallel: int = 8) -> Iterator[tuple[str, str, _T | InjectError]]:
-    """Run work(namespace, name) for every pod on a bounded pool of threads;
-    yields (namespace, name, result or error) as each finishes. One pod's
-    failure is its own (its ADD is rolled back alone); the others go on.
-    Once the CLI is asked to stop (SIGINT, SIGTERM, SIGHUP), the pods not
-    started yet are yielded with an error, and those under way finish whole."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
-
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
-        futures = {pool.submit(work, ns, name): (ns, name) for ns, name in pods}
-        order = list(futures)
-        try:
-            running = set(futures)
-            while running:
-                # The CLI's handler only records a signal here: look for one every 0.1 s.
-                done, running = wait(running, 0.1 if _signals.installed else None, FIRST_COMPLETED)
-                if _interrupted():
-                    stopped = {future for future in running if future.cancel()}
-                    running -= stopped
-                    done |= stopped
-                for future in sorted(done, key=order.index):
-                    ns, name = futures[future]
-                    yield ns, name, _outcome(future)
-        except BaseException:
-            # Interrupted: pods not started yet are skipped, those under way
-            # finish whole (an ADD either completes or is rolled back).
-            for future in futures:
-                future.cancel()
-            raise
-
-
-_NOT_STARTED = "not started: interrupted by"
-
-
-def _outcome(future: Any) -> Any:
-    """A finished pod's result or InjectError; a cancelled one's error."""
-    if future.cancelled():
-        return InjectError(f"{_NOT_STARTED} {_interrupted()}", CODE_TRY_AGAIN_LATER)
+def read_network(path: str) -> NetworkConfig:
+    """The network spec (see parse_spec) in the file at `path`, or on stdin when `path` is "-"."""
+    if path == "-":
+        return parse_spec(_read_stdin(), "stdin")
     try:
-        return future.result()
-    except InjectError as e:
-        return e
+        with open(path, "rb") as f:
+            raw = f.read()
+    except OSError as e:
+        raise InjectError(f"spec {path}: {e.strerror}", CODE_IO) from None
+    return parse_spec(raw, path)
 
 
-def _result_addresses(result: Any) -> list[str]:
-    """The addresses (CIDRs) in a CNI result of any version."""
-    ips, _ = _result_ips_and_routes(result)
-    return [str(ip["address"]) for ip in ips if ip.get("address")]
+def _read_stdin() -> bytes:
+    if sys.stdin is None:
+        raise InjectError("spec -: there is no standard input", CODE_IO)
+    if sys.stdin.isatty():  # a pipe is what `-spec -` is for; a terminal would just wait
+        raise InjectError("spec -: standard input is a terminal: pipe the spec in", CODE_INVALID_CONFIG)
+    try:
+        return sys.stdin.buffer.read()
+    except OSError as e:
+        raise InjectError(f"spec -: {e.strerror or e}", CODE_IO) from None
+
+
+def parse_spec(raw: bytes, source: str = "spec") -> NetworkConfig:
+    """A network spec as users give it: a plugin conf or conflist (JSON), or a
+    Multus NetworkAttachmentDefinition (JSON or YAML, as `kubectl get
+    net-attach-def NAME -o json|yaml` prints it or a manifest holds it) whose
+    .spec.config is one."""
+    if not raw.strip():
+        raise InjectError(f"{source}: empty", CODE_INVALID_CONFIG)
+    document = _decode_spec(raw, source)
+    if _is_kubernetes_object(document):
+        return _nad_network(document, source)
+    return _network_from_conf(document, raw, source)
+
+
+def _is_kubernetes_object(document: Any) -> bool:
+    return isinstance(document, dict) and ("kind" in document or "apiVersion" in document)
+
+
+def _decode_spec(raw: bytes, source: str) -> Any:
+    """JSON, else a Kubernetes object in YAML. YAML's parser is imported only
+    for what is not JSON; JSON-looking text keeps its JSON error."""
+    try:
+        return json.loads(raw)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+        json_error = InjectError(f"{source}: not JSON ({e})", CODE_DECODING)
+    import yaml
+
+    try:
+        documents = [d for d in yaml.load_all(raw, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+                     if d is not None]
+    except (yaml.YAMLError, ValueError, RecursionError) as e:
+        if raw.lstrip()[:1] in (b"{", b"["):
+            raise json_error from None
+        raise InjectError(f"{source}: neither JSON nor YAML ({_yaml_problem(e)})", CODE_DECODING) from None
+    if len(documents) == 1 and _is_kubernetes_object(documents[0]):
+        return documents[0]
+    if raw.lstrip()[:1] in (b"{", b"["):
+        raise json_error
+    if len(documents) != 1:
+        raise InjectError(f"{source}: {len(documents)} YAML documents: give one {_NAD_KIND}",
+                          CODE_INVALID_CONFIG)
+    found = type(documents[0]).__name__
+    found = {"dict": "mapping without apiVersion and kind", "str": "string"}.get(found, found)
+    raise InjectError(f"{source}: not JSON, and as YAML a {found}, not a {_NAD_KIND}", CODE_INVALID_CONFIG)
+
+
+def _yaml_problem(error: Exception) -> str:
+    """A YAML parser error on one line: the problem and where it is."""
+    problem = getattr(error, "problem", None)
+    mark = getattr(error, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(error).split())
+
+
+def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
+    """The network in a NetworkAttachmentDefinition's .spec.config; a config
+    without a name is given the definition's, as Multus does (GetCNIConfigFromSpec)."""
+    kind, api_version = document.get("kind"), document.get("apiVersion")
+    if (kind, api_version) != (_NAD_KIND, _NAD_API_VERSION):
+        found = (f"kind {kind}" if kind else "no kind") + " and " + \
+                (f"apiVersion {api_version}" if api_version else "no apiVersion")
+        raise InjectError(f"{source}: a document of {found}, not a {_NAD_KIND} of {_NAD_API_VERSION}",
+                          CODE_INVALID_CONFIG)
+    name, namespace = _dig(document, "metadata", "name"), _dig(document, "metadata", "namespace") or ""
+    if not isinstance(name, str) or not _OBJECT_NAME.fullmatch(name):
+        raise InjectError(f"{source}: {_NAD_KIND} with an invalid metadata.name {name!r}",
+                          CODE_INVALID_CONFIG)
+    if not isinstance(namespace, str) or (namespace and not _NAMESPACE.fullmatch(namespace)):
+        raise InjectError(f"{source}: {_NAD_KIND} {name} with an invalid metadata.namespace {namespace!r}",
+                          CODE_INVALID_CONFIG)
+    what = f"{source}: {_NAD_KIND} {namespace}/{name}" if namespace else f"{source}: {_NAD_KIND} {name}"
+    config = _dig(document, "spec", "config")
+    if config is None or config == "":
+        raise InjectError(f"{what} has no spec.config (Multus then reads the network from a file "
+                          "on the node: give that file as -spec)", CODE_INVALID_CONFIG)
+    if not isinstance(config, str):
+        raise InjectError(f"{what}: spec.config is a {type(config).__name__}, not a string of JSON",
+                          CODE_INVALID_CONFIG)
+    try:
+        conf = json.loads(config)
+    except (ValueError, RecursionError) as e:
+        raise InjectError(f"{what}: spec.config is not JSON ({e})", CODE_DECODING) from None
+    raw = config.encode()
+    if isinstance(conf, dict) and conf.get("name", "") == "":
+        conf["name"] = name
+        raw = json.dumps(conf).encode()
+    network = _network_from_conf(conf, raw, f"{what}: spec.config")
+    network.nad_namespace, network.nad_name = namespace, name
+    return network
 
 
 def network_status(result: Any, name: str, ifname: str) -> dict[str, Any]:
@@ -2424,17 +2135,6 @@ def network_status(result: Any, name: str, ifname: str) -> dict[str, Any]:
     return entry
 
 
-def _result_ips_and_routes(result: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """The "ips" and "routes" of a CNI result of any version, as 1.0.0 has them."""
-    if isinstance(_dig(result, "ips"), list) or isinstance(_dig(result, "routes"), list):
-        ips, routes = _dig(result, "ips") or [], _dig(result, "routes") or []
-    else:  # CNI 0.1.0 and 0.2.0: ip4 and ip6, each with its address and routes
-        old = [_dig(result, key) or {} for key in ("ip4", "ip6")]
-        ips = [{"address": o.get("ip")} for o in old if isinstance(o, dict) and o.get("ip")]
-        routes = [r for o in old if isinstance(o, dict) for r in o.get("routes") or []]
-    return ([ip for ip in ips if isinstance(ip, dict)], [r for r in routes if isinstance(r, dict)])
-
-
 def _bare_address(cidr: Any) -> str:
     """An address without its prefix length, as Go's net.IP prints it."""
     import ipaddress
@@ -2453,221 +2153,6 @@ def _is_default_route(dst: Any) -> bool:
     except ValueError:
         return False
 
-
-class _RuntimeView:
-    """What one runtime says now, for the stale policy: every sandbox it
-    lists, and (read on first need) the netns of its live ones."""
-
-    def __init__(self, client: _RuntimeClient) -> None:
-        self.client = client
-        self.sandboxes = {s.id: s for s in _list_sandboxes(client)}
-        self._live_netns: list[str] | None = None
-
-    def state(self, sandbox_id: str) -> str:
-        sandbox = self.sandboxes.get(sandbox_id)
-        if sandbox is None:
-            return "gone"
-        return "ready" if sandbox.state == _SANDBOX_READY else "notready"
-
-    def live_netns(self) -> list[str]:
-        """The netns paths it reports for its ready sandboxes."""
-        if self._live_netns is None:
-            self._live_netns = []
-            for sandbox in self.sandboxes.values():
-                if sandbox.state != _SANDBOX_READY:
-                    continue
-                with suppress(InjectError):  # gone meanwhile: it shows nothing either way
-                    pod = _sandbox_pod(self.client, sandbox, netns_required=False)
-                    self._live_netns += [pod.netns] if pod.netns else []
-        return self._live_netns
-
-
-class _RuntimeViews:
-    """The runtimes that attachments are judged by, each asked once: the
-    node's own (which must answer), and each other one an entry records."""
-
-    def __init__(self, node: Node) -> None:
-        self.node = node
-        self.own = _RuntimeView(node.client)
-        self.others: dict[str, _RuntimeView | str] = {}
-
-    def close(self) -> None:
-        for view in self.others.values():
-            if isinstance(view, _RuntimeView):
-                view.client.close()
-
-    def __enter__(self) -> _RuntimeViews:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def of(self, cached: CachedAttachment) -> _RuntimeView | str:
-        """The runtime that made `cached`, or why it cannot be asked."""
-        if not cached.runtime_endpoint:
-            # An entry of an if-inject that did not record its runtime: only a
-            # runtime that lists its sandbox (a random 64-hex ID) is surely the
-            # one that made it; any other would call every pod of its peer gone.
-            if cached.sandbox_id in self.own.sandboxes:
-                return self.own
-            return (f"its cache entry does not say which runtime made it (an older if-inject), and "
-                    f"{self.own.client.endpoint} does not know its sandbox: it cannot be proven stale "
-                    f"(`del -ns {cached.namespace} -pod {cached.pod} -interface {cached.interface}` "
-                    "deletes it)")
-        endpoint = cached.runtime_endpoint
-        if _same_endpoint(endpoint, self.own.client.endpoint):
-            view: _RuntimeView | str = self.own
-        else:
-            view = self.others.get(endpoint) or self._connect(endpoint)
-            self.others[endpoint] = view
-        if isinstance(view, _RuntimeView) and cached.runtime_name \
-                and view.client.version.runtime_name != cached.runtime_name:
-            return (f"the runtime that made it ({cached.runtime_name} on {endpoint}) is gone: "
-                    f"{view.client.version.runtime_name} answers there now")
-        return view
-
-    def _connect(self, endpoint: str) -> _RuntimeView | str:
-        client = None
-        try:
-            client = _RuntimeClient(endpoint, self.node.timeout)
-            return _RuntimeView(client)
-        except InjectError as e:
-            if client is not None:
-                client.close()
-            return f"cannot reach the runtime that made it ({endpoint}): {e}"
-
-
-def _netns_place(path: str) -> str:
-    """Where a netns path's namespace files are: its directory, or /proc for /proc/<pid>/ns/net."""
-    return "/proc" if path.startswith("/proc/") else os.path.realpath(os.path.dirname(path))
-
-
-def _netns_unseen(view: _RuntimeView, path: str) -> str:
-    """Why the netns at `path` cannot be seen from here ("" when it can): its
-    directory is missing, or the netns the runtime reports for its live pods
-    there are not there either (gc in a pod without the directory mounted, in
-    another mount namespace with something over it, or in another PID namespace)."""
-    place = _netns_place(path)
-    if not os.path.isdir(place):
-        return f"the netns directory {place} is not visible here"
-    theirs = [p for p in view.live_netns() if _netns_place(p) == place]
-
-    def seen(live: str) -> bool:
-        try:
-            return not _netns_gone(live)
-        except InjectError:
-            return False
-
-    if theirs and not any(seen(live) for live in theirs):
-        return (f"the netns of live pods in {place} are not visible here either "
-                "(another mount or PID namespace?): the directory here is not the runtime's")
-    return ""
-
-
-def _staleness(cached: CachedAttachment, view: _RuntimeView | str) -> tuple[str, bool, str]:
-    """The stale policy, in one place: (sandbox state, stale, why it cannot be told).
-
-    An attachment is stale only when the runtime that made it answers that its
-    sandbox is gone or stopped (a stopped sandbox never runs again: a restart
-    makes a new one) and its netns is gone (nothing at its path, or not a
-    network namespace), looked at from where that runtime's netns are seen.
-    `view` is that runtime, or why it cannot be asked. Everything else is left
-    alone: a live pod, a netns still there, and what cannot be told."""
-    if isinstance(view, str):
-        return "unknown", False, view
-    state = view.state(cached.sandbox_id)
-    if state == "ready":
-        return state, False, ""
-    try:
-        if cached.netns and not _netns_gone(cached.netns):
-            return state, False, ""
-    except InjectError as e:
-        return state, False, f"cannot tell whether its netns is gone: {e}"
-    unseen = _netns_unseen(view, cached.netns) if cached.netns else ""
-    return state, not unseen, unseen
-
-
-def attachments(node: Node, namespace: str | None = None, pod: str | None = None) -> list[CachedAttachment]:
-    """Every attachment if-inject made on this node, from the result cache,
-    with the state of its pod's sandbox as the runtime that made it reports
-    it now, and whether it is stale (see _staleness)."""
-    with _RuntimeViews(node) as views:
-        found = []
-        for cached in _cached_attachments(node.cni.cache_dir):
-            if (namespace and cached.namespace != namespace) or (pod and cached.pod != pod):
-                continue
-            # Without a sandbox (an API caller's own attachment) no runtime tells: it is the caller's.
-            if cached.sandbox_id:
-                cached.sandbox_state, cached.stale, cached.undecided = _staleness(cached, views.of(cached))
-            found.append(cached)
-    return found
-
-
-def pod_network_status(node: Node, namespace: str, pod: str) -> list[dict[str, Any]]:
-    """The network-status entries of everything if-inject attached to a pod's
-    ready sandbox, by interface name: what to merge into its annotation."""
-    return [network_status(cached.result, cached.net_attach_def or cached.network, cached.interface)
-            for cached in sorted(attachments(node, namespace, pod), key=lambda c: c.interface)
-            if cached.sandbox_state == "ready" and cached.result is not None]  # not an add under way
-
-
-def gc(node: Node, dry_run: bool = False) -> Iterator[dict[str, Any]]:
-    """DEL every stale attachment (see _staleness) from its cached config;
-    live pods, and attachments whose state cannot be told, are never touched.
-    Yields one record per stale attachment (what was done, or what failed),
-    and one per attachment left alone because its state cannot be told
-    (action "skipped", with the reason). Then CNI 1.1's GC goes to the
-    networks at 1.1.0 or later (one record each)."""
-    networks = _gc_networks(node)  # before the stale DELs take their entries
-    for cached in attachments(node):
-        record = {k: v for k, v in cached.json().items()
-                  if k not in ("netns", "stale", "undecided", "cacheFile")}
-        if cached.undecided:
-            yield dict(record, action="skipped", reason=cached.undecided)
-            continue
-        if not cached.stale:
-            continue
-        if dry_run:
-            yield dict(record, action="would delete")
-            continue
-        try:
-            if node.delete_cached(cached, netns=""):  # stale: its netns is gone
-                yield dict(record, action="deleted")
-        except InjectError as e:
-            yield dict(record, action="failed", error=str(e))
-    yield from _gc_verb(node, networks, dry_run)
-
-
-# ---- pods: CNI 1.1's GC verb at the end of gc, apart from gc's stale policy
-
-def _gc_networks(node: Node) -> dict[str, NetworkConfig]:
-    """The networks of if-inject's cache entries, by name (the last entry's config)."""
-    networks = {}
-    for cached in _cached_attachments(node.cni.cache_dir):
-        with suppress(InjectError):  # an entry without a usable config: its DEL says why
-            networks[cached.network] = cached.network_config()
-    return networks
-
-
-def _gc_verb(node: Node, networks: dict[str, NetworkConfig], dry_run: bool) -> Iterator[dict[str, Any]]:
-    """GC to each network at CNI 1.1.0 or later, with the attachments still alive
-    (every cache entry of that network that is left); one record per network."""
-    for name, network in sorted(networks.items()):
-        if network.version_tuple < (1, 1, 0):
-            continue
-        record: dict[str, Any] = {"network": name, "cniVersion": network.cni_version}
-        alive = _cached_network_attachments(node.cni.cache_dir, name)
-        record["validAttachments"] = [{"containerId": c, "interface": i} for c, i in alive]
-        if network.disable_gc:
-            yield dict(record, action="gc disabled")
-        elif dry_run:
-            yield dict(record, action="would gc")
-        else:
-            try:
-                node.cni.gc(network, alive)
-                yield dict(record, action="gc")
-            except InjectError as e:
-                yield dict(record, action="failed", error=str(e))
 
 
 # ---- netlink: links, veth pairs -----------------------------------------
@@ -2862,17 +2347,27 @@ def add_veth(netns: str, ifname: str, host_ifname: str, address: str | list[str]
     duplicate address detection (within `timeout` seconds). Any later
     failure or interrupt deletes the pair.
     """
-    for name in (ifname, host_ifname):
+    pod_cidrs, host_cidrs = _veth_input((ifname, host_ifname), address, host_address, mtu)
+    return _make_veth(netns, ifname, host_ifname, pod_cidrs, host_cidrs, mtu, timeout)
+
+
+def _veth_input(names: tuple[str, ...], address: str | list[str] | None = None,
+                host_address: str | list[str] | None = None,
+                mtu: int | None = None) -> tuple[list[Any], list[Any]]:
+    """A veth's input, checked in one place before anything is asked or made:
+    its interface names, its MTU; returns the addresses of the pod's and the
+    node's end, parsed."""
+    for name in names:
         _validate_ifname(name)
     pod_cidrs, host_cidrs = _parse_cidrs(address), _parse_cidrs(host_address)
-    return _make_veth(netns, ifname, host_ifname, pod_cidrs, host_cidrs, mtu, timeout)
+    if mtu is not None and not 68 <= mtu <= 65535:
+        raise InjectError(f"invalid MTU {mtu}: 68 to 65535", CODE_INVALID_CONFIG)
+    return pod_cidrs, host_cidrs
 
 
 def _make_veth(netns: str, ifname: str, host_ifname: str, pod_cidrs: list[Any], host_cidrs: list[Any],
               mtu: int | None, timeout: float) -> Veth:
-    """add_veth once its names and addresses are checked (the CLI checks them as flags)."""
-    if mtu is not None and not 68 <= mtu <= 65535:
-        raise InjectError(f"invalid MTU {mtu}: 68 to 65535", CODE_INVALID_CONFIG)
+    """add_veth once its input is checked (see _veth_input)."""
     _check_netns(netns)
     _refuse_taken_names(netns, ifname, host_ifname)
     made = False
@@ -3103,6 +2598,588 @@ def _delete_link(netns: str | None, name: str) -> None:
         _netlink(netns, lambda ipr: ipr.link("del", ifname=name))
 
 
+# ---- pods: a pod's attachments ------------------------------------------
+
+
+def _kubelet_args(pod: Pod) -> list[tuple[str, str]]:
+    """CNI_ARGS as kubelet passes them; IgnoreUnknown keeps host-local happy."""
+    return [("IgnoreUnknown", "1"), ("K8S_POD_NAMESPACE", pod.namespace),
+            ("K8S_POD_NAME", pod.name), ("K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id),
+            ("K8S_POD_UID", pod.uid)]
+
+
+def _default_container_id(pod: Pod) -> str:
+    """The netns file's name, as the original; /proc/<pid>/ns/net would make
+    every pod "net", so the sandbox ID stands in there."""
+    base = os.path.basename(pod.netns)
+    return pod.sandbox_id if base == "net" or not _NAME_PATTERN.fullmatch(base) else base
+
+
+def _pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
+                   args: list[tuple[str, str]] | None = None,
+                   capability_args: dict[str, Any] | None = None) -> Attachment:
+    return Attachment(container_id or _default_container_id(pod), pod.netns, ifname,
+                      _kubelet_args(pod) + list(args or []), dict(capability_args or {}), pod)
+
+
+def _matching_attachments(cache_dir: str, namespace: str, pod: str, ifname: str,
+                         network: str = "") -> list[CachedAttachment]:
+    """Our cached attachments of a pod's interface (of one network, if given)."""
+    return [cached for cached in _cached_attachments(cache_dir)
+            if (cached.namespace, cached.pod, cached.interface) == (namespace, pod, ifname)
+            and (not network or cached.network == network)]
+
+
+@contextmanager
+def _about_pod(pod: Pod) -> Iterator[None]:
+    """Errors inside the block name the pod."""
+    try:
+        yield
+    except InjectError as e:
+        raise InjectError(f"pod {pod.namespace}/{pod.name}: {e.msg}", e.code, e.details) from None
+
+
+class _NotOurs(InjectError):
+    """An interface a batch `del` leaves alone: the cache does not show that if-inject added it."""
+
+    def __init__(self, msg: str) -> None:
+        super().__init__(msg, CODE_UNKNOWN_CONTAINER)
+
+
+# ---- pods: the runtime that made an attachment, and the stale policy -----
+
+
+class _RuntimeView:
+    """What one runtime says now, for the stale policy: every sandbox it
+    lists, and (read on first need) the netns of its live ones."""
+
+    def __init__(self, client: _RuntimeClient) -> None:
+        self.client = client
+        self.sandboxes = {s.id: s for s in _list_sandboxes(client)}
+        self._live_netns: list[str] | None = None
+
+    def state(self, sandbox_id: str) -> str:
+        sandbox = self.sandboxes.get(sandbox_id)
+        if sandbox is None:
+            return "gone"
+        return "ready" if sandbox.state == _SANDBOX_READY else "notready"
+
+    def live_netns(self) -> list[str]:
+        """The netns paths it reports for its ready sandboxes."""
+        if self._live_netns is None:
+            self._live_netns = []
+            for sandbox in self.sandboxes.values():
+                if sandbox.state != _SANDBOX_READY:
+                    continue
+                with suppress(InjectError):  # gone meanwhile: it shows nothing either way
+                    pod = _sandbox_pod(self.client, sandbox, netns_required=False)
+                    self._live_netns += [pod.netns] if pod.netns else []
+        return self._live_netns
+
+
+class _RuntimeViews:
+    """The runtimes that attachments are judged by, each asked once: the
+    node's own (which must answer), and each other one an entry records."""
+
+    def __init__(self, client: _RuntimeClient, timeout: float) -> None:
+        self.timeout = timeout
+        self.own = _RuntimeView(client)
+        self.others: dict[str, _RuntimeView | str] = {}
+
+    def close(self) -> None:
+        for view in self.others.values():
+            if isinstance(view, _RuntimeView):
+                view.client.close()
+
+    def __enter__(self) -> _RuntimeViews:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def of(self, cached: CachedAttachment) -> _RuntimeView | str:
+        """The runtime that made `cached`, or why it cannot be asked."""
+        if not cached.runtime_endpoint:
+            # An entry of an if-inject that did not record its runtime: only a
+            # runtime that lists its sandbox (a random 64-hex ID) is surely the
+            # one that made it; any other would call every pod of its peer gone.
+            if cached.sandbox_id in self.own.sandboxes:
+                return self.own
+            return (f"its cache entry does not say which runtime made it (an older if-inject), and "
+                    f"{self.own.client.endpoint} does not know its sandbox: it cannot be proven stale "
+                    f"(`del -ns {cached.namespace} -pod {cached.pod} -interface {cached.interface}` "
+                    "deletes it)")
+        endpoint = cached.runtime_endpoint
+        if _same_endpoint(endpoint, self.own.client.endpoint):
+            view: _RuntimeView | str = self.own
+        else:
+            view = self.others.get(endpoint) or self._connect(endpoint)
+            self.others[endpoint] = view
+        if isinstance(view, _RuntimeView) and cached.runtime_name \
+                and view.client.version.runtime_name != cached.runtime_name:
+            return (f"the runtime that made it ({cached.runtime_name} on {endpoint}) is gone: "
+                    f"{view.client.version.runtime_name} answers there now")
+        return view
+
+    def _connect(self, endpoint: str) -> _RuntimeView | str:
+        client = None
+        try:
+            client = _RuntimeClient(endpoint, self.timeout)
+            return _RuntimeView(client)
+        except InjectError as e:
+            if client is not None:
+                client.close()
+            return f"cannot reach the runtime that made it ({endpoint}): {e}"
+
+
+def _netns_place(path: str) -> str:
+    """Where a netns path's namespace files are: its directory, or /proc for /proc/<pid>/ns/net."""
+    return "/proc" if path.startswith("/proc/") else os.path.realpath(os.path.dirname(path))
+
+
+def _netns_unseen(view: _RuntimeView, path: str) -> str:
+    """Why the netns at `path` cannot be seen from here ("" when it can): its
+    directory is missing, or the netns the runtime reports for its live pods
+    there are not there either (gc in a pod without the directory mounted, in
+    another mount namespace with something over it, or in another PID namespace)."""
+    place = _netns_place(path)
+    if not os.path.isdir(place):
+        return f"the netns directory {place} is not visible here"
+    theirs = [p for p in view.live_netns() if _netns_place(p) == place]
+
+    def seen(live: str) -> bool:
+        try:
+            return not _netns_gone(live)
+        except InjectError:
+            return False
+
+    if theirs and not any(seen(live) for live in theirs):
+        return (f"the netns of live pods in {place} are not visible here either "
+                "(another mount or PID namespace?): the directory here is not the runtime's")
+    return ""
+
+
+def _judged(cached: CachedAttachment, views: _RuntimeViews) -> CachedAttachment:
+    """`cached` with the runtime's view of it (see _staleness). Without a
+    sandbox (an API caller's own attachment) no runtime tells: it is the caller's."""
+    if not cached.sandbox_id:
+        return cached
+    state, stale, undecided = _staleness(cached, views.of(cached))
+    return replace(cached, sandbox_state=state, stale=stale, undecided=undecided)
+
+
+def _staleness(cached: CachedAttachment, view: _RuntimeView | str) -> tuple[str, bool, str]:
+    """The stale policy, in one place: (sandbox state, stale, why it cannot be told).
+
+    An attachment is stale only when the runtime that made it answers that its
+    sandbox is gone or stopped (a stopped sandbox never runs again: a restart
+    makes a new one) and its netns is gone (nothing at its path, or not a
+    network namespace), looked at from where that runtime's netns are seen.
+    `view` is that runtime, or why it cannot be asked. Everything else is left
+    alone: a live pod, a netns still there, and what cannot be told."""
+    if isinstance(view, str):
+        return "unknown", False, view
+    state = view.state(cached.sandbox_id)
+    if state == "ready":
+        return state, False, ""
+    try:
+        if cached.netns and not _netns_gone(cached.netns):
+            return state, False, ""
+    except InjectError as e:
+        return state, False, f"cannot tell whether its netns is gone: {e}"
+    unseen = _netns_unseen(view, cached.netns) if cached.netns else ""
+    return state, not unseen, unseen
+
+
+# ---- pods: CNI 1.1's GC verb at the end of gc, apart from gc's stale policy
+
+def _gc_networks(cni: CNI) -> dict[str, NetworkConfig]:
+    """The networks of if-inject's cache entries, by name (the last entry's config)."""
+    networks = {}
+    for cached in _cached_attachments(cni.cache_dir):
+        with suppress(InjectError):  # an entry without a usable config: its DEL says why
+            networks[cached.network] = cached.network_config()
+    return networks
+
+
+def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Iterator[dict[str, Any]]:
+    """GC to each network at CNI 1.1.0 or later, with the attachments still alive
+    (every cache entry of that network that is left); one record per network."""
+    for name, network in sorted(networks.items()):
+        if network.version_tuple < (1, 1, 0):
+            continue
+        record: dict[str, Any] = {"network": name, "cniVersion": network.cni_version}
+        alive = _cached_network_attachments(cni.cache_dir, name)
+        record["validAttachments"] = [{"containerId": c, "interface": i} for c, i in alive]
+        if network.disable_gc:
+            yield dict(record, action="gc disabled")
+        elif dry_run:
+            yield dict(record, action="would gc")
+        else:
+            try:
+                cni.gc(network, alive)
+                yield dict(record, action="gc")
+            except InjectError as e:
+                yield dict(record, action="failed", error=str(e))
+
+
+# ---- pods: Node, the public API ------------------------------------------
+
+
+class Node:
+    """This node's runtime and CNI setup; the API's entry point.
+
+    The runtime connection is opened on first use and shared by every call
+    (and thread) until close(); threads asking for it at once get one.
+    """
+
+    def __init__(self, endpoint: str | None = None, timeout: float = 10.0,
+                 cni_path: list[str] | None = None, cache_dir: str = _DEFAULT_CACHE_DIR) -> None:
+        import threading
+
+        self.endpoint, self.timeout = endpoint, timeout
+        self.cni = CNI(list(cni_path or _DEFAULT_CNI_PATH), cache_dir, timeout)
+        self._client: _RuntimeClient | None = None
+        self._client_lock = threading.Lock()
+
+    @property
+    def client(self) -> _RuntimeClient:
+        with self._client_lock:
+            if self._client is None:
+                self._client = _RuntimeClient(self.endpoint, self.timeout)
+            return self._client
+
+    def close(self) -> None:
+        with self._client_lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
+
+    def __enter__(self) -> Node:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def pod(self, namespace: str, name: str) -> Pod:
+        """A running pod on this node, checked to be safe to change."""
+        pod = _find_pod(self.client, namespace, name)
+        assert pod is not None
+        return pod
+
+    def add(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
+            container_id: str = "", args: list[tuple[str, str]] | None = None,
+            capability_args: dict[str, Any] | None = None) -> dict[str, Any]:
+        """ADD `network` as `ifname` in a running pod; returns the CNI result.
+        `container_id` defaults to the netns file's name; `args` go to
+        CNI_ARGS after kubelet's; `capability_args` become runtimeConfig."""
+        found = self.pod(namespace, pod)
+        att = _pod_attachment(found, ifname, container_id, args, capability_args)
+        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
+            self._refuse_taken_name(att)
+            self._release_interrupted_add(network, att)
+            return self.cni.add(network, att)
+
+    @staticmethod
+    def _refuse_taken_name(att: Attachment) -> None:
+        """Never ADD over an existing interface: a rollback would delete it."""
+        assert att.pod is not None
+        if att.ifname in _interface_names(att.netns):
+            raise InjectError(f"interface {att.ifname} already exists in pod "
+                              f"{att.pod.namespace}/{att.pod.name}", CODE_INVALID_CONFIG)
+
+    def _release_interrupted_add(self, network: NetworkConfig, att: Attachment) -> None:
+        """A cache entry of this very attachment was left by an add killed
+        half-way (the interface is not there): release what it took first."""
+        path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
+        if _cache_exists(path):
+            _log("Cleaning up an earlier interrupted add", path=path)
+            self.cni.delete(network, att)
+
+    def check(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
+              container_id: str = "", args: list[tuple[str, str]] | None = None,
+              capability_args: dict[str, Any] | None = None) -> None:
+        """CHECK an interface against the cached ADD result (see add for the parameters)."""
+        found = self.pod(namespace, pod)
+        att = _pod_attachment(found, ifname, container_id, args, capability_args)
+        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
+            self.cni.check(network, att)
+
+    def delete(self, namespace: str, pod: str, network: NetworkConfig | None = None,
+               ifname: str = "net1", only_ours: bool = False, container_id: str = "",
+               args: list[tuple[str, str]] | None = None,
+               capability_args: dict[str, Any] | None = None) -> int:
+        """DEL an interface; works from the cache when the pod is gone or no
+        network is given. Returns how many attachments were deleted.
+
+        With `only_ours` (a batch), an interface of a running pod that the
+        cache does not show if-inject added is left alone: _NotOurs is raised.
+        Without it, DEL runs there anyway, as libcni's does, with a warning."""
+        found = _find_pod(self.client, namespace, pod, missing_ok=True)
+        if found is not None and network is not None:
+            att = _pod_attachment(found, ifname, container_id, args, capability_args)
+            self._delete_from_pod(found, network, att, only_ours)
+            return 1
+        return self._delete_from_cache(namespace, pod, network, ifname, found, only_ours)
+
+    def _delete_from_pod(self, pod: Pod, network: NetworkConfig, att: Attachment, only_ours: bool) -> None:
+        """DEL in a running pod, with the network given."""
+        ifname = att.ifname
+        with _attachment_lock(self.cni.cache_dir, pod.sandbox_id, ifname, self.timeout):
+            why = self._not_added_by_us(network, att)
+            if why and only_ours:
+                raise _NotOurs(f"{why}: left alone (-force deletes it)")
+            if why and ifname in _interface_names(att.netns):
+                _log("Deleting an interface if-inject has no record of adding, as libcni would",
+                    level="warning", pod=f"{pod.namespace}/{pod.name}", interface=ifname, reason=why)
+            self.cni.delete(network, att)
+
+    def _not_added_by_us(self, network: NetworkConfig, att: Attachment) -> str:
+        """Why the cache does not show that if-inject added this attachment ("" when it does)."""
+        path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
+        entry = _read_cache(path)
+        if entry is None:
+            return f"if-inject did not add {att.ifname} of network {network.name} (no cache entry {path})"
+        if not isinstance(entry.get(_CACHE_MARK), dict):
+            return (f"{att.ifname} of network {network.name} was added by another program "
+                    f"(its cache entry {path} is not if-inject's)")
+        return ""
+
+    def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
+                           ifname: str, live: Pod | None = None, only_ours: bool = False) -> int:
+        """DEL what the cache records of a pod's interface: the pod is gone, or
+        no network was given. In the `live` pod's sandbox, DEL runs in the netns
+        the runtime reports now (a /proc/<pid> path may have changed)."""
+        found = _matching_attachments(self.cni.cache_dir, namespace, pod, ifname,
+                                     network.name if network else "")
+        if not found and only_ours:
+            raise _NotOurs(f"if-inject has no cached attachment {ifname} in pod {namespace}/{pod}: "
+                           "nothing of its own to delete")
+        if not found:
+            if network is None:
+                raise InjectError(f"no cached attachment {ifname} for pod {namespace}/{pod}: "
+                                  "give -spec", CODE_UNKNOWN_CONTAINER)
+            _log("Pod not found and nothing cached for it: nothing to delete",
+                pod=f"{namespace}/{pod}", interface=ifname)
+        for cached in found:
+            in_live = live is not None and cached.sandbox_id == live.sandbox_id
+            netns = live.netns if live is not None and in_live else self._netns_elsewhere(cached)
+            self.delete_cached(cached, network, netns)
+        return len(found)
+
+    def _netns_elsewhere(self, cached: CachedAttachment) -> str | None:
+        """The netns that the runtime that made `cached`, when it is not this
+        node's (two runtimes, a mistyped -r), reports now for its sandbox if
+        that is live there; None (the cached netns) otherwise."""
+        endpoint = cached.runtime_endpoint
+        if not endpoint or not cached.sandbox_id or _same_endpoint(endpoint, self.client.endpoint):
+            return None
+        try:
+            with _RuntimeClient(endpoint, self.timeout) as client:
+                ready = [s for s in _list_sandboxes(client, ready_only=True) if s.id == cached.sandbox_id]
+                pod = _sandbox_pod(client, ready[0]) if ready else None
+        except InjectError as e:
+            _log("The runtime that made it cannot be asked: DEL runs in the cached netns", level="warning",
+                pod=f"{cached.namespace}/{cached.pod}", interface=cached.interface, error=str(e))
+            return None
+        if pod is None or not pod.status_ready or pod.network_mode == _NODE_MODE:
+            return None
+        _check_netns(pod.netns)
+        return pod.netns
+
+    def delete_cached(self, cached: CachedAttachment, network: NetworkConfig | None = None,
+                      netns: str | None = None) -> bool:
+        """DEL a cached attachment with its cached config (or `network`), in
+        `netns` when given (see CachedAttachment.attachment); False when its
+        entry went meanwhile (another del or gc)."""
+        att = cached.attachment(netns)
+        # An API caller's entry may have no sandbox: its container ID keys the lock then.
+        key = cached.sandbox_id or att.container_id
+        with _attachment_lock(self.cni.cache_dir, key, att.ifname, self.timeout):
+            if not _cache_exists(cached.path):
+                return False
+            self.cni.delete(network or cached.network_config(), att)
+        return True
+
+
+    # The lifecycle of attachments: what the cache records, judged by the runtime that made each.
+
+    def attachments(self, namespace: str | None = None, pod: str | None = None) -> list[CachedAttachment]:
+        """Every attachment if-inject made on this node (of `namespace`, of
+        `pod`, when given), from the result cache, with the state of its pod's
+        sandbox as the runtime that made it reports it now, and whether it is
+        stale (see _staleness)."""
+        with _RuntimeViews(self.client, self.timeout) as views:
+            return [_judged(cached, views) for cached in _cached_attachments(self.cni.cache_dir)
+                    if (not namespace or cached.namespace == namespace) and (not pod or cached.pod == pod)]
+
+    def pod_network_status(self, namespace: str, pod: str) -> list[dict[str, Any]]:
+        """The network-status entries of everything if-inject attached to a pod's
+        ready sandbox, by interface name: what to merge into its annotation."""
+        return [network_status(cached.result, cached.net_attach_def or cached.network, cached.interface)
+                for cached in sorted(self.attachments(namespace, pod), key=lambda c: c.interface)
+                if cached.sandbox_state == "ready" and cached.result is not None]  # not an add under way
+
+    def gc(self, dry_run: bool = False) -> Iterator[dict[str, Any]]:
+        """DEL every stale attachment (see _staleness) from its cached config;
+        live pods, and attachments whose state cannot be told, are never touched.
+        Yields one record per stale attachment (what was done, or what failed),
+        and one per attachment left alone because its state cannot be told
+        (action "skipped", with the reason). Then CNI 1.1's GC goes to the
+        networks at 1.1.0 or later (one record each)."""
+        networks = _gc_networks(self.cni)  # before the stale DELs take their entries
+        for cached in self.attachments():
+            record = {k: v for k, v in cached.json().items()
+                      if k not in ("netns", "stale", "undecided", "cacheFile")}
+            if cached.undecided:
+                yield dict(record, action="skipped", reason=cached.undecided)
+                continue
+            if not cached.stale:
+                continue
+            if dry_run:
+                yield dict(record, action="would delete")
+                continue
+            try:
+                if self.delete_cached(cached, netns=""):  # stale: its netns is gone
+                    yield dict(record, action="deleted")
+            except InjectError as e:
+                yield dict(record, action="failed", error=str(e))
+        yield from _gc_verb(self.cni, networks, dry_run)
+
+    # veth pairs: the manual injection, under the lock of a CNI add or del on the same interface.
+
+    def add_veth(self, namespace: str, pod: str, ifname: str = "net1", host_ifname: str = "",
+                 address: str | list[str] | None = None, host_address: str | list[str] | None = None,
+                 mtu: int | None = None) -> Veth:
+        """A veth pair between the node and a running pod (see add_veth), its
+        input checked before the runtime is asked. `host_ifname` defaults to
+        veth + 8 hex digits of the pod's sandbox and `ifname`: the same name
+        each time, so that delete_veth finds it again."""
+        names = (ifname, host_ifname) if host_ifname else (ifname,)  # the default one is made valid
+        pod_cidrs, host_cidrs = _veth_input(names, address, host_address, mtu)
+        found = self.pod(namespace, pod)
+        host_ifname = host_ifname or _host_veth_name(found.sandbox_id, ifname)
+        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout), _about_pod(found):
+            return _make_veth(found.netns, ifname, host_ifname, pod_cidrs, host_cidrs, mtu, self.timeout)
+
+    def delete_veth(self, namespace: str, pod: str, ifname: str = "", host_ifname: str = "") -> None:
+        """Delete the veth pair of `ifname` in a running pod, or of `host_ifname`
+        on the node, or of both (see delete_veth); of net1 when neither is given."""
+        _veth_input(tuple(filter(None, (ifname, host_ifname))))
+        found = self.pod(namespace, pod)
+        ifname = ifname or ("" if host_ifname else "net1")
+        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname or "net1", self.timeout), \
+                _about_pod(found):
+            delete_veth(found.netns, ifname, host_ifname)
+
+
+@contextmanager
+def _node(node: Node | None) -> Iterator[Node]:
+    if node is not None:
+        yield node
+    else:
+        with Node() as fresh:
+            yield fresh
+
+
+def _network(spec: str | NetworkConfig) -> NetworkConfig:
+    return spec if isinstance(spec, NetworkConfig) else read_network(spec)
+
+
+def add(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "net1",
+        node: Node | None = None, container_id: str = "", args: list[tuple[str, str]] | None = None,
+        capability_args: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Node.add with the network in file `spec`, on `node` or a Node of its own."""
+    with _node(node) as n:
+        return n.add(namespace, pod, _network(spec), ifname, container_id, args, capability_args)
+
+
+def delete(namespace: str, pod: str, spec: str | NetworkConfig | None = None,
+           ifname: str = "net1", node: Node | None = None, container_id: str = "",
+           args: list[tuple[str, str]] | None = None, capability_args: dict[str, Any] | None = None) -> int:
+    """Node.delete with the network in file `spec` (or the cached one), on `node` or a Node of its own."""
+    with _node(node) as n:
+        return n.delete(namespace, pod, _network(spec) if spec else None, ifname,
+                        container_id=container_id, args=args, capability_args=capability_args)
+
+
+def check(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "net1",
+          node: Node | None = None, container_id: str = "", args: list[tuple[str, str]] | None = None,
+          capability_args: dict[str, Any] | None = None) -> None:
+    """Node.check with the network in file `spec`, on `node` or a Node of its own."""
+    with _node(node) as n:
+        n.check(namespace, pod, _network(spec), ifname, container_id, args, capability_args)
+
+
+def resolve_netns(namespace: str, pod: str, endpoint: str | None = None,
+                  timeout: float = 10.0) -> str:
+    """Node.pod(namespace, pod).netns: the path `if-inject netns` prints."""
+    with Node(endpoint, timeout) as node:
+        return node.pod(namespace, pod).netns
+
+
+# ---- pods: many at once ---------------------------------------------------
+
+
+def _select_pods(client: _RuntimeClient, namespace: str | None, names: list[str] | None = None,
+                selector: dict[str, str] | None = None) -> list[tuple[str, str]]:
+    """(namespace, name) of the pods to work on: the named ones, or the ready
+    pods matching `selector`, in `namespace` (every namespace when None)."""
+    if names and not selector and namespace is not None:
+        return [(namespace, name) for name in dict.fromkeys(names)]
+    labels = dict(selector or {})
+    if namespace is not None:
+        labels[_POD_NAMESPACE_LABEL] = namespace
+    found = {(s.metadata.namespace, s.metadata.name)
+             for s in _list_sandboxes(client, labels, ready_only=True)}
+    return sorted(p for p in found if not names or p[1] in names)
+
+
+def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], _T],
+                 parallel: int = 8) -> Iterator[tuple[str, str, _T | InjectError]]:
+    """Run work(namespace, name) for every pod on a bounded pool of threads;
+    yields (namespace, name, result or error) as each finishes. One pod's
+    failure is its own (its ADD is rolled back alone); the others go on.
+    Once the CLI is asked to stop (SIGINT, SIGTERM, SIGHUP), the pods not
+    started yet are yielded with an error, and those under way finish whole."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+        futures = {pool.submit(work, ns, name): (ns, name) for ns, name in pods}
+        order = list(futures)
+        try:
+            running = set(futures)
+            while running:
+                # The CLI's handler only records a signal here: look for one every 0.1 s.
+                done, running = wait(running, 0.1 if _signals.installed else None, FIRST_COMPLETED)
+                if _interrupted():
+                    stopped = {future for future in running if future.cancel()}
+                    running -= stopped
+                    done |= stopped
+                for future in sorted(done, key=order.index):
+                    ns, name = futures[future]
+                    yield ns, name, _outcome(future)
+        except BaseException:
+            # Interrupted: pods not started yet are skipped, those under way
+            # finish whole (an ADD either completes or is rolled back).
+            for future in futures:
+                future.cancel()
+            raise
+
+
+_NOT_STARTED = "not started: interrupted by"
+
+
+def _outcome(future: Any) -> Any:
+    """A finished pod's result or InjectError; a cancelled one's error."""
+    if future.cancelled():
+        return InjectError(f"{_NOT_STARTED} {_interrupted()}", CODE_TRY_AGAIN_LATER)
+    try:
+        return future.result()
+    except InjectError as e:
+        return e
+
+
 # ---- CLI ----------------------------------------------------------------
 # Each subcommand is one entry, in _cni_subcommands or _node_subcommands: its
 # flags and, by set_defaults(run=...), the function that runs it (as the
@@ -3154,7 +3231,7 @@ def _namespace_flag(parser: argparse.ArgumentParser, listing: bool) -> None:
 def _pod_flags(parser: argparse.ArgumentParser) -> None:
     """The pods of netns, add, del and check: one, several, or selected by labels."""
     _namespace_flag(parser, listing=False)
-    parser.add_argument("-pod", "--pod", action="append", metavar="POD",
+    parser.add_argument("-pod", "--pod", action="append", dest="pods", metavar="POD",
                         help="the pod's name; repeat it for several pods")
     parser.add_argument("-l", "-selector", "--selector", default="", metavar="SELECTOR",
                         help="all ready pods with these labels, as kubectl's -l app=alpine")
@@ -3234,7 +3311,7 @@ def _build_parser() -> argparse.ArgumentParser:
     def command(name: str, text: str, run: _Run) -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
         _global_flags(sub, argparse.SUPPRESS)
-        sub.set_defaults(run=run)
+        sub.set_defaults(run=run, stays="")  # stays: what a closed stdout leaves done (_stdout_closed)
         return sub
 
     _cni_subcommands(command)
@@ -3252,6 +3329,7 @@ def _cni_subcommands(command: _Command) -> None:
     _pod_flags(command("netns", "print the pod's network namespace path", _on_pods(_netns_work)))
 
     sub = command("add", "add an interface with CNI; prints the result", _on_pods(_add_work))
+    sub.set_defaults(stays="; what was added stays (see `if-inject list`, undo it with `del`)")
     _pod_flags(sub)
     _cni_flags(sub)
     sub.add_argument("-o", "-output", "--output", choices=("json", "network-status"), default="json",
@@ -3259,6 +3337,7 @@ def _cni_subcommands(command: _Command) -> None:
                           "k8s.v1.cni.cncf.io/network-status")
 
     sub = command("del", "delete an interface with CNI (also after the pod is gone)", _on_pods(_del_work))
+    sub.set_defaults(stays="; what was deleted stays deleted")
     _pod_flags(sub)
     _cni_flags(sub, spec_required=False)
     sub.add_argument("-force", "--force", action="store_true",
@@ -3284,6 +3363,7 @@ def _node_subcommands(command: _Command) -> None:
     _output_flag(sub, network_status=True)
 
     sub = command("gc", "delete the attachments of pods that are gone", _run_gc)
+    sub.set_defaults(stays="; what was deleted stays deleted")
     sub.add_argument("-dry-run", "--dry-run", action="store_true", help="only say what would go")
 
     sub = command("pods", "list the pods on this node as the runtime sees them", _run_pods)
@@ -3299,6 +3379,7 @@ def _node_subcommands(command: _Command) -> None:
 
     sub = command("veth", "add a veth pair between the node and the pod (or -delete it); "
                           "prints what it made", _run_veth)
+    sub.set_defaults(stays="; the veth pair stays (undo it with `veth -delete`)")
     _one_pod_flags(sub)
     _veth_flags(sub)
 
@@ -3308,20 +3389,24 @@ def _search_path(flag: str | None) -> list[str]:
     return [d for d in text.split(":") if d] or list(_DEFAULT_CNI_PATH)
 
 
-def _usage(check: Callable[[], _T]) -> _T:
-    """check(), with a bad input it finds reported as a usage error (exit code 2)."""
+@contextmanager
+def _usage_errors() -> Iterator[None]:
+    """A bad input found inside the block is a usage error (exit code 2)."""
     try:
-        return check()
+        yield
     except InjectError as e:
         raise _UsageError(str(e)) from None
 
 
-def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
+def _attachment_options(args: argparse.Namespace) -> tuple[str, list[tuple[str, str]], dict[str, Any]]:
     """-interface, -containerid, -args, -capability-args, validated before anything runs."""
-    _usage(lambda: _validate_ifname(args.interface))
-    if args.containerid:
-        _usage(lambda: _validate_container_id(args.containerid))
-    pairs = _usage(lambda: _parse_cni_args(args.args))
+    if args.containerid and _several_pods(args):
+        raise _UsageError("-containerid goes with a single pod")
+    with _usage_errors():
+        _validate_ifname(args.interface)
+        if args.containerid:
+            _validate_container_id(args.containerid)
+        pairs = _parse_cni_args(args.args)
     capability_args: Any = {}
     if args.capability_args:
         try:
@@ -3330,7 +3415,7 @@ def _attachment_options(args: argparse.Namespace) -> dict[str, Any]:
             raise _UsageError(f"-capability-args is not JSON: {e}") from None
         if not isinstance(capability_args, dict):
             raise _UsageError("-capability-args must be a JSON object")
-    return {"container_id": args.containerid, "args": pairs, "capability_args": capability_args}
+    return args.containerid, pairs, capability_args  # Node.add's container_id, args, capability_args
 
 
 def _netns_work(args: argparse.Namespace, node: Node) -> _PodWork:
@@ -3339,10 +3424,10 @@ def _netns_work(args: argparse.Namespace, node: Node) -> _PodWork:
 
 def _add_work(args: argparse.Namespace, node: Node) -> _PodWork:
     options = _attachment_options(args)
-    network = load_network(args.spec)
+    network = read_network(args.spec)
 
     def add_one(ns: str, pod: str) -> Any:
-        result = node.add(ns, pod, network, args.interface, **options)
+        result = node.add(ns, pod, network, args.interface, *options)
         if args.output == "network-status":
             return network_status(result, network.status_name(ns), args.interface)
         return result
@@ -3351,20 +3436,20 @@ def _add_work(args: argparse.Namespace, node: Node) -> _PodWork:
 
 def _del_work(args: argparse.Namespace, node: Node) -> _PodWork:
     options = _attachment_options(args)
-    network = load_network(args.spec) if args.spec else None
+    network = read_network(args.spec) if args.spec else None
     # A batch selects pods, not interfaces: only those if-inject added (not
     # Multus' net1, say) are deleted, unless -force.
     only_ours = _several_pods(args) and not args.force
 
     def delete_one(ns: str, pod: str) -> None:
-        node.delete(ns, pod, network, args.interface, only_ours, **options)
+        node.delete(ns, pod, network, args.interface, only_ours, *options)
     return _PodWork(delete_one, network)
 
 
 def _check_work(args: argparse.Namespace, node: Node) -> _PodWork:
     options = _attachment_options(args)
-    network = load_network(args.spec)
-    return _PodWork(lambda ns, pod: node.check(ns, pod, network, args.interface, **options), network)
+    network = read_network(args.spec)
+    return _PodWork(lambda ns, pod: node.check(ns, pod, network, args.interface, *options), network)
 
 
 def _on_pods(make_work: Callable[[argparse.Namespace, Node], _PodWork]) -> _Run:
@@ -3375,25 +3460,23 @@ def _on_pods(make_work: Callable[[argparse.Namespace, Node], _PodWork]) -> _Run:
 def _run_pod_command(args: argparse.Namespace, node: Node,
                      make_work: Callable[[argparse.Namespace, Node], _PodWork]) -> int:
     """netns/add/del/check on one pod (plain output) or on several (JSON lines)."""
-    if not (args.pod or args.selector or args.all_namespaces):
+    if not (args.pods or args.selector or args.all_namespaces):
         raise _UsageError("the following arguments are required: -pod (or -l, -A)")
-    several = _several_pods(args)
-    if getattr(args, "containerid", "") and several:
-        raise _UsageError("-containerid goes with a single pod")
-    selector = _usage(lambda: _parse_selector(args.selector))
+    with _usage_errors():
+        selector = _parse_selector(args.selector)
     work = make_work(args, node)
-    if not several:
-        output = work.one(args.ns, args.pod[0])
+    if not _several_pods(args):
+        output = work.one(args.ns, args.pods[0])
         if output is not None:
             print(output if isinstance(output, str) else json.dumps(output, indent=4))
         return 0
-    pods = _select_pods(node.client, None if args.all_namespaces else args.ns, args.pod, selector)
+    pods = _select_pods(node.client, None if args.all_namespaces else args.ns, args.pods, selector)
     return _run_batch(pods, work, args.parallel)
 
 
 def _several_pods(args: argparse.Namespace) -> bool:
     """Whether a command on pods works on a batch (-l, -A, several -pod): JSON lines, one per pod."""
-    return bool(args.selector or args.all_namespaces or len(args.pod or []) > 1)
+    return bool(args.selector or args.all_namespaces or len(args.pods or []) > 1)
 
 
 def _run_batch(pods: list[tuple[str, str]], work: _PodWork, parallel: int) -> int:
@@ -3440,9 +3523,9 @@ def _run_list(args: argparse.Namespace, node: Node) -> int:
     if args.output == "network-status":
         if not (args.ns and args.pod):
             raise _UsageError("-o network-status lists one pod's attachments: give -ns and -pod")
-        print(json.dumps(pod_network_status(node, args.ns, args.pod), indent=4))
+        print(json.dumps(node.pod_network_status(args.ns, args.pod), indent=4))
         return 0
-    found = attachments(node, args.ns or None, args.pod or None)
+    found = node.attachments(args.ns or None, args.pod or None)
     if args.output == "json":
         print(json.dumps([a.json() for a in found], indent=4))
         return 0
@@ -3459,7 +3542,7 @@ _STATUS_WORDS = {CODE_NOT_AVAILABLE: "not available", CODE_LIMITED_CONNECTIVITY:
 def _run_status(args: argparse.Namespace, node: Node) -> int:
     """One JSON line: ready (exit 0), not asked below CNI 1.1.0 (exit 0, as
     libcni counts it ready), or the first plugin's error with its code (exit 1)."""
-    network = load_network(args.spec)
+    network = read_network(args.spec)
     line: dict[str, Any] = {"network": network.name, "cniVersion": network.cni_version}
     if network.nad_name:
         line["netAttachDef"] = network.status_name("")
@@ -3480,7 +3563,7 @@ def _run_gc(args: argparse.Namespace, node: Node) -> int:
     """What gc did on stdout, one JSON line each; what it left alone as it could
     not tell whether it is stale, one JSON error line each on stderr."""
     failed = 0
-    for record in gc(node, args.dry_run):
+    for record in node.gc(args.dry_run):
         failed += record["action"] in ("failed", "skipped")
         if record["action"] == "skipped":
             fields = {k: v for k, v in record.items() if k not in ("action", "reason")}
@@ -3491,7 +3574,9 @@ def _run_gc(args: argparse.Namespace, node: Node) -> int:
 
 
 def _run_pods(args: argparse.Namespace, node: Node) -> int:
-    pods = _list_pods(node.client, args.ns, _usage(lambda: _parse_selector(args.selector)))
+    with _usage_errors():
+        selector = _parse_selector(args.selector)
+    pods = _list_pods(node.client, args.ns, selector)
     if args.output == "json":
         print(json.dumps([{"namespace": p.namespace, "name": p.name, "uid": p.uid,
                            "sandboxId": p.sandbox_id, "state": "READY" if p.ready else "NOTREADY",
@@ -3517,28 +3602,17 @@ def _run_links(args: argparse.Namespace, node: Node) -> int:
 
 def _run_veth(args: argparse.Namespace, node: Node) -> int:
     """veth: the README's manual injection (ip link add ... veth) in one command."""
-    def check_names() -> None:
-        for name in filter(None, (args.interface, args.host_interface)):
-            _validate_ifname(name)
-    _usage(check_names)
-    pod_cidrs = _usage(lambda: _parse_cidrs(args.address))
-    host_cidrs = _usage(lambda: _parse_cidrs(args.host_address))
+    names = tuple(filter(None, (args.interface, args.host_interface)))
+    with _usage_errors():  # Node's veth methods check them too; from the command line they are usage errors
+        _veth_input(names, args.address, args.host_address, None if args.delete else args.mtu)
     if args.delete and (args.address or args.host_address or args.mtu):
         raise _UsageError("-delete takes no -address, -host-address or -mtu")
-    pod = node.pod(args.ns, args.pod)
-    # -delete with -host-interface alone finds the pod end from the node end.
-    ifname = args.interface or ("" if args.delete and args.host_interface else "net1")
-    host_ifname = args.host_interface or ("" if args.delete else _host_veth_name(pod.sandbox_id, ifname))
-    # The lock of a CNI add/del on the same interface: they must not overlap.
-    with _attachment_lock(node.cni.cache_dir, pod.sandbox_id, ifname or "net1", node.timeout):
-        try:
-            if args.delete:
-                delete_veth(pod.netns, ifname, host_ifname)
-                return 0
-            made = _make_veth(pod.netns, ifname, host_ifname, pod_cidrs, host_cidrs, args.mtu, node.timeout)
-        except InjectError as e:
-            raise InjectError(f"pod {pod.namespace}/{pod.name}: {e.msg}", e.code, e.details) from None
-    print(json.dumps({"pod": f"{pod.namespace}/{pod.name}", **made.json()}, indent=4))
+    if args.delete:
+        node.delete_veth(args.ns, args.pod, args.interface or "", args.host_interface)
+        return 0
+    made = node.add_veth(args.ns, args.pod, args.interface or "net1", args.host_interface,
+                         args.address, args.host_address, args.mtu)
+    print(json.dumps({"pod": f"{args.ns}/{args.pod}", **made.json()}, indent=4))
     return 0
 
 
@@ -3576,13 +3650,13 @@ def main(argv: list[str] | None = None) -> int:
         _log_error(f"{args.command} failed", f"interrupted by {e}" if e.args else "interrupted")
         return 1
     except BrokenPipeError:
-        _log_error(f"{args.command} failed", _stdout_closed(args.command), code=CODE_IO)
+        _log_error(f"{args.command} failed", _stdout_closed(args.stays), code=CODE_IO)
         return 1
     finally:
         node.close()
 
 
-def _stdout_closed(command: str) -> str:
+def _stdout_closed(stays: str) -> str:
     """A reader that went away (`| head -c 10`) is no reason to undo work that
     is done: an ADD stays, cached, as `ip addr add` would. Only its report is
     lost, and the exit code says so."""
@@ -3590,10 +3664,7 @@ def _stdout_closed(command: str) -> str:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    done = {"add": "; what was added stays (see `if-inject list`, undo it with `del`)",
-            "del": "; what was deleted stays deleted", "gc": "; what was deleted stays deleted",
-            "veth": "; the veth pair stays (undo it with `veth -delete`)"}.get(command, "")
-    return f"stdout was closed (broken pipe): the output was not fully written{done}"
+    return f"stdout was closed (broken pipe): the output was not fully written{stays}"
 
 
 def cli() -> NoReturn:

@@ -550,7 +550,7 @@ def test_runtime_restarted_while_pods_run(inject: Tool, lab: Any, make_pod: Call
 # ---- soak ---------------------------------------------------------------
 
 def test_soak_200_add_del_cycles_in_one_process(inject: Tool, lab: Any, pod: Any) -> None:
-    network = ii.load_network(inject.spec)
+    network = ii.read_network(inject.spec)
     links = host_links()
     with ii.Node(lab.endpoint, cni_path=["/usr/lib/cni"], cache_dir=str(inject.cache)) as node:
         def cycle() -> None:

@@ -54,7 +54,7 @@ def network(tmp_path: Path, *plugins: dict[str, Any], name: str = "iitnet",
         if plugin.get("ipam", {}).get("type") == "host-local":
             plugin["ipam"]["dataDir"] = str(tmp_path / "ipam")
     conf = {"cniVersion": version, "name": name, "plugins": list(plugins)}
-    return ii.parse_network(json.dumps(conf).encode())
+    return ii.parse_network_config(json.dumps(conf).encode())
 
 
 def ptp(subnet: str = "10.99.1.0/24") -> dict[str, Any]:
@@ -224,7 +224,7 @@ import if_inject as ii
 cni = ii.CNI({cni.path!r}, {cni.cache_dir!r}, 30)
 att = ii.Attachment({ns!r}, "/run/netns/{ns}", "net1", [("IgnoreUnknown", "1")])
 try:
-    cni.add(ii.load_network({str(tmp_path / 'net.json')!r}), att)
+    cni.add(ii.read_network({str(tmp_path / 'net.json')!r}), att)
 except ii.InjectError as e:
     print(e)
 """
@@ -285,7 +285,7 @@ def test_disable_check_runs_no_plugin(cni: ii.CNI, ns: str, tmp_path: Path) -> N
     but not before 0.4.0; a single conf's disableCheck is ignored, as libcni does."""
     net, att = network(tmp_path, ptp()), attachment(ns)
     conf = json.loads(net.raw)
-    disabled = ii.parse_network(json.dumps(dict(conf, disableCheck=True)).encode())
+    disabled = ii.parse_network_config(json.dumps(dict(conf, disableCheck=True)).encode())
     cni.check(disabled, att)  # nothing added, nothing cached: no plugin ran
     cni.add(net, att)
     ns_ip(ns, "link", "del", "net1")
@@ -294,8 +294,8 @@ def test_disable_check_runs_no_plugin(cni: ii.CNI, ns: str, tmp_path: Path) -> N
         cni.check(net, att)
     with pytest.raises(ii.InjectError, match=r"CHECK needs cniVersion 0\.4\.0"):
         old = dict(conf, disableCheck=True, cniVersion="0.3.1")
-        cni.check(ii.parse_network(json.dumps(old).encode()), att)
-    single = ii.parse_network(json.dumps(dict(conf["plugins"][0], name="iitnet", cniVersion="1.0.0",
+        cni.check(ii.parse_network_config(json.dumps(old).encode()), att)
+    single = ii.parse_network_config(json.dumps(dict(conf["plugins"][0], name="iitnet", cniVersion="1.0.0",
                                               disableCheck=True)).encode())
     with pytest.raises(ii.InjectError, match="plugin ptp failed"):
         cni.check(single, att)

@@ -200,7 +200,7 @@ class Bench:
     def run_if_inject(self, command: str, conf: Path, options: dict[str, Any]) -> dict[str, Any]:
         cni = ii.CNI([str(self.base / "bin")], str(self.cache_dir), timeout=60)
         try:
-            network = ii.load_network(str(conf))
+            network = ii.read_network(str(conf))
             if command == "STATUS":
                 cni.status(network)
                 return {}

@@ -41,7 +41,7 @@ def calls(bin_dir: Path) -> list[str]:
 
 
 def spy_network(name: str = "iitnet") -> ii.NetworkConfig:
-    return ii.parse_network(json.dumps({"cniVersion": "1.0.0", "name": name, "type": "spy"}).encode())
+    return ii.parse_network_config(json.dumps({"cniVersion": "1.0.0", "name": name, "type": "spy"}).encode())
 
 
 def pod_attachment(netns: str = "") -> ii.Attachment:
@@ -193,7 +193,7 @@ def nad(metadata: dict[str, str]) -> bytes:
 
 
 @pytest.mark.parametrize("check", [
-    lambda: ii.parse_network(b'{"name": "net1\\n", "cniVersion": "1.0.0", "type": "ptp"}'),
+    lambda: ii.parse_network_config(b'{"name": "net1\\n", "cniVersion": "1.0.0", "type": "ptp"}'),
     lambda: ii._validate_container_id("abc\n"),
     lambda: ii._validate_ifname("net1\n"),
     lambda: ii._attachment_lock("/nowhere", "sandbox1\n", "net1", 1),
@@ -304,12 +304,12 @@ def test_a_proc_netns_is_checked_to_be_the_same_before_each_plugin(bin_dir: Path
     att.pod.netns_id = (st.st_dev, st.st_ino + 1)  # as if the PID now were another process's
     cni = ii.CNI([str(bin_dir)], str(cache))
     with pytest.raises(ii.InjectError) as e:
-        cni.invoke("DEL", spy_network(), {"type": "spy"}, att, None)
+        cni._invoke("DEL", spy_network(), {"type": "spy"}, att, None)
     assert str(e.value) == (f"network namespace {netns} is no longer pod ns1/pod1's (its process ended, "
                             "or its PID was reused): no plugin runs in it")
     assert calls(bin_dir) == []
     att.pod.netns_id = (st.st_dev, st.st_ino)
-    cni.invoke("DEL", spy_network(), {"type": "spy"}, att, None)
+    cni._invoke("DEL", spy_network(), {"type": "spy"}, att, None)
     assert calls(bin_dir) == [f"DEL {netns}"]
 
 

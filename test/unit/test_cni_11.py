@@ -28,7 +28,7 @@ def conflist(**extra: Any) -> bytes:
     ({"cniVersion": "1.1.0"}, "1.1.0"),
 ])
 def test_cni_versions_pick_the_highest_usable(extra: dict[str, Any], version: str) -> None:
-    assert ii.parse_network(conflist(**extra)).cni_version == version
+    assert ii.parse_network_config(conflist(**extra)).cni_version == version
 
 
 @pytest.mark.parametrize("extra, message, code", [
@@ -43,16 +43,16 @@ def test_cni_versions_pick_the_highest_usable(extra: dict[str, Any], version: st
 ])
 def test_bad_cni_versions_and_switches(extra: dict[str, Any], message: str, code: int) -> None:
     with pytest.raises(ii.InjectError) as e:
-        ii.parse_network(conflist(**extra), "x.json")
+        ii.parse_network_config(conflist(**extra), "x.json")
     assert str(e.value).startswith("x.json: ") and message in str(e.value), str(e.value)
     assert e.value.code == code
 
 
 def test_switches_as_libcni_13_reads_them() -> None:
-    net = ii.parse_network(conflist(cniVersion="1.1.0", disableGC="True", disableCheck="false"))
+    net = ii.parse_network_config(conflist(cniVersion="1.1.0", disableGC="True", disableCheck="false"))
     assert (net.disable_gc, net.disable_check) == (True, False)
     # A single plugin conf has no switches and no cniVersions, as in libcni.
-    single = ii.parse_network(b'{"name": "n", "cniVersion": "1.0.0", "cniVersions": ["1.1.0"], '
+    single = ii.parse_network_config(b'{"name": "n", "cniVersion": "1.0.0", "cniVersions": ["1.1.0"], '
                               b'"disableGC": true, "type": "ptp"}')
     assert (single.cni_version, single.disable_gc) == ("1.0.0", False)
 
@@ -150,7 +150,7 @@ def test_gc_asks_every_plugin_and_reports_each_failure(tmp_path: Path) -> None:
     plugin(tmp_path / "bin", "b", log, '{"code": 111, "msg": "no"}', 1)
     plugin(tmp_path / "bin", "c", log)
     cni = ii.CNI([str(tmp_path / "bin")], str(tmp_path / "cache"))
-    network = ii.load_network(str(spec(tmp_path)))
+    network = ii.read_network(str(spec(tmp_path)))
     with pytest.raises(ii.InjectError, match=r"^GC failed: plugin b: plugin b failed \(code 111\): no$"):
         cni.gc(network, [("c1", "eth1")])
     assert log.read_text() == "a GC []\nb GC []\nc GC []\n"
@@ -162,7 +162,7 @@ def test_gc_asks_every_plugin_and_reports_each_failure(tmp_path: Path) -> None:
 
 def test_disable_gc_runs_nothing(tmp_path: Path) -> None:
     cni = ii.CNI([str(tmp_path / "none")], str(tmp_path / "cache"))
-    cni.gc(ii.load_network(str(spec(tmp_path, disableGC=True))), [])  # no plugin: none was looked for
+    cni.gc(ii.read_network(str(spec(tmp_path, disableGC=True))), [])  # no plugin: none was looked for
 
 
 def test_gc_waits_for_adds_and_dels_of_its_network(tmp_path: Path) -> None:
@@ -192,19 +192,19 @@ def test_gc_sends_gc_to_networks_at_1_1_0_with_every_attachment_left(tmp_path: P
         (tmp_path / f"{name}.json").write_text(json.dumps({"cniVersion": version, "name": name,
                                                            "plugins": [{"type": "a"}]}))
     for name, container in (("n", "c1"), ("n", "c2"), ("o", "c3")):
-        node.cni.add(ii.load_network(str(tmp_path / f"{name}.json")), ii.Attachment(container, "/x", "eth1"))
+        node.cni.add(ii.read_network(str(tmp_path / f"{name}.json")), ii.Attachment(container, "/x", "eth1"))
     log.unlink()
     log.with_suffix(".stdin").unlink()
-    networks = ii._gc_networks(node)
+    networks = ii._gc_networks(node.cni)
     valid = [{"containerId": "c1", "interface": "eth1"}, {"containerId": "c2", "interface": "eth1"}]
-    assert list(ii._gc_verb(node, networks, dry_run=True)) == [
+    assert list(ii._gc_verb(node.cni, networks, dry_run=True)) == [
         {"network": "n", "cniVersion": "1.1.0", "validAttachments": valid, "action": "would gc"}]
     assert not log.exists()
-    assert list(ii._gc_verb(node, networks, dry_run=False)) == [
+    assert list(ii._gc_verb(node.cni, networks, dry_run=False)) == [
         {"network": "n", "cniVersion": "1.1.0", "validAttachments": valid, "action": "gc"}]
     assert log.read_text() == "a GC\n"
     sent = json.loads(log.with_suffix(".stdin").read_text())
     assert sent["cni.dev/valid-attachments"] == [{"containerID": "c1", "ifname": "eth1"},
                                                 {"containerID": "c2", "ifname": "eth1"}]
     networks["n"].disable_gc = True
-    assert [r["action"] for r in ii._gc_verb(node, networks, dry_run=False)] == ["gc disabled"]
+    assert [r["action"] for r in ii._gc_verb(node.cni, networks, dry_run=False)] == ["gc disabled"]

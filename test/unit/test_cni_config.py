@@ -35,20 +35,20 @@ REPO = Path(__file__).resolve().parent.parent.parent
 ])
 def test_bad_specs_are_refused_before_anything_runs(raw: bytes, message: str, code: int) -> None:
     with pytest.raises(ii.InjectError) as e:
-        ii.parse_network(raw, "x.json")
+        ii.parse_network_config(raw, "x.json")
     assert str(e.value).startswith("x.json: ") and message in str(e.value)
     assert e.value.code == code
 
 
 def test_spec_file_errors(tmp_path: Path) -> None:
     with pytest.raises(ii.InjectError, match="No such file or directory"):
-        ii.load_network(str(tmp_path / "missing.json"))
+        ii.read_network(str(tmp_path / "missing.json"))
     with pytest.raises(ii.InjectError, match="Is a directory"):
-        ii.load_network(str(tmp_path))
+        ii.read_network(str(tmp_path))
 
 
 def test_single_conf_becomes_a_list_of_one() -> None:
-    net = ii.load_network(str(REPO / "test" / "ptp.json"))
+    net = ii.read_network(str(REPO / "test" / "ptp.json"))
     assert (net.name, net.cni_version, [p["type"] for p in net.plugins]) == ("mynet", "1.0.0", ["ptp"])
 
 
@@ -72,7 +72,7 @@ def test_cni_args() -> None:
 
 
 def test_plugin_stdin_as_libcni_builds_it() -> None:
-    net = ii.parse_network(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": [
+    net = ii.parse_network_config(json.dumps({"cniVersion": "1.0.0", "name": "n", "plugins": [
         {"type": "a"}, {"type": "tuning", "capabilities": {"mac": True, "ips": False}}]}).encode())
     att = ii.Attachment("c", "/x", capability_args={"mac": "02:00:00:00:00:01", "ips": ["1.2.3.4/24"]})
     first = json.loads(ii._plugin_stdin(net, net.plugins[0], att, None))

@@ -94,7 +94,7 @@ def test_result_conversion_examples() -> None:
 
 def test_cache_entry_format() -> None:
     """libcni's cachedInfo key order; cniArgs, capabilityArgs, result omitted when empty."""
-    net = ii.parse_network(b'{"cniVersion": "1.0.0", "name": "n", "type": "ptp"}')
+    net = ii.parse_network_config(b'{"cniVersion": "1.0.0", "name": "n", "type": "ptp"}')
     bare = ii._cache_entry(net, ii.Attachment("c1", "", "eth1"), None)
     assert list(bare) == ["kind", "containerId", "config", "ifName", "networkName", ii._CACHE_MARK]
     assert base64.b64decode(bare["config"]) == net.raw
@@ -107,7 +107,7 @@ def test_cache_entry_format() -> None:
 
 def test_disable_check_is_read_from_conflists_only() -> None:
     def parse(conf: dict[str, Any]) -> ii.NetworkConfig:
-        return ii.parse_network(json.dumps({"cniVersion": "1.0.0", "name": "n", **conf}).encode(), "x")
+        return ii.parse_network_config(json.dumps({"cniVersion": "1.0.0", "name": "n", **conf}).encode(), "x")
     assert parse({"plugins": [{"type": "ptp"}], "disableCheck": True}).disable_check
     assert not parse({"plugins": [{"type": "ptp"}]}).disable_check
     assert not parse({"type": "ptp", "disableCheck": True}).disable_check  # libcni ignores it in a conf

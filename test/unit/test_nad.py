@@ -60,7 +60,7 @@ def nad(config: Any = None, name: str = "ptp-conf", namespace: str | None = "if-
 
 
 def test_test_ptp_nad_yaml_is_test_config() -> None:
-    network = ii.load_network(str(REPO / "test" / "ptp-nad.yaml"))
+    network = ii.read_network(str(REPO / "test" / "ptp-nad.yaml"))
     assert json.loads(network.raw) == CONFIG
     assert (network.name, network.cni_version, [p["type"] for p in network.plugins]) == \
         ("ptp-conf", "1.0.0", ["ptp"])
@@ -191,7 +191,7 @@ def test_what_is_neither_json_nor_a_definition(text: str, message: str, code: in
 def test_yaml_is_imported_only_for_what_is_not_json(tmp_path: Path) -> None:
     spec = tmp_path / "nad.json"
     spec.write_text(json.dumps(nad()))
-    probe = ("import sys, if_inject as ii; n = ii.load_network(sys.argv[1]); "
+    probe = ("import sys, if_inject as ii; n = ii.read_network(sys.argv[1]); "
              "print(n.nad_name, 'yaml' in sys.modules)")
     for path, seen in ((spec, "ptp-conf False"), (REPO / "test" / "ptp-nad.yaml", "ptp-conf True")):
         out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True,

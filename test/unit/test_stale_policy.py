@@ -103,7 +103,7 @@ def test_a_runtime_that_cannot_be_asked_decides_nothing() -> None:
 # ---- which runtime judges -----------------------------------------------------------------
 
 def test_the_cache_entry_records_the_runtime(runtime: dict[str, Any]) -> None:
-    network = ii.parse_network(b'{"cniVersion": "1.0.0", "name": "mynet", "type": "ptp"}')
+    network = ii.parse_network_config(b'{"cniVersion": "1.0.0", "name": "mynet", "type": "ptp"}')
     pod = ii.Pod("ns", "p", sandbox_id="s1", netns=OWN_NETNS, runtime_endpoint=ii._endpoint_uri("x.sock"),
                  runtime_name="cri-o")
     entry = ii._cache_entry(network, ii.Attachment("c1", OWN_NETNS, pod=pod), None)
@@ -115,7 +115,7 @@ def test_the_cache_entry_records_the_runtime(runtime: dict[str, Any]) -> None:
 def test_each_attachment_is_judged_by_the_runtime_that_made_it(runtime: dict[str, Any]) -> None:
     runtime["sandboxes"] = {"old-known": NOTREADY}
     node = ii.Node("unix:///run/containerd/containerd.sock")
-    with ii._RuntimeViews(node) as views:
+    with ii._RuntimeViews(node.client, node.timeout) as views:
         assert views.of(cached(NO_NETNS, "old-known")) is views.own
         old = views.of(cached(NO_NETNS, "old-unknown"))
         assert isinstance(old, str) and "does not say which runtime made it" in old
