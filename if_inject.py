@@ -9,9 +9,48 @@ and CNI 1.1 as libcni 1.3 has it (cniVersions, disableGC, STATUS, GC).
 
 The module is a small library with a command line on top:
 
-    netns = resolve_netns("if-inject", "alpine-0")
-    result = add("if-inject", "alpine-0", "ptp.json", ifname="net1")
-    delete("if-inject", "alpine-0", "ptp.json", ifname="net1")
+    with Node() as node:                      # the runtime found as crictl finds it
+        network = read_network("ptp.json")    # a conf, conflist or NetworkAttachmentDefinition
+        result = node.add("if-inject", "alpine-0", network, "net1")
+        node.delete("if-inject", "alpine-0", network, "net1")
+        stale = [a for a in node.attachments() if a.stale]
+
+The API (__all__): Node, one node's runtime and CNI setup, and the operations
+on it (pod, add, check, delete, delete_cached, attachments, pod_network_status,
+gc, add_veth, delete_veth); CNI, a network's plugins run as libcni runs them
+(add, check, delete, status, gc); the records (Pod, Attachment, NetworkConfig,
+CachedAttachment, Link, Veth, VethEnd); specs (read_network, parse_spec,
+parse_network_config); network_status; on a netns path, pod_links, add_veth and
+delete_veth; for_each_pod; InjectError and the CNI error codes. add, check,
+delete and resolve_netns are one-line conveniences on a Node of their own.
+
+Sections, in this order; each uses only those above it (test/unit/test_sections.py):
+
+    speed tricks          -version before the imports, the cyclic GC's pace, exit without teardown
+    errors and logging    InjectError, CODE_*, JSON log lines; signals held while a clean-up runs
+    netns checks          a path is a network namespace, not the node's own; or it is gone
+    CRI                   the runtime.v1 schema subset, the connection, sandbox lookup (Pod)
+    CNI: config           NetworkConfig; parse_network_config: a conf or conflist, as libcni reads it
+    CNI: plugin execution Attachment; a plugin's stdin, environment and run
+    CNI: result cache     entries (ours only, never through a link), CachedAttachment, result versions
+    CNI: locks            one attachment, one network at a time (lock files in the cache dir)
+    CNI: add, del, check  CNI: the verbs on a network list, and CNI 1.1's STATUS and GC
+    specs, and Multus     read_network, parse_spec (NetworkAttachmentDefinitions), network_status
+    netlink               work inside a netns; pod_links, add_veth, delete_veth
+    pods                  a pod's attachments; the runtime that made one and the stale policy
+                          (_staleness); CNI 1.1's GC after gc; Node; many pods at once (for_each_pod)
+    CLI                   the parser (one entry per subcommand), the run functions, main(), cli()
+
+Where each subcommand starts (its run function, in the CLI section) and what does its work:
+
+    netns add del check   _run_pod_command with _netns_work, _add_work, _del_work, _check_work:
+                          Node.pod, Node.add, Node.delete, Node.check (for_each_pod for several)
+    status                _run_status: CNI.status
+    list                  _run_list: Node.attachments, Node.pod_network_status
+    gc                    _run_gc: Node.gc
+    pods                  _run_pods: _list_pods
+    links                 _run_links: pod_links
+    veth                  _run_veth: Node.add_veth, Node.delete_veth
 
 Heavy modules (grpc, protobuf, pyroute2) are imported where they are first
 needed, so `if-inject -version` and `--help` stay fast.

@@ -4,6 +4,7 @@ No root, no runtime (the endpoint does not exist)."""
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Callable
 
 import pytest
 
@@ -32,12 +33,28 @@ def test_version_and_usage(tool: list[str]) -> None:
     (["add", "-pod", "a", "-pod", "b", "-spec", "s", "-containerid", "c"], "-containerid goes with a single"),
     (["nosuch"], "argument SUBCOMMAND: invalid choice: 'nosuch'"),
     (["netns", "-pod", "p", "-bogus"], "unrecognized arguments: -bogus"),
+    (["veth", "-pod", "p", "-mtu", "67"], "invalid MTU 67: 68 to 65535"),
+    (["veth", "-pod", "p", "-address", "bad"], "invalid address: 'bad' does not appear to be an IPv4 or IPv6"),
+    (["veth", "-pod", "p", "-host-interface", "a/b"], "invalid interface name 'a/b'"),
+    (["veth", "-pod", "p", "-delete", "-mtu", "1280"], "-delete takes no -address, -host-address or -mtu"),
 ])
 def test_usage_errors_exit_2(tool: list[str], args: list[str], message: str) -> None:
     proc = subprocess.run([*tool, "-r", "/nonexistent", *args], capture_output=True, text=True)
     run = Run(proc.returncode, proc.stdout, proc.stderr)
     assert (run.code, run.out) == (2, "")
     assert run.error.startswith(message), run.error
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda node: node.add_veth("ns", "p", mtu=67), "invalid MTU 67"),
+    (lambda node: node.add_veth("ns", "p", address="10.0.0.300/24"), "invalid address"),
+    (lambda node: node.add_veth("ns", "p", "a" * 16), "invalid interface name"),
+    (lambda node: node.delete_veth("ns", "p", host_ifname="a:b"), "invalid interface name 'a:b'"),
+])
+def test_node_checks_veth_input_before_asking_the_runtime(call: Callable[[ii.Node], object],
+                                                          message: str) -> None:
+    with ii.Node("unix:///nonexistent") as node, pytest.raises(ii.InjectError, match=message):
+        call(node)
 
 
 @pytest.mark.parametrize("text, labels", [
