@@ -3698,7 +3698,8 @@ def main(argv: list[str] | None = None) -> int:
 def _stdout_closed(stays: str) -> str:
     """A reader that went away (`| head -c 10`) is no reason to undo work that
     is done: an ADD stays, cached, as `ip addr add` would. Only its report is
-    lost, and the exit code says so."""
+    lost, and the exit code says so. `stays` is the subcommand's own note of
+    what stays done (set by its entry in the parser; "" for a read-only one)."""
     with suppress(OSError):  # nothing more reaches the closed pipe, nor fails at exit
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
