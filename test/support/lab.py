@@ -926,10 +926,25 @@ disabled_plugins = [{disabled}]
         """Run argv in the pod's container: (exit code, stdout, stderr)."""
         if pod.container_id is None:
             raise ValueError(f"pod {pod.namespace}/{pod.name} has no container")
-        response = self.cri("ExecSync", {"container_id": pod.container_id, "cmd": list(argv),
-                                         "timeout": timeout}, timeout=timeout + 10)
+        import grpc
+
+        try:
+            response = self.cri("ExecSync", {"container_id": pod.container_id, "cmd": list(argv),
+                                             "timeout": timeout}, timeout=timeout + 10)
+        except grpc.RpcError as e:
+            # containerd's error keeps runc's last error line only: what runc init said
+            # before it (its FATAL lines) is in the bundle's log.json, gone with the pod.
+            raise RuntimeError(f"ExecSync {argv} in {pod.namespace}/{pod.name}: {e}\n"
+                               f"runc's log:\n{self._runc_log(pod.container_id)}") from e
         return (response.exit_code, response.stdout.decode(errors="replace"),
                 response.stderr.decode(errors="replace"))
+
+    def _runc_log(self, container_id: str, lines: int = 20) -> str:
+        log = self.root / "state/io.containerd.runtime.v2.task" / CRI_NAMESPACE / container_id / "log.json"
+        try:
+            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as e:
+            return f"({log}: {e.strerror})"
 
     def stop_pod(self, pod: Pod) -> None:
         """Stop the sandbox (NOTREADY, netns gone) but leave it listed, as a dead pod is."""

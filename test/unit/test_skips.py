@@ -39,8 +39,9 @@ def session(tmp_path: Path, no_skip: bool, module_skip: bool = False) -> subproc
     env["PYTHONPATH"] = str(REPO / "test")
     if no_skip:
         env[NO_SKIP] = "1"
-    return subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "support.skips",
-                           str(tmp_path)], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    argv = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "support.skips",
+            str(tmp_path)]
+    return subprocess.run(argv, capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
 
 
 def test_a_run_ends_with_what_was_skipped_and_why(tmp_path: Path) -> None:
