@@ -21,13 +21,11 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+from support import CNI_BIN, REPO
 from support.lab import Lab
 from support.libcni import libcni
 from support.node import links_in_subnet, pod_addrs
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
-
-REPO = Path(__file__).resolve().parent.parent
-
 
 PTP_SUBNET = "10.22.22.0/24"  # test/ptp.json's
 
@@ -249,7 +247,7 @@ def test_hanging_plugin_killed_at_the_timeout(inject: Tool, lab: Any, pod: Any) 
 
 def test_two_adds_at_once_exactly_one_wins(inject: Tool, lab: Any, pod: Any) -> None:
     # A slow ptp makes the two runs overlap.
-    inject.fake_plugin("slowptp", "sleep 0.5\nexec /usr/lib/cni/ptp")
+    inject.fake_plugin("slowptp", f"sleep 0.5\nexec {CNI_BIN}/ptp")
     conf = json.loads((REPO / "test" / "ptp.json").read_text())
     spec = inject.write_spec("slow.json", dict(conf, type="slowptp"))
     procs = [subprocess.Popen(inject.cmd("add", *args_for(pod), "-spec", spec),
@@ -476,7 +474,7 @@ def multus_like(driver: str, inject: Tool, command: str, pod: Any) -> None:
         "type": "host-local", "dataDir": str(inject.tmp / "multus-ipam"),
         "ranges": [[{"subnet": f"{MULTUS_SUBNET}.0/24"}]]}}))
     answer = libcni(driver, {
-        "command": command, "conf": str(conf), "cacheDir": str(inject.cache), "cniPath": ["/usr/lib/cni"],
+        "command": command, "conf": str(conf), "cacheDir": str(inject.cache), "cniPath": [str(CNI_BIN)],
         "containerId": pod.sandbox_id, "netns": pod.netns, "ifName": "net1", "capabilityArgs": {},
         "args": [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", pod.namespace], ["K8S_POD_NAME", pod.name],
                  ["K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id], ["K8S_POD_UID", pod.uid]]})
@@ -552,18 +550,24 @@ def test_runtime_restarted_while_pods_run(inject: Tool, lab: Any, make_pod: Call
 def test_soak_200_add_del_cycles_in_one_process(inject: Tool, lab: Any, pod: Any) -> None:
     network = ii.load_network(inject.spec)
     links = host_links()
-    with ii.Node(lab.endpoint, cni_path=["/usr/lib/cni"], cache_dir=str(inject.cache)) as node:
+    with ii.Node(lab.endpoint, cni_path=[CNI_BIN], cache_dir=str(inject.cache)) as node:
         def cycle() -> None:
             node.add(pod.namespace, pod.name, network)
             node.delete(pod.namespace, pod.name, network)
 
         for _ in range(20):  # warm up: imports, grpc channel, caches
             cycle()
-        fds, rss = len(os.listdir("/proc/self/fd")), rss_kib()
-        for _ in range(180):
-            cycle()
+        fds, rss = len(os.listdir("/proc/self/fd")), [rss_kib()]
+        for _ in range(2):
+            for _ in range(90):
+                cycle()
+            rss.append(rss_kib())
         assert len(os.listdir("/proc/self/fd")) <= fds
-        assert rss_kib() - rss < 4096
+        # A leak grows the same in each half; a settled process grows in the second at most
+        # half what it did in the first (the allocator still settling: this run's baseline),
+        # give or take a malloc arena's trim (512 KiB), whatever this machine's sizes.
+        early, late = rss[1] - rss[0], rss[2] - rss[1]
+        assert late <= max(early, 0) // 2 + 512, f"RSS grew {early} KiB, then {late} KiB more"
     assert inject.leases() == [] and inject.cache_files() == [] and host_links() == links
     assert pod_addrs(lab, pod) == ""
 

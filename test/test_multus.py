@@ -18,11 +18,11 @@ import pytest
 import yaml
 
 import if_inject as ii
+from support import REPO
 from support.node import links_in_subnet, pod_addrs
 from support.toolrun import Run, Tool, args_for
 from support.toolrun import leases as leases_in
 
-REPO = Path(__file__).resolve().parent.parent
 NAD_FILE = REPO / "test" / "ptp-nad.yaml"
 SUBNET = "10.22.23.0/24"  # test/ptp-nad.yaml's
 

@@ -23,18 +23,10 @@ from typing import Any
 import pytest
 
 import if_inject as ii
-from support.toolrun import Run, with_signals
+from support.node import ip
+from support.toolrun import Run, run_clean, with_signals
 
 # ---- helpers -------------------------------------------------------------------------
-
-def ip(*argv: str, netns: str | None = None, check: bool = True) -> str:
-    """`ip` on the node, or in the netns at path `netns` (ip -n takes a name under /run/netns)."""
-    prefix = ["ip", "-n", os.path.basename(netns)] if netns else ["ip"]
-    proc = subprocess.run([*prefix, *argv], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)}: {proc.stderr}")
-    return proc.stdout
-
 
 def link_exists(name: str, netns: str | None = None) -> bool:
     return bool(ip("-o", "link", "show", "dev", name, netns=netns, check=False))
@@ -292,9 +284,8 @@ def test_delete_refuses_what_is_not_our_pair(netns: str, host_name: Callable[[],
 def run(tool: list[str], lab: Any, tmp_path: Path) -> Callable[..., Run]:
     """if-inject on the lab, global flags after the subcommand (private lock/cache dir)."""
     def run(command: str, *args: str) -> Run:
-        argv = [*tool, command, *args, "-r", lab.endpoint, "-cache-dir", str(tmp_path / "cni")]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        return Run(proc.returncode, proc.stdout, proc.stderr)
+        return Run.of(run_clean(tool, command, *args, "-r", lab.endpoint, "-cache-dir", str(tmp_path / "cni"),
+                                timeout=60))
     return run
 
 

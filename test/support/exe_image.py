@@ -19,16 +19,14 @@ privileged container with mounts are defined here, in a pool of their own.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import if_inject
 from support.cri_schema import LAB_SCHEMA, NODE, M
-from support.lab import Lab, Pod, oci_archive, tar_entry, which
+from support.lab import Lab, Pod, oci_archive, tar_archive, tar_entry, which
 
 EXE_IMAGE = "localhost/if-inject/if-inject:test"
 IN_IMAGE = "/usr/local/bin/if-inject"
@@ -66,11 +64,7 @@ def image_layer(exe: Path) -> bytes:
     entries += [tar_entry(f"bin/{applet}", link="busybox") for applet in ("sh", "sleep", "ls", "cat", "ip")]
     entries.append(tar_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
     entries.append(tar_entry(IN_IMAGE.lstrip("/"), exe.read_bytes()))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in entries:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
+    return tar_archive(entries)
 
 
 def exe_image(cache: Path, exe: Path) -> Path:

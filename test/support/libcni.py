@@ -31,11 +31,11 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+from support import CNI_BIN
 
 HERE = Path(__file__).resolve().parent
 GOPATH = "/usr/share/gocode"
 LIBCNI_SRC = f"{GOPATH}/src/github.com/containernetworking/cni/libcni"
-CNI_BIN = "/usr/lib/cni"
 CONTAINER = "ctr1"
 IFNAME = "eth1"
 # README "kubelet's CNI_ARGS at the pod level": the CNI class, as libcni, passes its

@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import if_inject as ii
-from support.toolrun import REPO, fake_plugin
+from support import REPO
+from support.toolrun import fake_plugin
 
 SPY_BODY = ('echo "$CNI_COMMAND $CNI_NETNS" >> "$(dirname "$0")/calls"\n'
             '[ "$CNI_COMMAND" = ADD ] && echo \'{"cniVersion": "1.0.0"}\'\nexit 0')

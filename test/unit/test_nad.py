@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import if_inject as ii
-from support.toolrun import Run
+from support import REPO
+from support.toolrun import Run, run_clean
 
-REPO = Path(__file__).resolve().parent.parent.parent
 CONFIG = {"cniVersion": "1.0.0", "name": "ptp-conf", "type": "ptp",
           "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.22.23.0/24"}]]}}
 
@@ -202,9 +202,7 @@ def test_yaml_is_imported_only_for_what_is_not_json(tmp_path: Path) -> None:
 # ---- the CLI, up to the runtime ------------------------------------------------------
 
 def run(tool: list[str], *args: str, stdin: str | None = None) -> Run:
-    proc = subprocess.run([*tool, "-r", "/nonexistent.sock", *args], input=stdin,
-                          capture_output=True, text=True, timeout=60)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    return Run.of(run_clean(tool, "-r", "/nonexistent.sock", *args, input=stdin, timeout=60))
 
 
 def test_spec_from_stdin_is_parsed_before_the_runtime_is_asked(tool: list[str]) -> None:
@@ -225,8 +223,8 @@ def test_spec_from_stdin_is_parsed_before_the_runtime_is_asked(tool: list[str]) 
 def test_spec_from_a_terminal_is_refused(tool: list[str]) -> None:
     terminal, other_end = pty.openpty()
     try:
-        proc = subprocess.run([*tool, "-r", "/nonexistent.sock", "add", "-pod", "p", "-spec", "-"],
-                              stdin=other_end, capture_output=True, text=True, timeout=60)
+        proc = run_clean(tool, "-r", "/nonexistent.sock", "add", "-pod", "p", "-spec", "-",
+                         stdin=other_end, timeout=60)
     finally:
         os.close(other_end)
         os.close(terminal)
