@@ -90,6 +90,7 @@ if __name__ == "__main__" and _only_version(sys.argv[1:]):
 
 import argparse
 import json
+import logging
 import os
 import re
 import time
@@ -130,20 +131,61 @@ class InjectError(Exception):
         return f"{self.msg}: {self.details}" if self.details else self.msg
 
 
-# Verbosity of the JSON log on stderr, set by -loglevel: 0 shows info and
-# errors, every step up shows more (as logr's V(n) in the original).
-_log_verbosity = 0
+# The library logs to the logger "if_inject" and, as a library should, shows
+# nothing until its user configures logging (the NullHandler keeps Python's
+# last-resort handler off). Each record carries its key/value pairs in
+# `record.fields`. Verbosity as logr's V(n) in the original: V(0) is INFO,
+# V(n) the level INFO - n ("debug"); errors are ERROR. The CLI installs
+# _JSONFormatter on stderr (_cli_logging): one JSON object per line.
+_logger = logging.getLogger("if_inject")
+_logger.addHandler(logging.NullHandler())
+_LOG_LEVELS = {"error": logging.ERROR, "info": logging.INFO}
 
 
 def _log(msg: str, v: int = 0, level: str = "", **fields: Any) -> None:
-    """Write one JSON log line to stderr if verbosity `v` is enabled."""
-    if v > _log_verbosity:
-        return
-    stamp = datetime.now().astimezone().isoformat(timespec="milliseconds")
-    line = {"level": level or ("info" if v == 0 else "debug"), "time": stamp, "msg": msg}
-    line.update(fields)
-    with suppress(OSError):  # stderr gone (a closed pipe, a hung-up terminal): go on without it
-        sys.stderr.write(json.dumps(line, default=str) + "\n")
+    """Log `msg` with its key/value pairs at V(v), or at `level` ("error")."""
+    number = _LOG_LEVELS[level] if level else max(1, logging.INFO - v)
+    if _logger.isEnabledFor(number):
+        _logger.log(number, msg, extra={"fields": fields})
+
+
+class _JSONFormatter(logging.Formatter):
+    """The original's log line (logr's JSON): level, time (local, ms), msg,
+    then the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        number = record.levelno
+        name = "error" if number >= logging.ERROR else "info" if number >= logging.INFO else "debug"
+        stamp = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+        line = {"level": name, "time": stamp, "msg": record.getMessage()}
+        line.update(getattr(record, "fields", {}))
+        return json.dumps(line, default=str)
+
+
+class _StderrHandler(logging.Handler):
+    """Lines on the current sys.stderr; a stderr that is gone (a closed pipe,
+    a hung-up terminal) is no error: the command goes on without it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record) + "\n"
+        with suppress(OSError):
+            sys.stderr.write(text)
+
+
+@contextmanager
+def _cli_logging(verbosity: int) -> Iterator[None]:
+    """JSON lines on stderr up to V(verbosity) (none below 0), for one command."""
+    handler = _StderrHandler()
+    handler.setFormatter(_JSONFormatter())
+    before = _logger.level, _logger.propagate
+    _logger.setLevel(max(1, logging.INFO - verbosity) if verbosity >= 0 else logging.CRITICAL + 1)
+    _logger.propagate = False  # the command's lines, once, whatever the caller's root logger does
+    _logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        _logger.removeHandler(handler)
+        _logger.level, _logger.propagate = before
 
 
 def _log_error(msg: str, error: object, **fields: Any) -> None:
@@ -2744,21 +2786,25 @@ def _run_veth(args: argparse.Namespace, node: Node) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The if-inject command; returns the exit code (0 ok, 1 failed, 2 usage)."""
-    global _log_verbosity
-
     if _only_version(sys.argv[1:] if argv is None else argv):  # before the parser is built
         return _print_version()
     try:
         args = _build_parser().parse_args(argv)
     except _UsageError as e:
-        _log_error("Invalid command line", e)
+        with _cli_logging(0):
+            _log_error("Invalid command line", e)
         return 2
     if args.version:
         return _print_version()
     if not args.command:
         print("Subcommands:", *args.subcommands, sep="\n   ", file=sys.stderr)
         return 2
-    _log_verbosity = args.loglevel
+    with _cli_logging(args.loglevel):
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """The parsed command, its failures as the log's error line and the exit code."""
     _log("Start", v=1, version=__version__, command=args.command)
     _signals.install()  # SIGINT, SIGTERM, SIGHUP: an ADD under way is rolled back
     node = Node(args.endpoint, args.timeout, _search_path(args.cni_path), args.cache_dir)
