@@ -558,7 +558,6 @@ static int extract(int self, const struct trailer *t, int cache, const char *key
 }
 
 int main(int argc, char **argv) {
-    (void)argc;
     me = geteuid();
     int self = open_self(argv[0]);
     struct trailer t;
@@ -578,6 +577,14 @@ int main(int argc, char **argv) {
     }
     if (entry < 0)
         fail("cache entry %s/%s keeps disappearing", real, key);
+    /* -version alone is answered from the trailer (the version stamped into the
+     * bundled if_inject.py): no need to start Python for it. Only now, so that
+     * a first run unpacks as any other command would. */
+    if (argc == 2 && (strcmp(argv[1], "-version") == 0 || strcmp(argv[1], "--version") == 0)) {
+        if (printf("%.*s\n", (int)sizeof t.version, t.version) < 0 || fflush(stdout) != 0)
+            fail("cannot write the version: %s", strerror(errno));
+        return 0;
+    }
     if (snprintf(exe, sizeof exe, "%s/%s/" PROGRAM, real, key) >= (int)sizeof exe)
         fail("cache dir path too long");
     close(cache);
