@@ -11,8 +11,9 @@ ratios, and checks issue 8's targets as ratios to floors measured in the same
 run (tools/judge.py): `netns` and `add` at most 1.3x the pip-installed
 command's, `-version` at most 1.5x the interpreter's `python -c pass` (the
 launcher answers it from its trailer, without starting Python). Also times the
-executable's first run, which unpacks it, and checks issue 12's figures for the file that carries its own C library: the unpack
-under 1 s, the file under 30 MB (report_self_contained).
+executable's first run, which unpacks it, and checks issue 12's figures for
+the file that carries its own C library: the unpack under 1 s, the file under
+30 MB (report_self_contained).
 
 The machine is left as found: the lab down, the leases (a private host-local
 dataDir) and the result cache (a private -cache-dir) released,
