@@ -383,6 +383,8 @@ _NAMESPACE_MODE_NAMES = {number: name for name, number in _NAMESPACE_MODE.items(
 _NODE_MODE = "NODE"  # the network mode of a hostNetwork pod
 
 _SCALARS = {"string": 9, "bool": 8, "int32": 5, "int64": 3, "uint32": 13, "uint64": 4, "bytes": 12}
+_TYPE_MESSAGE, _TYPE_ENUM = 11, 14  # FieldDescriptorProto.Type
+_LABEL_OPTIONAL, _LABEL_REPEATED = 1, 3  # FieldDescriptorProto.Label
 
 
 def _proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
@@ -391,43 +393,82 @@ def _proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
     Supports `enum`, `message`, scalar/enum/message fields, `repeated` and
     `map` (string to string). Returns {name: class or enum dict}. Each call
     uses a private descriptor pool, so tests can build a larger schema with
-    the same names beside the tool's.
+    the same names beside the tool's. The pool gets the file descriptor
+    serialized by _file_descriptor: importing descriptor_pb2 to build it would
+    cost every call more than the rest of the schema (~5 ms).
     """
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pool, message_factory
 
-    fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.{id(schema)}.proto",
-                                             package=package, syntax="proto3")
-    enums = _schema_enums(schema)
-    for name, values in enums.items():
-        enum = fdp.enum_type.add(name=name)
-        for key, number in values.items():
-            enum.value.add(name=key, number=number)
-    F = descriptor_pb2.FieldDescriptorProto
-    for name, body in re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema):
-        msg = fdp.message_type.add(name=name)
-        for label, ftype, fname, number in re.findall(
-                r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
-            field = msg.field.add(name=fname, number=int(number), json_name=fname,
-                                  label=F.LABEL_REPEATED if label else F.LABEL_OPTIONAL)
-            if ftype == "map":
-                entry = msg.nested_type.add(name=fname.title().replace("_", "") + "Entry")
-                entry.options.map_entry = True
-                entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
-                entry.field.add(name="value", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
-                field.label = F.LABEL_REPEATED
-                field.type, field.type_name = F.TYPE_MESSAGE, f".{package}.{name}.{entry.name}"
-            elif ftype in _SCALARS:
-                field.type = _SCALARS[ftype]  # type: ignore[assignment]
-            else:
-                field.type = F.TYPE_ENUM if ftype in enums else F.TYPE_MESSAGE
-                field.type_name = f".{package}.{ftype}"
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    classes: dict[str, Any] = dict(enums)
-    for msg in fdp.message_type:
-        classes[msg.name] = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName(f"{package}.{msg.name}"))
+    pool.AddSerializedFile(_file_descriptor(schema, package))
+    classes: dict[str, Any] = dict(_schema_enums(schema))
+    for name, _ in re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema):
+        classes[name] = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
     return classes
+
+
+def _file_descriptor(schema: str, package: str) -> bytes:
+    """The schema as a serialized google.protobuf.FileDescriptorProto (proto3);
+    test/unit holds it against the one descriptor_pb2 builds."""
+    enums = _schema_enums(schema)
+    messages = []
+    for name, body in re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema):
+        fields, nested = [], []
+        for label, ftype, fname, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
+            kind, type_name = _SCALARS.get(ftype), ""
+            if ftype == "map":  # map<string, string>: a repeated nested XxxEntry message
+                entry = fname.title().replace("_", "") + "Entry"
+                key, value = (_pb_field(n, i, _LABEL_OPTIONAL, _SCALARS["string"], json_name=False)
+                              for i, n in enumerate(("key", "value"), 1))
+                map_entry = _pb_key(7, 0) + b"\x01"  # MessageOptions.map_entry = true
+                nested.append(_pb_message(entry, [key, value], options=map_entry))
+                label, kind, type_name = "repeated", _TYPE_MESSAGE, f".{package}.{name}.{entry}"
+            elif kind is None:
+                kind, type_name = _TYPE_ENUM if ftype in enums else _TYPE_MESSAGE, f".{package}.{ftype}"
+            fields.append(_pb_field(fname, int(number), _LABEL_REPEATED if label else _LABEL_OPTIONAL, kind,
+                                    type_name))
+        messages.append(_pb_message(name, fields, tuple(nested)))
+    enum_types = [_pb_bytes(1, name.encode()) + b"".join(
+        _pb_bytes(2, _pb_bytes(1, key.encode()) + _pb_key(2, 0) + _pb_varint(number))
+        for key, number in values.items()) for name, values in enums.items()]
+    return (_pb_bytes(1, f"{package}.{id(schema)}.proto".encode()) + _pb_bytes(2, package.encode())
+            + b"".join(_pb_bytes(4, m) for m in messages) + b"".join(_pb_bytes(5, e) for e in enum_types)
+            + _pb_bytes(12, b"proto3"))
+
+
+def _pb_message(name: str, fields: list[bytes], nested: tuple[bytes, ...] = (),
+                options: bytes = b"") -> bytes:
+    """A DescriptorProto: name 1, field 2, nested_type 3, options 7."""
+    return (_pb_bytes(1, name.encode()) + b"".join(_pb_bytes(2, f) for f in fields)
+            + b"".join(_pb_bytes(3, n) for n in nested) + (_pb_bytes(7, options) if options else b""))
+
+
+def _pb_field(name: str, number: int, label: int, kind: int, type_name: str = "",
+              json_name: bool = True) -> bytes:
+    """A FieldDescriptorProto: name 1, number 3, label 4, type 5, type_name 6,
+    json_name 10 (the field's own name, as the schema's fields have it)."""
+    return (_pb_bytes(1, name.encode()) + _pb_key(3, 0) + _pb_varint(number)
+            + _pb_key(4, 0) + _pb_varint(label) + _pb_key(5, 0) + _pb_varint(kind)
+            + (_pb_bytes(6, type_name.encode()) if type_name else b"")
+            + (_pb_bytes(10, name.encode()) if json_name else b""))
+
+
+def _pb_bytes(number: int, value: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _pb_key(number, 2) + _pb_varint(len(value)) + value
+
+
+def _pb_key(number: int, wire_type: int) -> bytes:
+    return _pb_varint(number << 3 | wire_type)
+
+
+def _pb_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 # ---- CRI: connection ----------------------------------------------------
