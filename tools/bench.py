@@ -17,7 +17,7 @@ so that a slower or busier machine moves the floors and the figures alike:
 
 docs/bench.md says where the time goes.
 
-The targets (medians; measured on a 2-CPU VM, in brackets, with margin):
+The targets (on medians):
 
 - `-version` of the installed command: at most 1.5x the interpreter (it is
   answered before if_inject is imported); of `python if_inject.py`, which
@@ -29,13 +29,13 @@ The targets (medians; measured on a 2-CPU VM, in brackets, with margin):
   imports plus the plugins' own parallel floor (the same ADDs, then DELs, run
   directly with the same -parallel, no if-inject), and at least 4x faster
   than 100 single calls (the per-pod loop of scripts and of the Go
-  original). All pods are
-  also timed with -parallel 1, 2 and 4, each against its own floor;
+  original). All pods are also timed with -parallel 1, 2 and 4, each
+  against its own floor;
 - the single-file executable, by tools/measure_exe.py's targets:
   `-version` at most 1.5x the interpreter (its launcher answers it), `netns`
   at most 1.3x the installed command's;
-- peak RSS at most 1.7x that of the interpreter importing grpc [1.3x-1.45x:
-  the floor's RSS varies from run to run, 29-36 MB].
+- peak RSS at most 1.7x that of the interpreter importing grpc (whose RSS
+  varies from run to run).
 
 The machine is left as found: pods removed, the lab down, the IP leases (a
 private host-local dataDir) and the result cache (a private -cache-dir)
