@@ -374,6 +374,11 @@ def _schema_enums(schema: str) -> dict[str, dict[str, int]]:
             for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", schema)}
 
 
+def _schema_messages(schema: str) -> list[tuple[str, str]]:
+    """(message name, body) of the messages in a schema text."""
+    return re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema)
+
+
 # The enums' numbers, read from the schema above (tests import them from here).
 _CRI_ENUMS = _schema_enums(_CRI_SCHEMA)
 _SANDBOX_READY = _CRI_ENUMS["PodSandboxState"]["SANDBOX_READY"]
@@ -402,7 +407,7 @@ def _proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
     pool = descriptor_pool.DescriptorPool()
     pool.AddSerializedFile(_file_descriptor(schema, package))
     classes: dict[str, Any] = dict(_schema_enums(schema))
-    for name, _ in re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema):
+    for name, _ in _schema_messages(schema):
         classes[name] = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
     return classes
 
@@ -412,7 +417,7 @@ def _file_descriptor(schema: str, package: str) -> bytes:
     test/unit holds it against the one descriptor_pb2 builds."""
     enums = _schema_enums(schema)
     messages = []
-    for name, body in re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema):
+    for name, body in _schema_messages(schema):
         fields, nested = [], []
         for label, ftype, fname, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
             kind, type_name = _SCALARS.get(ftype), ""
