@@ -145,18 +145,46 @@ def test_package_versions_in_pep440_form() -> None:
     assert stamp.date_version_from_pep440("0.0.1+local") is None
 
 
-def test_pip_wheel_carries_the_stamped_version(tmp_path: Path) -> None:
-    """`pip install .` builds this wheel: its module and metadata get $__version."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel `pip install .` builds, with $__version=0.0.1-local."""
+    out = tmp_path_factory.mktemp("wheel")
     env = dict(os.environ, __version="0.0.1-local", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)],
                    check=True, env=env, capture_output=True)
-    [wheel] = tmp_path.glob("if_inject-*.whl")
+    [built] = out.glob("if_inject-*.whl")
+    return built
+
+
+def test_pip_wheel_carries_the_stamped_version(wheel: Path) -> None:
+    """`pip install .` builds this wheel: its module and metadata get $__version."""
     assert wheel.name.startswith("if_inject-0.0.1+local-")
     with zipfile.ZipFile(wheel) as z:
         assert stamp.source_version(z.read("if_inject.py").decode()) == "0.0.1-local"
         metadata = z.read("if_inject-0.0.1+local.dist-info/METADATA").decode()
     assert "\nVersion: 0.0.1+local\n" in metadata
     assert stamp.source_version((REPO / "if_inject.py").read_text()) == stamp.UNSTAMPED
+
+
+def test_pip_command_answers_version_before_importing_the_module(wheel: Path, tmp_path: Path) -> None:
+    """The wheel's command (a script pip puts on the PATH) reads the stamped version from
+    the installed module's text; anything else runs the module's cli()."""
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(tmp_path / "site")
+    script = tmp_path / "site" / "if_inject-0.0.1+local.data" / "scripts" / "if-inject"
+    assert script.read_text().startswith("#!python\n")  # pip puts the venv's interpreter there
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    for flag in ("-version", "--version"):
+        run = subprocess.run([sys.executable, "-X", "importtime", str(script), flag], capture_output=True,
+                             text=True, env=env, cwd=tmp_path)
+        assert (run.returncode, run.stdout) == (0, "0.0.1-local\n")
+        imported = [line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()]
+        assert "if_inject" not in imported and "argparse" not in imported
+    usage = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, env=env)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: if-inject")
+    bad = subprocess.run([sys.executable, str(script), "-version", "x"], capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode == 2 and '"msg": "Invalid command line"' in bad.stderr
 
 
 # ---- the executable on its own ---------------------------------------------------------
