@@ -26,11 +26,11 @@ from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 REPO = Path(__file__).resolve().parent.parent
 
 
-PTP_SUBNET = "10.22.22.0/24"  # test/ptp.json's
+PTP_SUBNET = "10.22.22.0/24"  # examples/ptp.json's
 
 
 def host_links() -> str:
-    """The node's links with an address of test/ptp.json's subnet: ptp's host ends."""
+    """The node's links with an address of examples/ptp.json's subnet: ptp's host ends."""
     return links_in_subnet(PTP_SUBNET)
 
 
@@ -38,7 +38,7 @@ def host_links() -> str:
 
 @pytest.fixture
 def default_dirs() -> Iterator[None]:
-    """test/ptp.json as users run it keeps its leases in /var/lib/cni/networks/mynet."""
+    """examples/ptp.json as users run it keeps its leases in /var/lib/cni/networks/mynet."""
     leases = Path("/var/lib/cni/networks/mynet")
     existed = leases.exists()
     yield
@@ -59,7 +59,7 @@ def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, def
                            capture_output=True, text=True)
     assert (netns.returncode, netns.stdout, netns.stderr) == (0, pod.netns + "\n", "")
 
-    spec = str(REPO / "test" / "ptp.json")
+    spec = str(REPO / "examples" / "ptp.json")
     add = subprocess.run([*base, "add", *args_for(pod), "-spec", spec], capture_output=True, text=True)
     assert add.returncode == 0 and add.stderr == ""
     result = json.loads(add.stdout)
@@ -247,7 +247,7 @@ def test_hanging_plugin_killed_at_the_timeout(inject: Tool, lab: Any, pod: Any) 
 def test_two_adds_at_once_exactly_one_wins(inject: Tool, lab: Any, pod: Any) -> None:
     # A slow ptp makes the two runs overlap.
     inject.fake_plugin("slowptp", "sleep 0.5\nexec /usr/lib/cni/ptp")
-    conf = json.loads((REPO / "test" / "ptp.json").read_text())
+    conf = json.loads((REPO / "examples" / "ptp.json").read_text())
     spec = inject.write_spec("slow.json", dict(conf, type="slowptp"))
     procs = [subprocess.Popen(inject.cmd("add", *args_for(pod), "-spec", spec),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent.parent
-PTP_SPEC = REPO / "test" / "ptp.json"
+PTP_SPEC = REPO / "examples" / "ptp.json"
 
 # One error line: {"level": "error", "time": ISO 8601 with ms and offset, "msg": ..., "error": ...}
 JSON_ERROR = re.compile(r'^\{"level": "error", '
@@ -131,7 +131,7 @@ class Tool:
         return str(path)
 
     def chain(self, second: str) -> str:
-        """A spec of test/ptp.json's ptp followed by the plugin `second`."""
+        """A spec of examples/ptp.json's ptp followed by the plugin `second`."""
         conf = json.loads(PTP_SPEC.read_text())
         plugins = [{k: v for k, v in conf.items() if k not in ("name", "cniVersion")}, {"type": second}]
         return self.write_spec(f"chain-{second}.json", {"cniVersion": "1.0.0", "name": "mynet",
