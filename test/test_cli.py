@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+from support.docs import commands, readme_section
 from support.node import links_in_subnet, pod_addrs
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
@@ -53,14 +54,19 @@ def default_dirs() -> Iterator[None]:
 
 @pytest.mark.runtimes
 def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, default_dirs: None) -> None:
-    """netns, add | jq, ping, check, del, del: the original README's commands."""
+    """netns, add | jq, ping, check, del, del: the original README's commands, as
+    README.md shows them (examples/ptp.json, in namespace if-inject), run from the
+    repository as a user runs them."""
     base = [*tool, "-r", lab.endpoint]
     netns = subprocess.run([*base, "netns", "-ns", pod.namespace, "-pod", pod.name],
                            capture_output=True, text=True)
     assert (netns.returncode, netns.stdout, netns.stderr) == (0, pod.netns + "\n", "")
 
-    spec = str(REPO / "examples" / "ptp.json")
-    add = subprocess.run([*base, "add", *args_for(pod), "-spec", spec], capture_output=True, text=True)
+    shown = {words[0]: [pod.name if w == "$pod" else w for w in words]
+             for words in commands(readme_section("Inject an interface with a CNI plugin"))}
+    assert sorted(shown) == ["add", "check", "del"]
+    assert shown["add"] == ["add", *args_for(pod), "-spec", "examples/ptp.json"]
+    add = subprocess.run([*base, *shown["add"]], capture_output=True, text=True, cwd=REPO)
     assert add.returncode == 0 and add.stderr == ""
     result = json.loads(add.stdout)
     assert add.stdout == json.dumps(result, indent=4) + "\n"
@@ -75,7 +81,7 @@ def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, def
     assert json.loads(cache.read_text())["result"] == result
 
     for command in ("check", "del", "del"):
-        run = subprocess.run([*base, command, *args_for(pod), "-spec", spec], capture_output=True, text=True)
+        run = subprocess.run([*base, *shown[command]], capture_output=True, text=True, cwd=REPO)
         assert (run.returncode, run.stdout, run.stderr) == (0, "", ""), command
     assert pod_addrs(lab, pod) == ""
     assert not Path(f"/var/lib/cni/networks/mynet/{ip}").exists() and not cache.exists()

@@ -18,6 +18,7 @@ import pytest
 import yaml
 
 import if_inject as ii
+from support.docs import code_block_with, readme_section
 from support.node import links_in_subnet, pod_addrs
 from support.toolrun import Run, Tool, args_for
 from support.toolrun import leases as leases_in
@@ -185,18 +186,7 @@ def test_list_and_gc_name_the_definition(inject: Tool, lab: Any, make_pod: Calla
     assert leases(inject) == [] and inject.leases() == [] and inject.cache_files() == []
 
 
-# ---- README: "With Multus" ------------------------------------------------------------
-
-def readme_section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
-    start = text.index(f"\n## {title}\n")
-    return text[start:text.find("\n## ", start + 1)]
-
-
-def code_block_with(section: str, marker: str) -> str:
-    blocks = section.split("```")[1::2]
-    return next(b.partition("\n")[2] for b in blocks if marker in b)
-
+# ---- docs/multus.md, and the README's lines on Multus --------------------------------
 
 def anonymous(text: str) -> str:
     """Addresses and MACs, which differ from run to run, as placeholders."""
@@ -218,9 +208,9 @@ def ptp_conf_leases() -> Iterator[None]:
 
 def test_readme_with_multus(tool: list[str], lab: Any, pod: Any, tmp_path: Path,
                             ptp_conf_leases: None) -> None:
-    """The README's commands with examples/ptp-nad.yaml unchanged, its annotation recipe
-    with `kubectl` played by a file, and the output it shows."""
-    section = readme_section("With Multus")
+    """docs/multus.md's commands with examples/ptp-nad.yaml unchanged, its annotation recipe
+    with `kubectl` played by a file, and the output it shows; the README shows the same add."""
+    section = (REPO / "docs" / "multus.md").read_text()
     # What Multus wrote at pod start: its entry for the cluster's network, the lab's eth0.
     [cached] = Path(ii._results_dir(ii._DEFAULT_CACHE_DIR)).glob(f"*-{pod.sandbox_id}-eth0")
     eth0 = ii.network_status(json.loads(cached.read_text())["result"], "cbr0", "eth0")
@@ -246,6 +236,7 @@ def test_readme_with_multus(tool: list[str], lab: Any, pod: Any, tmp_path: Path,
         return proc.stdout
 
     add = "if-inject add -ns if-inject -pod $pod -spec examples/ptp-nad.yaml -o network-status"
+    assert add in code_block_with(readme_section("With Multus"), add)
     recipe = code_block_with(section, "network_status() {")
     check, delete, _ = code_block_with(section, "if-inject check").strip().splitlines()
     annotate, get = recipe.strip().splitlines()[-2:]
