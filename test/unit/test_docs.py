@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import if_inject as ii
-from support.docs import README, REPO, commands, doc_files
+from support.docs import README, REPO, code_blocks, commands, doc_files
 
 README_LIMIT = 15 * 1024  # bytes: the README is what a user reads first; topics go to docs/
 # A command line's placeholders, as a user fills them in.
@@ -53,3 +53,13 @@ def test_every_documented_command_is_accepted() -> None:
         except ii._UsageError as e:
             pytest.fail(f"{doc.name}: if-inject {' '.join(words)}: {e}")
         assert args.version or args.command, f"{doc.name}: if-inject {' '.join(words)}"
+
+
+def test_every_documented_make_target_exists() -> None:
+    targets = set(re.findall(r"^([a-z]+):", (REPO / "Makefile").read_text(), re.M))
+    for doc in doc_files():
+        text = doc.read_text()
+        code = "\n".join([*code_blocks(text), *re.findall(r"`([^`\n]+)`", text),
+                          *re.findall(r"^    .*", text, re.M)])
+        for target in re.findall(r"(?<![\w-])make ([a-z]+)\b", code):
+            assert target in targets, f"{doc.name}: make {target}"
