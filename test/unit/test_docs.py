@@ -1,9 +1,10 @@
 """The documentation against the tool, without root: README.md stays a first
 read, every link and file it names exists, and every if-inject command line in
 README.md, docs/*.md, CONTRIBUTING.md and CHANGELOG.md is one the command line
-accepts. The lab tests run the flows themselves: the README's CNI walk-through
-(test_cli.py::test_readme_flow_with_test_ptp_json) and docs/multus.md's recipe
-(test_multus.py::test_readme_with_multus)."""
+accepts. The lab tests run the flows as written: the README's CNI walk-through
+(test_cli.py::test_readme_flow_with_test_ptp_json), its manual injection
+(test_netlink.py::test_readme_manual_injection_as_shown) and docs/multus.md's
+recipe (test_multus.py::test_readme_with_multus)."""
 
 from __future__ import annotations
 
@@ -20,6 +21,12 @@ README_LIMIT = 15 * 1024  # bytes: the README is what a user reads first; topics
 VALUES = {"$pod": "alpine-0", "$1": "if-inject", "$2": "alpine-0", "POD": "alpine-0", "NS": "if-inject"}
 
 
+def headings(doc: Path) -> set[str]:
+    """A markdown file's anchors, as GitHub makes them from its headings."""
+    titles = re.findall(r"^#+ (.*)$", doc.read_text(), re.M)
+    return {re.sub(r"[^\w\- ]", "", title.lower()).replace(" ", "-") for title in titles}
+
+
 def test_readme_is_a_first_read() -> None:
     text = README.read_text()
     assert len(text.encode()) <= README_LIMIT
@@ -30,9 +37,13 @@ def test_readme_is_a_first_read() -> None:
 @pytest.mark.parametrize("doc", doc_files(), ids=lambda p: str(p.relative_to(REPO)))
 def test_links_and_files_named_exist(doc: Path) -> None:
     text = doc.read_text()
-    for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", text):
-        if not re.match(r"https?://", target):
-            assert (doc.parent / target).exists(), f"{doc.name}: link to {target}"
+    for target, anchor in re.findall(r"\]\(([^)#\s]*)(?:#([^)\s]*))?\)", text):
+        if re.match(r"https?://", target):
+            continue
+        path = doc.parent / target if target else doc
+        assert path.exists(), f"{doc.name}: link to {target}"
+        if anchor:
+            assert anchor in headings(path), f"{doc.name}: link to {target}#{anchor}"
     for path in re.findall(r"(?<![\w/.-])((?:examples|test|tools|docs)/[\w./*-]*\w)", text):
         if path.startswith("docs/") and "to come" in text[text.index(path):].split("\n", 1)[0]:
             continue  # a placeholder for a page another change brings
