@@ -124,7 +124,7 @@ def lab(request: pytest.FixtureRequest, lab_base: Path) -> Iterator[Lab]:
 def make_pod(lab: Lab) -> Iterator[Callable[..., Pod]]:
     """make_pod(name=None, namespace="if-inject", labels={"app": "alpine"}, **run_pod kw).
 
-    Pods are like test/alpine.yaml's (label app=alpine, a busybox container);
+    Pods are like examples/alpine.yaml's (label app=alpine, a busybox container);
     every sandbox of them, restarted attempts included, is removed afterwards.
     """
     made: list[Pod] = []

@@ -22,16 +22,17 @@ import pytest
 
 import if_inject as ii
 from support import CNI_BIN, REPO
+from support.docs import commands, readme_section
 from support.lab import Lab
 from support.libcni import libcni
 from support.node import links_in_subnet, pod_addrs
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
-PTP_SUBNET = "10.22.22.0/24"  # test/ptp.json's
+PTP_SUBNET = "10.22.22.0/24"  # examples/ptp.json's
 
 
 def host_links() -> str:
-    """The node's links with an address of test/ptp.json's subnet: ptp's host ends."""
+    """The node's links with an address of examples/ptp.json's subnet: ptp's host ends."""
     return links_in_subnet(PTP_SUBNET)
 
 
@@ -39,7 +40,7 @@ def host_links() -> str:
 
 @pytest.fixture
 def default_dirs() -> Iterator[None]:
-    """test/ptp.json as users run it keeps its leases in /var/lib/cni/networks/mynet."""
+    """examples/ptp.json as users run it keeps its leases in /var/lib/cni/networks/mynet."""
     leases = Path("/var/lib/cni/networks/mynet")
     existed = leases.exists()
     yield
@@ -54,14 +55,19 @@ def default_dirs() -> Iterator[None]:
 
 @pytest.mark.runtimes
 def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, default_dirs: None) -> None:
-    """netns, add | jq, ping, check, del, del: the original README's commands."""
+    """netns, add | jq, ping, check, del, del: the original README's commands, as
+    README.md shows them (examples/ptp.json, in namespace if-inject), run from the
+    repository as a user runs them."""
     base = [*tool, "-r", lab.endpoint]
     netns = subprocess.run([*base, "netns", "-ns", pod.namespace, "-pod", pod.name],
                            capture_output=True, text=True)
     assert (netns.returncode, netns.stdout, netns.stderr) == (0, pod.netns + "\n", "")
 
-    spec = str(REPO / "test" / "ptp.json")
-    add = subprocess.run([*base, "add", *args_for(pod), "-spec", spec], capture_output=True, text=True)
+    shown = {words[0]: [pod.name if w == "$pod" else w for w in words]
+             for words in commands(readme_section("Inject an interface with a CNI plugin"))}
+    assert sorted(shown) == ["add", "check", "del"]
+    assert shown["add"] == ["add", *args_for(pod), "-spec", "examples/ptp.json"]
+    add = subprocess.run([*base, *shown["add"]], capture_output=True, text=True, cwd=REPO)
     assert add.returncode == 0 and add.stderr == ""
     result = json.loads(add.stdout)
     assert add.stdout == json.dumps(result, indent=4) + "\n"
@@ -76,7 +82,7 @@ def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, def
     assert json.loads(cache.read_text())["result"] == result
 
     for command in ("check", "del", "del"):
-        run = subprocess.run([*base, command, *args_for(pod), "-spec", spec], capture_output=True, text=True)
+        run = subprocess.run([*base, *shown[command]], capture_output=True, text=True, cwd=REPO)
         assert (run.returncode, run.stdout, run.stderr) == (0, "", ""), command
     assert pod_addrs(lab, pod) == ""
     assert not Path(f"/var/lib/cni/networks/mynet/{ip}").exists() and not cache.exists()
@@ -248,7 +254,7 @@ def test_hanging_plugin_killed_at_the_timeout(inject: Tool, lab: Any, pod: Any) 
 def test_two_adds_at_once_exactly_one_wins(inject: Tool, lab: Any, pod: Any) -> None:
     # A slow ptp makes the two runs overlap.
     inject.fake_plugin("slowptp", f"sleep 0.5\nexec {CNI_BIN}/ptp")
-    conf = json.loads((REPO / "test" / "ptp.json").read_text())
+    conf = json.loads((REPO / "examples" / "ptp.json").read_text())
     spec = inject.write_spec("slow.json", dict(conf, type="slowptp"))
     procs = [subprocess.Popen(inject.cmd("add", *args_for(pod), "-spec", spec),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]

@@ -6,7 +6,7 @@ unchanged), or takes $IF_INJECT_EXE. Runs use a private unpack cache
 no Python. It carries its own C library and loader: it runs in a root with no
 libc at all, and in a Debian 11 root (glibc 2.31, older than the build's).
 The lab tests run it on the node, in those roots (chroot, in a private mount
-namespace), and inside a privileged pod as test/if-inject-pod.yaml does,
+namespace), and inside a privileged pod as examples/if-inject-pod.yaml does,
 injecting into another pod.
 """
 
@@ -217,7 +217,7 @@ def without_times(text: str) -> str:
                                   ["-loglevel", "x", "netns"],
                                   # YAML: PyYAML must be in the bundle.
                                   ["-r", "/nonexistent.sock", "add", "-pod", "x", "-spec",
-                                   str(REPO / "test" / "ptp-nad.yaml")]])
+                                   str(REPO / "examples" / "ptp-nad.yaml")]])
 def test_it_answers_as_the_module_does(exe: Exe, empty_path: str, cache: Path, args: list[str]) -> None:
     module = subprocess.run([sys.executable, str(REPO / "if_inject.py"), *args],
                             capture_output=True, text=True)
@@ -681,8 +681,8 @@ def test_a_mount_point_in_an_entry_is_not_crossed(exe: Exe, empty_path: str, cac
 
 
 def test_manifest_runs_it_as_the_lab_test_does() -> None:
-    """test/if-inject-pod.yaml asks for what run_tool_pod gives the tool below."""
-    text = (REPO / "test" / "if-inject-pod.yaml").read_text()
+    """examples/if-inject-pod.yaml asks for what run_tool_pod gives the tool below."""
+    text = (REPO / "examples" / "if-inject-pod.yaml").read_text()
     for line in ("hostNetwork: true", "hostPID: true", "privileged: true",
                  "mountPath: /run/containerd/containerd.sock", "mountPath: /opt/cni/bin",
                  "mountPath: /var/lib/cni", "mountPath: /run/netns", "mountPath: /var/run/netns"):
@@ -693,7 +693,7 @@ def test_manifest_runs_it_as_the_lab_test_does() -> None:
 # ---- on the lab ----------------------------------------------------------------------
 
 def ptp_spec(tmp_path: Path, plugin: str = "ptp") -> Path:
-    conf = json.loads((REPO / "test" / "ptp.json").read_text())
+    conf = json.loads((REPO / "examples" / "ptp.json").read_text())
     conf["type"] = plugin
     conf["ipam"]["dataDir"] = str(tmp_path / "ipam")
     path = tmp_path / "ptp.json"
@@ -744,7 +744,7 @@ def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, po
 @pytest.mark.runtimes("containerd-2.1")  # the runtime clusters run
 def test_in_a_pod_it_injects_into_another_pod(exe: Exe, lab: Any, pod: Any,
                                               tmp_path: Path) -> None:
-    """The executable in an image without Python or libc, in a pod like test/if-inject-pod.yaml."""
+    """The executable in an image without Python or libc, in a pod like examples/if-inject-pod.yaml."""
     from support.exe_image import IN_IMAGE, exe_image, mount, run_tool_pod
 
     lab.import_image(exe_image(lab.cache, exe.path))

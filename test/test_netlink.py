@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+from support.docs import commands, readme_section
 from support.node import ip
 from support.toolrun import Run, run_clean, with_signals
 
@@ -356,6 +357,31 @@ def test_veth_pings_both_ways_then_delete_leaves_nothing(lab: Any, pod: Any, run
     again = run("veth", *pod_args(pod), "-delete")
     assert again.code == 1
     assert again.error == f"pod {pod.namespace}/{pod.name}: no interface net1 in {pod.netns}"
+
+
+
+@pytest.mark.runtimes
+def test_readme_manual_injection_as_shown(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
+    """The README's if-inject lines of "Manually inject an interface", in order, as
+    written ($pod the lab's pod): pods, netns, veth with addresses, links, ping, -delete."""
+    shown = [[pod.name if w == "$pod" else w for w in words]
+             for words in commands(readme_section("Manually inject an interface"))]
+    assert [words[0] for words in shown] == ["pods", "netns", "veth", "links", "veth"]
+    assert shown[2][-4:] == ["-address", "10.254.22.2/30", "-host-address", "10.254.22.1/30"]
+    host = ii._host_veth_name(pod.sandbox_id, "net1")
+    try:
+        out = [run(*words) for words in shown[:4]]
+        assert [(r.code, r.err) for r in out] == [(0, "")] * 4
+        assert pod.name in out[0].out and out[1].out == pod.netns + "\n"
+        assert json.loads(out[2].out)["addresses"] == {"interface": ["10.254.22.2/30"],
+                                                      "hostInterface": ["10.254.22.1/30"]}
+        assert re.search(r"^net1@\S+ +UP .* 10\.254\.22\.2/30\b", out[3].out, re.M), out[3].out
+        ping = subprocess.run(["ping", "-c1", "-W2", "10.254.22.2"], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout
+    finally:
+        deleted = run(*shown[4])
+    assert (deleted.code, deleted.out, deleted.err) == (0, "", "")
+    assert not link_exists(host) and lab.exec(pod, ["ip", "link", "show", "net1"])[0] != 0
 
 
 def test_veth_with_own_names_mtu_and_ipv6(lab: Any, pod: Any, run: Callable[..., Run],

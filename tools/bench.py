@@ -11,7 +11,7 @@ so that a slower or busier machine moves the floors and the figures alike:
 - the interpreter, `python -c pass`;
 - the interpreter importing grpc, `python -c 'import grpc'`: the least any
   call that asks the runtime can cost;
-- the CNI plugin run directly: the same ptp ADD or DEL of test/ptp.json, with
+- the CNI plugin run directly: the same ptp ADD or DEL of examples/ptp.json, with
   the CNI environment a runtime gives it; for n pods, all their ADDs then
   DELs, as many at once as the batch runs.
 
@@ -234,10 +234,10 @@ class Bench:
     # -- setup --
 
     def write_spec(self) -> None:
-        """test/ptp.json with a private dataDir, and a subnet of this run's own:
+        """examples/ptp.json with a private dataDir, and a subnet of this run's own:
         ptp puts a host route per pod address, which must not meet another
         lab's or test's route for the same address on this machine."""
-        spec = json.loads((REPO / "test" / "ptp.json").read_text())
+        spec = json.loads((REPO / "examples" / "ptp.json").read_text())
         digest = hashlib.sha256(str(self.base).encode()).digest()
         spec["ipam"]["dataDir"] = str(self.ipam_dir)
         spec["ipam"]["ranges"] = [[{"subnet": f"10.{150 + digest[0] % 50}.{digest[1]}.0/24"}]]

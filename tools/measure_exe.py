@@ -75,7 +75,7 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 def measure(commands: dict[str, Path], lab: Lab, tmp: Path, runs: int) -> dict[str, dict[str, list[float]]]:
     pod = lab.run_pod("if-inject-measure", "alpine-0", container=False)
-    spec = json.loads((REPO / "test" / "ptp.json").read_text())
+    spec = json.loads((REPO / "examples" / "ptp.json").read_text())
     spec["ipam"]["dataDir"] = str(tmp / "ipam")
     (tmp / "ptp.json").write_text(json.dumps(spec))
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IF_INJECT_EXE_CACHE": str(tmp / "exe-cache")}

@@ -1,4 +1,4 @@
-"""The built executable in an image and a pod of the lab, as test/if-inject-pod.yaml runs it.
+"""The built executable in an image and a pod of the lab, as examples/if-inject-pod.yaml runs it.
 
     image = exe_image(lab.cache, exe)             # an OCI tar: busybox-static, if-inject
     lab.import_image(image)
@@ -91,7 +91,7 @@ def mount(host_path: str, container_path: str | None = None, readonly: bool = Fa
 
 def run_tool_pod(lab: Lab, mounts: list[Any], namespace: str = "kube-system",
                  name: str = "if-inject") -> Pod:
-    """test/if-inject-pod.yaml on the lab: privileged, hostNetwork, hostPID, `mounts`."""
+    """examples/if-inject-pod.yaml on the lab: privileged, hostNetwork, hostPID, `mounts`."""
     uid = str(uuid.uuid4())
     labels = {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace,
               "io.kubernetes.pod.uid": uid}

@@ -859,7 +859,7 @@ disabled_plugins = [{disabled}]
         """Create a ready pod sandbox the way kubelet does, with a busybox container.
 
         The container runs `sleep infinity` with NET_ADMIN added, as the original's
-        test/alpine.yaml does (so `ip link set net1 up` works inside the pod).
+        examples/alpine.yaml does (so `ip link set net1 up` works inside the pod).
         `uid` and `attempt` make another sandbox of an existing pod (see restart_pod).
         """
         labels = dict(labels or {})

@@ -21,7 +21,7 @@ from typing import Any
 
 from support import CNI_BIN, REPO
 
-PTP_SPEC = REPO / "test" / "ptp.json"
+PTP_SPEC = REPO / "examples" / "ptp.json"
 
 # One error line: {"level": "error", "time": ISO 8601 with ms and offset, "msg": ..., "error": ...}
 JSON_ERROR = re.compile(r'^\{"level": "error", '
@@ -135,7 +135,7 @@ class Tool:
         return str(path)
 
     def chain(self, second: str) -> str:
-        """A spec of test/ptp.json's ptp followed by the plugin `second`."""
+        """A spec of examples/ptp.json's ptp followed by the plugin `second`."""
         conf = json.loads(PTP_SPEC.read_text())
         plugins = [{k: v for k, v in conf.items() if k not in ("name", "cniVersion")}, {"type": second}]
         return self.write_spec(f"chain-{second}.json", {"cniVersion": "1.0.0", "name": "mynet",

@@ -46,7 +46,7 @@ def test_spec_file_errors(tmp_path: Path) -> None:
 
 
 def test_single_conf_becomes_a_list_of_one() -> None:
-    net = ii.load_network(str(REPO / "test" / "ptp.json"))
+    net = ii.load_network(str(REPO / "examples" / "ptp.json"))
     assert (net.name, net.cni_version, [p["type"] for p in net.plugins]) == ("mynet", "1.0.0", ["ptp"])
 
 

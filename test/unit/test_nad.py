@@ -60,7 +60,7 @@ def nad(config: Any = None, name: str = "ptp-conf", namespace: str | None = "if-
 
 
 def test_test_ptp_nad_yaml_is_test_config() -> None:
-    network = ii.load_network(str(REPO / "test" / "ptp-nad.yaml"))
+    network = ii.load_network(str(REPO / "examples" / "ptp-nad.yaml"))
     assert json.loads(network.raw) == CONFIG
     assert (network.name, network.cni_version, [p["type"] for p in network.plugins]) == \
         ("ptp-conf", "1.0.0", ["ptp"])
@@ -193,7 +193,7 @@ def test_yaml_is_imported_only_for_what_is_not_json(tmp_path: Path) -> None:
     spec.write_text(json.dumps(nad()))
     probe = ("import sys, if_inject as ii; n = ii.load_network(sys.argv[1]); "
              "print(n.nad_name, 'yaml' in sys.modules)")
-    for path, seen in ((spec, "ptp-conf False"), (REPO / "test" / "ptp-nad.yaml", "ptp-conf True")):
+    for path, seen in ((spec, "ptp-conf False"), (REPO / "examples" / "ptp-nad.yaml", "ptp-conf True")):
         out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True,
                              check=True, cwd=REPO).stdout
         assert out == seen + "\n"
@@ -208,7 +208,7 @@ def run(tool: list[str], *args: str, stdin: str | None = None) -> Run:
 def test_spec_from_stdin_is_parsed_before_the_runtime_is_asked(tool: list[str]) -> None:
     for command in ("add", "check", "del"):
         good = run(tool, command, "-pod", "p", "-spec", "-",
-                   stdin=(REPO / "test" / "ptp-nad.yaml").read_text())
+                   stdin=(REPO / "examples" / "ptp-nad.yaml").read_text())
         assert (good.code, good.out) == (1, "")
         assert good.error.startswith("no container runtime answers: /nonexistent.sock: "), command
     bad = run(tool, "add", "-pod", "p", "-spec", "-", stdin="kind: Pod\napiVersion: v1\n")
@@ -245,7 +245,7 @@ def test_output_choices(tool: list[str]) -> None:
 
 # ---- network-status entries from CNI results ----------------------------------------
 
-PTP_RESULT = {  # what ptp 1.x returns for an ADD of test/ptp.json
+PTP_RESULT = {  # what ptp 1.x returns for an ADD of examples/ptp.json
     "cniVersion": "1.0.0",
     "interfaces": [{"name": "veth5e9b2b1c", "mac": "72:8d:8a:2d:5f:3e"},
                    {"name": "net1", "mac": "ae:5c:4b:29:44:6f", "sandbox": "/var/run/netns/cni-1"}],
