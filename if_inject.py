@@ -142,11 +142,12 @@ class InjectError(Exception):
 # _JSONFormatter on stderr (_cli_logging): one JSON object per line.
 _logger = logging.getLogger("if_inject")
 _logger.addHandler(logging.NullHandler())
-_LOG_LEVELS = {"error": logging.ERROR, "info": logging.INFO}
+# The level names of the original's zap lines.
+_LOG_LEVELS = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO}
 
 
 def _log(msg: str, v: int = 0, level: str = "", **fields: Any) -> None:
-    """Log `msg` with its key/value pairs at V(v), or at `level` ("error")."""
+    """Log `msg` with its key/value pairs at V(v), or at `level` ("error", "warn")."""
     number = _LOG_LEVELS[level] if level else max(1, logging.INFO - v)
     if _logger.isEnabledFor(number):
         _logger.log(number, msg, extra={"fields": fields})
@@ -158,7 +159,7 @@ class _JSONFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         number = record.levelno
-        name = "error" if number >= logging.ERROR else "info" if number >= logging.INFO else "debug"
+        name = next((n for n, at in _LOG_LEVELS.items() if number >= at), "debug")
         stamp = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
         line = {"level": name, "time": stamp, "msg": record.getMessage()}
         line.update(getattr(record, "fields", {}))
@@ -2293,7 +2294,7 @@ class Node:
                 raise _NotOurs(f"{why}: left alone (-force deletes it)")
             if why and ifname in _interface_names(att.netns):
                 _log("Deleting an interface if-inject has no record of adding, as libcni would",
-                    level="warning", pod=f"{pod.namespace}/{pod.name}", interface=ifname, reason=why)
+                    level="warn", pod=f"{pod.namespace}/{pod.name}", interface=ifname, reason=why)
             self.cni.delete(network, att)
 
     def _not_added_by_us(self, network: NetworkConfig, att: Attachment) -> str:
@@ -2341,7 +2342,7 @@ class Node:
                 ready = [s for s in _list_sandboxes(client, ready_only=True) if s.id == cached.sandbox_id]
                 pod = _sandbox_pod(client, ready[0]) if ready else None
         except InjectError as e:
-            _log("The runtime that made it cannot be asked: DEL runs in the cached netns", level="warning",
+            _log("The runtime that made it cannot be asked: DEL runs in the cached netns", level="warn",
                 pod=f"{cached.namespace}/{cached.pod}", interface=cached.interface, error=str(e))
             return None
         if pod is None or not pod.status_ready or pod.network_mode == _NODE_MODE:

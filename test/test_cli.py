@@ -515,7 +515,7 @@ def test_batch_del_leaves_interfaces_if_inject_did_not_add(inject: Tool, lab: An
         single = inject("del", *args_for(theirs[0]), "-spec", inject.spec)  # libcni's rule, and a warning
         assert (single.code, single.out) == (0, "")
         [warning] = [json.loads(line) for line in single.err.splitlines()]
-        assert (warning["level"], warning["interface"]) == ("warning", "net1")
+        assert (warning["level"], warning["interface"]) == ("warn", "net1")
         assert warning["reason"].startswith("if-inject did not add net1 of network mynet")
         assert pod_addrs(lab, theirs[0]) == ""
 
