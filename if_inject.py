@@ -2637,7 +2637,7 @@ class _RuntimeViews:
 
 def _netns_place(path: str) -> str:
     """Where a netns path's namespace files are: its directory, or /proc for /proc/<pid>/ns/net."""
-    return "/proc" if path.startswith("/proc/") else os.path.realpath(os.path.dirname(path))
+    return "/proc" if _is_proc_path(path) else os.path.realpath(os.path.dirname(path))
 
 
 def _netns_unseen(view: _RuntimeView, path: str) -> str:
