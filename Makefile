@@ -27,7 +27,7 @@ deps:
 
 # The work tree goes on the venv's path by a plain .pth file, not `pip install -e .`
 # (whose import hook costs every Python start 8 ms): see tools/dev_install.py.
-$(VENV)/.installed: pyproject.toml tools/dev_install.py
+$(VENV)/.installed: pyproject.toml tools/dev_install.py tools/if-inject
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip >/dev/null
 	$(PY) tools/dev_install.py test
@@ -36,7 +36,7 @@ $(VENV)/.installed: pyproject.toml tools/dev_install.py
 venv: $(VENV)/.installed
 
 lint: venv
-	$(VENV)/bin/ruff check if_inject.py test tools
+	$(VENV)/bin/ruff check if_inject.py test tools tools/if-inject
 	$(VENV)/bin/mypy
 
 test: deps venv lint

@@ -27,7 +27,8 @@ delete and resolve_netns are one-line conveniences on a Node of their own.
 Sections, in this order; each uses only those above it (test/unit/test_sections.py):
 
     speed tricks          -version before the imports, the cyclic GC's pace, exit without teardown
-    errors and logging    InjectError, CODE_*, JSON log lines; signals held while a clean-up runs
+    errors and logging    InjectError, CODE_*, the "if_inject" logger and the CLI's JSON lines;
+                          signals held while a clean-up runs
     netns checks          a path is a network namespace, not the node's own; or it is gone
     CRI                   the runtime.v1 schema subset, the connection, sandbox lookup (Pod)
     CNI: config           NetworkConfig; parse_network_config: a conf or conflist, as libcni reads it
@@ -131,6 +132,7 @@ if __name__ == "__main__" and _only_version(sys.argv[1:]):
 
 import argparse
 import json
+import logging
 import os
 import re
 import time
@@ -172,20 +174,62 @@ class InjectError(Exception):
         return f"{self.msg}: {self.details}" if self.details else self.msg
 
 
-# Verbosity of the JSON log on stderr, set by -loglevel: 0 shows info and
-# errors, every step up shows more (as logr's V(n) in the original).
-_log_verbosity = 0
+# The library logs to the logger "if_inject" and, as a library should, shows
+# nothing until its user configures logging (the NullHandler keeps Python's
+# last-resort handler off). Each record carries its key/value pairs in
+# `record.fields`. Verbosity as logr's V(n) in the original: V(0) is INFO,
+# V(n) the level INFO - n ("debug"); errors are ERROR. The CLI installs
+# _JSONFormatter on stderr (_cli_logging): one JSON object per line.
+_logger = logging.getLogger("if_inject")
+_logger.addHandler(logging.NullHandler())
+# The level names of the original's zap lines.
+_LOG_LEVELS = {"error": logging.ERROR, "warn": logging.WARNING, "info": logging.INFO}
 
 
 def _log(msg: str, v: int = 0, level: str = "", **fields: Any) -> None:
-    """Write one JSON log line to stderr if verbosity `v` is enabled."""
-    if v > _log_verbosity:
-        return
-    stamp = datetime.now().astimezone().isoformat(timespec="milliseconds")
-    line = {"level": level or ("info" if v == 0 else "debug"), "time": stamp, "msg": msg}
-    line.update(fields)
-    with suppress(OSError):  # stderr gone (a closed pipe, a hung-up terminal): go on without it
-        sys.stderr.write(json.dumps(line, default=str) + "\n")
+    """Log `msg` with its key/value pairs at V(v), or at `level` ("error", "warn")."""
+    number = _LOG_LEVELS[level] if level else max(1, logging.INFO - v)
+    if _logger.isEnabledFor(number):
+        _logger.log(number, msg, extra={"fields": fields})
+
+
+class _JSONFormatter(logging.Formatter):
+    """The original's log line (logr's JSON): level, time (local, ms), msg,
+    then the record's fields."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        number = record.levelno
+        name = next((n for n, at in _LOG_LEVELS.items() if number >= at), "debug")
+        stamp = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
+        line = {"level": name, "time": stamp, "msg": record.getMessage()}
+        line.update(getattr(record, "fields", {}))
+        return json.dumps(line, default=str)
+
+
+class _StderrHandler(logging.Handler):
+    """Lines on the current sys.stderr; a stderr that is gone (a closed pipe,
+    a hung-up terminal) is no error: the command goes on without it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record) + "\n"
+        with suppress(OSError):
+            sys.stderr.write(text)
+
+
+@contextmanager
+def _cli_logging(verbosity: int) -> Iterator[None]:
+    """JSON lines on stderr up to V(verbosity) (none below 0), for one command."""
+    handler = _StderrHandler()
+    handler.setFormatter(_JSONFormatter())
+    before = _logger.level, _logger.propagate
+    _logger.setLevel(max(1, logging.INFO - verbosity) if verbosity >= 0 else logging.CRITICAL + 1)
+    _logger.propagate = False  # the command's lines, once, whatever the caller's root logger does
+    _logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        _logger.removeHandler(handler)
+        _logger.level, _logger.propagate = before
 
 
 def _log_error(msg: str, error: object, **fields: Any) -> None:
@@ -484,6 +528,11 @@ def _schema_enums(schema: str) -> dict[str, dict[str, int]]:
             for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", schema)}
 
 
+def _schema_messages(schema: str) -> list[tuple[str, str]]:
+    """(message name, body) of the messages in a schema text."""
+    return re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema)
+
+
 # The enums' numbers, read from the schema above (tests import them from here).
 _CRI_ENUMS = _schema_enums(_CRI_SCHEMA)
 _SANDBOX_READY = _CRI_ENUMS["PodSandboxState"]["SANDBOX_READY"]
@@ -493,6 +542,8 @@ _NAMESPACE_MODE_NAMES = {number: name for name, number in _NAMESPACE_MODE.items(
 _NODE_MODE = "NODE"  # the network mode of a hostNetwork pod
 
 _SCALARS = {"string": 9, "bool": 8, "int32": 5, "int64": 3, "uint32": 13, "uint64": 4, "bytes": 12}
+_TYPE_MESSAGE, _TYPE_ENUM = 11, 14  # FieldDescriptorProto.Type
+_LABEL_OPTIONAL, _LABEL_REPEATED = 1, 3  # FieldDescriptorProto.Label
 
 
 def _proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
@@ -501,43 +552,82 @@ def _proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
     Supports `enum`, `message`, scalar/enum/message fields, `repeated` and
     `map` (string to string). Returns {name: class or enum dict}. Each call
     uses a private descriptor pool, so tests can build a larger schema with
-    the same names beside the tool's.
+    the same names beside the tool's. The pool gets the file descriptor
+    serialized by _file_descriptor: importing descriptor_pb2 to build it would
+    cost every call more than the rest of the schema (~5 ms).
     """
-    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+    from google.protobuf import descriptor_pool, message_factory
 
-    fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.{id(schema)}.proto",
-                                             package=package, syntax="proto3")
-    enums = _schema_enums(schema)
-    for name, values in enums.items():
-        enum = fdp.enum_type.add(name=name)
-        for key, number in values.items():
-            enum.value.add(name=key, number=number)
-    F = descriptor_pb2.FieldDescriptorProto
-    for name, body in re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema):
-        msg = fdp.message_type.add(name=name)
-        for label, ftype, fname, number in re.findall(
-                r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
-            field = msg.field.add(name=fname, number=int(number), json_name=fname,
-                                  label=F.LABEL_REPEATED if label else F.LABEL_OPTIONAL)
-            if ftype == "map":
-                entry = msg.nested_type.add(name=fname.title().replace("_", "") + "Entry")
-                entry.options.map_entry = True
-                entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
-                entry.field.add(name="value", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
-                field.label = F.LABEL_REPEATED
-                field.type, field.type_name = F.TYPE_MESSAGE, f".{package}.{name}.{entry.name}"
-            elif ftype in _SCALARS:
-                field.type = _SCALARS[ftype]  # type: ignore[assignment]
-            else:
-                field.type = F.TYPE_ENUM if ftype in enums else F.TYPE_MESSAGE
-                field.type_name = f".{package}.{ftype}"
     pool = descriptor_pool.DescriptorPool()
-    pool.Add(fdp)
-    classes: dict[str, Any] = dict(enums)
-    for msg in fdp.message_type:
-        classes[msg.name] = message_factory.GetMessageClass(
-            pool.FindMessageTypeByName(f"{package}.{msg.name}"))
+    pool.AddSerializedFile(_file_descriptor(schema, package))
+    classes: dict[str, Any] = dict(_schema_enums(schema))
+    for name, _ in _schema_messages(schema):
+        classes[name] = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
     return classes
+
+
+def _file_descriptor(schema: str, package: str) -> bytes:
+    """The schema as a serialized google.protobuf.FileDescriptorProto (proto3);
+    test/unit holds it against the one descriptor_pb2 builds."""
+    enums = _schema_enums(schema)
+    messages = []
+    for name, body in _schema_messages(schema):
+        fields, nested = [], []
+        for label, ftype, fname, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
+            kind, type_name = _SCALARS.get(ftype), ""
+            if ftype == "map":  # map<string, string>: a repeated nested XxxEntry message
+                entry = fname.title().replace("_", "") + "Entry"
+                key, value = (_pb_field(n, i, _LABEL_OPTIONAL, _SCALARS["string"], json_name=False)
+                              for i, n in enumerate(("key", "value"), 1))
+                map_entry = _pb_key(7, 0) + b"\x01"  # MessageOptions.map_entry = true
+                nested.append(_pb_message(entry, [key, value], options=map_entry))
+                label, kind, type_name = "repeated", _TYPE_MESSAGE, f".{package}.{name}.{entry}"
+            elif kind is None:
+                kind, type_name = _TYPE_ENUM if ftype in enums else _TYPE_MESSAGE, f".{package}.{ftype}"
+            fields.append(_pb_field(fname, int(number), _LABEL_REPEATED if label else _LABEL_OPTIONAL, kind,
+                                    type_name))
+        messages.append(_pb_message(name, fields, tuple(nested)))
+    enum_types = [_pb_bytes(1, name.encode()) + b"".join(
+        _pb_bytes(2, _pb_bytes(1, key.encode()) + _pb_key(2, 0) + _pb_varint(number))
+        for key, number in values.items()) for name, values in enums.items()]
+    return (_pb_bytes(1, f"{package}.{id(schema)}.proto".encode()) + _pb_bytes(2, package.encode())
+            + b"".join(_pb_bytes(4, m) for m in messages) + b"".join(_pb_bytes(5, e) for e in enum_types)
+            + _pb_bytes(12, b"proto3"))
+
+
+def _pb_message(name: str, fields: list[bytes], nested: tuple[bytes, ...] = (),
+                options: bytes = b"") -> bytes:
+    """A DescriptorProto: name 1, field 2, nested_type 3, options 7."""
+    return (_pb_bytes(1, name.encode()) + b"".join(_pb_bytes(2, f) for f in fields)
+            + b"".join(_pb_bytes(3, n) for n in nested) + (_pb_bytes(7, options) if options else b""))
+
+
+def _pb_field(name: str, number: int, label: int, kind: int, type_name: str = "",
+              json_name: bool = True) -> bytes:
+    """A FieldDescriptorProto: name 1, number 3, label 4, type 5, type_name 6,
+    json_name 10 (the field's own name, as the schema's fields have it)."""
+    return (_pb_bytes(1, name.encode()) + _pb_key(3, 0) + _pb_varint(number)
+            + _pb_key(4, 0) + _pb_varint(label) + _pb_key(5, 0) + _pb_varint(kind)
+            + (_pb_bytes(6, type_name.encode()) if type_name else b"")
+            + (_pb_bytes(10, name.encode()) if json_name else b""))
+
+
+def _pb_bytes(number: int, value: bytes) -> bytes:
+    """A length-delimited field (wire type 2)."""
+    return _pb_key(number, 2) + _pb_varint(len(value)) + value
+
+
+def _pb_key(number: int, wire_type: int) -> bytes:
+    return _pb_varint(number << 3 | wire_type)
+
+
+def _pb_varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
 
 
 # ---- CRI: connection ----------------------------------------------------
@@ -2773,7 +2863,7 @@ class _RuntimeViews:
 
 def _netns_place(path: str) -> str:
     """Where a netns path's namespace files are: its directory, or /proc for /proc/<pid>/ns/net."""
-    return "/proc" if path.startswith("/proc/") else os.path.realpath(os.path.dirname(path))
+    return "/proc" if _is_proc_path(path) else os.path.realpath(os.path.dirname(path))
 
 
 def _netns_unseen(view: _RuntimeView, path: str) -> str:
@@ -2970,7 +3060,7 @@ class Node:
                 raise _NotOurs(f"{why}: left alone (-force deletes it)")
             if why and ifname in _interface_names(att.netns):
                 _log("Deleting an interface if-inject has no record of adding, as libcni would",
-                    level="warning", pod=f"{pod.namespace}/{pod.name}", interface=ifname, reason=why)
+                    level="warn", pod=f"{pod.namespace}/{pod.name}", interface=ifname, reason=why)
             self.cni.delete(network, att)
 
     def _not_added_by_us(self, network: NetworkConfig, att: Attachment) -> str:
@@ -3018,7 +3108,7 @@ class Node:
                 ready = [s for s in _list_sandboxes(client, ready_only=True) if s.id == cached.sandbox_id]
                 pod = _sandbox_pod(client, ready[0]) if ready else None
         except InjectError as e:
-            _log("The runtime that made it cannot be asked: DEL runs in the cached netns", level="warning",
+            _log("The runtime that made it cannot be asked: DEL runs in the cached netns", level="warn",
                 pod=f"{cached.namespace}/{cached.pod}", interface=cached.interface, error=str(e))
             return None
         if pod is None or not pod.status_ready or pod.network_mode == _NODE_MODE:
@@ -3174,16 +3264,25 @@ def _select_pods(client: _RuntimeClient, namespace: str | None, names: list[str]
     return sorted(p for p in found if not names or p[1] in names)
 
 
+def _default_parallel() -> int:
+    """Pods worked on at once by default: twice the CPUs (a pod's time is
+    mostly its plugins' processes and the runtime's answers, while Python's
+    share holds the GIL), at most 8. `make bench` shows the scaling."""
+    return max(1, min(8, 2 * (os.cpu_count() or 1)))
+
+
 def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], _T],
-                 parallel: int = 8) -> Iterator[tuple[str, str, _T | InjectError]]:
-    """Run work(namespace, name) for every pod on a bounded pool of threads;
+                 parallel: int | None = None) -> Iterator[tuple[str, str, _T | InjectError]]:
+    """Run work(namespace, name) for every pod on a bounded pool of threads
+    (`parallel` at once, by default _default_parallel());
     yields (namespace, name, result or error) as each finishes. One pod's
     failure is its own (its ADD is rolled back alone); the others go on.
     Once the CLI is asked to stop (SIGINT, SIGTERM, SIGHUP), the pods not
     started yet are yielded with an error, and those under way finish whole."""
     from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 
-    with ThreadPoolExecutor(max_workers=max(1, parallel)) as pool:
+    workers = _default_parallel() if parallel is None else max(1, parallel)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
         futures = {pool.submit(work, ns, name): (ns, name) for ns, name in pods}
         order = list(futures)
         try:
@@ -3276,8 +3375,9 @@ def _pod_flags(parser: argparse.ArgumentParser) -> None:
                         help="all ready pods with these labels, as kubectl's -l app=alpine")
     parser.add_argument("-A", "-all-namespaces", "--all-namespaces", action="store_true",
                         help="pods of every namespace, instead of -ns (with -l or -pod)")
-    parser.add_argument("-parallel", "--parallel", type=int, default=8, metavar="N",
-                        help="pods worked on at once with several pods (default 8)")
+    parser.add_argument("-parallel", "--parallel", type=int, default=None, metavar="N",
+                        help="pods worked on at once with several pods (default: twice the CPUs, "
+                             f"at most 8; here {_default_parallel()})")
 
 
 def _one_pod_flags(parser: argparse.ArgumentParser) -> None:
@@ -3518,7 +3618,7 @@ def _several_pods(args: argparse.Namespace) -> bool:
     return bool(args.selector or args.all_namespaces or len(args.pods or []) > 1)
 
 
-def _run_batch(pods: list[tuple[str, str]], work: _PodWork, parallel: int) -> int:
+def _run_batch(pods: list[tuple[str, str]], work: _PodWork, parallel: int | None) -> int:
     """One JSON line per pod, a progress line on a terminal; exit code 1 if any pod failed."""
     failed = not_started = 0
     network = work.network
@@ -3657,21 +3757,25 @@ def _run_veth(args: argparse.Namespace, node: Node) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The if-inject command; returns the exit code (0 ok, 1 failed, 2 usage)."""
-    global _log_verbosity
-
     if _only_version(sys.argv[1:] if argv is None else argv):  # before the parser is built
         return _print_version()
     try:
         args = _build_parser().parse_args(argv)
     except _UsageError as e:
-        _log_error("Invalid command line", e)
+        with _cli_logging(0):
+            _log_error("Invalid command line", e)
         return 2
     if args.version:
         return _print_version()
     if not args.command:
         print("Subcommands:", *args.subcommands, sep="\n   ", file=sys.stderr)
         return 2
-    _log_verbosity = args.loglevel
+    with _cli_logging(args.loglevel):
+        return _run_command(args)
+
+
+def _run_command(args: argparse.Namespace) -> int:
+    """The parsed command, its failures as the log's error line and the exit code."""
     _log("Start", v=1, version=__version__, command=args.command)
     _signals.install()  # SIGINT, SIGTERM, SIGHUP: an ADD under way is rolled back
     node = Node(args.endpoint, args.timeout, _search_path(args.cni_path), args.cache_dir)

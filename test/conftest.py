@@ -35,6 +35,7 @@ from typing import Any
 
 import pytest
 
+from support import REPO
 from support.fake_cri import FakeCRI, Runtime, Sandbox, Serve
 from support.lab import (
     DEFAULT_RUNTIME,
@@ -48,9 +49,10 @@ from support.lab import (
 from support.libcni import build_driver
 from support.machine import LAB_PREFIX, machine_differences, machine_snapshot
 from support.node import need_root
-from support.toolrun import REPO, Tool
+from support.toolrun import Tool
 
 POD_NAMESPACE = "if-inject"
+pytest_plugins = ["support.skips"]  # every skip seen, or a failure under IF_INJECT_NO_SKIP=1
 
 
 @pytest.fixture(scope="session")
@@ -122,7 +124,7 @@ def lab(request: pytest.FixtureRequest, lab_base: Path) -> Iterator[Lab]:
 def make_pod(lab: Lab) -> Iterator[Callable[..., Pod]]:
     """make_pod(name=None, namespace="if-inject", labels={"app": "alpine"}, **run_pod kw).
 
-    Pods are like test/alpine.yaml's (label app=alpine, a busybox container);
+    Pods are like examples/alpine.yaml's (label app=alpine, a busybox container);
     every sandbox of them, restarted attempts included, is removed afterwards.
     """
     made: list[Pod] = []

@@ -21,19 +21,18 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+from support import CNI_BIN, REPO
+from support.docs import commands, readme_section
 from support.lab import Lab
 from support.libcni import libcni
 from support.node import links_in_subnet, pod_addrs
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
-REPO = Path(__file__).resolve().parent.parent
-
-
-PTP_SUBNET = "10.22.22.0/24"  # test/ptp.json's
+PTP_SUBNET = "10.22.22.0/24"  # examples/ptp.json's
 
 
 def host_links() -> str:
-    """The node's links with an address of test/ptp.json's subnet: ptp's host ends."""
+    """The node's links with an address of examples/ptp.json's subnet: ptp's host ends."""
     return links_in_subnet(PTP_SUBNET)
 
 
@@ -41,7 +40,7 @@ def host_links() -> str:
 
 @pytest.fixture
 def default_dirs() -> Iterator[None]:
-    """test/ptp.json as users run it keeps its leases in /var/lib/cni/networks/mynet."""
+    """examples/ptp.json as users run it keeps its leases in /var/lib/cni/networks/mynet."""
     leases = Path("/var/lib/cni/networks/mynet")
     existed = leases.exists()
     yield
@@ -56,14 +55,19 @@ def default_dirs() -> Iterator[None]:
 
 @pytest.mark.runtimes
 def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, default_dirs: None) -> None:
-    """netns, add | jq, ping, check, del, del: the original README's commands."""
+    """netns, add | jq, ping, check, del, del: the original README's commands, as
+    README.md shows them (examples/ptp.json, in namespace if-inject), run from the
+    repository as a user runs them."""
     base = [*tool, "-r", lab.endpoint]
     netns = subprocess.run([*base, "netns", "-ns", pod.namespace, "-pod", pod.name],
                            capture_output=True, text=True)
     assert (netns.returncode, netns.stdout, netns.stderr) == (0, pod.netns + "\n", "")
 
-    spec = str(REPO / "test" / "ptp.json")
-    add = subprocess.run([*base, "add", *args_for(pod), "-spec", spec], capture_output=True, text=True)
+    shown = {words[0]: [pod.name if w == "$pod" else w for w in words]
+             for words in commands(readme_section("Inject an interface with a CNI plugin"))}
+    assert sorted(shown) == ["add", "check", "del"]
+    assert shown["add"] == ["add", *args_for(pod), "-spec", "examples/ptp.json"]
+    add = subprocess.run([*base, *shown["add"]], capture_output=True, text=True, cwd=REPO)
     assert add.returncode == 0 and add.stderr == ""
     result = json.loads(add.stdout)
     assert add.stdout == json.dumps(result, indent=4) + "\n"
@@ -78,7 +82,7 @@ def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, def
     assert json.loads(cache.read_text())["result"] == result
 
     for command in ("check", "del", "del"):
-        run = subprocess.run([*base, command, *args_for(pod), "-spec", spec], capture_output=True, text=True)
+        run = subprocess.run([*base, *shown[command]], capture_output=True, text=True, cwd=REPO)
         assert (run.returncode, run.stdout, run.stderr) == (0, "", ""), command
     assert pod_addrs(lab, pod) == ""
     assert not Path(f"/var/lib/cni/networks/mynet/{ip}").exists() and not cache.exists()
@@ -249,8 +253,8 @@ def test_hanging_plugin_killed_at_the_timeout(inject: Tool, lab: Any, pod: Any) 
 
 def test_two_adds_at_once_exactly_one_wins(inject: Tool, lab: Any, pod: Any) -> None:
     # A slow ptp makes the two runs overlap.
-    inject.fake_plugin("slowptp", "sleep 0.5\nexec /usr/lib/cni/ptp")
-    conf = json.loads((REPO / "test" / "ptp.json").read_text())
+    inject.fake_plugin("slowptp", f"sleep 0.5\nexec {CNI_BIN}/ptp")
+    conf = json.loads((REPO / "examples" / "ptp.json").read_text())
     spec = inject.write_spec("slow.json", dict(conf, type="slowptp"))
     procs = [subprocess.Popen(inject.cmd("add", *args_for(pod), "-spec", spec),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
@@ -476,7 +480,7 @@ def multus_like(driver: str, inject: Tool, command: str, pod: Any) -> None:
         "type": "host-local", "dataDir": str(inject.tmp / "multus-ipam"),
         "ranges": [[{"subnet": f"{MULTUS_SUBNET}.0/24"}]]}}))
     answer = libcni(driver, {
-        "command": command, "conf": str(conf), "cacheDir": str(inject.cache), "cniPath": ["/usr/lib/cni"],
+        "command": command, "conf": str(conf), "cacheDir": str(inject.cache), "cniPath": [str(CNI_BIN)],
         "containerId": pod.sandbox_id, "netns": pod.netns, "ifName": "net1", "capabilityArgs": {},
         "args": [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", pod.namespace], ["K8S_POD_NAME", pod.name],
                  ["K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id], ["K8S_POD_UID", pod.uid]]})
@@ -511,7 +515,7 @@ def test_batch_del_leaves_interfaces_if_inject_did_not_add(inject: Tool, lab: An
         single = inject("del", *args_for(theirs[0]), "-spec", inject.spec)  # libcni's rule, and a warning
         assert (single.code, single.out) == (0, "")
         [warning] = [json.loads(line) for line in single.err.splitlines()]
-        assert (warning["level"], warning["interface"]) == ("warning", "net1")
+        assert (warning["level"], warning["interface"]) == ("warn", "net1")
         assert warning["reason"].startswith("if-inject did not add net1 of network mynet")
         assert pod_addrs(lab, theirs[0]) == ""
 
@@ -552,18 +556,24 @@ def test_runtime_restarted_while_pods_run(inject: Tool, lab: Any, make_pod: Call
 def test_soak_200_add_del_cycles_in_one_process(inject: Tool, lab: Any, pod: Any) -> None:
     network = ii.read_network(inject.spec)
     links = host_links()
-    with ii.Node(lab.endpoint, cni_path=["/usr/lib/cni"], cache_dir=str(inject.cache)) as node:
+    with ii.Node(lab.endpoint, cni_path=[CNI_BIN], cache_dir=str(inject.cache)) as node:
         def cycle() -> None:
             node.add(pod.namespace, pod.name, network)
             node.delete(pod.namespace, pod.name, network)
 
         for _ in range(20):  # warm up: imports, grpc channel, caches
             cycle()
-        fds, rss = len(os.listdir("/proc/self/fd")), rss_kib()
-        for _ in range(180):
-            cycle()
+        fds, rss = len(os.listdir("/proc/self/fd")), [rss_kib()]
+        for _ in range(2):
+            for _ in range(90):
+                cycle()
+            rss.append(rss_kib())
         assert len(os.listdir("/proc/self/fd")) <= fds
-        assert rss_kib() - rss < 4096
+        # A leak grows the same in each half; a settled process grows in the second at most
+        # half what it did in the first (the allocator still settling: this run's baseline),
+        # give or take a malloc arena's trim (512 KiB), whatever this machine's sizes.
+        early, late = rss[1] - rss[0], rss[2] - rss[1]
+        assert late <= max(early, 0) // 2 + 512, f"RSS grew {early} KiB, then {late} KiB more"
     assert inject.leases() == [] and inject.cache_files() == [] and host_links() == links
     assert pod_addrs(lab, pod) == ""
 

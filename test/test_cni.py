@@ -23,15 +23,15 @@ import pytest
 
 import if_inject as ii
 import support.toolrun
-from support.node import node_links
+from support import CNI_BIN
+from support.node import ip, node_links
 from support.toolrun import wait_for
 
-CNI_BIN = "/usr/lib/cni"
 TUNING_STATE = Path("/run/cni/tuning")  # the tuning plugin's, on the node
 
 
 def ns_ip(ns: str, *argv: str) -> str:
-    return subprocess.run(["ip", "-n", ns, *argv], check=True, capture_output=True, text=True).stdout
+    return ip(*argv, netns=ns)
 
 
 @pytest.fixture

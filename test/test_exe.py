@@ -6,7 +6,7 @@ unchanged), or takes $IF_INJECT_EXE. Runs use a private unpack cache
 no Python. It carries its own C library and loader: it runs in a root with no
 libc at all, and in a Debian 11 root (glibc 2.31, older than the build's).
 The lab tests run it on the node, in those roots (chroot, in a private mount
-namespace), and inside a privileged pod as test/if-inject-pod.yaml does,
+namespace), and inside a privileged pod as examples/if-inject-pod.yaml does,
 injecting into another pod.
 """
 
@@ -145,18 +145,46 @@ def test_package_versions_in_pep440_form() -> None:
     assert stamp.date_version_from_pep440("0.0.1+local") is None
 
 
-def test_pip_wheel_carries_the_stamped_version(tmp_path: Path) -> None:
-    """`pip install .` builds this wheel: its module and metadata get $__version."""
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The wheel `pip install .` builds, with $__version=0.0.1-local."""
+    out = tmp_path_factory.mktemp("wheel")
     env = dict(os.environ, __version="0.0.1-local", PIP_DISABLE_PIP_VERSION_CHECK="1")
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path), str(REPO)],
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(REPO)],
                    check=True, env=env, capture_output=True)
-    [wheel] = tmp_path.glob("if_inject-*.whl")
+    [built] = out.glob("if_inject-*.whl")
+    return built
+
+
+def test_pip_wheel_carries_the_stamped_version(wheel: Path) -> None:
+    """`pip install .` builds this wheel: its module and metadata get $__version."""
     assert wheel.name.startswith("if_inject-0.0.1+local-")
     with zipfile.ZipFile(wheel) as z:
         assert stamp.source_version(z.read("if_inject.py").decode()) == "0.0.1-local"
         metadata = z.read("if_inject-0.0.1+local.dist-info/METADATA").decode()
     assert "\nVersion: 0.0.1+local\n" in metadata
     assert stamp.source_version((REPO / "if_inject.py").read_text()) == stamp.UNSTAMPED
+
+
+def test_pip_command_answers_version_before_importing_the_module(wheel: Path, tmp_path: Path) -> None:
+    """The wheel's command (a script pip puts on the PATH) reads the stamped version from
+    the installed module's text; anything else runs the module's cli()."""
+    with zipfile.ZipFile(wheel) as z:
+        z.extractall(tmp_path / "site")
+    script = tmp_path / "site" / "if_inject-0.0.1+local.data" / "scripts" / "if-inject"
+    assert script.read_text().startswith("#!python\n")  # pip puts the venv's interpreter there
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))
+    for flag in ("-version", "--version"):
+        run = subprocess.run([sys.executable, "-X", "importtime", str(script), flag], capture_output=True,
+                             text=True, env=env, cwd=tmp_path)
+        assert (run.returncode, run.stdout) == (0, "0.0.1-local\n")
+        imported = [line.rsplit("|", 1)[-1].strip() for line in run.stderr.splitlines()]
+        assert "if_inject" not in imported and "argparse" not in imported
+    usage = subprocess.run([sys.executable, str(script), "--help"], capture_output=True, text=True, env=env)
+    assert usage.returncode == 0 and usage.stdout.startswith("usage: if-inject")
+    bad = subprocess.run([sys.executable, str(script), "-version", "x"], capture_output=True, text=True,
+                         env=env)
+    assert bad.returncode == 2 and '"msg": "Invalid command line"' in bad.stderr
 
 
 # ---- the executable on its own ---------------------------------------------------------
@@ -189,7 +217,7 @@ def without_times(text: str) -> str:
                                   ["-loglevel", "x", "netns"],
                                   # YAML: PyYAML must be in the bundle.
                                   ["-r", "/nonexistent.sock", "add", "-pod", "x", "-spec",
-                                   str(REPO / "test" / "ptp-nad.yaml")]])
+                                   str(REPO / "examples" / "ptp-nad.yaml")]])
 def test_it_answers_as_the_module_does(exe: Exe, empty_path: str, cache: Path, args: list[str]) -> None:
     module = subprocess.run([sys.executable, str(REPO / "if_inject.py"), *args],
                             capture_output=True, text=True)
@@ -653,8 +681,8 @@ def test_a_mount_point_in_an_entry_is_not_crossed(exe: Exe, empty_path: str, cac
 
 
 def test_manifest_runs_it_as_the_lab_test_does() -> None:
-    """test/if-inject-pod.yaml asks for what run_tool_pod gives the tool below."""
-    text = (REPO / "test" / "if-inject-pod.yaml").read_text()
+    """examples/if-inject-pod.yaml asks for what run_tool_pod gives the tool below."""
+    text = (REPO / "examples" / "if-inject-pod.yaml").read_text()
     for line in ("hostNetwork: true", "hostPID: true", "privileged: true",
                  "mountPath: /run/containerd/containerd.sock", "mountPath: /opt/cni/bin",
                  "mountPath: /var/lib/cni", "mountPath: /run/netns", "mountPath: /var/run/netns"):
@@ -665,7 +693,7 @@ def test_manifest_runs_it_as_the_lab_test_does() -> None:
 # ---- on the lab ----------------------------------------------------------------------
 
 def ptp_spec(tmp_path: Path, plugin: str = "ptp") -> Path:
-    conf = json.loads((REPO / "test" / "ptp.json").read_text())
+    conf = json.loads((REPO / "examples" / "ptp.json").read_text())
     conf["type"] = plugin
     conf["ipam"]["dataDir"] = str(tmp_path / "ipam")
     path = tmp_path / "ptp.json"
@@ -716,7 +744,7 @@ def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, po
 @pytest.mark.runtimes("containerd-2.1")  # the runtime clusters run
 def test_in_a_pod_it_injects_into_another_pod(exe: Exe, lab: Any, pod: Any,
                                               tmp_path: Path) -> None:
-    """The executable in an image without Python or libc, in a pod like test/if-inject-pod.yaml."""
+    """The executable in an image without Python or libc, in a pod like examples/if-inject-pod.yaml."""
     from support.exe_image import IN_IMAGE, exe_image, mount, run_tool_pod
 
     lab.import_image(exe_image(lab.cache, exe.path))

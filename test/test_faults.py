@@ -2,7 +2,7 @@
 crashing under a batch, and what is left after each (leases, host links, the
 pod's interfaces, the cache).
 
-The network is test/ptp.json followed by `slow`, a plugin of this test's own
+The network is examples/ptp.json followed by `slow`, a plugin of this test's own
 CNI path that takes its time (or fills the disk) and then runs the real
 tuning plugin, so that ADDs and rollbacks last long enough to be hit.
 """
@@ -37,7 +37,7 @@ def slow_plugin(inject: Tool, add: str = "", delete: str = "") -> Path:
 
 
 def host_links() -> str:
-    """The node's links with an address of test/ptp.json's subnet: ptp's host ends."""
+    """The node's links with an address of examples/ptp.json's subnet: ptp's host ends."""
     return links_in_subnet("10.22.22.0/24")
 
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support import cri_schema
+from support import REPO, cri_schema
 from support.lab import (
     BUSYBOX_IMAGE,
     CNI_RESULTS,
@@ -28,7 +28,6 @@ from support.lab import (
     proc_cmdline,
 )
 
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT_ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # support.lab as a script, from test/
 READY, NOTREADY = "SANDBOX_READY", "SANDBOX_NOTREADY"
 

@@ -19,9 +19,9 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+from support import CNI_BIN, REPO
 from support.libcni import (
     CANNED_110,
-    CNI_BIN,
     Bench,
     Libcni13,
     Step,
@@ -32,8 +32,8 @@ from support.libcni import (
     libcni13,
     without_empty_dns,
 )
+from support.node import link_names
 
-REPO = Path(__file__).resolve().parent.parent
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="needs root: network namespaces")
 
 
@@ -276,9 +276,7 @@ WORKER_BASE = Path("/run/cni-conformance")
 
 
 def links(netns: str | None = None) -> list[str]:
-    argv = ["ip", *(["-n", netns] if netns else []), "-o", "link"]
-    out = subprocess.run(argv, check=True, capture_output=True, text=True).stdout
-    return sorted(line.split(":")[1].strip().split("@")[0] for line in out.splitlines())
+    return sorted(link_names(netns))
 
 
 def worker(plan: dict[str, Any]) -> dict[str, Any]:

@@ -18,17 +18,18 @@ import pytest
 import yaml
 
 import if_inject as ii
+from support import REPO
+from support.docs import code_block_with, readme_section
 from support.node import links_in_subnet, pod_addrs
 from support.toolrun import Run, Tool, args_for
 from support.toolrun import leases as leases_in
 
-REPO = Path(__file__).resolve().parent.parent
-NAD_FILE = REPO / "test" / "ptp-nad.yaml"
-SUBNET = "10.22.23.0/24"  # test/ptp-nad.yaml's
+NAD_FILE = REPO / "examples" / "ptp-nad.yaml"
+SUBNET = "10.22.23.0/24"  # examples/ptp-nad.yaml's
 
 
 def definition(inject: Tool, namespace: str | None = "if-inject") -> dict[str, Any]:
-    """test/ptp-nad.yaml as `kubectl get -o json` gives it, its leases in the test's dir."""
+    """examples/ptp-nad.yaml as `kubectl get -o json` gives it, its leases in the test's dir."""
     document: dict[str, Any] = yaml.safe_load(NAD_FILE.read_text())
     config = json.loads(document["spec"]["config"])
     config["ipam"]["dataDir"] = str(inject.ipam)
@@ -59,7 +60,7 @@ def leases(inject: Tool) -> list[str]:
 
 
 def subnet_links() -> str:
-    """The node's links with an address of test/ptp-nad.yaml's subnet: ptp's host ends."""
+    """The node's links with an address of examples/ptp-nad.yaml's subnet: ptp's host ends."""
     return links_in_subnet(SUBNET)
 
 
@@ -161,7 +162,7 @@ def test_list_and_gc_name_the_definition(inject: Tool, lab: Any, make_pod: Calla
     text = as_text(definition(inject), "yaml")
     for pod in (live, gone):
         assert run_spec(inject, "file", text, "add", *args_for(pod)).code == 0
-    plain = inject("add", *args_for(live), "-spec", inject.spec, "-interface", "net2")  # test/ptp.json
+    plain = inject("add", *args_for(live), "-spec", inject.spec, "-interface", "net2")  # examples/ptp.json
     assert plain.code == 0
     lab.remove_pod(gone)
     rows = {(r["pod"], r["interface"]): r for r in json.loads(inject("list", "-o", "json").out)}
@@ -185,18 +186,7 @@ def test_list_and_gc_name_the_definition(inject: Tool, lab: Any, make_pod: Calla
     assert leases(inject) == [] and inject.leases() == [] and inject.cache_files() == []
 
 
-# ---- README: "With Multus" ------------------------------------------------------------
-
-def readme_section(title: str) -> str:
-    text = (REPO / "README.md").read_text()
-    start = text.index(f"\n## {title}\n")
-    return text[start:text.find("\n## ", start + 1)]
-
-
-def code_block_with(section: str, marker: str) -> str:
-    blocks = section.split("```")[1::2]
-    return next(b.partition("\n")[2] for b in blocks if marker in b)
-
+# ---- docs/multus.md, and the README's lines on Multus --------------------------------
 
 def anonymous(text: str) -> str:
     """Addresses and MACs, which differ from run to run, as placeholders."""
@@ -206,7 +196,7 @@ def anonymous(text: str) -> str:
 
 @pytest.fixture
 def ptp_conf_leases() -> Iterator[None]:
-    """test/ptp-nad.yaml as users run it keeps its leases in /var/lib/cni/networks/ptp-conf."""
+    """examples/ptp-nad.yaml as users run it keeps its leases in /var/lib/cni/networks/ptp-conf."""
     leases = Path("/var/lib/cni/networks/ptp-conf")
     existed = leases.parent.exists()
     yield
@@ -218,9 +208,9 @@ def ptp_conf_leases() -> Iterator[None]:
 
 def test_readme_with_multus(tool: list[str], lab: Any, pod: Any, tmp_path: Path,
                             ptp_conf_leases: None) -> None:
-    """The README's commands with test/ptp-nad.yaml unchanged, its annotation recipe
-    with `kubectl` played by a file, and the output it shows."""
-    section = readme_section("With Multus")
+    """docs/multus.md's commands with examples/ptp-nad.yaml unchanged, its annotation recipe
+    with `kubectl` played by a file, and the output it shows; the README shows the same add."""
+    section = (REPO / "docs" / "multus.md").read_text()
     # What Multus wrote at pod start: its entry for the cluster's network, the lab's eth0.
     [cached] = Path(ii._results_dir(ii._DEFAULT_CACHE_DIR)).glob(f"*-{pod.sandbox_id}-eth0")
     eth0 = ii.network_status(json.loads(cached.read_text())["result"], "cbr0", "eth0")
@@ -245,7 +235,8 @@ def test_readme_with_multus(tool: list[str], lab: Any, pod: Any, tmp_path: Path,
         assert (proc.returncode, proc.stderr) == (0, ""), script
         return proc.stdout
 
-    add = "if-inject add -ns if-inject -pod $pod -spec test/ptp-nad.yaml -o network-status"
+    add = "if-inject add -ns if-inject -pod $pod -spec examples/ptp-nad.yaml -o network-status"
+    assert add in code_block_with(readme_section("With Multus"), add)
     recipe = code_block_with(section, "network_status() {")
     check, delete, _ = code_block_with(section, "if-inject check").strip().splitlines()
     annotate, get = recipe.strip().splitlines()[-2:]

@@ -23,18 +23,11 @@ from typing import Any
 import pytest
 
 import if_inject as ii
-from support.toolrun import Run, with_signals
+from support.docs import commands, readme_section
+from support.node import ip
+from support.toolrun import Run, run_clean, with_signals
 
 # ---- helpers -------------------------------------------------------------------------
-
-def ip(*argv: str, netns: str | None = None, check: bool = True) -> str:
-    """`ip` on the node, or in the netns at path `netns` (ip -n takes a name under /run/netns)."""
-    prefix = ["ip", "-n", os.path.basename(netns)] if netns else ["ip"]
-    proc = subprocess.run([*prefix, *argv], capture_output=True, text=True)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(argv)}: {proc.stderr}")
-    return proc.stdout
-
 
 def link_exists(name: str, netns: str | None = None) -> bool:
     return bool(ip("-o", "link", "show", "dev", name, netns=netns, check=False))
@@ -292,9 +285,8 @@ def test_delete_refuses_what_is_not_our_pair(netns: str, host_name: Callable[[],
 def run(tool: list[str], lab: Any, tmp_path: Path) -> Callable[..., Run]:
     """if-inject on the lab, global flags after the subcommand (private lock/cache dir)."""
     def run(command: str, *args: str) -> Run:
-        argv = [*tool, command, *args, "-r", lab.endpoint, "-cache-dir", str(tmp_path / "cni")]
-        proc = subprocess.run(argv, capture_output=True, text=True, timeout=60)
-        return Run(proc.returncode, proc.stdout, proc.stderr)
+        return Run.of(run_clean(tool, command, *args, "-r", lab.endpoint, "-cache-dir", str(tmp_path / "cni"),
+                                timeout=60))
     return run
 
 
@@ -365,6 +357,31 @@ def test_veth_pings_both_ways_then_delete_leaves_nothing(lab: Any, pod: Any, run
     again = run("veth", *pod_args(pod), "-delete")
     assert again.code == 1
     assert again.error == f"pod {pod.namespace}/{pod.name}: no interface net1 in {pod.netns}"
+
+
+
+@pytest.mark.runtimes
+def test_readme_manual_injection_as_shown(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
+    """The README's if-inject lines of "Manually inject an interface", in order, as
+    written ($pod the lab's pod): pods, netns, veth with addresses, links, ping, -delete."""
+    shown = [[pod.name if w == "$pod" else w for w in words]
+             for words in commands(readme_section("Manually inject an interface"))]
+    assert [words[0] for words in shown] == ["pods", "netns", "veth", "links", "veth"]
+    assert shown[2][-4:] == ["-address", "10.254.22.2/30", "-host-address", "10.254.22.1/30"]
+    host = ii._host_veth_name(pod.sandbox_id, "net1")
+    try:
+        out = [run(*words) for words in shown[:4]]
+        assert [(r.code, r.err) for r in out] == [(0, "")] * 4
+        assert pod.name in out[0].out and out[1].out == pod.netns + "\n"
+        assert json.loads(out[2].out)["addresses"] == {"interface": ["10.254.22.2/30"],
+                                                      "hostInterface": ["10.254.22.1/30"]}
+        assert re.search(r"^net1@\S+ +UP .* 10\.254\.22\.2/30\b", out[3].out, re.M), out[3].out
+        ping = subprocess.run(["ping", "-c1", "-W2", "10.254.22.2"], capture_output=True, text=True)
+        assert ping.returncode == 0, ping.stdout
+    finally:
+        deleted = run(*shown[4])
+    assert (deleted.code, deleted.out, deleted.err) == (0, "", "")
+    assert not link_exists(host) and lab.exec(pod, ["ip", "link", "show", "net1"])[0] != 0
 
 
 def test_veth_with_own_names_mtu_and_ipv6(lab: Any, pod: Any, run: Callable[..., Run],

@@ -31,6 +31,7 @@ import grpc
 import pytest
 
 import if_inject
+from support import CNI_BIN
 from support.fake_cri import (
     CONTAINERD_16,
     CONTAINERD_17,
@@ -53,11 +54,10 @@ from support.fake_cri import (
     proc_path_sandbox,
     with_info,
 )
+from support.node import ip, link_names
 from support.toolrun import error_of
 from support.toolrun import run_clean as run
 
-REPO = Path(__file__).resolve().parent.parent
-CNI_BIN = "/usr/lib/cni"
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 NS, NAME = "if-inject", "web-0"  # the pod every fake runtime runs
 
@@ -161,18 +161,14 @@ def network(tmp_path: Path) -> Iterator[Network]:
 
 def addresses_in(netns: str, ifname: str) -> list[str] | None:
     """The IPv4 addresses of `ifname` seen from inside `netns`; None when it does not exist."""
-    out = subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "-4", "addr", "show", "dev", ifname],
-                         capture_output=True, text=True)
-    if out.returncode != 0:
-        assert "does not exist" in out.stderr, out.stderr
+    if ifname not in link_names(netns):
         return None
-    return [line.split()[3] for line in out.stdout.splitlines()]
+    out = ip("-o", "-4", "addr", "show", "dev", ifname, netns=netns)
+    return [line.split()[3] for line in out.splitlines()]
 
 
 def links_in(netns: str) -> list[str]:
-    out = subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "link"],
-                         capture_output=True, text=True, check=True).stdout
-    return [line.split(":")[1].strip().split("@")[0] for line in out.splitlines()]
+    return link_names(netns)
 
 
 def node_has_link(name: str) -> bool:

@@ -11,23 +11,31 @@ so that a slower or busier machine moves the floors and the figures alike:
 - the interpreter, `python -c pass`;
 - the interpreter importing grpc, `python -c 'import grpc'`: the least any
   call that asks the runtime can cost;
-- the CNI plugin run directly: the same ptp ADD or DEL of test/ptp.json, with
-  the CNI environment a runtime gives it.
+- the CNI plugin run directly: the same ptp ADD or DEL of examples/ptp.json, with
+  the CNI environment a runtime gives it; for n pods, all their ADDs then
+  DELs, as many at once as the batch runs.
 
-The targets (medians; measured on a 2-CPU VM, in brackets, with margin):
+docs/bench.md says where the time goes.
 
-- `-version`: at most 4x the interpreter [2.6x-3.1x];
-- `netns`: at most 1.8x the grpc import [installed 1.2x-1.25x, script 1.5x];
+The targets (on medians):
+
+- `-version` of the installed command: at most 1.5x the interpreter (it is
+  answered before if_inject is imported); of `python if_inject.py`, which
+  compiles the module first, at most 4x;
+- `netns`: at most 1.8x the grpc import;
 - one `add` or `del`: at most 1.7x the grpc import plus the plugin's ADD or
-  DEL [1.2x-1.4x];
-- 50 pods, add + del with one batch call each (`-l`): at most 0.8x two grpc
-  imports plus 50 plugin ADDs and DELs [0.45x-0.65x: the batch runs pods in
-  parallel], and at least 4x faster than 100 single calls [10x-12x];
-- the single-file executable, by tools/measure_exe.py's targets (issue 8):
-  `-version` at most 6x the interpreter [3.6x-4.2x], `netns` at most 1.3x the
-  installed command's [1.0x-1.1x];
-- peak RSS at most 1.7x that of the interpreter importing grpc [1.3x-1.45x:
-  the floor's RSS varies from run to run, 29-36 MB].
+  DEL;
+- 50 pods, add + del with one batch call each (`-l`): at most 1.3x two grpc
+  imports plus the plugins' own parallel floor (the same ADDs, then DELs, run
+  directly with the same -parallel, no if-inject), and at least 4x faster
+  than 100 single calls (the per-pod loop of scripts and of the Go
+  original). All pods are also timed with -parallel 1, 2 and 4, each
+  against its own floor;
+- the single-file executable, by tools/measure_exe.py's targets:
+  `-version` at most 1.5x the interpreter (its launcher answers it), `netns`
+  at most 1.3x the installed command's;
+- peak RSS at most 1.7x that of the interpreter importing grpc (whose RSS
+  varies from run to run).
 
 The machine is left as found: pods removed, the lab down, the IP leases (a
 private host-local dataDir) and the result cache (a private -cache-dir)
@@ -54,6 +62,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO / "test"))  # a script: its own dir is on the path, test/support is not
+import if_inject  # noqa: E402  (the venv's: the work tree, by tools/dev_install.py)
 from judge import Ratio, verdict  # noqa: E402
 from measure_exe import AGAINST_PIP as EXE_NETNS  # noqa: E402  (the executable's targets)
 from measure_exe import VERSION as EXE_VERSION  # noqa: E402
@@ -65,12 +74,15 @@ IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 PYTHON = sys.executable  # the venv's interpreter, not resolved: its site-packages count
 SCRIPT = str(REPO / "if_inject.py")
 SIZES = (1, 10, 50)
+WORKERS = (1, 2, 4)  # -parallel of the scaling rows (all pods), beside the default
+DEFAULT_PARALLEL = if_inject._default_parallel()  # this machine's, as the tool picks it
 
 # The targets, on medians: see the docstring.
-VERSION = Ratio(4.0, "interpreter")
+VERSION = Ratio(1.5, "interpreter")  # the installed command (and the executable: measure_exe.py)
+SCRIPT_VERSION = Ratio(4.0, "interpreter")  # python if_inject.py compiles the module first
 NETNS = Ratio(1.8, "grpc import")
 SINGLE_CALL = Ratio(1.7, "grpc import + plugin")
-BATCH = Ratio(0.8, "2 grpc imports + plugins")
+BATCH = Ratio(1.3, "2 grpc imports + plugins' parallel floor")
 BATCH_SPEEDUP = Ratio(4.0, "batch", at_least=True)
 RSS = Ratio(1.7, "grpc import's RSS")
 
@@ -222,10 +234,10 @@ class Bench:
     # -- setup --
 
     def write_spec(self) -> None:
-        """test/ptp.json with a private dataDir, and a subnet of this run's own:
+        """examples/ptp.json with a private dataDir, and a subnet of this run's own:
         ptp puts a host route per pod address, which must not meet another
         lab's or test's route for the same address on this machine."""
-        spec = json.loads((REPO / "test" / "ptp.json").read_text())
+        spec = json.loads((REPO / "examples" / "ptp.json").read_text())
         digest = hashlib.sha256(str(self.base).encode()).digest()
         spec["ipam"]["dataDir"] = str(self.ipam_dir)
         spec["ipam"]["ranges"] = [[{"subnet": f"10.{150 + digest[0] % 50}.{digest[1]}.0/24"}]]
@@ -271,7 +283,7 @@ class Bench:
             exe = "./if-inject" in row.what
             if row.what.startswith("-version"):
                 row.floor = interp.median
-                row.judge(EXE_VERSION if exe else VERSION)
+                row.judge(EXE_VERSION if exe else SCRIPT_VERSION if "if_inject.py" in row.what else VERSION)
             else:
                 row.floor = installed.median if exe else grpc.median
                 row.judge(EXE_NETNS if exe else NETNS)
@@ -285,13 +297,9 @@ class Bench:
         both alike."""
         pod = self.pods[0]
         conf = json.loads(self.spec.read_text())
-        args = (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
-                f"K8S_POD_INFRA_CONTAINER_ID={pod.sandbox_id};K8S_POD_UID={pod.uid}")
 
         def env(command: str) -> dict[str, str]:
-            return dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID="bench-floor",
-                        CNI_NETNS=str(pod.netns), CNI_IFNAME="net1", CNI_PATH=CNI_BIN_DIR,
-                        CNI_ARGS=args)
+            return plugin_env(command, pod, "bench-floor")
 
         plugin = f"{CNI_BIN_DIR}/{conf['type']}"
         floor_add = self.row("floor: ptp ADD, plugin run directly")
@@ -312,17 +320,27 @@ class Bench:
         delete.judge(SINGLE_CALL)
         return floor_add, floor_del
 
-    def batches(self, grpc: Row, floor_add: Row, floor_del: Row) -> None:
-        """n pods with one batch call per command, against one start with grpc
-        and the plugins run directly; n pods with single calls, against the batch."""
-        plugin_work = floor_add.median + floor_del.median
+    def batches(self, grpc: Row) -> None:
+        """n pods with one batch call per command (the tool's default -parallel),
+        against its floor: the plugins' own parallel floor (the same ADDs and
+        DELs run directly, as many at once, no if-inject) plus the two starts
+        with grpc that any two calls pay; then all pods with -parallel 1, 2
+        and 4, each against its own floor; then n pods with single calls (the
+        per-pod loop of scripts and of the Go original), against the batch."""
         for n in SIZES:
             selector = "bench=yes" if n == len(self.pods) else f"first{n}=true"
-            batch = self.row(f"{n} pods: add+del, 1 batch call each",
-                             floor=2 * grpc.median + n * plugin_work)
+            others = [w for w in WORKERS if w != DEFAULT_PARALLEL] if n == len(self.pods) else []
+            parallel = [DEFAULT_PARALLEL, *others]
+            rounds = self.repeat if n < 50 else max(2, self.repeat // 2)
+            scaling = [self.parallel_rows(n, workers, default=i == 0) for i, workers in enumerate(parallel)]
+            for _ in range(rounds):  # floors and batches in turns
+                for (floor, batch), workers in zip(scaling, parallel, strict=True):
+                    floor.times.append(self.plugin_floor(self.pods[:n], workers))
+                    batch.times.append(self.batch_round(selector, n, batch, workers))
+            for floor, batch in scaling:
+                batch.floor = 2 * grpc.median + floor.median
+            batch = scaling[0][1]
             singles = self.row(f"{n} pods: add+del, {2 * n} single calls (floor: batch)")
-            for _ in range(self.repeat if n < 50 else max(2, self.repeat // 2)):
-                batch.times.append(self.batch_round(selector, n, batch))
             for _ in range(self.repeat if n == 1 else max(1, self.repeat // (3 if n < 50 else 5))):
                 singles.times.append(self.single_round(self.pods[:n], singles))
             singles.floor = batch.median
@@ -330,8 +348,32 @@ class Bench:
                 batch.judge(BATCH)
                 singles.judge(BATCH_SPEEDUP)
 
-    def batch_round(self, selector: str, n: int, row: Row) -> float:
-        common = ("-ns", NAMESPACE, "-l", selector, "-spec", str(self.spec))
+    def parallel_rows(self, n: int, workers: int, default: bool) -> tuple[Row, Row]:
+        name = f"-parallel {workers}" + (" (default)" if default else "")
+        return (self.row(f"floor: {n} pods: ptp ADDs then DELs, plugin run directly, {workers} at once"),
+                self.row(f"{n} pods: add+del, 1 batch call each, {name}"))
+
+    def plugin_floor(self, pods: list[Pod], workers: int) -> float:
+        """The batch's own work done by the plugin alone: every pod's ptp ADD,
+        then every DEL (with its prevResult, as libcni's), `workers` at once."""
+        conf = json.loads(self.spec.read_text())
+        plugin = f"{CNI_BIN_DIR}/{conf['type']}"
+
+        def run(command: str, pod: Pod, stdin: dict[str, Any]) -> Any:
+            proc = subprocess.run([plugin], input=json.dumps(stdin).encode(), capture_output=True,
+                                  env=plugin_env(command, pod, f"bench-floor-{pod.name}"))
+            if proc.returncode != 0:
+                raise RuntimeError(f"{plugin} {command} for {pod.name}: {proc.stdout!r} {proc.stderr!r}")
+            return json.loads(proc.stdout) if command == "ADD" else None
+
+        started = time.perf_counter()
+        with ThreadPoolExecutor(workers) as pool:
+            results = list(pool.map(lambda pod: run("ADD", pod, conf), pods))
+            list(pool.map(lambda pod, result: run("DEL", pod, dict(conf, prevResult=result)), pods, results))
+        return time.perf_counter() - started
+
+    def batch_round(self, selector: str, n: int, row: Row, workers: int) -> float:
+        common = ("-ns", NAMESPACE, "-l", selector, "-spec", str(self.spec), "-parallel", str(workers))
         total = 0.0
         for command in ("add", "del"):
             sample = self.measure(self.tool(command, *common))
@@ -376,10 +418,18 @@ class Bench:
         print(f"bench: lab and {len(self.pods)} pods up in {time.monotonic() - started:.1f} s",
               file=sys.stderr)
         _, grpc = self.startup()
-        floor_add, floor_del = self.single_calls(grpc)
-        self.batches(grpc, floor_add, floor_del)
+        self.single_calls(grpc)
+        self.batches(grpc)
         self.peak_rss(grpc)
         return self.check_released()
+
+
+def plugin_env(command: str, pod: Pod, container_id: str) -> dict[str, str]:
+    """The CNI environment a runtime gives the plugin for `pod`'s net1."""
+    args = (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
+            f"K8S_POD_INFRA_CONTAINER_ID={pod.sandbox_id};K8S_POD_UID={pod.uid}")
+    return dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=str(pod.netns),
+                CNI_IFNAME="net1", CNI_PATH=CNI_BIN_DIR, CNI_ARGS=args)
 
 
 def with_host_restored(work: Callable[[], list[str]]) -> list[str]:

@@ -1,9 +1,9 @@
 """`make demo`: the original README's walk-through, on a real containerd (2.1 by default).
 
-Starts a lab (test/support/lab.py), creates three pods like test/alpine.yaml in
+Starts a lab (test/support/lab.py), creates three pods like examples/alpine.yaml in
 namespace if-inject, then runs the README's commands one by one, each printed
 before it runs: `if-inject netns`, a veth injected by hand with `ip link` (ping
-the pod's link-local address), `if-inject add -spec test/ptp.json | jq`, ping
+the pod's link-local address), `if-inject add -spec examples/ptp.json | jq`, ping
 the pod's 10.22.22.x address, `if-inject check`, `if-inject del`. Then, briefly,
 what if-inject adds to the original: `pods`, `links`, `veth`, a batch `add -l
 app=alpine` across the three pods, `list`, and `gc` after one pod is removed.
@@ -32,7 +32,7 @@ from support.lab import RUNTIMES, Lab, Pod, install_missing, lock_machine
 
 REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "if-inject"
-PTP_SPEC = REPO / "test/ptp.json"
+PTP_SPEC = REPO / "examples/ptp.json"
 PTP_CONF = {"cniVersion": "1.0.0", "name": "mynet", "type": "ptp",
             "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.22.22.0/24"}]]}}
 MYNET_LEASES = Path("/var/lib/cni/networks/mynet")
@@ -150,12 +150,12 @@ def cni_injection(sh: Shell, lab: Lab, pod: Pod) -> None:
     heading("Inject an interface with a CNI plugin (ptp, with host-local IPAM)")
     sh.let("pod", pod.name)
     # A repeated del is harmless, and releases the lease of an add that failed half-way.
-    sh.undo.append(f"if-inject del -ns if-inject -pod {pod.name} -spec test/ptp.json")
-    result = json.loads(sh("if-inject add -ns if-inject -pod $pod -spec test/ptp.json | jq"))
+    sh.undo.append(f"if-inject del -ns if-inject -pod {pod.name} -spec examples/ptp.json")
+    result = json.loads(sh("if-inject add -ns if-inject -pod $pod -spec examples/ptp.json | jq"))
     sh.kubectl_exec(pod, ["ip", "addr", "show", "net1"])
     sh(f"ping -c1 -W2 {result['ips'][0]['address'].split('/')[0]}")
-    sh("if-inject check -ns if-inject -pod $pod -spec test/ptp.json && echo check passed")
-    sh("if-inject del -ns if-inject -pod $pod -spec test/ptp.json")
+    sh("if-inject check -ns if-inject -pod $pod -spec examples/ptp.json && echo check passed")
+    sh("if-inject del -ns if-inject -pod $pod -spec examples/ptp.json")
     sh.undo.pop()
     sh.kubectl_exec(pod, ["ip", "link", "show", "net1"], check=False)
 
@@ -171,8 +171,8 @@ def beyond_the_original(sh: Shell, lab: Lab, pods: list[Pod]) -> None:
     sh("if-inject veth -ns if-inject -pod $pod -delete")
     sh.undo.pop()
     print("# One command for every ready pod labelled app=alpine (a JSON line each):")
-    sh.undo.append("if-inject del -ns if-inject -l app=alpine -spec test/ptp.json")
-    sh("if-inject add -ns if-inject -l app=alpine -spec test/ptp.json"
+    sh.undo.append("if-inject del -ns if-inject -l app=alpine -spec examples/ptp.json")
+    sh("if-inject add -ns if-inject -l app=alpine -spec examples/ptp.json"
        " | jq -c '{pod, ips: [.result.ips[].address]}'")
     sh("if-inject list")
     print(f"$ kubectl delete pod -n {NAMESPACE} {pods[0].name}", flush=True)
@@ -180,7 +180,7 @@ def beyond_the_original(sh: Shell, lab: Lab, pods: list[Pod]) -> None:
     sh("if-inject list")
     print("# gc releases what is left of pods that are gone (their leases, cache files):")
     sh("if-inject gc")
-    sh("if-inject del -ns if-inject -l app=alpine -spec test/ptp.json | jq -c")
+    sh("if-inject del -ns if-inject -l app=alpine -spec examples/ptp.json | jq -c")
     sh.undo.pop()
     sh("if-inject list")
 
@@ -227,7 +227,7 @@ def main() -> int:
     sh = Shell(lab)
     try:
         pods = [lab.run_pod(NAMESPACE, name, labels={"app": "alpine"}) for name in pod_names(3)]
-        heading("Three pods like test/alpine.yaml")
+        heading("Three pods like examples/alpine.yaml")
         sh(f"export CONTAINER_RUNTIME_ENDPOINT={lab.endpoint}   # the lab's containerd")
         get_pods(lab, pods)
         manual_injection(sh, lab, pods[0])

@@ -5,8 +5,8 @@
 pip installs the dependencies that pyproject.toml lists (and those of the
 named extras); the project itself is not built. Instead a path file,
 `if_inject-worktree.pth` in the venv's site-packages, holds the work tree's
-directory, and each [project.scripts] entry gets a launcher in the venv's bin/
-that imports its function, as pip writes them. Editing if_inject.py takes
+directory, and each script of [tool.setuptools] script-files is copied into the
+venv's bin/ with the venv's interpreter in its #! line, as pip installs it. Editing if_inject.py takes
 effect at once, as with `pip install -e .`.
 
 Why not `pip install -e .`: setuptools' default editable install puts an
@@ -34,13 +34,6 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 PTH = "if_inject-worktree.pth"
-LAUNCHER = """\
-#!{python}
-import sys
-from {module} import {function}
-if __name__ == "__main__":
-    sys.exit({function}())
-"""
 
 
 def requirements(project: dict[str, Any], extras: list[str]) -> list[str]:
@@ -60,10 +53,13 @@ def uninstall_if_present(name: str) -> None:
     subprocess.run([sys.executable, "-m", "pip", "uninstall", "-q", "-y", name], check=True)
 
 
-def write_launcher(scripts: Path, name: str, entry: str) -> None:
-    module, _, function = entry.partition(":")
-    path = scripts / name
-    path.write_text(LAUNCHER.format(python=sys.executable, module=module, function=function))
+def install_script(scripts: Path, source: Path) -> None:
+    """The script with this interpreter in its #! line, as pip installs it."""
+    first, _, rest = source.read_text().partition("\n")
+    if not (first.startswith("#!") and "python" in first):
+        raise SystemExit(f"dev_install.py: {source} does not start with a python #! line")
+    path = scripts / source.name
+    path.write_text(f"#!{sys.executable}\n{rest}")
     path.chmod(0o755)
 
 
@@ -71,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     extras = sys.argv[1:] if argv is None else argv
     if sys.prefix == sys.base_prefix:
         raise SystemExit("dev_install.py: run it with a virtualenv's python, not the system's")
-    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    project = pyproject["project"]
     uninstall_if_present(project["name"])  # an earlier `pip install [-e] .` would shadow the work tree
     subprocess.run([sys.executable, "-m", "pip", "install", "-q", *requirements(project, extras)],
                    check=True)
@@ -79,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     site_packages = Path(sysconfig.get_path("purelib"))
     (site_packages / PTH).write_text(f"{REPO}\n")
     scripts = Path(sysconfig.get_path("scripts"))
-    for name, entry in project.get("scripts", {}).items():
-        write_launcher(scripts, name, entry)
+    for script in pyproject["tool"]["setuptools"].get("script-files", []):
+        install_script(scripts, REPO / script)
     print(f"dev_install.py: {site_packages / PTH} puts {REPO} on the path")
     return 0
 

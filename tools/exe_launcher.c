@@ -1009,7 +1009,6 @@ int main(int argc, char **argv) {
 }
 #else
 int main(int argc, char **argv) {
-    (void)argc;
     me = geteuid();
     int self = open_self(argv[0]), program;
     struct trailer t;
@@ -1018,6 +1017,14 @@ int main(int argc, char **argv) {
     memcpy(key, t.cache_key, KEY_LEN);
     key[KEY_LEN] = 0;
     ready_entry(self, &t, key, real, &program);
+    /* -version alone is answered from the trailer (the version stamped into the
+     * bundled if_inject.py): no need to start Python for it. Only now, so that
+     * a first run unpacks and checks its entry as any other command would. */
+    if (argc == 2 && (strcmp(argv[1], "-version") == 0 || strcmp(argv[1], "--version") == 0)) {
+        if (printf("%.*s\n", (int)strnlen(t.version, sizeof t.version), t.version) < 0 || fflush(stdout) != 0)
+            fail("cannot write the version: %s", strerror(errno));
+        return 0;
+    }
     close(self);
     const char *sep = strcmp(real, "/") ? "/" : "";
     if (snprintf(exe, sizeof exe, "%s%s" OWN_DIR "/%s/" PROGRAM, real, sep, key) >= (int)sizeof exe)

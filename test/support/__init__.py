@@ -10,4 +10,10 @@
 - exe_image.py: the built executable in an image and a pod of the lab.
 
 Imported as `support.X`: pytest puts test/ on the path (pyproject.toml).
+Here: REPO and CNI_BIN, defined once for every test and helper.
 """
+
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent.parent  # the checkout: if_inject.py, test/, tools/
+CNI_BIN = "/usr/lib/cni"  # the reference plugins (Debian's containernetworking-plugins)

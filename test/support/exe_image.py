@@ -1,4 +1,4 @@
-"""The built executable in an image and a pod of the lab, as test/if-inject-pod.yaml runs it.
+"""The built executable in an image and a pod of the lab, as examples/if-inject-pod.yaml runs it.
 
     image = exe_image(lab.cache, exe)             # an OCI tar: busybox-static, if-inject
     lab.import_image(image)
@@ -19,16 +19,14 @@ privileged container with mounts are defined here, in a pool of their own.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
-import tarfile
 import uuid
 from pathlib import Path
 from typing import Any
 
 import if_inject
 from support.cri_schema import LAB_SCHEMA, NODE, M
-from support.lab import Lab, Pod, oci_archive, tar_entry, which
+from support.lab import Lab, Pod, oci_archive, tar_archive, tar_entry, which
 
 EXE_IMAGE = "localhost/if-inject/if-inject:test"
 IN_IMAGE = "/usr/local/bin/if-inject"
@@ -66,11 +64,7 @@ def image_layer(exe: Path) -> bytes:
     entries += [tar_entry(f"bin/{applet}", link="busybox") for applet in ("sh", "sleep", "ls", "cat", "ip")]
     entries.append(tar_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
     entries.append(tar_entry(IN_IMAGE.lstrip("/"), exe.read_bytes()))
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for info, data in entries:
-            tar.addfile(info, io.BytesIO(data) if data is not None else None)
-    return buf.getvalue()
+    return tar_archive(entries)
 
 
 def exe_image(cache: Path, exe: Path) -> Path:
@@ -97,7 +91,7 @@ def mount(host_path: str, container_path: str | None = None, readonly: bool = Fa
 
 def run_tool_pod(lab: Lab, mounts: list[Any], namespace: str = "kube-system",
                  name: str = "if-inject") -> Pod:
-    """test/if-inject-pod.yaml on the lab: privileged, hostNetwork, hostPID, `mounts`."""
+    """examples/if-inject-pod.yaml on the lab: privileged, hostNetwork, hostPID, `mounts`."""
     uid = str(uuid.uuid4())
     labels = {"io.kubernetes.pod.name": name, "io.kubernetes.pod.namespace": namespace,
               "io.kubernetes.pod.uid": uid}

@@ -53,11 +53,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from support import cri_schema
+from support import CNI_BIN, cri_schema
 from support.cri_schema import CONTAINER, NODE, POD, M
 
 SUPPORT_DIR = Path(__file__).resolve().parent
-CNI_BIN_DIR = "/usr/lib/cni"
+CNI_BIN_DIR = CNI_BIN  # (support.CNI_BIN, under the name this module has used)
 PAUSE_IMAGE = "localhost/if-inject/pause:1"
 BUSYBOX_IMAGE = "localhost/if-inject/busybox:1"
 CRI_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin uses
@@ -224,7 +224,8 @@ def tar_entry(name: str, data: bytes | None = None, mode: int = 0o755,
     return info, data
 
 
-def _tar(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+def tar_archive(entries: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    """The tests' one tar writer: an uncompressed PAX tar of tar_entry()s, in memory."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for info, data in entries:
@@ -257,7 +258,7 @@ def oci_archive(name: str, layer: bytes, config: dict[str, Any]) -> bytes:
     index = json.dumps({"schemaVersion": 2, "manifests": [entry]}).encode()
     blobs = [tar_entry(f"blobs/sha256/{hashlib.sha256(b).hexdigest()}", b, 0o644)
              for b in (layer, image_config, manifest)]
-    return _tar([tar_entry("blobs", None), tar_entry("blobs/sha256", None), *blobs,
+    return tar_archive([tar_entry("blobs", None), tar_entry("blobs/sha256", None), *blobs,
                  tar_entry("oci-layout", b'{"imageLayoutVersion":"1.0.0"}', 0o644),
                  tar_entry("index.json", index, 0o644)])
 
@@ -280,7 +281,7 @@ def pause_image(cache: Path) -> Path:
         binary = cache / f"pause.{os.getpid()}"
         run(["gcc", "-static", "-Os", "-s", "-o", str(binary), str(SUPPORT_DIR / "pause.c")])
         try:
-            layer = _tar([tar_entry("pause", binary.read_bytes())])
+            layer = tar_archive([tar_entry("pause", binary.read_bytes())])
         finally:
             binary.unlink()
         return oci_archive(PAUSE_IMAGE, layer, {"Entrypoint": ["/pause"]})
@@ -300,7 +301,7 @@ def busybox_image(cache: Path) -> Path:
         entries += [tar_entry(f"bin/{a}", link="busybox") for a in applets if a != "busybox"]
         entries.append(tar_entry("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644))
         entries.append(tar_entry("etc/group", b"root:x:0:\n", 0o644))
-        layer = _tar(entries)
+        layer = tar_archive(entries)
         return oci_archive(BUSYBOX_IMAGE, layer, {"Cmd": ["sh"], "Env": ["PATH=/bin"]})
 
     return _cached(cache, f"busybox-{hashlib.sha256(binary).hexdigest()[:16]}.tar", build)
@@ -858,7 +859,7 @@ disabled_plugins = [{disabled}]
         """Create a ready pod sandbox the way kubelet does, with a busybox container.
 
         The container runs `sleep infinity` with NET_ADMIN added, as the original's
-        test/alpine.yaml does (so `ip link set net1 up` works inside the pod).
+        examples/alpine.yaml does (so `ip link set net1 up` works inside the pod).
         `uid` and `attempt` make another sandbox of an existing pod (see restart_pod).
         """
         labels = dict(labels or {})
@@ -925,10 +926,25 @@ disabled_plugins = [{disabled}]
         """Run argv in the pod's container: (exit code, stdout, stderr)."""
         if pod.container_id is None:
             raise ValueError(f"pod {pod.namespace}/{pod.name} has no container")
-        response = self.cri("ExecSync", {"container_id": pod.container_id, "cmd": list(argv),
-                                         "timeout": timeout}, timeout=timeout + 10)
+        import grpc
+
+        try:
+            response = self.cri("ExecSync", {"container_id": pod.container_id, "cmd": list(argv),
+                                             "timeout": timeout}, timeout=timeout + 10)
+        except grpc.RpcError as e:
+            # containerd's error keeps runc's last error line only: what runc init said
+            # before it (its FATAL lines) is in the bundle's log.json, gone with the pod.
+            raise RuntimeError(f"ExecSync {argv} in {pod.namespace}/{pod.name}: {e}\n"
+                               f"runc's log:\n{self._runc_log(pod.container_id)}") from e
         return (response.exit_code, response.stdout.decode(errors="replace"),
                 response.stderr.decode(errors="replace"))
+
+    def _runc_log(self, container_id: str, lines: int = 20) -> str:
+        log = self.root / "state/io.containerd.runtime.v2.task" / CRI_NAMESPACE / container_id / "log.json"
+        try:
+            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError as e:
+            return f"({log}: {e.strerror})"
 
     def stop_pod(self, pod: Pod) -> None:
         """Stop the sandbox (NOTREADY, netns gone) but leave it listed, as a dead pod is."""

@@ -8,9 +8,9 @@ one). The same steps go through libcni and through if-inject's `CNI` class
 (a Bench), and what the plugins saw, the cache entries and the ADD results must
 be the same (compare()).
 
-if-inject's deliberate differences (README, "Running CNI plugins", the list
-"Where if-inject does more than libcni") are normalised where they show, each
-with a comment naming its line.
+if-inject's deliberate differences (docs/cni.md, "Where if-inject differs from
+libcni, on purpose") are normalised where they show, each with a comment naming
+its line.
 """
 
 from __future__ import annotations
@@ -31,14 +31,14 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+from support import CNI_BIN
 
 HERE = Path(__file__).resolve().parent
 GOPATH = "/usr/share/gocode"
 LIBCNI_SRC = f"{GOPATH}/src/github.com/containernetworking/cni/libcni"
-CNI_BIN = "/usr/lib/cni"
 CONTAINER = "ctr1"
 IFNAME = "eth1"
-# README "kubelet's CNI_ARGS at the pod level": the CNI class, as libcni, passes its
+# docs/cni.md "kubelet's CNI_ARGS at the pod level": the CNI class, as libcni, passes its
 # caller's args alone, so both get the same (these stand in for kubelet's).
 ARGS = [["IgnoreUnknown", "1"], ["K8S_POD_NAME", "p1"]]
 
@@ -230,10 +230,10 @@ def for_if_inject(runs: list[dict[str, Any]], netns: bool = False) -> list[dict[
     for run in runs:
         run = dict(run)
         if run["command"] == "ADD" and not run["ok"]:
-            # README "rollback of a failed ADD": the DELs it ran are not libcni's.
+            # docs/cni.md "rollback of a failed ADD": the DELs it ran are not libcni's.
             run["calls"] = [c for c in run["calls"] if c["env"]["CNI_COMMAND"] == "ADD"]
         if run["command"] == "DEL" and not run["ok"]:
-            # README "DEL runs every plugin": libcni stops at the first plugin that fails.
+            # docs/cni.md "DEL runs every plugin": libcni stops at the first plugin that fails.
             failed = next(i for i, c in enumerate(run["calls"]) if c["type"] == "failing")
             run["calls"] = run["calls"][:failed + 1]
         run["cache"] = {name: without_our_keys(entry, netns) for name, entry in run["cache"].items()}
@@ -242,7 +242,7 @@ def for_if_inject(runs: list[dict[str, Any]], netns: bool = False) -> list[dict[
 
 
 def without_our_keys(entry: dict[str, Any], netns: bool = False) -> dict[str, Any]:
-    # README "the ifInject key" and "netns, as libcni 1.2 writes it" (1.1.2 has no netns).
+    # docs/cni.md "the ifInject key" and "netns, as libcni 1.2 writes it" (1.1.2 has no netns).
     return {k: v for k, v in entry.items() if k != ii._CACHE_MARK and (netns or k != "netns")}
 
 

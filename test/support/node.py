@@ -15,10 +15,26 @@ def need_root(why: str = "") -> None:
         pytest.skip(f"needs root{': ' + why if why else ''}")
 
 
+def ip(*argv: str, netns: str | None = None, check: bool = True) -> str:
+    """`ip argv` on the node, or inside `netns` (a path, or a name under /run/netns); its stdout.
+
+    The one way the tests look into a network namespace. With check, a failure raises."""
+    path = netns if netns is None or "/" in netns else f"/run/netns/{netns}"
+    prefix = ["nsenter", f"--net={path}"] if path else []
+    proc = subprocess.run([*prefix, "ip", *argv], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"ip {' '.join(argv)}{' in ' + path if path else ''}: {proc.stderr}")
+    return proc.stdout
+
+
+def link_names(netns: str | None = None) -> list[str]:
+    """The names of the links on the node, or in `netns`, in `ip`'s order."""
+    return [line.split(":")[1].strip().split("@")[0] for line in ip("-o", "link", netns=netns).splitlines()]
+
+
 def node_links() -> set[str]:
     """The names of every link on the node."""
-    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True, check=True).stdout
-    return {line.split(":")[1].strip().split("@")[0] for line in out.splitlines()}
+    return set(link_names())
 
 
 def links_in_subnet(subnet: str) -> str:
@@ -36,5 +52,4 @@ def pod_addrs(lab: Any, pod: Any, ifname: str = "net1") -> str:
 
 def netns_addrs(netns: str, ifname: str = "net1") -> str:
     """The same for a pod without a container, seen from the node through its netns."""
-    return subprocess.run(["nsenter", f"--net={netns}", "ip", "-o", "addr", "show", "dev", ifname],
-                          capture_output=True, text=True).stdout
+    return ip("-o", "addr", "show", "dev", ifname, netns=netns, check=False)

@@ -1,5 +1,6 @@
 """Running the tool as the tests do, and what a run gave.
 
+- run_clean(tool, *args): the one way tests run the tool (Tool's calls too).
 - Run: exit code, stdout, stderr; `.error` is the single JSON error line's.
 - Tool: if-inject on a lab with a private cache, CNI dir and IPAM dataDir.
 - with_signals(argv): the argv whose process starts with SIGINT at its default.
@@ -18,8 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent.parent
-PTP_SPEC = REPO / "test" / "ptp.json"
+from support import CNI_BIN, REPO
+
+PTP_SPEC = REPO / "examples" / "ptp.json"
 
 # One error line: {"level": "error", "time": ISO 8601 with ms and offset, "msg": ..., "error": ...}
 JSON_ERROR = re.compile(r'^\{"level": "error", '
@@ -52,11 +54,13 @@ def error_of(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def run_clean(tool: list[str], *args: str, env: dict[str, str] | None = None,
-              timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    """The tool with `args`, without the caller's runtime endpoint or CNI path."""
+              timeout: float = 30, input: str | None = None,
+              stdin: int | None = None) -> subprocess.CompletedProcess[str]:
+    """The tool with `args`, without the caller's runtime endpoint or CNI path: every
+    test runs it so (Tool too). `input` is written to its stdin, or `stdin` is its fd."""
     clean = {k: v for k, v in os.environ.items() if k not in ("CONTAINER_RUNTIME_ENDPOINT", "CNI_PATH")}
     return subprocess.run([*tool, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**clean, **(env or {})})
+                          env={**clean, **(env or {})}, input=input, stdin=stdin)
 
 
 def json_lines(run: Run) -> dict[str, dict[str, Any]]:
@@ -131,7 +135,7 @@ class Tool:
         return str(path)
 
     def chain(self, second: str) -> str:
-        """A spec of test/ptp.json's ptp followed by the plugin `second`."""
+        """A spec of examples/ptp.json's ptp followed by the plugin `second`."""
         conf = json.loads(PTP_SPEC.read_text())
         plugins = [{k: v for k, v in conf.items() if k not in ("name", "cniVersion")}, {"type": second}]
         return self.write_spec(f"chain-{second}.json", {"cniVersion": "1.0.0", "name": "mynet",
@@ -142,10 +146,10 @@ class Tool:
 
     def cmd(self, *args: str) -> list[str]:
         return [*self.argv, "-r", self.lab.endpoint, "-cache-dir", str(self.cache),
-                "-cni-path", f"{self.bin}:/usr/lib/cni", *args]
+                "-cni-path", f"{self.bin}:{CNI_BIN}", *args]
 
     def __call__(self, *args: str, timeout: float = 60) -> Run:
-        return Run.of(subprocess.run(self.cmd(*args), capture_output=True, text=True, timeout=timeout))
+        return Run.of(run_clean(self.cmd(*args), timeout=timeout))
 
     def start(self, *args: str, ignored: tuple[str, ...] = ()) -> subprocess.Popen[str]:
         """The command running, SIGINT at its default (see with_signals), stdout and stderr piped."""

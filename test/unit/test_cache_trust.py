@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 import if_inject as ii
-from support.toolrun import REPO, fake_plugin
+from support import REPO
+from support.toolrun import fake_plugin
 
 SPY_BODY = ('echo "$CNI_COMMAND $CNI_NETNS" >> "$(dirname "$0")/calls"\n'
             '[ "$CNI_COMMAND" = ADD ] && echo \'{"cniVersion": "1.0.0"}\'\nexit 0')
@@ -135,7 +136,7 @@ def test_a_symlink_as_results_or_lock_dir_is_refused(cache: Path, tmp_path: Path
 
 @pytest.mark.parametrize("mode", [0o644, 0o604, 0o660, 0o622], ids=oct)
 def test_an_entry_others_can_read_or_write_is_refused(cache: Path, bin_dir: Path, mode: int,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+                                                      caplog: pytest.LogCaptureFixture) -> None:
     path = write_entry(cache)
     path.chmod(mode)
     with pytest.raises(ii.InjectError) as e:
@@ -143,9 +144,10 @@ def test_an_entry_others_can_read_or_write_is_refused(cache: Path, bin_dir: Path
     assert str(e.value) == refusal(path, f"has mode {mode:04o}: others can read or write it")
     # Listed (list, gc): left out, with an error line naming it.
     assert ii._cached_attachments(str(cache)) == []
-    [line] = [json.loads(line) for line in capsys.readouterr().err.splitlines()]
-    assert (line["level"], line["msg"], line["error"], line["path"]) == (
-        "error", "Refusing cache entry", str(e.value), str(path))
+    [record] = caplog.records
+    assert (record.levelname, record.getMessage(), record.__dict__["fields"]["error"],
+            record.__dict__["fields"]["path"]) == (
+        "ERROR", "Refusing cache entry", str(e.value), str(path))
     # A DEL with the network given reads it too: refused, nothing runs, the file stays.
     with pytest.raises(ii.InjectError, match="others can read or write it"):
         ii.CNI([str(bin_dir)], str(cache)).delete(spy_network(), pod_attachment())

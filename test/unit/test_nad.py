@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 import if_inject as ii
-from support.toolrun import Run
+from support import REPO
+from support.toolrun import Run, run_clean
 
-REPO = Path(__file__).resolve().parent.parent.parent
 CONFIG = {"cniVersion": "1.0.0", "name": "ptp-conf", "type": "ptp",
           "ipam": {"type": "host-local", "ranges": [[{"subnet": "10.22.23.0/24"}]]}}
 
@@ -60,7 +60,7 @@ def nad(config: Any = None, name: str = "ptp-conf", namespace: str | None = "if-
 
 
 def test_test_ptp_nad_yaml_is_test_config() -> None:
-    network = ii.read_network(str(REPO / "test" / "ptp-nad.yaml"))
+    network = ii.read_network(str(REPO / "examples" / "ptp-nad.yaml"))
     assert json.loads(network.raw) == CONFIG
     assert (network.name, network.cni_version, [p["type"] for p in network.plugins]) == \
         ("ptp-conf", "1.0.0", ["ptp"])
@@ -193,7 +193,7 @@ def test_yaml_is_imported_only_for_what_is_not_json(tmp_path: Path) -> None:
     spec.write_text(json.dumps(nad()))
     probe = ("import sys, if_inject as ii; n = ii.read_network(sys.argv[1]); "
              "print(n.nad_name, 'yaml' in sys.modules)")
-    for path, seen in ((spec, "ptp-conf False"), (REPO / "test" / "ptp-nad.yaml", "ptp-conf True")):
+    for path, seen in ((spec, "ptp-conf False"), (REPO / "examples" / "ptp-nad.yaml", "ptp-conf True")):
         out = subprocess.run([sys.executable, "-c", probe, str(path)], capture_output=True, text=True,
                              check=True, cwd=REPO).stdout
         assert out == seen + "\n"
@@ -202,15 +202,13 @@ def test_yaml_is_imported_only_for_what_is_not_json(tmp_path: Path) -> None:
 # ---- the CLI, up to the runtime ------------------------------------------------------
 
 def run(tool: list[str], *args: str, stdin: str | None = None) -> Run:
-    proc = subprocess.run([*tool, "-r", "/nonexistent.sock", *args], input=stdin,
-                          capture_output=True, text=True, timeout=60)
-    return Run(proc.returncode, proc.stdout, proc.stderr)
+    return Run.of(run_clean(tool, "-r", "/nonexistent.sock", *args, input=stdin, timeout=60))
 
 
 def test_spec_from_stdin_is_parsed_before_the_runtime_is_asked(tool: list[str]) -> None:
     for command in ("add", "check", "del"):
         good = run(tool, command, "-pod", "p", "-spec", "-",
-                   stdin=(REPO / "test" / "ptp-nad.yaml").read_text())
+                   stdin=(REPO / "examples" / "ptp-nad.yaml").read_text())
         assert (good.code, good.out) == (1, "")
         assert good.error.startswith("no container runtime answers: /nonexistent.sock: "), command
     bad = run(tool, "add", "-pod", "p", "-spec", "-", stdin="kind: Pod\napiVersion: v1\n")
@@ -225,8 +223,8 @@ def test_spec_from_stdin_is_parsed_before_the_runtime_is_asked(tool: list[str]) 
 def test_spec_from_a_terminal_is_refused(tool: list[str]) -> None:
     terminal, other_end = pty.openpty()
     try:
-        proc = subprocess.run([*tool, "-r", "/nonexistent.sock", "add", "-pod", "p", "-spec", "-"],
-                              stdin=other_end, capture_output=True, text=True, timeout=60)
+        proc = run_clean(tool, "-r", "/nonexistent.sock", "add", "-pod", "p", "-spec", "-",
+                         stdin=other_end, timeout=60)
     finally:
         os.close(other_end)
         os.close(terminal)
@@ -247,7 +245,7 @@ def test_output_choices(tool: list[str]) -> None:
 
 # ---- network-status entries from CNI results ----------------------------------------
 
-PTP_RESULT = {  # what ptp 1.x returns for an ADD of test/ptp.json
+PTP_RESULT = {  # what ptp 1.x returns for an ADD of examples/ptp.json
     "cniVersion": "1.0.0",
     "interfaces": [{"name": "veth5e9b2b1c", "mac": "72:8d:8a:2d:5f:3e"},
                    {"name": "net1", "mac": "ae:5c:4b:29:44:6f", "sandbox": "/var/run/netns/cni-1"}],
