@@ -112,7 +112,7 @@ def run_tool_pod(lab: Lab, mounts: list[Any], namespace: str = "kube-system",
     pod = Pod(namespace, name, uid, sandbox_id, None, None, host_network=True, labels=labels)
     try:
         config = MM["ContainerConfigWithMounts"](
-            metadata={"name": "if-inject"}, image={"image": EXE_IMAGE},
+            metadata={"name": "if-inject"}, image={"image": EXE_IMAGE, "user_specified_image": EXE_IMAGE},
             command=["sleep", "infinity"], log_path="if-inject.log", mounts=mounts,
             labels={"io.kubernetes.container.name": "if-inject", **labels},
             linux={"security_context": {"privileged": True, "namespace_options": host}})

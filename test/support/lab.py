@@ -127,8 +127,8 @@ def crio_missing() -> str | None:
     missing = [name for name in CRIO_BINARIES if not os.access(directory / name, os.X_OK)]
     if not missing:
         return None
-    return (f"cri-o lab skipped: no {' and '.join(missing)} in {directory} (put static crio and pinns "
-            f"1.36.3 there, or set {CRIO_DIR_VARIABLE} to their directory)")
+    return (f"no {' and '.join(missing)} in {directory}: the cri-o lab needs static crio and pinns "
+            f"1.36.3 there, or {CRIO_DIR_VARIABLE} set to their directory")
 
 
 def run(argv: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -1017,7 +1017,8 @@ disabled_plugins = [{disabled}]
             # (name, attempt) is unique per pod uid in containerd: a new sandbox
             # attempt needs a new container attempt, as kubelet's restart count.
             "metadata": {"name": "busybox", "attempt": pod.attempt},
-            "image": {"image": BUSYBOX_IMAGE},
+            # kubelet names the image as the pod spec did too; cri-o 1.36 needs that.
+            "image": {"image": BUSYBOX_IMAGE, "user_specified_image": BUSYBOX_IMAGE},
             "command": ["sleep", "infinity"], "log_path": "busybox.log",
             "labels": {"io.kubernetes.container.name": "busybox",
                        "io.kubernetes.pod.name": pod.name,
