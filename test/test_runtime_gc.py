@@ -71,7 +71,7 @@ def test_injected_interfaces_across_a_runtime_restart(inject: Tool, lab: Any,
         assert outcome == EXPECTED[lab.runtime]
         assert pod_addrs(lab, pod, "eth0") != ""  # the runtime's own interface stays
     finally:
-        for ifname, (name, spec) in specs.items():  # a DEL without the cache entry still frees the lease
+        for ifname, (_, spec) in specs.items():  # a DEL without the cache entry still frees the lease
             inject("del", *args_for(pod), "-spec", spec, "-interface", ifname)
     assert [leases(inject.ipam, name) for name, _ in specs.values()] == [[], []]
     assert not set(entries.values()) & set(inject.cache_files())
