@@ -236,6 +236,13 @@ def crio_info(sb: Sandbox, netns: str, infra_pid: int = 0, host_network: bool = 
     return {"runtimeSpec": spec}
 
 
+def crio_stopped(sb: Sandbox) -> Sandbox:
+    """A cri-o sandbox after StopPodSandbox, as 1.36.3 answers (measured in the lab):
+    listed and reported NOTREADY; its IP, the info and its netns path (the file gone) stay."""
+    sb.state = NOTREADY
+    return sb
+
+
 def crio_old_spoofed_sandbox(name: str, namespace: str = "default") -> Sandbox:
     """cri-o releases before the runtimeSpec-only form: "{}" for a pod without infra container."""
     return with_info(Sandbox(name, namespace), "{}")

@@ -1024,7 +1024,8 @@ disabled_plugins = [{disabled}]
                        "io.kubernetes.pod.name": pod.name,
                        "io.kubernetes.pod.namespace": pod.namespace,
                        "io.kubernetes.pod.uid": pod.uid},
-            "linux": {"security_context": {"capabilities": {"add_capabilities": ["NET_ADMIN"]},
+            # NET_RAW for ping in the pod: containerd grants it by default, cri-o (1.18+) does not.
+            "linux": {"security_context": {"capabilities": {"add_capabilities": ["NET_ADMIN", "NET_RAW"]},
                                            "namespace_options": namespace_options(pod.host_network)}},
         }
         container_id: str = self.cri("CreateContainer", {
@@ -1055,7 +1056,12 @@ disabled_plugins = [{disabled}]
                 response.stderr.decode(errors="replace"))
 
     def stop_pod(self, pod: Pod) -> None:
-        """Stop the sandbox (NOTREADY, netns gone) but leave it listed, as a dead pod is."""
+        """Stop the sandbox (NOTREADY, netns gone) but leave it listed, as a dead pod is.
+        Its containers first, at once, as kubelet does: cri-o's StopPodSandbox would
+        give `sleep` (deaf to SIGTERM as PID 1) its whole grace period."""
+        containers = self.cri("ListContainers", {"filter": {"pod_sandbox_id": pod.sandbox_id}})
+        for c in containers.containers:
+            self.cri("StopContainer", {"container_id": c.id, "timeout": 0}, timeout=60)
         self.cri("StopPodSandbox", {"pod_sandbox_id": pod.sandbox_id}, timeout=60)
 
     def restart_pod(self, pod: Pod) -> Pod:
