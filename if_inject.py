@@ -1650,30 +1650,25 @@ def _runtime_cni_conf(client: _RuntimeClient, info: Any) -> tuple[str, set[str] 
 
 def _crio_config(client: _RuntimeClient) -> str:
     """cri-o's configuration (TOML), as `crio status config` reads it: GET /config
-    from the HTTP API cri-o serves beside CRI on its socket."""
-    import http.client
+    from the HTTP API cri-o serves beside CRI on its socket. Plain HTTP/1.0 by hand:
+    http.client is not in the built executable."""
     import socket
 
-    path = _socket_path(client.endpoint)
-
-    class Connection(http.client.HTTPConnection):
-        def connect(self) -> None:
-            self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self.sock.settimeout(self.timeout)
-            self.sock.connect(path)
-
-    connection = Connection("localhost", timeout=client.timeout)
     try:
-        connection.request("GET", "/config")
-        response = connection.getresponse()
-        body = response.read(1 << 20).decode(errors="replace")
-    except (OSError, http.client.HTTPException) as e:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(client.timeout)
+            sock.connect(_socket_path(client.endpoint))
+            sock.sendall(b"GET /config HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while len(answer) < 1 << 20 and (chunk := sock.recv(65536)):
+                answer += chunk
+    except OSError as e:
         raise InjectError(f"cri-o's configuration: {e}", CODE_IO) from None
-    finally:
-        connection.close()
-    if response.status != 200:
-        raise InjectError(f"cri-o's configuration: HTTP {response.status}", CODE_IO)
-    return body
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    if status[1:2] != [b"200"]:
+        raise InjectError(f"cri-o's configuration: {head[:80].decode(errors='replace')!r}", CODE_IO)
+    return body.decode(errors="replace")
 
 
 def _warn_if_runtime_network(client: _RuntimeClient, network: NetworkConfig) -> None:
