@@ -10,7 +10,7 @@ PY := $(VENV)/bin/python
 # golang-github-containernetworking-cni-dev) build test/support/libcni_driver.go; portmap needs iptables.
 DEBS := containerd runc containernetworking-plugins iproute2 busybox-static iputils-ping jq gcc libc6-dev zlib1g-dev \
 	golang-go golang-github-appc-cni-dev iptables debootstrap
-# The runtime of `make demo`: containerd-1.6, containerd-1.7 or containerd-2.1.
+# The runtime of `make demo`: containerd-1.6, containerd-1.7, containerd-2.1 or cri-o.
 RUNTIME ?= containerd-2.1
 
 .PHONY: all demo test unit lint bench deps venv clean FORCE

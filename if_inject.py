@@ -39,7 +39,8 @@ Sections, in this order; each uses only those above it (test/unit/test_sections.
     specs, and Multus     read_network, parse_spec (NetworkAttachmentDefinitions), network_status
     netlink               work inside a netns; pod_links, add_veth, delete_veth
     pods                  a pod's attachments; the runtime that made one and the stale policy
-                          (_staleness); CNI 1.1's GC after gc; Node; many pods at once (for_each_pod)
+                          (_staleness); CNI 1.1's GC after gc; the runtime's own networks (a
+                          warning on add); Node; many pods at once (for_each_pod)
     CLI                   the parser (one entry per subcommand), the run functions, main(), cli()
 
 Where each subcommand starts (its run function, in the CLI section) and what does its work:
@@ -517,6 +518,10 @@ message PodSandboxStatusResponse { PodSandboxStatus status = 1; map info = 2; in
 message ContainerStatusRequest { string container_id = 1; bool verbose = 2; }
 message ContainerStatus { string id = 1; }
 message ContainerStatusResponse { ContainerStatus status = 1; map info = 2; }
+message StatusRequest { bool verbose = 1; }
+message RuntimeCondition { string type = 1; bool status = 2; string reason = 3; string message = 4; }
+message RuntimeStatus { repeated RuntimeCondition conditions = 1; }
+message StatusResponse { RuntimeStatus status = 1; map info = 2; }
 """
 
 _CRI_SERVICE = "runtime.v1.RuntimeService"
@@ -2952,6 +2957,91 @@ def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Ite
                 yield dict(record, action="failed", error=str(e))
 
 
+# ---- pods: the runtime's own CNI networks, warned of on add --------------
+
+
+def _runtime_networks(client: _RuntimeClient) -> dict[str, str]:
+    """{name: conf file} of the CNI networks the runtime attaches pods to itself.
+    containerd's verbose Status has them ("cniconfig": the networks it loaded,
+    its conf dir); cri-o's has no network part, but the HTTP API it serves on
+    the same socket gives its configuration (network_dir: it GCs every network
+    there at start). A conf file not readable from here is named by its dir;
+    a runtime that tells neither gives {}."""
+    try:
+        info = client.call("Status", client.messages["StatusRequest"](verbose=True)).info
+        conf_dir, names = _runtime_cni_conf(client, info)
+    except InjectError as e:
+        _log("The runtime's own CNI networks are unknown", v=1, error=str(e))
+        return {}
+    files: dict[str, str] = {}
+    with suppress(OSError):
+        for entry in sorted(os.listdir(conf_dir)) if conf_dir else []:
+            if entry.endswith((".conf", ".conflist", ".json")):
+                with suppress(OSError, ValueError, AttributeError), \
+                        open(os.path.join(conf_dir, entry), "rb") as f:
+                    files.setdefault(str(json.load(f).get("name")), os.path.join(conf_dir, entry))
+    chosen = names if names is not None else set(files)
+    return {name: files.get(name, conf_dir) for name in chosen}
+
+
+def _runtime_cni_conf(client: _RuntimeClient, info: Any) -> tuple[str, set[str] | None]:
+    """(conf dir, the names of the networks in use; None: all in the dir) of the runtime."""
+    try:
+        cni = json.loads(info.get("cniconfig") or "null")
+    except ValueError:
+        cni = None
+    if isinstance(cni, dict):  # containerd: go-cni's ConfigResult
+        networks = cni.get("Networks")
+        names = {str(_dig(n, "Config", "Name")) for n in networks if _dig(n, "Config", "Name")
+                 } if isinstance(networks, list) else set()
+        conf_dir = cni.get("PluginConfDir")
+        return (conf_dir if isinstance(conf_dir, str) else ""), names - {"cni-loopback"}
+    if client.version.runtime_name != "cri-o":
+        return "", set()
+    import tomllib
+
+    try:
+        conf_dir = _dig(tomllib.loads(_crio_config(client)), "crio", "network", "network_dir")
+    except tomllib.TOMLDecodeError as e:
+        raise InjectError(f"cri-o's configuration is not TOML: {e}", CODE_DECODING) from None
+    return (conf_dir, None) if isinstance(conf_dir, str) and conf_dir else ("", set())
+
+
+def _crio_config(client: _RuntimeClient) -> str:
+    """cri-o's configuration (TOML), as `crio status config` reads it: GET /config
+    from the HTTP API cri-o serves beside CRI on its socket. Plain HTTP/1.0 by hand:
+    http.client is not in the built executable."""
+    import socket
+
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(client.timeout)
+            sock.connect(_socket_path(client.endpoint))
+            sock.sendall(b"GET /config HTTP/1.0\r\nHost: localhost\r\n\r\n")
+            answer = b""
+            while len(answer) < 1 << 20 and (chunk := sock.recv(65536)):
+                answer += chunk
+    except OSError as e:
+        raise InjectError(f"cri-o's configuration: {e}", CODE_IO) from None
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status = head.split(b"\r\n", 1)[0].split()
+    if status[1:2] != [b"200"]:
+        raise InjectError(f"cri-o's configuration: {head[:80].decode(errors='replace')!r}", CODE_IO)
+    return body.decode(errors="replace")
+
+
+def _warn_if_runtime_network(client: _RuntimeClient, network: NetworkConfig) -> None:
+    """An injected interface on a network the runtime runs itself is in the same
+    cache under the same name: the runtime may take it for its own."""
+    conf_file = _runtime_networks(client).get(network.name)
+    if conf_file is not None:
+        runtime = client.version.runtime_name
+        _log(f"network {network.name} is also {runtime}'s own network ({conf_file}): "
+             f"{runtime} may take this interface for its own (cri-o's CNI GC at start-up "
+             "deletes it, with its own config); give it another name", level="warn",
+             network=network.name, runtime=runtime, confFile=conf_file)
+
+
 # ---- pods: Node, the public API ------------------------------------------
 
 
@@ -3004,6 +3094,7 @@ class Node:
         CNI_ARGS after kubelet's; `capability_args` become runtimeConfig."""
         found = self.pod(namespace, pod)
         att = _pod_attachment(found, ifname, container_id, args, capability_args)
+        _warn_if_runtime_network(self.client, network)
         with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
             self._refuse_taken_name(att)
             self._release_interrupted_add(network, att)

@@ -6,6 +6,9 @@ the CNI plugins. The lab's fixtures skip their tests unless root.
 - `lab`: one real containerd lab per runtime and session (skipped unless root).
   A test runs on lab.DEFAULT_RUNTIME; marked `@pytest.mark.runtimes` it runs on
   every one of lab.RUNTIMES, `@pytest.mark.runtimes("containerd-2.1")` on those named.
+  cri-o's tests skip, with one line saying how to provide it, where its static
+  binaries are missing (support.lab.crio_dir); with IF_INJECT_REQUIRE_CRIO=1
+  (.ci/run sets it) they fail instead.
 - `pod`, `make_pod`: fresh pods in namespace "if-inject", removed after the test.
 - `netns`: a plain named network namespace, deleted after the test.
 - `sock_dir`, `serve`: fake CRI runtimes (support/fake_cri.py) on sockets of a temporary dir.
@@ -38,11 +41,13 @@ import pytest
 from support import REPO
 from support.fake_cri import FakeCRI, Runtime, Sandbox, Serve
 from support.lab import (
+    CRIO,
     DEFAULT_RUNTIME,
     IP_FORWARD,
     RUNTIMES,
     Lab,
     Pod,
+    crio_missing,
     lock_machine,
     mounts_under,
 )
@@ -102,6 +107,18 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if unknown:
         raise pytest.UsageError(f"{metafunc.definition.nodeid}: unknown runtimes {sorted(unknown)}")
     metafunc.parametrize("lab", runtimes, indirect=True, scope="session")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """A test on the cri-o lab (its `lab` or `runtime` parameter) needs cri-o's binaries."""
+    callspec = getattr(item, "callspec", None)
+    if callspec is None or CRIO not in callspec.params.values():
+        return
+    reason = crio_missing()
+    if reason and os.environ.get("IF_INJECT_REQUIRE_CRIO") == "1":
+        pytest.fail(reason, pytrace=False)
+    if reason:
+        pytest.skip(reason)
 
 
 @pytest.fixture(scope="session")

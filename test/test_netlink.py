@@ -512,10 +512,13 @@ def test_pods_lists_what_the_runtime_has(lab: Any, make_pod: Callable[..., Any],
     ours = [p for p in json.loads(listed.out) if p["labels"].get("tier") == tier]
     old = next(s for s in ours if s["name"] == restarted.name and s["state"] == "NOTREADY")["sandboxId"]
 
+    # cri-o labels every sandbox as its infra container's: io.kubernetes.container.name=POD.
+    runtime_labels = {"io.kubernetes.container.name": "POD"} if lab.runtime == "cri-o" else {}
+
     def row(pod: Any, sandbox: str, state: str, network: str, netns: str) -> dict[str, Any]:
         return {"namespace": "if-inject", "name": pod.name, "uid": pod.uid, "sandboxId": sandbox,
                 "state": state, "network": network, "netns": netns,
-                "labels": {**pod.labels, "io.kubernetes.pod.name": pod.name,
+                "labels": {**pod.labels, "io.kubernetes.pod.name": pod.name, **runtime_labels,
                            "io.kubernetes.pod.namespace": "if-inject", "io.kubernetes.pod.uid": pod.uid}}
 
     assert sorted(ours, key=lambda p: (p["name"], p["state"])) == sorted([

@@ -1,13 +1,14 @@
 """if-inject on every CRI runtime users run, each played by test/support/fake_cri.py.
 
-cri-o and cri-dockerd cannot run on these machines, and containerd's rarer
-states (a shim gone, 2.3's quiet info, /proc paths) cannot be had on demand:
-here every runtime is a fake_cri personality that answers as that runtime's
-source does (test/unit/test_fakes_real.py holds the containerd ones against the
-real 1.6, 1.7 and 2.1 of the lab). Their answers point at a real network namespace
-the test makes (`ip netns add`, or a process inside one for /proc/<pid>/ns/net),
-so `add`, `check` and `del` run the real ptp and host-local plugins, and the
-tests look at the result from inside the namespace.
+cri-dockerd and older cri-o releases cannot run on these machines, and the
+runtimes' rarer states (a shim gone, 2.3's quiet info, /proc paths) cannot be
+had on demand: here every runtime is a fake_cri personality that answers as
+that runtime's source does (test/unit/test_fakes_real.py and
+test/test_fakes_live.py hold them against the lab's real containerd 1.6, 1.7,
+2.1 and cri-o 1.36.3). Their answers point at a real network namespace the test
+makes (`ip netns add`, or a process inside one for /proc/<pid>/ns/net), so
+`add`, `check` and `del` run the real ptp and host-local plugins, and the tests
+look at the result from inside the namespace.
 
 Also here: the runtime faults (gRPC errors, answers the tool cannot use, pods
 it must refuse). The order in which the tool looks for a runtime socket needs

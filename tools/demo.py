@@ -1,4 +1,4 @@
-"""`make demo`: the original README's walk-through, on a real containerd (2.1 by default).
+"""`make demo`: the original README's walk-through, on a real runtime (containerd 2.1 by default, or cri-o).
 
 Starts a lab (test/support/lab.py), creates three pods like examples/alpine.yaml in
 namespace if-inject, then runs the README's commands one by one, each printed
@@ -228,13 +228,13 @@ def main() -> int:
     try:
         pods = [lab.run_pod(NAMESPACE, name, labels={"app": "alpine"}) for name in pod_names(3)]
         heading("Three pods like examples/alpine.yaml")
-        sh(f"export CONTAINER_RUNTIME_ENDPOINT={lab.endpoint}   # the lab's containerd")
+        sh(f"export CONTAINER_RUNTIME_ENDPOINT={lab.endpoint}   # the lab's {args.runtime}")
         get_pods(lab, pods)
         manual_injection(sh, lab, pods[0])
         cni_injection(sh, lab, pods[1])
         beyond_the_original(sh, lab, pods)
     except BaseException:
-        print(f"\n# The demo failed; containerd's log is {lab.root}/containerd.log", flush=True)
+        print(f"\n# The demo failed; the runtime's log is {lab.root}/containerd.log", flush=True)
         raise
     finally:
         undo_leftovers(sh, had)

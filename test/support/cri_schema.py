@@ -1,8 +1,8 @@
 """The CRI runtime.v1 messages the test lab uses, and a helper to call them.
 
 LAB_SCHEMA is if_inject._CRI_SCHEMA (what the tool itself uses) plus what a
-kubelet-like client needs to run pods: sandboxes, containers, ExecSync, images,
-runtime status. Field numbers are those of k8s.io/cri-api
+kubelet-like client needs to run pods: sandboxes, containers, ExecSync, images
+(the runtime's Status is the tool's own). Field numbers are those of k8s.io/cri-api
 pkg/apis/runtime/v1/api.proto; fields the lab does not use are left out, which
 protobuf tolerates in both directions (unknown fields are skipped).
 
@@ -39,7 +39,7 @@ enum ContainerState {
     CONTAINER_CREATED = 0; CONTAINER_RUNNING = 1; CONTAINER_EXITED = 2; CONTAINER_UNKNOWN = 3;
 }
 message ContainerMetadata { string name = 1; uint32 attempt = 2; }
-message ImageSpec { string image = 1; map annotations = 2; }
+message ImageSpec { string image = 1; map annotations = 2; string user_specified_image = 18; }
 message KeyValue { string key = 1; string value = 2; }
 message Capability { repeated string add_capabilities = 1; repeated string drop_capabilities = 2; }
 message LinuxContainerSecurityContext {
@@ -74,11 +74,6 @@ message Container {
 message ListContainersResponse { repeated Container containers = 1; }
 message ExecSyncRequest { string container_id = 1; repeated string cmd = 2; int64 timeout = 3; }
 message ExecSyncResponse { bytes stdout = 1; bytes stderr = 2; int32 exit_code = 3; }
-
-message StatusRequest { bool verbose = 1; }
-message RuntimeCondition { string type = 1; bool status = 2; string reason = 3; string message = 4; }
-message RuntimeStatus { repeated RuntimeCondition conditions = 1; }
-message StatusResponse { RuntimeStatus status = 1; map info = 2; }
 
 message ImageFilter { ImageSpec image = 1; }
 message ListImagesRequest { ImageFilter filter = 1; }

@@ -89,6 +89,17 @@ def mount(host_path: str, container_path: str | None = None, readonly: bool = Fa
                        readonly=readonly, propagation=PROPAGATION[propagation])
 
 
+def tool_security(lab: Lab, host: dict[str, int]) -> dict[str, Any]:
+    """privileged, as if-inject-pod.yaml; but cri-o gives a privileged container every
+    capability it knows, and this VM's bounding set lacks CAP_SYS_RESOURCE (runc:
+    "unable to apply caps: operation not permitted"): there, the capabilities if-inject
+    uses (setns, netlink, /proc of the node's processes) instead."""
+    if lab.runtime != "cri-o":
+        return {"privileged": True, "namespace_options": host}
+    caps = ["SYS_ADMIN", "NET_ADMIN", "SYS_PTRACE", "NET_RAW", "DAC_OVERRIDE"]
+    return {"capabilities": {"add_capabilities": caps}, "namespace_options": host}
+
+
 def run_tool_pod(lab: Lab, mounts: list[Any], namespace: str = "kube-system",
                  name: str = "if-inject") -> Pod:
     """examples/if-inject-pod.yaml on the lab: privileged, hostNetwork, hostPID, `mounts`."""
@@ -106,10 +117,10 @@ def run_tool_pod(lab: Lab, mounts: list[Any], namespace: str = "kube-system",
     pod = Pod(namespace, name, uid, sandbox_id, None, None, host_network=True, labels=labels)
     try:
         config = MM["ContainerConfigWithMounts"](
-            metadata={"name": "if-inject"}, image={"image": EXE_IMAGE},
+            metadata={"name": "if-inject"}, image={"image": EXE_IMAGE, "user_specified_image": EXE_IMAGE},
             command=["sleep", "infinity"], log_path="if-inject.log", mounts=mounts,
             labels={"io.kubernetes.container.name": "if-inject", **labels},
-            linux={"security_context": {"privileged": True, "namespace_options": host}})
+            linux={"security_context": tool_security(lab, host)})
         request = MM["CreateContainerWithMountsRequest"](
             pod_sandbox_id=sandbox_id, config=config,
             sandbox_config=MM["PodSandboxConfig"].FromString(sandbox_config.SerializeToString()))

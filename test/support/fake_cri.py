@@ -1,8 +1,9 @@
 """A CRI server for the tests that answers as cri-o, containerd 1.6/1.7/2.x and cri-dockerd do.
 
-cri-o and cri-dockerd cannot run on these machines, and real runtimes do not
-fail on demand, so the tests also meet the runtimes through this grpcio server
-on a unix socket (the lab runs real containerd 1.6, 1.7 and 2.1):
+cri-dockerd cannot run on these machines, older cri-o and containerd releases
+are not at hand, and real runtimes do not fail on demand, so the tests also
+meet the runtimes through this grpcio server on a unix socket (the lab runs
+real containerd 1.6, 1.7 and 2.1 and cri-o 1.36.3):
 
     sandbox = crio_sandbox("web-0", "/var/run/netns/ifi-1234")
     with FakeCRI(socket_path, CRIO, [sandbox]) as cri:
@@ -47,8 +48,13 @@ status), as read in:
   ("v1.7.24" for upstream releases), "v1".
 - cri-dockerd core/sandbox_status.go: no info at all; ContainerStatus on the
   sandbox's ID (a docker container) gives {"sandboxID", "pid"}.
-test/test_fakes_real.py holds the containerd shapes against the documents real
-containerd 1.7.24 and 2.1.9 returned (test/data/) and against the live lab.
+test/unit/test_fakes_real.py holds the containerd and cri-o shapes against the
+documents real containerd 1.7.24 and 2.1.9 and cri-o 1.36.3 returned (test/data/),
+and test/test_fakes_live.py against the live lab. What only the fake covers of
+cri-o: the releases before 1.36 (CRIO says 1.29.2; createSandboxInfo is the same
+from 1.23 on), the {image, pid, runtimeSpec} form of a pod with an infra
+container (a shared PID namespace, or drop_infra_ctr off), the "{}" of 1.19-1.22,
+and faults.
 
 The message classes are the tool's own (`if_inject._CRI_SCHEMA`); the real
 containerd lab checks that schema against a real runtime.
@@ -102,6 +108,7 @@ class Runtime:
 
 
 CRIO = Runtime("cri-o", "1.29.2", not_found='could not find pod "{id}": not found')
+CRIO_136 = Runtime("cri-o", "1.36.3", not_found=CRIO.not_found)
 CONTAINERD_16 = Runtime("containerd", "v1.6.20", not_found=(
     'an error occurred when try to find sandbox: not found'))
 CONTAINERD_17 = Runtime("containerd", "v1.7.24", not_found=CONTAINERD_16.not_found)
@@ -162,9 +169,10 @@ def pod_config(sb: Sandbox, host_network: bool = False) -> dict[str, Any]:
 
 
 def oci_spec(sb: Sandbox, namespaces: list[dict[str, str]], annotations: dict[str, str],
-             hostname: bool = True) -> dict[str, Any]:
+             hostname: bool = True, masked: bool = True) -> dict[str, Any]:
     """The sandbox's OCI runtime spec, cut to the parts the runtimes always fill
-    (containerd sets no hostname for a hostNetwork pod)."""
+    (containerd sets no hostname for a hostNetwork pod; cri-o masks no paths of
+    a sandbox without an infra container)."""
     spec: dict[str, Any] = {
         "ociVersion": "1.1.0",
         "process": {"user": {"uid": 65535, "gid": 65535}, "args": ["/pause"], "cwd": "/",
@@ -173,8 +181,9 @@ def oci_spec(sb: Sandbox, namespaces: list[dict[str, str]], annotations: dict[st
     if hostname:
         spec["hostname"] = sb.name
     spec["annotations"] = annotations
-    spec["linux"] = {"cgroupsPath": f"/kubepods/besteffort/pod{sb.uid}/{sb.id}",
-                     "namespaces": namespaces, "maskedPaths": ["/proc/kcore", "/proc/keys"]}
+    spec["linux"] = {"cgroupsPath": f"/kubepods/besteffort/pod{sb.uid}/{sb.id}", "namespaces": namespaces}
+    if masked:
+        spec["linux"]["maskedPaths"] = ["/proc/kcore", "/proc/keys"]
     return spec
 
 
@@ -220,10 +229,18 @@ def crio_info(sb: Sandbox, netns: str, infra_pid: int = 0, host_network: bool = 
                                      "io.kubernetes.cri-o.ContainerType": "sandbox",
                                      "io.kubernetes.cri-o.HostNetwork": str(host_network).lower(),
                                      "io.kubernetes.cri-o.KubeName": sb.name,
-                                     "io.kubernetes.cri-o.SandboxID": sb.id})
+                                     "io.kubernetes.cri-o.SandboxID": sb.id},
+                    masked=bool(infra_pid))
     if infra_pid:
         return {"image": PAUSE_IMAGE, "pid": infra_pid, "runtimeSpec": spec}
     return {"runtimeSpec": spec}
+
+
+def crio_stopped(sb: Sandbox) -> Sandbox:
+    """A cri-o sandbox after StopPodSandbox, as 1.36.3 answers (measured in the lab):
+    listed and reported NOTREADY; its IP, the info and its netns path (the file gone) stay."""
+    sb.state = NOTREADY
+    return sb
 
 
 def crio_old_spoofed_sandbox(name: str, namespace: str = "default") -> Sandbox:

@@ -8,9 +8,10 @@
 
 or as a script, from test/: `python3 -m support.lab up|down|clean ROOT [RUNTIME]`.
 
-RUNTIMES are containerd 1.6 (the host's Debian package, run on the host) and
+RUNTIMES are containerd 1.6 (the host's Debian package, run on the host),
 containerd 1.7 and 2.1, run from Debian trixie and sid roots (support/debroot.py
-builds and caches them) in mount, network and PID namespaces of their own: the
+builds and caches them), and cri-o 1.36.3 (static binaries from IF_INJECT_CRIO_DIR,
+see crio_dir()) from the sid root, in mount, network and PID namespaces of their own: the
 root is an overlay whose writable layer is in ROOT (the cached root stays
 untouched), ROOT and the host's /tmp are seen at their own paths inside, and
 the pods' netns are mounted in the host's /run/netns, as on a node.
@@ -75,14 +76,24 @@ MARK = "trusted.if-inject-lab"
 # ROOT (say $HOME) loses nothing else. cache/ and containerd.log are kept.
 OWNED = ["root", "state", "runc", "tmp", "opt", "net.d", "ipam", "pods", "config.toml",
          "containerd.sock", "containerd.sock.ttrpc", "containerd.pid", "lab.json",
-         "chroot", "chroot.upper", "chroot.work", "holder.pid", "holder.ready"]
+         "chroot", "chroot.upper", "chroot.work", "holder.pid", "holder.ready",
+         "cni", "crio", "crio.conf", "crio.sock"]
 
-RUNTIMES = ("containerd-1.6", "containerd-1.7", "containerd-2.1")
+RUNTIMES = ("containerd-1.6", "containerd-1.7", "containerd-2.1", "cri-o")
 DEFAULT_RUNTIME = "containerd-1.6"
-# The runtimes run from a Debian root: runtime -> suite. One package list for
-# both, so each suite has one cached root (debroot's key is the sorted list).
-ROOT_SUITES = {"containerd-1.7": "trixie", "containerd-2.1": "sid"}
+CRIO = "cri-o"
+# The runtimes run from a Debian root: runtime -> suite. containerd 2.1 and
+# cri-o share the sid root: one package list per suite, so each suite has one
+# cached root (debroot's key is the sorted list).
+ROOT_SUITES = {"containerd-1.7": "trixie", "containerd-2.1": "sid", CRIO: "sid"}
 ROOT_PACKAGES = ("busybox-static", "containerd", "containernetworking-plugins", "iproute2", "runc")
+# What cri-o needs beside its static crio and pinns: conmon, and iptables (it
+# refuses to start without, for HostPort handling); skopeo loads the images.
+SUITE_PACKAGES = {"trixie": ROOT_PACKAGES, "sid": (*ROOT_PACKAGES, "conmon", "iptables", "skopeo")}
+# cri-o is packaged by no Debian suite: the lab takes static builds of it from
+# here (crio and pinns), by default ../shared/crio beside the repository.
+CRIO_DIR_VARIABLE = "IF_INJECT_CRIO_DIR"
+CRIO_BINARIES = ("crio", "pinns")
 # Where a node's runtime mounts pod netns (the runtimes in a root do too).
 NETNS_DIR = "/run/netns"
 MARK_MOUNT = "trusted.if-inject-lab-mount"  # on NETNS_DIR: a lab made it a mount point
@@ -101,6 +112,23 @@ SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 def log(msg: str) -> None:
     print(f"lab: {msg}", file=sys.stderr, flush=True)
+
+
+def crio_dir() -> Path:
+    """Where the lab takes crio and pinns from: $IF_INJECT_CRIO_DIR, else
+    ../shared/crio beside the repository (as on the team's machines and in CI)."""
+    default = SUPPORT_DIR.parent.parent.parent / "shared" / "crio"
+    return Path(os.environ.get(CRIO_DIR_VARIABLE) or default)
+
+
+def crio_missing() -> str | None:
+    """Why the cri-o lab cannot run here, in one line; None when it can."""
+    directory = crio_dir()
+    missing = [name for name in CRIO_BINARIES if not os.access(directory / name, os.X_OK)]
+    if not missing:
+        return None
+    return (f"no {' and '.join(missing)} in {directory}: the cri-o lab needs static crio and pinns "
+            f"1.36.3 there, or {CRIO_DIR_VARIABLE} set to their directory")
 
 
 def run(argv: list[str], check: bool = True, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -313,7 +341,8 @@ def busybox_image(cache: Path) -> Path:
 # Every shared mount but /run/netns is made private (nothing mounted here reaches the
 # host; the pods' netns do). The root is an overlay whose writable layer is in ROOT;
 # proc, sysfs, the host's cgroups and /dev, a private /run, and ROOT and the host's /tmp
-# at their own paths are mounted in it.
+# at their own paths are mounted in it. The runtime's libcni cache (/var/lib/cni) is
+# ROOT/cni, so the tool on the host can share it as it shares a node's.
 HOLDER_SETUP = r"""set -e
 lower=$1 root=$2 netns=$3 m=$2/chroot
 findmnt -rn -o TARGET,PROPAGATION | while read -r target propagation; do
@@ -330,6 +359,8 @@ mount --rbind "$netns" "$m/run/netns"
 mount --bind /tmp "$m/tmp"
 mkdir -p "$m$root"
 mount --bind "$root" "$m$root"
+mkdir -p "$root/cni" "$m/var/lib/cni"
+mount --bind "$root/cni" "$m/var/lib/cni"
 ip link set lo up
 """
 
@@ -389,6 +420,7 @@ class Lab:
         if runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {runtime!r}: one of {', '.join(RUNTIMES)}")
         self.runtime = runtime
+        self.crio = runtime == CRIO
         self.suite = ROOT_SUITES.get(runtime)  # None: the host's containerd
         self.root = Path(os.path.realpath(root))
         if len(f"{self.root}/containerd.sock.ttrpc") >= 108:  # sun_path of a unix socket
@@ -402,7 +434,7 @@ class Lab:
         self.cgroup_parent = f"/if-inject-lab-{tag}"
         self.subnet = f"10.{200 + digest[4] % 50}.{digest[5]}.0/24"
         self.cache = self.root / "cache"
-        self.config_path = self.root / "config.toml"
+        self.config_path = self.root / ("crio.conf" if self.crio else "config.toml")
         self._proc: subprocess.Popen[bytes] | None = None  # what started containerd
         self._holder: subprocess.Popen[bytes] | None = None  # the namespaces of a root's runtime
         self._channel: Any = None
@@ -410,7 +442,17 @@ class Lab:
 
     @property
     def socket(self) -> str:
-        return str(self.root / "containerd.sock")
+        return str(self.root / ("crio.sock" if self.crio else "containerd.sock"))
+
+    @property
+    def cni_cache(self) -> str:
+        """The runtime's libcni cache dir, as the host sees it (-cache-dir for the tool)."""
+        return str(self.root / "cni") if self.suite else "/var/lib/cni"
+
+    @property
+    def conf_dir(self) -> Path:
+        """The runtime's CNI conf dir (the same path inside and outside its root)."""
+        return self.root / "net.d"
 
     @property
     def endpoint(self) -> str:
@@ -440,8 +482,12 @@ class Lab:
         self._record_host()
         try:
             images = [pause_image(self.cache), busybox_image(self.cache)]
+            if self.crio:  # cri-o cannot pull: its pause image must be there when it starts
+                self._crio_files()
+                for image in images:
+                    self.import_image(image)
             self._start_containerd()
-            for image in images:
+            for image in images if not self.crio else []:
                 self.import_image(image)
             self._wait_network_ready()
         except BaseException:
@@ -453,8 +499,21 @@ class Lab:
         self.clean()
 
     def import_image(self, archive: Path) -> None:
-        """Import an OCI archive with the runtime's own ctr (ROOT and /tmp are seen alike)."""
-        self.ctr("images", "import", "--snapshotter", "overlayfs", str(archive))
+        """Import an OCI archive with the runtime's own ctr (ROOT and /tmp are seen alike),
+        or for cri-o with skopeo, into its containers-storage (running or not)."""
+        if not self.crio:
+            self.ctr("images", "import", "--snapshotter", "overlayfs", str(archive))
+            return
+        with tarfile.open(archive) as tar:
+            index = json.load(tar.extractfile("index.json"))  # type: ignore[arg-type]
+        name = index["manifests"][0]["annotations"]["io.containerd.image.name"]
+        run(self._in_runtime(["skopeo", "--policy", str(self.root / "crio/policy.json"), "copy", "-q",
+                              f"oci-archive:{archive}", f"containers-storage:{self._storage_spec}{name}"]))
+
+    @property
+    def _storage_spec(self) -> str:
+        """cri-o's containers-storage, as skopeo names it: [driver@root+runroot]."""
+        return f"[overlay@{self.root}/crio/storage+{self.root}/crio/run]"
 
     def ctr(self, *args: str) -> str:
         """Run the runtime's own `ctr` on its socket, in the CRI's namespace; its stdout."""
@@ -502,7 +561,7 @@ class Lab:
     def _containerd_pid(self) -> int | None:
         """The PID in our pidfile, if it is still our containerd (PIDs get reused)."""
         return self._our_pid("containerd.pid", lambda argv: argv[1:] == ["--config", str(self.config_path)]
-                             and argv[0].endswith("containerd"))
+                             and argv[0].endswith(("containerd", "crio")))
 
     def _our_pid(self, pidfile: str, ours: Callable[[list[str]], bool]) -> int | None:
         """The live PID in ROOT/pidfile whose command line `ours` accepts, else None."""
@@ -514,8 +573,10 @@ class Lab:
         return pid if argv and ours(argv) and proc_alive(pid) else None
 
     def _start_containerd(self) -> int:
+        """Start the lab's runtime (containerd or cri-o: the names say containerd); its PID."""
         self._write_config()
-        argv = ["containerd", "--config", str(self.config_path)]
+        program = str(self.root / "crio/bin/crio") if self.crio else "containerd"
+        argv = [program, "--config", str(self.config_path)]
         with open(self.root / "containerd.log", "ab") as logfile:
             # A session of its own: a ^C in the terminal must not kill it
             # before down() has removed the pods.
@@ -652,7 +713,7 @@ class Lab:
         assert self.suite is not None
         from support.debroot import debian_root
 
-        lower = debian_root(self.suite, ROOT_PACKAGES)
+        lower = debian_root(self.suite, SUITE_PACKAGES[self.suite])
         self._share_netns_dir()
         for d in ("chroot", "chroot.upper", "chroot.work"):
             (self.root / d).mkdir(exist_ok=True)
@@ -718,6 +779,8 @@ class Lab:
     def _write_config(self) -> None:
         for d in ("root", "state", "runc", "tmp", "opt", "net.d", "ipam", "pods"):
             (self.root / d).mkdir(parents=True, exist_ok=True)
+        if self.crio:
+            self._crio_files()
         conflist = {
             "cniVersion": "1.0.0", "name": self.network,
             "plugins": [{
@@ -729,7 +792,67 @@ class Lab:
             }],
         }
         (self.root / "net.d/10-lab.conflist").write_text(json.dumps(conflist, indent=2) + "\n")
-        self.config_path.write_text(self._containerd_toml())
+        self.config_path.write_text(self._crio_conf() if self.crio else self._containerd_toml())
+
+    def _crio_files(self) -> None:
+        """cri-o's binaries (copied: the source dir is not seen in its root) and image policy."""
+        missing = crio_missing()
+        if missing:
+            raise RuntimeError(missing)
+        (self.root / "crio/bin").mkdir(parents=True, exist_ok=True)
+        for name in CRIO_BINARIES:
+            if not (self.root / "crio/bin" / name).exists():
+                shutil.copy2(crio_dir() / name, self.root / "crio/bin" / name)
+        # Only the lab's own archives are ever loaded (nothing is pulled).
+        (self.root / "crio/policy.json").write_text('{"default": [{"type": "insecureAcceptAnything"}]}\n')
+
+    def _crio_conf(self) -> str:
+        """cri-o's configuration: every path in ROOT (seen at the same path in its root)."""
+        c = self.root / "crio"
+        return f"""\
+# Written by test/support/lab.py for the cri-o lab in {self.root}; see test/support/LAB.md.
+[crio]
+root = {_toml_string(c / "storage")}
+# On ROOT's disk, not the root's /run: a lab whose namespaces died (a crash) and
+# a restarted cri-o find their sandboxes again, to remove them (no reboot wipe).
+runroot = {_toml_string(c / "run")}
+storage_driver = "overlay"
+log_dir = {_toml_string(c / "log")}
+version_file = {_toml_string(c / "version")}
+version_file_persist = {_toml_string(c / "version-persist")}
+clean_shutdown_file = {_toml_string(c / "clean.shutdown")}
+
+[crio.api]
+listen = {_toml_string(self.socket)}
+stream_address = "127.0.0.1"
+stream_port = "0"
+
+[crio.runtime]
+cgroup_manager = "cgroupfs"
+conmon_cgroup = "pod"
+default_runtime = "runc"
+pinns_path = {_toml_string(c / "bin/pinns")}
+container_exits_dir = {_toml_string(c / "run/exits")}
+container_attach_socket_dir = {_toml_string(c / "run/attach")}
+
+[crio.runtime.runtimes.runc]
+runtime_path = "/usr/bin/runc"
+runtime_type = "oci"
+runtime_root = {_toml_string(self.root / "runc")}
+monitor_path = "/usr/bin/conmon"
+
+[crio.image]
+pause_image = {_toml_string(PAUSE_IMAGE)}
+pause_command = "/pause"
+signature_policy = {_toml_string(c / "policy.json")}
+
+[crio.network]
+network_dir = {_toml_string(self.conf_dir)}
+plugin_dirs = [{_toml_string(CNI_BIN_DIR)}]
+
+[crio.nri]
+enable_nri = false
+"""
 
     def _toml_head(self, version: int, unused_snapshotters: list[str]) -> str:
         """What both config versions start with: our dirs, and the snapshotters this machine lacks off."""
@@ -895,13 +1018,15 @@ disabled_plugins = [{disabled}]
             # (name, attempt) is unique per pod uid in containerd: a new sandbox
             # attempt needs a new container attempt, as kubelet's restart count.
             "metadata": {"name": "busybox", "attempt": pod.attempt},
-            "image": {"image": BUSYBOX_IMAGE},
+            # kubelet names the image as the pod spec did too; cri-o 1.36 needs that.
+            "image": {"image": BUSYBOX_IMAGE, "user_specified_image": BUSYBOX_IMAGE},
             "command": ["sleep", "infinity"], "log_path": "busybox.log",
             "labels": {"io.kubernetes.container.name": "busybox",
                        "io.kubernetes.pod.name": pod.name,
                        "io.kubernetes.pod.namespace": pod.namespace,
                        "io.kubernetes.pod.uid": pod.uid},
-            "linux": {"security_context": {"capabilities": {"add_capabilities": ["NET_ADMIN"]},
+            # NET_RAW for ping in the pod: containerd grants it by default, cri-o (1.18+) does not.
+            "linux": {"security_context": {"capabilities": {"add_capabilities": ["NET_ADMIN", "NET_RAW"]},
                                            "namespace_options": namespace_options(pod.host_network)}},
         }
         container_id: str = self.cri("CreateContainer", {
@@ -947,7 +1072,12 @@ disabled_plugins = [{disabled}]
             return f"({log}: {e.strerror})"
 
     def stop_pod(self, pod: Pod) -> None:
-        """Stop the sandbox (NOTREADY, netns gone) but leave it listed, as a dead pod is."""
+        """Stop the sandbox (NOTREADY, netns gone) but leave it listed, as a dead pod is.
+        Its containers first, at once, as kubelet does: cri-o's StopPodSandbox would
+        give `sleep` (deaf to SIGTERM as PID 1) its whole grace period."""
+        containers = self.cri("ListContainers", {"filter": {"pod_sandbox_id": pod.sandbox_id}})
+        for c in containers.containers:
+            self.cri("StopContainer", {"container_id": c.id, "timeout": 0}, timeout=60)
         self.cri("StopPodSandbox", {"pod_sandbox_id": pod.sandbox_id}, timeout=60)
 
     def restart_pod(self, pod: Pod) -> Pod:
@@ -997,8 +1127,9 @@ disabled_plugins = [{disabled}]
     def _sandbox_ids_on_disk(self) -> set[str]:
         """Sandbox and container ids containerd keeps under ROOT (known even after a crash)."""
         dirs = [self.root / "root/io.containerd.grpc.v1.cri/sandboxes",
-                self.root / "state/io.containerd.runtime.v2.task" / CRI_NAMESPACE]
-        return {p.name for d in dirs if d.is_dir() for p in d.iterdir()}
+                self.root / "state/io.containerd.runtime.v2.task" / CRI_NAMESPACE,
+                self.root / "crio/storage/overlay-containers"]  # cri-o's: sandboxes and containers
+        return {p.name for d in dirs if d.is_dir() for p in d.iterdir() if p.is_dir()}
 
     def _sweep(self, ids: set[str]) -> list[str]:
         """Remove what containerd left on the host, then the lab's files in ROOT."""

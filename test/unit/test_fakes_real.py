@@ -1,17 +1,17 @@
 """The fake runtimes (test/support/fake_cri.py) held against the real ones they stand for.
 
 The tool's tests meet containerd 1.7 and 2.x, cri-o and cri-dockerd through
-fake_cri's personalities. Here each containerd personality answers for the
-same pod as a real containerd did, and the two answers must have the same
+fake_cri's personalities. Here each containerd personality, and cri-o's, answers
+for the same pod as the real runtime did, and the two answers must have the same
 structure: the keys of the verbose `info` and their nesting (in Go's order),
 the JSON types, where the netns path appears, the state values, and the
 status and Version fields. Values that differ from pod to pod (IDs, pids,
 timestamps, uuids, MACs, addresses) are left out of the comparison.
 
 Two sources of the real answers:
-- test/data/info-containerd-*.json: verbose PodSandboxStatus documents real
-  containerd 1.7.24 (Debian trixie) and 2.1.9 (sid) returned for a pod
-  (no root needed);
+- test/data/info-*.json: verbose PodSandboxStatus documents real containerd
+  1.7.24 (Debian trixie), 2.1.9 (sid) and cri-o 1.36.3 (static, on sid)
+  returned for a pod (no root needed);
 - the live lab: test/test_fakes_live.py, as root (a pod on the real runtime
   and the fake's answer for the same pod, side by side).
 
@@ -36,6 +36,7 @@ from support.fake_cri import (
     CONTAINERD_17,
     CONTAINERD_21,
     CRIO,
+    CRIO_136,
     FakeCRI,
     Runtime,
     Sandbox,
@@ -59,7 +60,9 @@ DATA = Path(__file__).resolve().parent.parent / "data"
 
 
 def real_document(version: str) -> dict[str, Any]:
-    document: dict[str, Any] = json.loads((DATA / f"info-containerd-{version}.json").read_text())
+    """test/data/info-containerd-VERSION.json, or info-cri-o-VERSION.json for "cri-o-VERSION"."""
+    name = version if version.startswith("cri-o-") else f"containerd-{version}"
+    document: dict[str, Any] = json.loads((DATA / f"info-{name}.json").read_text())
     return document
 
 
@@ -71,11 +74,13 @@ def pod_like(status: dict[str, Any]) -> Sandbox:
                    annotations=dict(status.get("annotations", {})))
 
 
-# Each containerd personality, and the real release it stands for.
+# Each personality, and the real release it stands for (cri-o: a pod without an
+# infra container, its default).
 Personality = Callable[[Sandbox, str, int], dict[str, Any]]
 CONTAINERD: dict[str, tuple[Runtime, Personality]] = {
     "1.7.24": (CONTAINERD_17, lambda sb, netns, pid: containerd_info(sb, netns, pid)),
     "2.1.9": (CONTAINERD_21, lambda sb, netns, pid: containerd_info(sb, netns, pid, v2=True)),
+    "cri-o-1.36.3": (CRIO_136, lambda sb, netns, pid: crio_info(sb, netns)),
 }
 
 
@@ -139,7 +144,7 @@ def test_the_fake_status_has_the_real_fields(version: str, tmp_path: Path) -> No
     assert list(response.info) == list(real["info"]) == ["info"]
 
 
-@pytest.mark.parametrize("runtime", [CONTAINERD_17, CONTAINERD_21, CRIO], ids=lambda r: r.label)
+@pytest.mark.parametrize("runtime", [CONTAINERD_17, CONTAINERD_21, CRIO, CRIO_136], ids=lambda r: r.label)
 def test_the_fake_version_answer(runtime: Runtime, tmp_path: Path) -> None:
     """containerd's pkg/cri/server/version.go and cri-o's server/version.go."""
     with FakeCRI(tmp_path / "cri.sock", runtime) as cri, \
