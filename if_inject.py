@@ -68,7 +68,7 @@ if TYPE_CHECKING:
 
 __version__ = "unknown"
 
-# The public API, as the README's "Python API" documents it; every other name is private.
+# The public API, as docs/api.md documents it; every other name is private.
 __all__ = [
     "CNI", "CODE_DECODING", "CODE_INCOMPATIBLE_VERSION", "CODE_INTERNAL", "CODE_INVALID_CONFIG",
     "CODE_INVALID_ENV", "CODE_IO", "CODE_LIMITED_CONNECTIVITY", "CODE_NOT_AVAILABLE",
@@ -3831,7 +3831,7 @@ def _run_links(args: argparse.Namespace, node: Node) -> int:
 
 
 def _run_veth(args: argparse.Namespace, node: Node) -> int:
-    """veth: the README's manual injection (ip link add ... veth) in one command."""
+    """veth: the manual injection of docs/manual.md (ip link add ... veth) in one command."""
     names = tuple(filter(None, (args.interface, args.host_interface)))
     with _usage_errors():  # Node's veth methods check them too; from the command line they are usage errors
         _veth_input(names, args.address, args.host_address, None if args.delete else args.mtu)
