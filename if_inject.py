@@ -3030,10 +3030,11 @@ def _crio_config(client: _RuntimeClient) -> str:
     return body.decode(errors="replace")
 
 
-def _warn_if_runtime_network(client: _RuntimeClient, network: NetworkConfig) -> None:
-    """An injected interface on a network the runtime runs itself is in the same
-    cache under the same name: the runtime may take it for its own."""
-    conf_file = _runtime_networks(client).get(network.name)
+def _warn_if_runtime_network(client: _RuntimeClient, own: dict[str, str], network: NetworkConfig) -> None:
+    """An injected interface on a network the runtime runs itself (`own`, see
+    _runtime_networks) is in the same cache under the same name: the runtime
+    may take it for its own."""
+    conf_file = own.get(network.name)
     if conf_file is not None:
         runtime = client.version.runtime_name
         _log(f"network {network.name} is also {runtime}'s own network ({conf_file}): "
@@ -3060,6 +3061,10 @@ class Node:
         self.cni = CNI(list(cni_path or _DEFAULT_CNI_PATH), cache_dir, timeout)
         self._client: _RuntimeClient | None = None
         self._client_lock = threading.Lock()
+        # The runtime's own networks, asked once per Node (a batch adds to many pods),
+        # and the networks warned of already: one warning per network, not per pod.
+        self._own_networks: dict[str, str] | None = None
+        self._warned: set[str] = set()
 
     @property
     def client(self) -> _RuntimeClient:
@@ -3073,6 +3078,17 @@ class Node:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+            self._own_networks = None
+
+    def _warn_if_runtime_network(self, network: NetworkConfig) -> None:
+        client = self.client
+        with self._client_lock:
+            if self._own_networks is None:
+                self._own_networks = _runtime_networks(client)
+            first = network.name not in self._warned
+            self._warned.add(network.name)
+        if first:
+            _warn_if_runtime_network(client, self._own_networks, network)
 
     def __enter__(self) -> Node:
         return self
@@ -3094,7 +3110,7 @@ class Node:
         CNI_ARGS after kubelet's; `capability_args` become runtimeConfig."""
         found = self.pod(namespace, pod)
         att = _pod_attachment(found, ifname, container_id, args, capability_args)
-        _warn_if_runtime_network(self.client, network)
+        self._warn_if_runtime_network(network)
         with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
             self._refuse_taken_name(att)
             self._release_interrupted_add(network, att)

@@ -58,3 +58,29 @@ def test_the_conf_file_is_found_by_the_networks_name(tmp_path: Path) -> None:
 
     assert if_inject._runtime_networks(Client()) == {  # type: ignore[arg-type]
         "k8s-pod-network": str(tmp_path / "10-pods.conflist"), "gone": str(tmp_path)}
+
+
+def test_a_node_asks_once_and_warns_once_per_network(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """A batch adds to many pods: the runtime is asked once, each network warned of once."""
+    calls: list[str] = []
+
+    class Client:
+        version = CONTAINERD.version
+        messages = if_inject._cri_classes()
+
+        def call(self, method: str, request: Any) -> Any:
+            calls.append(method)
+            return SimpleNamespace(info=cniconfig(str(tmp_path), [network("k8s-pod-network")]))
+
+    node = if_inject.Node()
+    node._client = Client()  # type: ignore[assignment]
+    ours, theirs = (if_inject.parse_network_config(json.dumps({"cniVersion": "1.0.0", "name": name,
+                                                               "type": "ptp"}).encode())
+                    for name in ("mynet", "k8s-pod-network"))
+    for _ in range(3):
+        node._warn_if_runtime_network(ours)
+        node._warn_if_runtime_network(theirs)
+    assert calls == ["Status"]
+    assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        f"network k8s-pod-network is also containerd's own network ({tmp_path})"]
