@@ -19,10 +19,8 @@ import re
 import shlex
 import shutil
 import socket
-import statistics
 import subprocess
 import sys
-import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -198,15 +196,11 @@ def test_version_in_a_clean_environment_without_python(exe: Exe, empty_path: str
     assert (own_dir(cache).stat().st_mode & 0o7777, own_dir(cache).stat().st_uid) == (0o700, os.geteuid())
     assert (own_dir(cache) / build_exe.MARKER).read_text() == build_exe.MARKER_TEXT
     unpacked = (own_dir(cache) / key / "if-inject").stat()
-    times = []
     for _ in range(5):
-        started = time.monotonic()
         again = run([str(exe.path), "-version"], clean_env(empty_path, cache))
-        times.append(time.monotonic() - started)
         assert (again.code, again.out) == (0, exe.version + "\n")
-    # Unpacked once: the same file, and a start far quicker than an unpack (~0.4 s).
+    # Unpacked once: the same file (how much quicker a warm start is: make bench).
     assert (own_dir(cache) / key / "if-inject").stat().st_ino == unpacked.st_ino
-    assert statistics.median(times) < 0.3, times
 
 
 def without_times(text: str) -> str:

@@ -60,16 +60,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "test"))  # a script: its own dir is on the path, test/support is not
-import if_inject  # noqa: E402  (the venv's: the work tree, by tools/dev_install.py)
-from judge import Ratio, verdict  # noqa: E402
-from measure_exe import AGAINST_PIP as EXE_NETNS  # noqa: E402  (the executable's targets)
-from measure_exe import VERSION as EXE_VERSION  # noqa: E402
-from support.lab import Lab, Pod, lock_machine, mounts_under  # noqa: E402
+import if_inject  # the venv's: the work tree, by tools/dev_install.py
+from judge import Ratio, verdict
+from measure_exe import AGAINST_PIP as EXE_NETNS  # the executable's targets
+from measure_exe import VERSION as EXE_VERSION
+from support import CNI_BIN, REPO  # test/support, on the venv's path by tools/dev_install.py
+from support.lab import Lab, Pod, lock_machine, mounts_under
 
 NAMESPACE = "if-inject-bench"
-CNI_BIN_DIR = "/usr/lib/cni"
+CNI_BIN_DIR = CNI_BIN
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 PYTHON = sys.executable  # the venv's interpreter, not resolved: its site-packages count
 SCRIPT = str(REPO / "if_inject.py")

@@ -26,11 +26,9 @@ import sys
 import time
 from pathlib import Path
 
-# A script: its own dir is on the path, test/ (the support package) is not.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "test"))
+from support import REPO  # test/support, on the venv's path by tools/dev_install.py
 from support.lab import RUNTIMES, Lab, Pod, install_missing, lock_machine
 
-REPO = Path(__file__).resolve().parent.parent
 NAMESPACE = "if-inject"
 PTP_SPEC = REPO / "examples/ptp.json"
 PTP_CONF = {"cniVersion": "1.0.0", "name": "mynet", "type": "ptp",

@@ -5,8 +5,10 @@
 pip installs the dependencies that pyproject.toml lists (and those of the
 named extras); the project itself is not built. Instead a path file,
 `if_inject-worktree.pth` in the venv's site-packages, holds the work tree's
-directory, and each script of [tool.setuptools] script-files is copied into the
-venv's bin/ with the venv's interpreter in its #! line, as pip installs it. Editing if_inject.py takes
+directory (and its test/, so that the tools in tools/ import the lab from
+test/support as the tests do, without changing sys.path), and each script of
+[tool.setuptools] script-files is copied into the venv's bin/ with the venv's
+interpreter in its #! line, as pip installs it. Editing if_inject.py takes
 effect at once, as with `pip install -e .`.
 
 Why not `pip install -e .`: setuptools' default editable install puts an
@@ -74,11 +76,11 @@ def main(argv: list[str] | None = None) -> int:
                    check=True)
     uninstall_if_present("setuptools")
     site_packages = Path(sysconfig.get_path("purelib"))
-    (site_packages / PTH).write_text(f"{REPO}\n")
+    (site_packages / PTH).write_text(f"{REPO}\n{REPO / 'test'}\n")
     scripts = Path(sysconfig.get_path("scripts"))
     for script in pyproject["tool"]["setuptools"].get("script-files", []):
         install_script(scripts, REPO / script)
-    print(f"dev_install.py: {site_packages / PTH} puts {REPO} on the path")
+    print(f"dev_install.py: {site_packages / PTH} puts {REPO} and its test/ on the path")
     return 0
 
 

@@ -35,12 +35,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import build_exe
+from judge import Ratio, verdict
+from support import REPO  # test/support, on the venv's path by tools/dev_install.py
+from support.lab import Lab, lock_machine
+
 TOOLS = Path(__file__).resolve().parent
-REPO = TOOLS.parent
-sys.path.insert(0, str(REPO / "test"))  # a script: its own dir is on the path, test/support is not
-import build_exe  # noqa: E402
-from judge import Ratio, verdict  # noqa: E402
-from support.lab import Lab, lock_machine  # noqa: E402
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 INTERPRETER = "python -c pass"  # the floor of -version, timed in the same rounds
