@@ -401,11 +401,20 @@ def _is_proc_path(path: str) -> bool:
     return _normal_path(path).split("/")[:2] == ["", "proc"]
 
 
+def _namespace_kind(fd: int) -> int:
+    """The kind of namespace (CLONE_NEW*) the open file is; 0 when it is no nsfs file."""
+    import fcntl
+
+    try:
+        return fcntl.ioctl(fd, _NS_GET_NSTYPE)
+    except OSError:  # ENOTTY: not an nsfs file at all
+        return 0
+
+
 def _open_netns(path: str) -> int:
     """An fd of the network namespace at `path`, checked before and after it
     is opened: a namespace file (a device or FIFO is never opened) of the
     network kind, and not the node's own."""
-    import fcntl
     import stat
 
     if not path:
@@ -420,10 +429,7 @@ def _open_netns(path: str) -> int:
         raise InjectError(f"network namespace {path}: {e.strerror}", CODE_UNKNOWN_CONTAINER) from None
     try:
         st = os.fstat(fd)
-        try:
-            kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-        except OSError:
-            kind = 0  # ENOTTY: not an nsfs file at all
+        kind = _namespace_kind(fd)
         if kind != _CLONE_NEWNET or (st.st_dev, st.st_ino) != (before.st_dev, before.st_ino):
             raise InjectError(f"{path} is not a network namespace", CODE_INVALID_ENV)
         if (st.st_dev, st.st_ino) in _node_netns_ids():
@@ -459,7 +465,6 @@ def _netns_gone(path: str) -> bool:
     """Whether the netns at `path` is gone: nothing is there, or something that
     is not a network namespace. Raises InjectError when that cannot be told
     (EACCES, EIO): gone is a verdict that lets gc delete."""
-    import fcntl
     import stat
 
     try:
@@ -471,12 +476,9 @@ def _netns_gone(path: str) -> bool:
     except OSError as e:
         raise InjectError(f"network namespace {path}: {e.strerror}", CODE_IO) from None
     try:
-        kind = fcntl.ioctl(fd, _NS_GET_NSTYPE)
-    except OSError:
-        kind = 0  # ENOTTY: not an nsfs file at all
+        return _namespace_kind(fd) != _CLONE_NEWNET
     finally:
         os.close(fd)
-    return bool(kind != _CLONE_NEWNET)
 
 
 # ---- CRI: schema subset of k8s.io/cri-api runtime.v1 --------------------
