@@ -30,7 +30,8 @@ Sections, in this order; each uses only those above it (test/unit/test_sections.
     errors and logging    InjectError, CODE_*, the "if_inject" logger and the CLI's JSON lines;
                           signals held while a clean-up runs
     netns checks          a path is a network namespace, not the node's own; or it is gone
-    CRI                   the runtime.v1 schema subset, the connection, sandbox lookup (Pod)
+    CRI                   the runtime.v1 schema subset and its wire codec (_Message), the
+                          connection, sandbox lookup (Pod)
     CNI: config           NetworkConfig; parse_network_config: a conf or conflist, as libcni reads it
     CNI: plugin execution Attachment; a plugin's stdin, environment and run
     CNI: result cache     entries (ours only, never through a link), CachedAttachment, result versions
@@ -54,7 +55,7 @@ Where each subcommand starts (its run function, in the CLI section) and what doe
     links                 _run_links: pod_links
     veth                  _run_veth: Node.add_veth, Node.delete_veth
 
-Heavy modules (grpc, protobuf, pyroute2) are imported where they are first
+Heavy modules (grpc, pyroute2, yaml) are imported where they are first
 needed, so `if-inject -version` and `--help` stay fast.
 """
 
@@ -97,20 +98,20 @@ def _print_version() -> int:
 
 
 def _tune_gc() -> None:
-    """Importing grpc and protobuf allocates much and frees little: at its
-    default pace (every 700 allocations) the cyclic GC rescans it all, 2-4 ms
-    of a call; every 100k will do."""
+    """Importing grpc allocates much and frees little: at its default pace
+    (every 700 allocations) the cyclic GC rescans it all, 2-4 ms of a call;
+    every 100k will do."""
     import gc as cyclic_gc  # not the module's gc(), which it would shadow
 
     cyclic_gc.set_threshold(100_000)
 
 
 def _exit_now(code: int) -> NoReturn:
-    """End the command without the interpreter's teardown, which takes ~13 ms
-    once grpc and protobuf are loaded (a tenth of a netns call). By now the
-    work is done: plugins reaped, locks released, the channel closed; only
-    the output buffers are left. Anything else still running (a thread that
-    is not a daemon) gets the normal exit, which waits for it."""
+    """End the command without the interpreter's teardown, which takes tens
+    of ms once grpc is loaded (docs/bench.md). By now the work is done:
+    plugins reaped, locks released, the channel closed; only the output
+    buffers are left. Anything else still running (a thread that is not a
+    daemon) gets the normal exit, which waits for it."""
     import os
     import threading
 
@@ -140,8 +141,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
 from dataclasses import dataclass, field, replace
-from datetime import datetime
-from typing import Any, NoReturn, TypeVar
+from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar
 
 _T = TypeVar("_T")
 
@@ -201,6 +201,8 @@ class _JSONFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         number = record.levelno
         name = next((n for n, at in _LOG_LEVELS.items() if number >= at), "debug")
+        from datetime import datetime  # a command that logs nothing never needs it
+
         stamp = datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds")
         line = {"level": name, "time": stamp, "msg": record.getMessage()}
         line.update(getattr(record, "fields", {}))
@@ -483,9 +485,10 @@ def _netns_gone(path: str) -> bool:
 
 # ---- CRI: schema subset of k8s.io/cri-api runtime.v1 --------------------
 
-# The messages if-inject uses, written like api.proto with its field numbers.
-# No PyPI package ships working runtime.v1 stubs, so _proto_messages() builds
-# the classes from this text at run time. `map` means map<string, string>.
+# The messages if-inject uses, written like api.proto with its field numbers
+# (fields it does not read are left out: they are skipped as unknown). No PyPI
+# package ships runtime.v1 stubs; _message_types() reads this text, and the
+# codec below encodes and decodes the messages. `map` means map<string, string>.
 _CRI_SCHEMA = """
 enum PodSandboxState { SANDBOX_READY = 0; SANDBOX_NOTREADY = 1; }
 enum NamespaceMode { POD = 0; CONTAINER = 1; NODE = 2; TARGET = 3; }
@@ -548,80 +551,216 @@ _NAMESPACE_MODE = _CRI_ENUMS["NamespaceMode"]  # {"POD": 0, "CONTAINER": 1, "NOD
 _NAMESPACE_MODE_NAMES = {number: name for name, number in _NAMESPACE_MODE.items()}
 _NODE_MODE = "NODE"  # the network mode of a hostNetwork pod
 
-_SCALARS = {"string": 9, "bool": 8, "int32": 5, "int64": 3, "uint32": 13, "uint64": 4, "bytes": 12}
-_TYPE_MESSAGE, _TYPE_ENUM = 11, 14  # FieldDescriptorProto.Type
-_LABEL_OPTIONAL, _LABEL_REPEATED = 1, 3  # FieldDescriptorProto.Label
+# The wire format (protobuf's encoding, proto3): each field a key (number and
+# wire type) and a value; unset fields are left out, unknown ones skipped.
+_WIRE_VARINT, _WIRE_FIXED64, _WIRE_LENGTH, _WIRE_FIXED32 = 0, 1, 2, 5
+_WIRE_GROUP_START, _WIRE_GROUP_END = 3, 4  # proto2's groups
+_VARINT_KINDS = {"bool", "int32", "int64", "uint32", "uint64", "enum"}
+_LENGTH_KINDS = {"string", "bytes", "message", "map"}
+_ZERO = {"string": "", "bytes": b"", "bool": False, "int32": 0, "int64": 0, "uint32": 0, "uint64": 0,
+         "enum": 0}
 
 
-def _proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
-    """Build protobuf message classes from a small subset of .proto syntax.
+class _Field(NamedTuple):  # not a frozen dataclass: making one costs every call ~1 ms
+    """A field of a schema message: kind is a scalar type, "enum", "message"
+    (then message names its type) or "map" (map<string, string>)."""
 
-    Supports `enum`, `message`, scalar/enum/message fields, `repeated` and
-    `map` (string to string). Returns {name: class or enum dict}. Each call
-    uses a private descriptor pool, so tests can build a larger schema with
-    the same names beside the tool's. The pool gets the file descriptor
-    serialized by _file_descriptor: importing descriptor_pb2 to build it would
-    cost every call more than the rest of the schema (~5 ms).
-    """
-    from google.protobuf import descriptor_pool, message_factory
-
-    pool = descriptor_pool.DescriptorPool()
-    pool.AddSerializedFile(_file_descriptor(schema, package))
-    classes: dict[str, Any] = dict(_schema_enums(schema))
-    for name, _ in _schema_messages(schema):
-        classes[name] = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
-    return classes
+    name: str
+    number: int
+    kind: str
+    repeated: bool = False
+    message: str = ""
 
 
-def _file_descriptor(schema: str, package: str) -> bytes:
-    """The schema as a serialized google.protobuf.FileDescriptorProto (proto3);
-    test/unit holds it against the one descriptor_pb2 builds."""
-    enums = _schema_enums(schema)
-    messages = []
-    for name, body in _schema_messages(schema):
-        fields, nested = [], []
-        for label, ftype, fname, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
-            kind, type_name = _SCALARS.get(ftype), ""
-            if ftype == "map":  # map<string, string>: a repeated nested XxxEntry message
-                entry = fname.title().replace("_", "") + "Entry"
-                key, value = (_pb_field(n, i, _LABEL_OPTIONAL, _SCALARS["string"], json_name=False)
-                              for i, n in enumerate(("key", "value"), 1))
-                map_entry = _pb_key(7, 0) + b"\x01"  # MessageOptions.map_entry = true
-                nested.append(_pb_message(entry, [key, value], options=map_entry))
-                label, kind, type_name = "repeated", _TYPE_MESSAGE, f".{package}.{name}.{entry}"
-            elif kind is None:
-                kind, type_name = _TYPE_ENUM if ftype in enums else _TYPE_MESSAGE, f".{package}.{ftype}"
-            fields.append(_pb_field(fname, int(number), _LABEL_REPEATED if label else _LABEL_OPTIONAL, kind,
-                                    type_name))
-        messages.append(_pb_message(name, fields, tuple(nested)))
-    enum_types = [_pb_bytes(1, name.encode()) + b"".join(
-        _pb_bytes(2, _pb_bytes(1, key.encode()) + _pb_key(2, 0) + _pb_varint(number))
-        for key, number in values.items()) for name, values in enums.items()]
-    return (_pb_bytes(1, f"{package}.{id(schema)}.proto".encode()) + _pb_bytes(2, package.encode())
-            + b"".join(_pb_bytes(4, m) for m in messages) + b"".join(_pb_bytes(5, e) for e in enum_types)
-            + _pb_bytes(12, b"proto3"))
+class _MessageType:
+    """A message type of a schema: builds messages, decodes them from the wire.
+
+    if-inject encodes the few CRI messages it uses itself, from the schema
+    text, rather than through protobuf: importing protobuf's message machinery
+    cost every call more than everything else it does (docs/bench.md); the
+    tests hold this codec against protobuf's own."""
+
+    def __init__(self, name: str, fields: list[_Field], types: dict[str, _MessageType]) -> None:
+        self.name = name
+        self.fields = {f.name: f for f in fields}
+        self.numbers = {f.number: f for f in fields}
+        self.types = types  # every type of the schema, by name, for the message fields
+
+    def __call__(self, **values: Any) -> _Message:
+        unknown = set(values) - set(self.fields)
+        if unknown:
+            raise TypeError(f"{self.name} has no field {', '.join(sorted(unknown))}")
+        return _Message(self, {k: v for k, v in values.items() if v is not None})
+
+    def default(self, f: _Field) -> Any:
+        """What an unset field reads as."""
+        if f.kind == "map":
+            return {}
+        if f.repeated:
+            return []
+        return self.types[f.message]() if f.kind == "message" else _ZERO[f.kind]
+
+    def decode(self, data: bytes) -> _Message:
+        """A message from its wire format. A malformed one raises ValueError."""
+        values: dict[str, Any] = {}
+        merged: dict[str, bytes] = {}  # a singular message field seen twice is merged, as protobuf does
+        for number, wire, value in _wire_fields(data):
+            f = self.numbers.get(number)
+            # Unknown, or known with another wire type: skipped, as protobuf does.
+            if f is None or wire != (_WIRE_LENGTH if f.kind in _LENGTH_KINDS else _WIRE_VARINT):
+                continue
+            if f.kind == "message" and not f.repeated:
+                values[f.name] = self.types[f.message].decode(value)  # each part valid on its own
+                if f.name in merged:  # and parts merged: their bytes joined are the merge
+                    values[f.name] = self.types[f.message].decode(merged[f.name] + value)
+                merged[f.name] = merged.get(f.name, b"") + value
+            elif f.kind == "map":
+                entry = _map_entry(value)
+                if entry is not None:
+                    values.setdefault(f.name, {}).__setitem__(*entry)
+            elif f.repeated:
+                values.setdefault(f.name, []).append(self._scalar(f, value))
+            else:
+                values[f.name] = self._scalar(f, value)
+        return _Message(self, values)
+
+    def _scalar(self, f: _Field, value: Any) -> Any:
+        if f.kind == "message":
+            return self.types[f.message].decode(value)
+        if f.kind == "string":
+            return value.decode()  # UnicodeDecodeError is a ValueError
+        if f.kind == "bool":
+            return value != 0
+        if f.kind in ("int32", "enum", "int64"):  # two's complement in 64 bits, int32 sign-extended
+            value &= 0xFFFFFFFF if f.kind != "int64" else (1 << 64) - 1
+            top = 1 << (31 if f.kind != "int64" else 63)
+            return value - 2 * top if value & top else value
+        return value & (0xFFFFFFFF if f.kind == "uint32" else (1 << 64) - 1)  # uint32, uint64; bytes
 
 
-def _pb_message(name: str, fields: list[bytes], nested: tuple[bytes, ...] = (),
-                options: bytes = b"") -> bytes:
-    """A DescriptorProto: name 1, field 2, nested_type 3, options 7."""
-    return (_pb_bytes(1, name.encode()) + b"".join(_pb_bytes(2, f) for f in fields)
-            + b"".join(_pb_bytes(3, n) for n in nested) + (_pb_bytes(7, options) if options else b""))
+class _Message:
+    """A message of a _MessageType: fields read as attributes (unset ones as
+    their zero value, an empty message, [] or {}), written with encode()."""
+
+    __slots__ = ("type", "values")
+
+    def __init__(self, message_type: _MessageType, values: dict[str, Any]) -> None:
+        self.type = message_type
+        self.values = values
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.values[name]
+        except KeyError:
+            pass
+        try:
+            return self.type.default(self.type.fields[name])
+        except KeyError:
+            raise AttributeError(f"{self.type.name} has no field {name}") from None
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _Message) and (self.type, self.encode()) == (other.type, other.encode())
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as protobuf's messages
+
+    def __repr__(self) -> str:
+        return f"{self.type.name}({', '.join(f'{k}={v!r}' for k, v in self.values.items())})"
+
+    def encode(self) -> bytes:
+        """The wire format, fields in number order, zero values left out (proto3)."""
+        out = []
+        for f in sorted((self.type.fields[k] for k in self.values), key=lambda f: f.number):
+            value = self.values[f.name]
+            if f.kind == "map":
+                out += [_pb_bytes(f.number, _pb_bytes(1, k.encode()) + _pb_bytes(2, v.encode()))
+                        for k, v in value.items()]
+            else:
+                out += [_pb_scalar(f, v) for v in (value if f.repeated else [value])]
+        return b"".join(out)
 
 
-def _pb_field(name: str, number: int, label: int, kind: int, type_name: str = "",
-              json_name: bool = True) -> bytes:
-    """A FieldDescriptorProto: name 1, number 3, label 4, type 5, type_name 6,
-    json_name 10 (the field's own name, as the schema's fields have it)."""
-    return (_pb_bytes(1, name.encode()) + _pb_key(3, 0) + _pb_varint(number)
-            + _pb_key(4, 0) + _pb_varint(label) + _pb_key(5, 0) + _pb_varint(kind)
-            + (_pb_bytes(6, type_name.encode()) if type_name else b"")
-            + (_pb_bytes(10, name.encode()) if json_name else b""))
+def _map_entry(data: bytes) -> tuple[str, str] | None:
+    """A map<string, string> entry's key and value. An entry with any other
+    field is left out of the map, as protobuf leaves it (no runtime sends one)."""
+    entry = {1: "", 2: ""}
+    for number, wire, value in list(_wire_fields(data)):  # all of it checked first
+        if number not in entry or wire != _WIRE_LENGTH:
+            return None
+        entry[number] = value.decode()
+    return entry[1], entry[2]
+
+
+def _pb_scalar(f: _Field, value: Any) -> bytes:
+    """One value of a field, or nothing for a singular zero value."""
+    if not f.repeated and f.kind != "message" and value == _ZERO[f.kind]:
+        return b""
+    if f.kind == "message":
+        return _pb_bytes(f.number, value.encode())
+    if f.kind in ("string", "bytes"):
+        return _pb_bytes(f.number, value.encode() if f.kind == "string" else bytes(value))
+    return _pb_key(f.number, _WIRE_VARINT) + _pb_varint(int(value) & ((1 << 64) - 1))
+
+
+def _wire_fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
+    """(field number, wire type, value) of each field in a message's bytes:
+    an int for a varint, bytes for a length-delimited value, None for the
+    others (fixed-width and proto2's groups: no field if-inject reads has
+    them, so they are only skipped). Malformed bytes raise ValueError."""
+    pos = 0
+    while pos < len(data):
+        number, wire, value, pos = _wire_field(data, pos)
+        if wire == _WIRE_GROUP_END:
+            raise ValueError("a group's end outside a group")
+        yield number, wire, value
+
+
+def _wire_field(data: bytes, pos: int) -> tuple[int, int, Any, int]:
+    """The field at pos, and the position after it."""
+    key, after = _read_varint(data, pos)
+    number, wire = key >> 3, key & 7
+    if number == 0 or key >> 32 or after - pos > 5:  # a key is a 32-bit varint
+        raise ValueError(f"field number {number}")
+    pos = after
+    value: Any = None
+    if wire == _WIRE_VARINT:
+        value, pos = _read_varint(data, pos)
+    elif wire == _WIRE_LENGTH:
+        size, pos = _read_varint(data, pos)
+        value, pos = data[pos:pos + size], pos + size
+    elif wire in (_WIRE_FIXED64, _WIRE_FIXED32):
+        pos += 8 if wire == _WIRE_FIXED64 else 4
+    elif wire == _WIRE_GROUP_START:
+        while True:  # to the group's own end
+            if pos >= len(data):
+                raise ValueError("truncated group")
+            inner, inner_wire, _, pos = _wire_field(data, pos)
+            if inner_wire == _WIRE_GROUP_END:
+                if inner != number:
+                    raise ValueError(f"group {number} ended as {inner}")
+                break
+    elif wire != _WIRE_GROUP_END:
+        raise ValueError(f"wire type {wire}")
+    if pos > len(data):
+        raise ValueError("truncated")
+    return number, wire, value, pos
+
+
+def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    for shift in range(0, 70, 7):
+        if pos >= len(data):
+            raise ValueError("truncated varint")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return value, pos
+    raise ValueError("varint longer than 10 bytes")
 
 
 def _pb_bytes(number: int, value: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
-    return _pb_key(number, 2) + _pb_varint(len(value)) + value
+    return _pb_key(number, _WIRE_LENGTH) + _pb_varint(len(value)) + value
 
 
 def _pb_key(number: int, wire_type: int) -> bytes:
@@ -635,6 +774,22 @@ def _pb_varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def _message_types(schema: str) -> dict[str, _MessageType]:
+    """The schema's message types by name. Enum fields are plain ints."""
+    enums = _schema_enums(schema)
+    types: dict[str, _MessageType] = {}
+    for name, body in _schema_messages(schema):
+        fields = []
+        for label, kind, fname, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
+            message = "" if kind in _ZERO or kind in enums or kind == "map" else kind
+            kind = "enum" if kind in enums else "message" if message else kind
+            if label and kind in _VARINT_KINDS:
+                raise ValueError(f"{name}.{fname}: repeated {kind} (packed) is not supported")
+            fields.append(_Field(fname, int(number), kind, bool(label), message))
+        types[name] = _MessageType(name, fields, types)
+    return types
 
 
 # ---- CRI: connection ----------------------------------------------------
@@ -684,7 +839,7 @@ class _RuntimeClient:
 
     def __init__(self, endpoint: str | None = None, timeout: float = 10.0) -> None:
         self.timeout = timeout
-        self.messages = _cri_classes()
+        self.messages = _cri_messages()
         self.channel: Any = None
         failures = []
         for candidate in _endpoint_candidates(endpoint):
@@ -720,17 +875,16 @@ class _RuntimeClient:
             self.close()
             raise
 
-    def call(self, method: str, request: Any) -> Any:
-        """One unary RuntimeService call; gRPC failures become InjectError."""
+    def call(self, method: str, request: _Message) -> Any:
+        """One unary RuntimeService call, its answer decoded; gRPC failures and
+        malformed answers become InjectError."""
         import grpc
 
-        response_class = self.messages[method + "Response"]
-        rpc = self.channel.unary_unary(f"/{_CRI_SERVICE}/{method}",
-                                       request_serializer=type(request).SerializeToString,
-                                       response_deserializer=response_class.FromString)
+        response_type = self.messages[method + "Response"]
+        rpc = self.channel.unary_unary(f"/{_CRI_SERVICE}/{method}")  # bytes in, bytes out
         try:
             with _interruptible():
-                return rpc(request, timeout=self.timeout)
+                answer = rpc(request.encode(), timeout=self.timeout)
         except grpc.RpcError as e:
             # The raised object is also a grpc.Call with code() and details().
             code = e.code() if isinstance(e, grpc.Call) else grpc.StatusCode.UNKNOWN
@@ -738,6 +892,11 @@ class _RuntimeClient:
                        grpc.StatusCode.UNIMPLEMENTED: "the runtime does not serve CRI runtime.v1"}
             reason = reasons.get(code) or (e.details() if isinstance(e, grpc.Call) else "") or str(e)
             raise InjectError(f"{method}: {code.name}: {reason}", CODE_TRY_AGAIN_LATER) from None
+        try:
+            return response_type.decode(answer)
+        except ValueError as e:
+            raise InjectError(f"{method}: the runtime's answer is not a {response_type.name}: {e}",
+                              CODE_DECODING) from None
 
     def close(self) -> None:
         if self.channel is not None:
@@ -751,13 +910,14 @@ class _RuntimeClient:
         self.close()
 
 
-_cri_messages: dict[str, Any] = {}
+_cri_types: dict[str, _MessageType] = {}
 
 
-def _cri_classes() -> dict[str, Any]:
-    if not _cri_messages:
-        _cri_messages.update(_proto_messages(_CRI_SCHEMA))
-    return _cri_messages
+def _cri_messages() -> dict[str, _MessageType]:
+    """The CRI message types, built once, on the first call that needs them."""
+    if not _cri_types:
+        _cri_types.update(_message_types(_CRI_SCHEMA))
+    return _cri_types
 
 
 # ---- CRI: sandbox lookup ------------------------------------------------
@@ -790,9 +950,8 @@ def _list_sandboxes(client: _RuntimeClient, labels: dict[str, str] | None = None
                    ready_only: bool = False) -> list[Any]:
     """ListPodSandbox filtered by labels (and the READY state when asked)."""
     m = client.messages
-    flt = m["PodSandboxFilter"](label_selector=labels or {})
-    if ready_only:
-        flt.state.CopyFrom(m["PodSandboxStateValue"](state=_SANDBOX_READY))
+    state = m["PodSandboxStateValue"](state=_SANDBOX_READY) if ready_only else None
+    flt = m["PodSandboxFilter"](label_selector=labels or {}, state=state)
     return list(client.call("ListPodSandbox", m["ListPodSandboxRequest"](filter=flt)).items)
 
 
@@ -905,12 +1064,14 @@ def _sandbox_pod(client: _RuntimeClient, sandbox: Any, netns_required: bool = Tr
 
 
 def _find_pod(client: _RuntimeClient, namespace: str, name: str,
-             missing_ok: bool = False) -> Pod | None:
+             missing_ok: bool = False, listed: Any = None) -> Pod | None:
     """The pod's ready sandbox and its network namespace, checked to be safe to change.
 
     With missing_ok (for a delete), a pod that is gone, or going, is None.
+    `listed`: its ready sandbox as a ListPodSandbox just gave it (a batch lists
+    once); its PodSandboxStatus is still asked, and must say it is ready.
     """
-    sandbox = _ready_sandbox(client, namespace, name, missing_ok)
+    sandbox = listed or _ready_sandbox(client, namespace, name, missing_ok)
     if sandbox is None:
         return None
     try:
@@ -940,8 +1101,10 @@ def _find_pod(client: _RuntimeClient, namespace: str, name: str,
 _LABEL_NAME = r"(?=.{1,63}\Z)[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?"
 _LABEL_PREFIX = r"(?=.{1,253}/)[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/"
 # Matched whole (fullmatch): re.match with "$" would take a trailing newline.
-_LABEL_KEY = re.compile(f"({_LABEL_PREFIX})?{_LABEL_NAME}")
-_LABEL_VALUE = re.compile(f"({_LABEL_NAME})?")
+# Patterns are strings, compiled by re (and cached) when first used: compiling
+# them all as the module loads would cost every call ~2 ms.
+_LABEL_KEY = f"({_LABEL_PREFIX})?{_LABEL_NAME}"
+_LABEL_VALUE = f"({_LABEL_NAME})?"
 
 
 def _parse_selector(text: str) -> dict[str, str]:
@@ -957,9 +1120,9 @@ def _parse_selector(text: str) -> dict[str, str]:
             raise InjectError(f"unsupported label selector term {term!r} in {text!r}: only "
                               "key=value and key==value, joined by ','", CODE_INVALID_CONFIG)
         key, value = match.groups()
-        if not _LABEL_KEY.fullmatch(key):
+        if not re.fullmatch(_LABEL_KEY, key):
             raise InjectError(f"invalid label key {key!r} in selector {text!r}", CODE_INVALID_CONFIG)
-        if not _LABEL_VALUE.fullmatch(value):
+        if not re.fullmatch(_LABEL_VALUE, value):
             raise InjectError(f"invalid label value {value!r} in selector {text!r}", CODE_INVALID_CONFIG)
         if labels.setdefault(key, value) != value:
             raise InjectError(f"label selector {text!r} wants {key} to be both "
@@ -989,6 +1152,25 @@ def _list_pods(client: _RuntimeClient, namespace: str | None = None,
     return sorted(pods, key=lambda p: (p.namespace, p.name, not p.ready))
 
 
+def _select_pods(client: _RuntimeClient, namespace: str | None, names: list[str] | None = None,
+                selector: dict[str, str] | None = None) -> dict[tuple[str, str], Any]:
+    """{(namespace, name): its ready sandbox, or None when not listed} of the
+    pods to work on, in order: the named ones, or the ready pods matching
+    `selector`, in `namespace` (every namespace when None)."""
+    if names and not selector and namespace is not None:
+        return dict.fromkeys(((namespace, name) for name in names), None)
+    labels = dict(selector or {})
+    if namespace is not None:
+        labels[_POD_NAMESPACE_LABEL] = namespace
+    found: dict[tuple[str, str], list[Any]] = {}
+    for sandbox in _list_sandboxes(client, labels, ready_only=True):
+        found.setdefault((sandbox.metadata.namespace, sandbox.metadata.name), []).append(sandbox)
+    # A pod with two ready sandboxes is looked up again, to fail as _ready_sandbox fails.
+    return {pod: sandboxes[0] if len(sandboxes) == 1 else None
+            for pod, sandboxes in sorted(found.items()) if not names or pod[1] in names}
+
+
+
 # ---- CNI: config --------------------------------------------------------
 
 _CNI_VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
@@ -996,7 +1178,7 @@ _DEFAULT_CNI_PATH = ("/opt/cni/bin", "/usr/libexec/cni", "/usr/lib/cni")
 # libcni's cacheDir: results in its results/, our locks in its if-inject-locks/.
 _DEFAULT_CACHE_DIR = "/var/lib/cni"
 # The CNI spec's rules for container IDs and network names.
-_NAME_PATTERN = re.compile(r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*")  # matched whole (fullmatch)
+_NAME_PATTERN = r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*"  # matched whole (fullmatch)
 
 
 @dataclass
@@ -1059,7 +1241,7 @@ def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
     else:
         raise bad("neither a plugin conf (no 'type') nor a conflist (no 'plugins')")
     name = conf.get("name")
-    if not isinstance(name, str) or not _NAME_PATTERN.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(_NAME_PATTERN, name):
         raise bad(f"invalid network name {name!r}")
     if version not in _CNI_VERSIONS:
         raise InjectError(f"{source}: unknown cniVersion {version!r} (known: "
@@ -1141,7 +1323,7 @@ class Attachment:
 
 def _validate_container_id(container_id: str) -> None:
     """The CNI spec's rule for container IDs."""
-    if not _NAME_PATTERN.fullmatch(container_id):
+    if not re.fullmatch(_NAME_PATTERN, container_id):
         raise InjectError(f"invalid container ID {container_id!r}", CODE_INVALID_ENV)
 
 
@@ -1822,7 +2004,7 @@ class _attachment_lock:
     shared = False  # _network_lock's ADDs and DELs share theirs
 
     def __init__(self, cache_dir: str, sandbox_id: str, ifname: str, timeout: float) -> None:
-        if not _NAME_PATTERN.fullmatch(sandbox_id):  # it becomes a file name
+        if not re.fullmatch(_NAME_PATTERN, sandbox_id):  # it becomes a file name
             raise InjectError(f"invalid sandbox ID {sandbox_id!r}", CODE_INVALID_ENV)
         _validate_ifname(ifname)
         self._set_file(cache_dir, f"{sandbox_id}-{ifname}.lock", timeout)
@@ -2114,8 +2296,8 @@ _NAD_API_VERSION = "k8s.cni.cncf.io/v1"
 _NAD_KIND = "NetworkAttachmentDefinition"
 # Kubernetes object names: a DNS-1123 subdomain; namespaces: a DNS-1123 label.
 _DNS_LABEL = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_OBJECT_NAME = re.compile(rf"(?=.{{1,253}}\Z){_DNS_LABEL}(\.{_DNS_LABEL})*")  # matched whole (fullmatch)
-_NAMESPACE = re.compile(rf"(?=.{{1,63}}\Z){_DNS_LABEL}")
+_OBJECT_NAME = rf"(?=.{{1,253}}\Z){_DNS_LABEL}(\.{_DNS_LABEL})*"  # matched whole (fullmatch)
+_NAMESPACE = rf"(?=.{{1,63}}\Z){_DNS_LABEL}"
 
 
 def read_network(path: str) -> NetworkConfig:
@@ -2205,10 +2387,10 @@ def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
         raise InjectError(f"{source}: a document of {found}, not a {_NAD_KIND} of {_NAD_API_VERSION}",
                           CODE_INVALID_CONFIG)
     name, namespace = _dig(document, "metadata", "name"), _dig(document, "metadata", "namespace") or ""
-    if not isinstance(name, str) or not _OBJECT_NAME.fullmatch(name):
+    if not isinstance(name, str) or not re.fullmatch(_OBJECT_NAME, name):
         raise InjectError(f"{source}: {_NAD_KIND} with an invalid metadata.name {name!r}",
                           CODE_INVALID_CONFIG)
-    if not isinstance(namespace, str) or (namespace and not _NAMESPACE.fullmatch(namespace)):
+    if not isinstance(namespace, str) or (namespace and not re.fullmatch(_NAMESPACE, namespace)):
         raise InjectError(f"{source}: {_NAD_KIND} {name} with an invalid metadata.namespace {namespace!r}",
                           CODE_INVALID_CONFIG)
     what = f"{source}: {_NAD_KIND} {namespace}/{name}" if namespace else f"{source}: {_NAD_KIND} {name}"
@@ -2748,7 +2930,7 @@ def _default_container_id(pod: Pod) -> str:
     """The netns file's name, as the original; /proc/<pid>/ns/net would make
     every pod "net", so the sandbox ID stands in there."""
     base = os.path.basename(pod.netns)
-    return pod.sandbox_id if base == "net" or not _NAME_PATTERN.fullmatch(base) else base
+    return pod.sandbox_id if base == "net" or not re.fullmatch(_NAME_PATTERN, base) else base
 
 
 def _pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
@@ -3067,6 +3249,9 @@ class Node:
         # and the networks warned of already: one warning per network, not per pod.
         self._own_networks: dict[str, str] | None = None
         self._warned: set[str] = set()
+        # The pods a batch selected, with their ready sandboxes as listed then: each
+        # pod's first lookup takes its sandbox from here instead of listing again.
+        self._listed: dict[tuple[str, str], Any] = {}
 
     @property
     def client(self) -> _RuntimeClient:
@@ -3100,9 +3285,23 @@ class Node:
 
     def pod(self, namespace: str, name: str) -> Pod:
         """A running pod on this node, checked to be safe to change."""
-        pod = _find_pod(self.client, namespace, name)
+        pod = self._lookup(namespace, name)
         assert pod is not None
         return pod
+
+    def _lookup(self, namespace: str, name: str, missing_ok: bool = False) -> Pod | None:
+        listed = self._listed.pop((namespace, name), None)
+        if listed is not None:
+            with suppress(InjectError):  # gone or replaced since the batch listed it: look again
+                return _find_pod(self.client, namespace, name, missing_ok, listed)
+        return _find_pod(self.client, namespace, name, missing_ok)
+
+    def _select_pods(self, namespace: str | None, names: list[str] | None,
+                     selector: dict[str, str]) -> list[tuple[str, str]]:
+        """The pods a batch works on (see _select_pods), their sandboxes remembered."""
+        selected = _select_pods(self.client, namespace, names, selector)
+        self._listed.update((pod, sandbox) for pod, sandbox in selected.items() if sandbox is not None)
+        return list(selected)
 
     def add(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
             container_id: str = "", args: list[tuple[str, str]] | None = None,
@@ -3153,7 +3352,7 @@ class Node:
         With `only_ours` (a batch), an interface of a running pod that the
         cache does not show if-inject added is left alone: _NotOurs is raised.
         Without it, DEL runs there anyway, as libcni's does, with a warning."""
-        found = _find_pod(self.client, namespace, pod, missing_ok=True)
+        found = self._lookup(namespace, pod, missing_ok=True)
         if found is not None and network is not None:
             att = _pod_attachment(found, ifname, container_id, args, capability_args)
             self._delete_from_pod(found, network, att, only_ours)
@@ -3359,20 +3558,6 @@ def resolve_netns(namespace: str, pod: str, endpoint: str | None = None,
 # ---- pods: many at once ---------------------------------------------------
 
 
-def _select_pods(client: _RuntimeClient, namespace: str | None, names: list[str] | None = None,
-                selector: dict[str, str] | None = None) -> list[tuple[str, str]]:
-    """(namespace, name) of the pods to work on: the named ones, or the ready
-    pods matching `selector`, in `namespace` (every namespace when None)."""
-    if names and not selector and namespace is not None:
-        return [(namespace, name) for name in dict.fromkeys(names)]
-    labels = dict(selector or {})
-    if namespace is not None:
-        labels[_POD_NAMESPACE_LABEL] = namespace
-    found = {(s.metadata.namespace, s.metadata.name)
-             for s in _list_sandboxes(client, labels, ready_only=True)}
-    return sorted(p for p in found if not names or p[1] in names)
-
-
 def _default_parallel() -> int:
     """Pods worked on at once by default: twice the CPUs (a pod's time is
     mostly its plugins' processes and the runtime's answers, while Python's
@@ -3439,31 +3624,79 @@ class _UsageError(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(allow_abbrev=False, formatter_class=_HelpFormatter, **kwargs)
+
     def error(self, message: str) -> NoReturn:
         raise _UsageError(message)
 
 
-def _global_flags(parser: argparse.ArgumentParser, default: Any) -> None:
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's, as wide as shutil.get_terminal_size() says, without
+    importing shutil (~4 ms of a call: argparse makes a formatter for each
+    flag it adds, to check it)."""
+
+    def __init__(self, prog: str) -> None:
+        super().__init__(prog, width=_terminal_columns() - 2)
+
+
+def _terminal_columns() -> int:
+    """$COLUMNS, else stdout's terminal, else 80: shutil.get_terminal_size's order."""
+    with suppress(ValueError):
+        if int(os.environ.get("COLUMNS", "0")) > 0:
+            return int(os.environ["COLUMNS"])
+    try:
+        return os.get_terminal_size(1).columns or 80
+    except OSError:  # not a terminal, or closed
+        return 80
+
+
+class _Flags(Protocol):
+    """What a subcommand's entry adds its flags to: its parser, or _NoFlags."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any: ...
+
+    def set_defaults(self, **kwargs: Any) -> None: ...
+
+
+class _NoFlags:
+    """Takes the flags of a subcommand that the command line does not run.
+    They would never be parsed, and building every subcommand's parser costs
+    a call ~8 ms (argparse checks each flag as it is added, and looks up its
+    texts' translations on disk for each parser)."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def set_defaults(self, **kwargs: Any) -> None:
+        pass
+
+
+def _global_flags(parser: argparse.ArgumentParser, default: Any) -> list[str]:
     """Flags taken before or after the subcommand (after it, they must not
-    reset what was given before: hence SUPPRESS as their default there)."""
+    reset what was given before: hence SUPPRESS as their default there).
+    Returns their spellings (each takes a value)."""
     def d(value: Any) -> Any:
         return value if default is None else default
-    parser.add_argument("-loglevel", "--loglevel", type=int, default=d(0), metavar="N",
-                        help="log detail on stderr: 0 info and errors, up to 4 everything")
-    parser.add_argument("-runtime-endpoint", "--runtime-endpoint", "-r", dest="endpoint",
-                        default=d(None), metavar="URI",
-                        help="CRI socket (default: $CONTAINER_RUNTIME_ENDPOINT, else search)")
-    parser.add_argument("-timeout", "--timeout", type=float, default=d(10.0), metavar="SECONDS",
-                        help="limit for runtime calls and for each plugin (default 10)")
-    parser.add_argument("-cni-path", "--cni-path", default=d(None), metavar="DIRS",
-                        help="plugin dirs, ':'-separated (default: $CNI_PATH, else "
-                             + ":".join(_DEFAULT_CNI_PATH) + ")")
-    parser.add_argument("-cache-dir", "--cache-dir", default=d(_DEFAULT_CACHE_DIR), metavar="DIR",
-                        help="libcni's cache dir: results in its results/, as a runtime's "
-                             f"(default {_DEFAULT_CACHE_DIR})")
+    flags = [
+        parser.add_argument("-loglevel", "--loglevel", type=int, default=d(0), metavar="N",
+                            help="log detail on stderr: 0 info and errors, up to 4 everything"),
+        parser.add_argument("-runtime-endpoint", "--runtime-endpoint", "-r", dest="endpoint",
+                            default=d(None), metavar="URI",
+                            help="CRI socket (default: $CONTAINER_RUNTIME_ENDPOINT, else search)"),
+        parser.add_argument("-timeout", "--timeout", type=float, default=d(10.0), metavar="SECONDS",
+                            help="limit for runtime calls and for each plugin (default 10)"),
+        parser.add_argument("-cni-path", "--cni-path", default=d(None), metavar="DIRS",
+                            help="plugin dirs, ':'-separated (default: $CNI_PATH, else "
+                                 + ":".join(_DEFAULT_CNI_PATH) + ")"),
+        parser.add_argument("-cache-dir", "--cache-dir", default=d(_DEFAULT_CACHE_DIR), metavar="DIR",
+                            help="libcni's cache dir: results in its results/, as a runtime's "
+                                 f"(default {_DEFAULT_CACHE_DIR})"),
+    ]
+    return [spelling for flag in flags for spelling in flag.option_strings]
 
 
-def _namespace_flag(parser: argparse.ArgumentParser, listing: bool) -> None:
+def _namespace_flag(parser: _Flags, listing: bool) -> None:
     """-ns, one value everywhere: a namespace, or None for every namespace.
     Listings (pods, list) show every namespace unless -ns is given, as
     `crictl pods`; commands on a pod default to "default", as kubectl."""
@@ -3475,7 +3708,7 @@ def _namespace_flag(parser: argparse.ArgumentParser, listing: bool) -> None:
                             help="the pod's namespace (default: default)")
 
 
-def _pod_flags(parser: argparse.ArgumentParser) -> None:
+def _pod_flags(parser: _Flags) -> None:
     """The pods of netns, add, del and check: one, several, or selected by labels."""
     _namespace_flag(parser, listing=False)
     parser.add_argument("-pod", "--pod", action="append", dest="pods", metavar="POD",
@@ -3489,12 +3722,12 @@ def _pod_flags(parser: argparse.ArgumentParser) -> None:
                              f"at most 8; here {_default_parallel()})")
 
 
-def _one_pod_flags(parser: argparse.ArgumentParser) -> None:
+def _one_pod_flags(parser: _Flags) -> None:
     _namespace_flag(parser, listing=False)
     parser.add_argument("-pod", "--pod", required=True, help="the pod's name")
 
 
-def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> None:
+def _cni_flags(parser: _Flags, spec_required: bool = True) -> None:
     parser.add_argument("-spec", "--spec", required=spec_required, metavar="FILE",
                         help="CNI network: a plugin conf or a conflist, or a Multus "
                              "NetworkAttachmentDefinition (JSON or YAML) holding one; - reads stdin"
@@ -3509,14 +3742,14 @@ def _cni_flags(parser: argparse.ArgumentParser, spec_required: bool = True) -> N
                         help='runtimeConfig for plugins that declare them, e.g. {"mac": "..."}')
 
 
-def _output_flag(parser: argparse.ArgumentParser, network_status: bool = False) -> None:
+def _output_flag(parser: _Flags, network_status: bool = False) -> None:
     more = ("network-status",) if network_status else ()
     parser.add_argument("-o", "-output", "--output", choices=("text", "json", *more), default="text",
                         help="a table (default) or JSON" + (", or the pod's network-status entries "
                                                             "(with -ns and -pod)" if more else ""))
 
 
-def _veth_flags(parser: argparse.ArgumentParser) -> None:
+def _veth_flags(parser: _Flags) -> None:
     # No default for -interface: -delete tells a name given from none (net1 otherwise).
     parser.add_argument("-interface", "--interface", default=None,
                         help="name in the pod (default net1; with -delete and -host-interface, "
@@ -3538,8 +3771,7 @@ def _veth_flags(parser: argparse.ArgumentParser) -> None:
 _Run = Callable[[argparse.Namespace, Node], int]
 
 
-@dataclass
-class _PodWork:
+class _PodWork(NamedTuple):  # not a dataclass: making one costs every call ~0.5 ms
     """What one of netns/add/del/check does for one pod (returning what to
     print), and the network of its -spec, read once for every pod."""
 
@@ -3547,29 +3779,50 @@ class _PodWork:
     network: NetworkConfig | None = None
 
 
-def _build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="if-inject", allow_abbrev=False,
+def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """The parser; given the command line, with the flags of its subcommand only."""
+    parser = _Parser(prog="if-inject",
                      description="Inject interfaces into, and remove them from, running pods. "
                                  "-ns: commands on a pod default to namespace default; listings "
                                  "(pods, list) show every namespace unless -ns is given.")
     parser.add_argument("-version", "--version", action="store_true", help="print the version")
-    _global_flags(parser, None)
+    value_flags = _global_flags(parser, None)
+    chosen = None if argv is None else _subcommand_in(argv, value_flags)
     commands = parser.add_subparsers(dest="command", metavar="SUBCOMMAND", parser_class=_Parser)
 
-    def command(name: str, text: str, run: _Run) -> argparse.ArgumentParser:
-        sub = commands.add_parser(name, help=text, description=text, allow_abbrev=False)
-        _global_flags(sub, argparse.SUPPRESS)
+    def command(name: str, text: str, run: _Run) -> _Flags:
+        if chosen not in (None, name):
+            return _NoFlags()
+        sub = commands.add_parser(name, help=text, description=text)
         sub.set_defaults(run=run, stays="")  # stays: what a closed stdout leaves done (_stdout_closed)
+        _global_flags(sub, argparse.SUPPRESS)
         return sub
 
     _cni_subcommands(command)
     _node_subcommands(command)
+    if chosen is not None and not commands.choices:  # no such subcommand: argparse names them all
+        return _build_parser()
     parser.set_defaults(subcommands=list(commands.choices))
     return parser
 
 
-# command(name, help, run function) -> the subcommand's parser, for its flags.
-_Command = Callable[[str, str, _Run], argparse.ArgumentParser]
+def _subcommand_in(argv: list[str], value_flags: list[str]) -> str | None:
+    """The subcommand, as argparse will find it: the first word that is
+    neither a flag nor a global flag's value. None if there is none, or
+    after "--" (argparse has its own ways with that)."""
+    after_flag = False
+    for word in argv:
+        if word == "--":
+            return None
+        if after_flag or word.startswith("-"):
+            after_flag = not after_flag and word in value_flags
+            continue
+        return word
+    return None
+
+
+# command(name, help, run function) -> where the subcommand's flags go.
+_Command = Callable[[str, str, _Run], _Flags]
 
 
 def _cni_subcommands(command: _Command) -> None:
@@ -3718,7 +3971,7 @@ def _run_pod_command(args: argparse.Namespace, node: Node,
         if output is not None:
             print(output if isinstance(output, str) else json.dumps(output, indent=4))
         return 0
-    pods = _select_pods(node.client, None if args.all_namespaces else args.ns, args.pods, selector)
+    pods = node._select_pods(None if args.all_namespaces else args.ns, args.pods, selector)
     return _run_batch(pods, work, args.parallel)
 
 
@@ -3869,7 +4122,7 @@ def main(argv: list[str] | None = None) -> int:
     if _only_version(sys.argv[1:] if argv is None else argv):  # before the parser is built
         return _print_version()
     try:
-        args = _build_parser().parse_args(argv)
+        args = _build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
     except _UsageError as e:
         with _cli_logging(0):
             _log_error("Invalid command line", e)

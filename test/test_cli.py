@@ -331,6 +331,22 @@ def test_batch_by_label_selector(inject: Tool, lab: Any, make_pod: Callable[...,
     assert inject.leases() == [] and inject.cache_files() == []
 
 
+@pytest.mark.runtimes
+def test_a_batch_lists_once_and_looks_again_at_a_pod_replaced_since(lab: Any,
+                                                                    make_pod: Callable[..., Any]) -> None:
+    """A batch takes each pod's sandbox from its one listing; a pod whose
+    sandbox was replaced since (kubelet restarted it) is looked up again."""
+    kept, replaced = make_pod(labels={"app": "listed"}), make_pod(labels={"app": "listed"})
+    with ii.Node(lab.endpoint) as node:
+        selected = node._select_pods("if-inject", None, {"app": "listed"})
+        assert sorted(selected) == sorted(("if-inject", p.name) for p in (kept, replaced))
+        assert set(node._listed) == set(selected)
+        restarted = lab.restart_pod(replaced)
+        assert node.pod("if-inject", kept.name).sandbox_id == kept.sandbox_id
+        assert node.pod("if-inject", replaced.name).sandbox_id == restarted.sandbox_id != replaced.sandbox_id
+        assert node._listed == {}  # each taken once: a later lookup lists again
+
+
 def test_batch_progress_on_a_terminal(inject: Tool, make_pod: Callable[..., Any]) -> None:
     for _ in range(2):
         make_pod(labels={"app": "progress"})

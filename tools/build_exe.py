@@ -71,7 +71,7 @@ OWN_DIR = "if-inject-exe"
 MARKER = ".if-inject-exe"
 MARKER_TEXT = "if-inject executable cache: made by if-inject, which deletes only what it made here\n"
 MAX_DEPTH = 60  # directories in directories: the launcher checks an entry down to 64
-# Never imported by if_inject or what it imports (grpc, protobuf); leaving them
+# Never imported by if_inject or what it imports (grpc, pyroute2, yaml); leaving them
 # out makes the build smaller and its start no slower.
 EXCLUDES = ["tkinter", "_tkinter", "unittest", "pydoc", "doctest", "pdb", "sqlite3", "_sqlite3",
             "xml", "xmlrpc", "pyexpat", "_elementtree", "email", "http", "html", "mailbox",

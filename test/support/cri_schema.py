@@ -13,6 +13,7 @@ tests can reuse it: `M` holds the message classes and enums by name,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
@@ -94,7 +95,63 @@ IMAGE_METHODS = frozenset({"ListImages"})
 
 # Message classes and enums (as {name: number} dicts) by name, e.g.
 # M["RunPodSandboxRequest"](config=...), M["ContainerState"]["CONTAINER_RUNNING"].
-M: dict[str, Any] = if_inject._proto_messages(LAB_SCHEMA)
+M: dict[str, Any] = {}  # filled below, by proto_messages(LAB_SCHEMA)
+
+# FieldDescriptorProto's type numbers; the tool's schema uses the first seven,
+# the rest let a test write fields the tool does not know.
+_SCALARS = {"string": 9, "bool": 8, "int32": 5, "int64": 3, "uint32": 13, "uint64": 4, "bytes": 12,
+            "double": 1, "fixed64": 6, "fixed32": 7, "sint64": 18}
+
+
+def file_descriptor(schema: str, package: str) -> Any:
+    """A schema text (if_inject's .proto subset) as a protobuf FileDescriptorProto (proto3)."""
+    from google.protobuf import descriptor_pb2
+
+    fdp = descriptor_pb2.FileDescriptorProto(name=f"{package}.{id(schema)}.proto", package=package,
+                                             syntax="proto3")
+    enums = if_inject._schema_enums(schema)
+    for name, values in enums.items():
+        enum = fdp.enum_type.add(name=name)
+        for key, number in values.items():
+            enum.value.add(name=key, number=number)
+    F = descriptor_pb2.FieldDescriptorProto
+    for name, body in if_inject._schema_messages(schema):
+        msg = fdp.message_type.add(name=name)
+        for label, ftype, fname, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
+            field = msg.field.add(name=fname, number=int(number), json_name=fname,
+                                  label=F.LABEL_REPEATED if label else F.LABEL_OPTIONAL)
+            if ftype == "map":  # map<string, string>: a repeated nested XxxEntry message
+                entry = msg.nested_type.add(name=fname.title().replace("_", "") + "Entry")
+                entry.options.map_entry = True
+                entry.field.add(name="key", number=1, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+                entry.field.add(name="value", number=2, type=F.TYPE_STRING, label=F.LABEL_OPTIONAL)
+                field.label = F.LABEL_REPEATED
+                field.type, field.type_name = F.TYPE_MESSAGE, f".{package}.{name}.{entry.name}"
+            elif ftype in _SCALARS:
+                field.type = _SCALARS[ftype]  # type: ignore[assignment]
+            else:
+                field.type = F.TYPE_ENUM if ftype in enums else F.TYPE_MESSAGE
+                field.type_name = f".{package}.{ftype}"
+    return fdp
+
+
+def proto_messages(schema: str, package: str = "runtime.v1") -> dict[str, Any]:
+    """protobuf's own message classes for a schema text, and its enums as
+    {name: number} dicts, by name. Each call uses a private descriptor pool,
+    so that schemas with the same names live side by side. The fakes and the
+    lab speak CRI with these; the tool has its own codec (if_inject._Message),
+    held against them in test/unit/test_cri_codec.py."""
+    from google.protobuf import descriptor_pool, message_factory
+
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(file_descriptor(schema, package))
+    classes: dict[str, Any] = dict(if_inject._schema_enums(schema))
+    for name, _ in if_inject._schema_messages(schema):
+        classes[name] = message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}"))
+    return classes
+
+
+M.update(proto_messages(LAB_SCHEMA))
 
 
 def service_of(method: str) -> str:

@@ -24,8 +24,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import if_inject
-from support.cri_schema import LAB_SCHEMA, NODE, M
+from support.cri_schema import LAB_SCHEMA, NODE, M, proto_messages
 from support.lab import Lab, Pod, oci_archive, tar_archive, tar_entry, which
 
 EXE_IMAGE = "localhost/if-inject/if-inject:test"
@@ -50,7 +49,7 @@ message CreateContainerWithMountsRequest {
     string pod_sandbox_id = 1; ContainerConfigWithMounts config = 2; PodSandboxConfig sandbox_config = 3;
 }
 """
-MM: dict[str, Any] = if_inject._proto_messages(MOUNT_SCHEMA)
+MM: dict[str, Any] = proto_messages(MOUNT_SCHEMA)
 
 
 # ---- the image -----------------------------------------------------------------

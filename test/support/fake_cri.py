@@ -56,8 +56,8 @@ from 1.23 on), the {image, pid, runtimeSpec} form of a pod with an infra
 container (a shared PID namespace, or drop_infra_ctr off), the "{}" of 1.19-1.22,
 and faults.
 
-The message classes are the tool's own (`if_inject._CRI_SCHEMA`); the real
-containerd lab checks that schema against a real runtime.
+The messages are the tool's own schema (`if_inject._CRI_SCHEMA`), as protobuf's
+classes; the real runtimes' labs check that schema against a real runtime.
 """
 
 from __future__ import annotations
@@ -77,8 +77,9 @@ import grpc
 
 # The tool lives in the repository root.
 import if_inject
+from support.cri_schema import proto_messages
 
-M: dict[str, Any] = if_inject._proto_messages(if_inject._CRI_SCHEMA)
+M: dict[str, Any] = proto_messages(if_inject._CRI_SCHEMA)
 
 READY, NOTREADY = if_inject._SANDBOX_READY, if_inject._SANDBOX_NOTREADY
 POD, CONTAINER, NODE = (if_inject._NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
@@ -363,18 +364,21 @@ class FakeCRI:
 
     Faults: `abort` {method: status code} fails every call of a method;
     `delay` {method: seconds} answers late (stop() cuts the wait short);
+    `raw` {method: bytes} answers these bytes, whatever they are;
     `v1alpha2_only` serves the old runtime.v1alpha2 service only, so every
     runtime.v1 method is UNIMPLEMENTED. Requests are kept in `calls`.
     """
 
     def __init__(self, socket_path: str | Path, runtime: Runtime, sandboxes: Iterable[Sandbox] = (),
                  abort: dict[str, grpc.StatusCode] | None = None,
-                 delay: dict[str, float] | None = None, v1alpha2_only: bool = False) -> None:
+                 delay: dict[str, float] | None = None, v1alpha2_only: bool = False,
+                 raw: dict[str, bytes] | None = None) -> None:
         self.socket_path = str(socket_path)
         self.runtime = runtime
         self.sandboxes = list(sandboxes)
         self.abort = dict(abort or {})
         self.delay = dict(delay or {})
+        self.raw = dict(raw or {})
         self.v1alpha2_only = v1alpha2_only
         self.calls: list[tuple[str, Any]] = []
         self._stopping = threading.Event()
@@ -420,9 +424,14 @@ class FakeCRI:
         handlers = {
             name: grpc.unary_unary_rpc_method_handler(
                 self._faulty(name, fn), request_deserializer=request.FromString,
-                response_serializer=response.SerializeToString)
+                response_serializer=self._serializer(response))
             for name, (fn, request, response) in methods.items()}
         return grpc.method_handlers_generic_handler(service, handlers)
+
+    @staticmethod
+    def _serializer(response: Any) -> Callable[[Any], bytes]:
+        """The response class's, passing raw bytes (a `raw` fault) through."""
+        return lambda r: r if isinstance(r, bytes) else bytes(response.SerializeToString(r))
 
     def _faulty(self, name: str, fn: Handler) -> Handler:
         """`fn` with this method's configured faults in front."""
@@ -432,6 +441,8 @@ class FakeCRI:
                 self._stopping.wait(self.delay[name])
             if name in self.abort:
                 context.abort(self.abort[name], f"fake {self.runtime.name}: {name} failed")
+            if name in self.raw:
+                return self.raw[name]
             return fn(request, context)
         return handle
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import subprocess
 import sys
@@ -211,8 +212,8 @@ def test_a_name_with_a_trailing_newline_is_refused(check: Any) -> None:
     (ii._LABEL_KEY, "app\n"), (ii._LABEL_VALUE, "alpine\n"), (ii._OBJECT_NAME, "ptp\n"),
     (ii._NAMESPACE, "ns\n"), (ii._NAME_PATTERN, "net1\n"),
 ])
-def test_every_name_pattern_refuses_a_trailing_newline(pattern: Any, text: str) -> None:
-    assert pattern.fullmatch(text.strip()) and not pattern.fullmatch(text)
+def test_every_name_pattern_refuses_a_trailing_newline(pattern: str, text: str) -> None:
+    assert re.fullmatch(pattern, text.strip()) and not re.fullmatch(pattern, text)
 
 
 def test_the_cli_refuses_a_container_id_with_a_newline(capsys: pytest.CaptureFixture[str]) -> None:

@@ -54,13 +54,12 @@ def test_every_documented_command_is_accepted() -> None:
     shown = [(doc, words) for doc in doc_files() for words in commands(doc.read_text())]
     # The walk-through, Multus, the executable and veth: every file's commands are seen.
     assert {doc.name for doc, _ in shown} >= {"README.md", "multus.md", "executable.md", "manual.md"}
-    parser = ii._build_parser()
     for doc, words in shown:
         if any(w.startswith("[") for w in words):  # the synopsis: if-inject [-version] ...
             continue
         argv = [VALUES.get(w, w) for w in words]
         try:
-            args = parser.parse_args(argv)
+            args = ii._build_parser(argv).parse_args(argv)  # as main() parses it
         except ii._UsageError as e:
             pytest.fail(f"{doc.name}: if-inject {' '.join(words)}: {e}")
         assert args.version or args.command, f"{doc.name}: if-inject {' '.join(words)}"

@@ -50,7 +50,7 @@ def test_the_conf_file_is_found_by_the_networks_name(tmp_path: Path) -> None:
 
     class Client:
         version = CONTAINERD.version
-        messages = if_inject._cri_classes()
+        messages = if_inject._cri_messages()
 
         def call(self, method: str, request: Any) -> Any:
             assert (method, request.verbose) == ("Status", True)
@@ -67,7 +67,7 @@ def test_a_node_asks_once_and_warns_once_per_network(tmp_path: Path,
 
     class Client:
         version = CONTAINERD.version
-        messages = if_inject._cri_classes()
+        messages = if_inject._cri_messages()
 
         def call(self, method: str, request: Any) -> Any:
             calls.append(method)
