@@ -629,13 +629,15 @@ class _MessageType:
             return self.types[f.message].decode(value)
         if f.kind == "string":
             return value.decode()  # UnicodeDecodeError is a ValueError
+        if f.kind == "bytes":
+            return value
         if f.kind == "bool":
             return value != 0
         if f.kind in ("int32", "enum", "int64"):  # two's complement in 64 bits, int32 sign-extended
             value &= 0xFFFFFFFF if f.kind != "int64" else (1 << 64) - 1
             top = 1 << (31 if f.kind != "int64" else 63)
             return value - 2 * top if value & top else value
-        return value & (0xFFFFFFFF if f.kind == "uint32" else (1 << 64) - 1)  # uint32, uint64; bytes
+        return value & (0xFFFFFFFF if f.kind == "uint32" else (1 << 64) - 1)  # uint32, uint64
 
 
 class _Message:
@@ -746,7 +748,7 @@ def _wire_field(data: bytes, pos: int) -> tuple[int, int, Any, int]:
 
 
 def _read_varint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
+    value = 0
     for shift in range(0, 70, 7):
         if pos >= len(data):
             raise ValueError("truncated varint")
@@ -894,7 +896,7 @@ class _RuntimeClient:
             raise InjectError(f"{method}: {code.name}: {reason}", CODE_TRY_AGAIN_LATER) from None
         try:
             return response_type.decode(answer)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: groups nested too deep
             raise InjectError(f"{method}: the runtime's answer is not a {response_type.name}: {e}",
                               CODE_DECODING) from None
 

@@ -193,13 +193,24 @@ def test_damaged_answers_are_read_or_refused_as_protobuf_does() -> None:
     assert outcomes == {True, False}
 
 
-def test_a_malformed_answer_is_a_decoding_error(tmp_path: Path) -> None:
+def test_bytes_fields_are_read_as_bytes() -> None:
+    blob = if_inject._message_types("message Blob { bytes data = 1; string name = 2; }")["Blob"]
+    message = blob(data=b"\x00\xff", name="x")
+    assert blob.decode(message.encode()).values == {"data": b"\x00\xff", "name": "x"}
+    assert blob.decode(b"").data == b""
+
+
+@pytest.mark.parametrize("answer, reason", [
+    (b"\x0a\x05ab", "truncated"),
+    (b"\x0b" * 5000 + b"\x0c" * 5000, "maximum recursion depth exceeded"),  # groups in groups
+])
+def test_a_malformed_answer_is_a_decoding_error(tmp_path: Path, answer: bytes, reason: str) -> None:
     """Through real gRPC: the runtime's answer is input, checked like any other."""
-    with FakeCRI(tmp_path / "cri.sock", CONTAINERD_17, raw={"PodSandboxStatus": b"\x0a\x05ab"}) as cri, \
+    with FakeCRI(tmp_path / "cri.sock", CONTAINERD_17, raw={"PodSandboxStatus": answer}) as cri, \
             if_inject._RuntimeClient(cri.endpoint, timeout=5) as client:
         request = OURS["PodSandboxStatusRequest"](pod_sandbox_id="x", verbose=True)
         with pytest.raises(if_inject.InjectError) as raised:
             client.call("PodSandboxStatus", request)
-    assert str(raised.value) == ("PodSandboxStatus: the runtime's answer is not a "
-                                 "PodSandboxStatusResponse: truncated")
+    assert str(raised.value).startswith("PodSandboxStatus: the runtime's answer is not a "
+                                        f"PodSandboxStatusResponse: {reason}")
     assert raised.value.code == if_inject.CODE_DECODING
