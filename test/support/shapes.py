@@ -117,7 +117,13 @@ def vocabulary(info: dict[str, Any]) -> dict[str, Any]:
 
 
 def message_shape(message: Any, path: str = "") -> dict[str, str]:
-    """{path: type} of the fields a protobuf message sets (as protojson prints them)."""
+    """{path: type} of the fields a protobuf message sets (as protojson prints them);
+    a message of the tool's own codec is read through protobuf's class first."""
+    import if_inject
+    from support.cri_schema import M
+
+    if isinstance(message, if_inject._Message):
+        message = M[message.type.name].FromString(message.encode())
     found = {}
     for descriptor, value in message.ListFields():
         name = child(path, descriptor.name)
