@@ -1538,13 +1538,19 @@ def _open_dir(path: str, name: str = "", dir_fd: int | None = None, create: bool
     """The fd of directory `name` in `dir_fd` (else of `path`), checked to be
     ours; made (0700) first when `create`. Raises OSError (FileNotFoundError
     when it is missing) or InjectError."""
-    if create and dir_fd is None:
-        os.makedirs(path, mode=0o700, exist_ok=True)  # MkdirAll(cacheDir, 0700), as libcni
-    elif create:
-        with suppress(FileExistsError):
-            os.mkdir(name, 0o700, dir_fd=dir_fd)
     # normpath: with a trailing "/", even O_NOFOLLOW follows a symbolic link
-    fd = _open_nofollow(path, name or os.path.normpath(path), os.O_RDONLY | os.O_DIRECTORY, dir_fd)
+    target, flags = name or os.path.normpath(path), os.O_RDONLY | os.O_DIRECTORY
+    try:  # opened first, made only when missing: a batch opens these per pod
+        fd = _open_nofollow(path, target, flags, dir_fd)
+    except FileNotFoundError:
+        if not create:
+            raise
+        if dir_fd is None:
+            os.makedirs(path, mode=0o700, exist_ok=True)  # MkdirAll(cacheDir, 0700), as libcni
+        else:
+            with suppress(FileExistsError):
+                os.mkdir(name, 0o700, dir_fd=dir_fd)
+        fd = _open_nofollow(path, target, flags, dir_fd)
     try:
         _check_ours(os.fstat(fd), path, directory=True, loose_bits=loose_bits)
     except BaseException:

@@ -26,7 +26,7 @@ WIDER = proto_messages(if_inject._CRI_SCHEMA.replace(
     "repeated int64 packed = 23; PodIP extra = 24; sint64 signed = 25;"))
 
 
-def fill(message: Any, rng: random.Random, depth: int = 0) -> Any:
+def fill(message: Any, rng: random.Random) -> Any:
     """A protobuf message with random values in some of its fields, at every depth."""
     for f in message.DESCRIPTOR.fields:
         if rng.random() < 0.3:
@@ -37,9 +37,9 @@ def fill(message: Any, rng: random.Random, depth: int = 0) -> Any:
                 target[text(rng)] = text(rng)
         elif f.message_type is not None and f.is_repeated:
             for _ in range(rng.randrange(4)):
-                fill(target.add(), rng, depth + 1)
+                fill(target.add(), rng)
         elif f.message_type is not None:
-            fill(target, rng, depth + 1)
+            fill(target, rng)
             target.SetInParent()  # set, even when empty
         elif f.is_repeated:
             target.extend(scalar(f.type, rng) for _ in range(rng.randrange(4)))
