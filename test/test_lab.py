@@ -46,6 +46,12 @@ def eth0_address(lab: Lab, pod: Pod) -> ipaddress.IPv4Interface:
     return ipaddress.IPv4Interface(out.split()[3])
 
 
+def is_netns(path: str | None) -> bool:
+    """A network namespace's file (on nsfs), not the plain file its vanished mount leaves."""
+    return path is not None and os.path.exists(path) and \
+        os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
+
+
 def leftovers(lab: Lab, sandbox_ids: set[str]) -> list[str]:
     """Everything of `lab` still on the machine, concretely."""
     root = str(lab.root)
@@ -165,12 +171,14 @@ def test_two_labs_side_by_side(lab: Lab, lab_base: Path, pod: Pod) -> None:
         other = second.run_pod(pod.namespace, pod.name, labels={"app": "alpine"})
         ids.add(other.sandbox_id)
         netns = other.netns
+        # The second runtime's namespaces unmounted no pod netns of the first (LAB.md).
+        assert is_netns(netns) and is_netns(pod.netns)
         assert eth0_address(second, other).network == ipaddress.IPv4Network(second.subnet)
         assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
     finally:
         second.down()
     assert leftovers(second, ids) == []
-    assert netns is not None and not os.path.exists(netns) and pod.netns and os.path.exists(pod.netns)
+    assert netns is not None and not os.path.exists(netns) and is_netns(pod.netns)
     assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
     assert sandboxes_of(lab, pod) == {pod.sandbox_id: READY}
 

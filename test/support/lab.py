@@ -379,10 +379,12 @@ def busybox_image(cache: Path) -> Path:
 
 # Run by HOLDER_INIT in the new namespaces: $1 the cached root, $2 ROOT, $3 /run/netns.
 # Every shared mount but /run/netns is made private (nothing mounted here reaches the
-# host; the pods' netns do). The root is an overlay whose writable layer is in ROOT;
-# proc, sysfs, the host's cgroups and /dev, a private /run, and ROOT and the host's /tmp
-# at their own paths are mounted in it. The runtime's libcni cache (/var/lib/cni) is
-# ROOT/cni, so the tool on the host can share it as it shares a node's.
+# host; the pods' netns do), and /run/netns too once the root's own copy is bound: the
+# old root's lazy unmount after pivot_root would otherwise propagate to its peers and
+# unmount every other lab's pod netns on the host (LAB.md). The root is an overlay whose
+# writable layer is in ROOT; proc, sysfs, the host's cgroups and /dev, a private /run,
+# and ROOT and the host's /tmp at their own paths are mounted in it. The runtime's libcni
+# cache (/var/lib/cni) is ROOT/cni, so the tool on the host can share it as it shares a node's.
 HOLDER_SETUP = r"""set -e
 lower=$1 root=$2 netns=$3 m=$2/chroot
 findmnt -rn -o TARGET,PROPAGATION | while read -r target propagation; do
@@ -396,6 +398,7 @@ mount --rbind /dev "$m/dev"
 mount -t tmpfs -o mode=755 tmpfs "$m/run"
 mkdir "$m/run/netns"
 mount --rbind "$netns" "$m/run/netns"
+mount --make-rprivate "$netns"
 mount --bind /tmp "$m/tmp"
 mkdir -p "$m$root"
 mount --bind "$root" "$m$root"
