@@ -388,7 +388,8 @@ def busybox_image(cache: Path) -> Path:
 HOLDER_SETUP = r"""set -e
 lower=$1 root=$2 netns=$3 m=$2/chroot
 findmnt -rn -o TARGET,PROPAGATION | while read -r target propagation; do
-  case $propagation in *shared*) [ "$target" = "$netns" ] || mount --make-private "$target";; esac
+  case $propagation in *shared*) [ "$target" = "$netns" ] || mount --make-private "$target" ||
+    ! findmnt -rn --mountpoint "$target" >/dev/null;; esac  # (another lab's pod netns, just gone)
 done
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$root/chroot.upper,workdir=$root/chroot.work" "$m"
 mount -t proc proc "$m/proc"
