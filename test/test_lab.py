@@ -17,6 +17,7 @@ from support import REPO, cri_schema
 from support.lab import (
     BUSYBOX_IMAGE,
     CNI_RESULTS,
+    KERNEL_DEATHS,
     OWNED,
     PAUSE_IMAGE,
     RUNTIMES,
@@ -43,6 +44,12 @@ def eth0_address(lab: Lab, pod: Pod) -> ipaddress.IPv4Interface:
     code, out, err = lab.exec(pod, ["ip", "-o", "-4", "addr", "show", "eth0"])
     assert code == 0, err
     return ipaddress.IPv4Interface(out.split()[3])
+
+
+def is_netns(path: str | None) -> bool:
+    """A network namespace's file (on nsfs), not the plain file its vanished mount leaves."""
+    return path is not None and os.path.exists(path) and \
+        os.stat(path).st_dev == os.stat("/proc/self/ns/net").st_dev
 
 
 def leftovers(lab: Lab, sandbox_ids: set[str]) -> list[str]:
@@ -95,6 +102,19 @@ def test_exec_runs_in_the_container_of_the_pod(lab: Lab, pod: Pod) -> None:
 def test_exec_reports_exit_code_and_stderr(lab: Lab, pod: Pod) -> None:
     code, out, err = lab.exec(pod, ["ip", "link", "show", "net1"])
     assert code != 0 and out == "" and "net1" in err
+
+
+@pytest.mark.runtimes("containerd-1.6", "containerd-1.7", "containerd-2.1")  # runc's log.json: containerd's
+def test_exec_that_runc_cannot_start_says_what_runc_and_the_kernel_logged(lab: Lab, pod: Pod) -> None:
+    """A failed ExecSync carries runc's log.json lines and the kernel's crash and OOM
+    records of that moment (LAB.md: an exec's runc init that died before its first byte)."""
+    with pytest.raises(RuntimeError) as failed:
+        lab.exec(pod, ["/no-such-command"])
+    message = str(failed.value)
+    runc_log, _, kernel = message.partition("\nthe kernel's crashes and OOM kills meanwhile:\n")
+    assert "runc's log:\n" in runc_log and "stat /no-such-command: no such file or directory" in \
+        runc_log.partition("runc's log:\n")[2]
+    assert kernel and all(line == "(none)" or KERNEL_DEATHS.search(line) for line in kernel.splitlines())
 
 
 def test_pod_has_kubelet_labels(lab: Lab, make_pod: Callable[..., Pod]) -> None:
@@ -151,12 +171,14 @@ def test_two_labs_side_by_side(lab: Lab, lab_base: Path, pod: Pod) -> None:
         other = second.run_pod(pod.namespace, pod.name, labels={"app": "alpine"})
         ids.add(other.sandbox_id)
         netns = other.netns
+        # The second runtime's namespaces unmounted no pod netns of the first (LAB.md).
+        assert is_netns(netns) and is_netns(pod.netns)
         assert eth0_address(second, other).network == ipaddress.IPv4Network(second.subnet)
         assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
     finally:
         second.down()
     assert leftovers(second, ids) == []
-    assert netns is not None and not os.path.exists(netns) and pod.netns and os.path.exists(pod.netns)
+    assert netns is not None and not os.path.exists(netns) and is_netns(pod.netns)
     assert eth0_address(lab, pod).network == ipaddress.IPv4Network(lab.subnet)
     assert sandboxes_of(lab, pod) == {pod.sandbox_id: READY}
 

@@ -49,7 +49,7 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -237,6 +237,46 @@ def unmount(path: str) -> None:
         libc.umount2(path.encode(), 2)  # MNT_DETACH: still busy, detach it lazily
 
 
+# What the kernel logs when it, not the process, ends a process: a crash (unhandled
+# SIGSEGV, SIGBUS, a trap) or the OOM killer. A signal another process sends logs nothing.
+KERNEL_DEATHS = re.compile(r"segfault|traps:|general protection|Out of memory|oom-kill|Killed process")
+
+
+def kernel_log_end() -> int | None:
+    """/dev/kmsg opened at its end, to read what the kernel logs from now on; None where
+    it cannot be read. The caller closes it."""
+    try:
+        fd = os.open("/dev/kmsg", os.O_RDONLY | os.O_NONBLOCK)
+    except OSError:
+        return None
+    os.lseek(fd, 0, os.SEEK_END)
+    return fd
+
+
+def kernel_records(fd: int) -> list[str]:
+    """The records ("prio,seq,usec,flags;text") logged since `fd` was last read or opened."""
+    records = []
+    while True:
+        try:
+            records.append(os.read(fd, 8192).decode(errors="replace"))
+        except BrokenPipeError:  # the next record was overwritten meanwhile: go on after it
+            continue
+        except BlockingIOError:
+            return records
+
+
+def kernel_deaths(records: Iterable[str]) -> list[str]:
+    """Of the records, the ones telling of a process the kernel ended, as "[seconds] text"."""
+    found = []
+    for record in records:
+        head, _, text = record.partition(";")
+        line = text.split("\n", 1)[0]  # continuation lines carry key=value pairs only
+        if KERNEL_DEATHS.search(line):
+            stamp = head.split(",")[2:3]
+            found.append(f"[{int(stamp[0]) / 1e6:.6f}] {line}" if stamp and stamp[0].isdigit() else line)
+    return found
+
+
 # ---- images ------------------------------------------------------------------
 
 def tar_entry(name: str, data: bytes | None = None, mode: int = 0o755,
@@ -339,14 +379,17 @@ def busybox_image(cache: Path) -> Path:
 
 # Run by HOLDER_INIT in the new namespaces: $1 the cached root, $2 ROOT, $3 /run/netns.
 # Every shared mount but /run/netns is made private (nothing mounted here reaches the
-# host; the pods' netns do). The root is an overlay whose writable layer is in ROOT;
-# proc, sysfs, the host's cgroups and /dev, a private /run, and ROOT and the host's /tmp
-# at their own paths are mounted in it. The runtime's libcni cache (/var/lib/cni) is
-# ROOT/cni, so the tool on the host can share it as it shares a node's.
+# host; the pods' netns do), and /run/netns too once the root's own copy is bound: the
+# old root's lazy unmount after pivot_root would otherwise propagate to its peers and
+# unmount every other lab's pod netns on the host (LAB.md). The root is an overlay whose
+# writable layer is in ROOT; proc, sysfs, the host's cgroups and /dev, a private /run,
+# and ROOT and the host's /tmp at their own paths are mounted in it. The runtime's libcni
+# cache (/var/lib/cni) is ROOT/cni, so the tool on the host can share it as it shares a node's.
 HOLDER_SETUP = r"""set -e
 lower=$1 root=$2 netns=$3 m=$2/chroot
 findmnt -rn -o TARGET,PROPAGATION | while read -r target propagation; do
-  case $propagation in *shared*) [ "$target" = "$netns" ] || mount --make-private "$target";; esac
+  case $propagation in *shared*) [ "$target" = "$netns" ] || mount --make-private "$target" ||
+    ! findmnt -rn --mountpoint "$target" >/dev/null;; esac  # (another lab's pod netns, just gone)
 done
 mount -t overlay overlay -o "lowerdir=$lower,upperdir=$root/chroot.upper,workdir=$root/chroot.work" "$m"
 mount -t proc proc "$m/proc"
@@ -356,6 +399,7 @@ mount --rbind /dev "$m/dev"
 mount -t tmpfs -o mode=755 tmpfs "$m/run"
 mkdir "$m/run/netns"
 mount --rbind "$netns" "$m/run/netns"
+mount --make-rprivate "$netns"
 mount --bind /tmp "$m/tmp"
 mkdir -p "$m$root"
 mount --bind "$root" "$m$root"
@@ -1053,14 +1097,23 @@ disabled_plugins = [{disabled}]
             raise ValueError(f"pod {pod.namespace}/{pod.name} has no container")
         import grpc
 
+        kmsg = kernel_log_end()
         try:
             response = self.cri("ExecSync", {"container_id": pod.container_id, "cmd": list(argv),
                                              "timeout": timeout}, timeout=timeout + 10)
         except grpc.RpcError as e:
             # containerd's error keeps runc's last error line only: what runc init said
             # before it (its FATAL lines) is in the bundle's log.json, gone with the pod.
+            # A runc init that died without a word was crashed or OOM-killed (the kernel
+            # says so) or killed by a signal from a process (nothing says so): LAB.md.
+            deaths = kernel_deaths(kernel_records(kmsg)) if kmsg is not None else ["(/dev/kmsg unread)"]
             raise RuntimeError(f"ExecSync {argv} in {pod.namespace}/{pod.name}: {e}\n"
-                               f"runc's log:\n{self._runc_log(pod.container_id)}") from e
+                               f"runc's log:\n{self._runc_log(pod.container_id)}\n"
+                               "the kernel's crashes and OOM kills meanwhile:\n"
+                               + "\n".join(deaths or ["(none)"])) from e
+        finally:
+            if kmsg is not None:
+                os.close(kmsg)
         return (response.exit_code, response.stdout.decode(errors="replace"),
                 response.stderr.decode(errors="replace"))
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from support import cri_schema
+from support.lab import kernel_deaths
 from support.machine import machine_differences
 
 
@@ -40,3 +41,17 @@ def test_machine_check_names_what_changed() -> None:
         "links: + pod0", "net.ipv4.ip_forward: '0' -> '1'",
         "/var/lib/cni: None -> ['/var/lib/cni/results']"]
     assert machine_differences(before, before) == []
+
+
+def test_kernel_deaths_are_the_crash_and_oom_records() -> None:
+    """What Lab.exec reports of the kernel's log when an exec fails (test/support/LAB.md)."""
+    records = ["6,1,1000000,-;ifilab0: port 1(veth0) entered disabled state\n",
+               "6,2,2500000,-;exe[4242]: segfault at 0 ip 00 sp 00 error 4 in runc[400000+a00000]\n",
+               "4,3,2600000,-;memfd_create() called without MFD_EXEC or MFD_NOEXEC_SEAL set\n",
+               "3,4,3000000,-;Out of memory: Killed process 8 (runc:[2:INIT])\n SUBSYSTEM=memory\n",
+               "6,5,3100000,-;traps: memfd:runc_clon[9] general protection fault ip:0 sp:0 error:0\n"]
+    assert kernel_deaths(records) == [
+        "[2.500000] exe[4242]: segfault at 0 ip 00 sp 00 error 4 in runc[400000+a00000]",
+        "[3.000000] Out of memory: Killed process 8 (runc:[2:INIT])",
+        "[3.100000] traps: memfd:runc_clon[9] general protection fault ip:0 sp:0 error:0"]
+    assert kernel_deaths(records[:1] + records[2:3]) == []
