@@ -543,6 +543,12 @@ def _schema_messages(schema: str) -> list[tuple[str, str]]:
     return re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema)
 
 
+def _schema_fields(body: str) -> list[tuple[bool, str, str, int]]:
+    """(repeated, type, name, number) of the fields in a message's body."""
+    return [(bool(label), kind, name, int(number))
+            for label, kind, name, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body)]
+
+
 # The enums' numbers, read from the schema above (tests import them from here).
 _CRI_ENUMS = _schema_enums(_CRI_SCHEMA)
 _SANDBOX_READY = _CRI_ENUMS["PodSandboxState"]["SANDBOX_READY"]
@@ -555,7 +561,6 @@ _NODE_MODE = "NODE"  # the network mode of a hostNetwork pod
 # wire type) and a value; unset fields are left out, unknown ones skipped.
 _WIRE_VARINT, _WIRE_FIXED64, _WIRE_LENGTH, _WIRE_FIXED32 = 0, 1, 2, 5
 _WIRE_GROUP_START, _WIRE_GROUP_END = 3, 4  # proto2's groups
-_VARINT_KINDS = {"bool", "int32", "int64", "uint32", "uint64", "enum"}
 _LENGTH_KINDS = {"string", "bytes", "message", "map"}
 _ZERO = {"string": "", "bytes": b"", "bool": False, "int32": 0, "int64": 0, "uint32": 0, "uint64": 0,
          "enum": 0}
@@ -784,12 +789,12 @@ def _message_types(schema: str) -> dict[str, _MessageType]:
     types: dict[str, _MessageType] = {}
     for name, body in _schema_messages(schema):
         fields = []
-        for label, kind, fname, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
+        for repeated, kind, fname, number in _schema_fields(body):
             message = "" if kind in _ZERO or kind in enums or kind == "map" else kind
             kind = "enum" if kind in enums else "message" if message else kind
-            if label and kind in _VARINT_KINDS:
+            if repeated and kind not in _LENGTH_KINDS:
                 raise ValueError(f"{name}.{fname}: repeated {kind} (packed) is not supported")
-            fields.append(_Field(fname, int(number), kind, bool(label), message))
+            fields.append(_Field(fname, number, kind, repeated, message))
         types[name] = _MessageType(name, fields, types)
     return types
 
@@ -1170,7 +1175,6 @@ def _select_pods(client: _RuntimeClient, namespace: str | None, names: list[str]
     # A pod with two ready sandboxes is looked up again, to fail as _ready_sandbox fails.
     return {pod: sandboxes[0] if len(sandboxes) == 1 else None
             for pod, sandboxes in sorted(found.items()) if not names or pod[1] in names}
-
 
 
 # ---- CNI: config --------------------------------------------------------

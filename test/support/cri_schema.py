@@ -13,7 +13,6 @@ tests can reuse it: `M` holds the message classes and enums by name,
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from typing import Any
 
@@ -117,9 +116,9 @@ def file_descriptor(schema: str, package: str) -> Any:
     F = descriptor_pb2.FieldDescriptorProto
     for name, body in if_inject._schema_messages(schema):
         msg = fdp.message_type.add(name=name)
-        for label, ftype, fname, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body):
-            field = msg.field.add(name=fname, number=int(number), json_name=fname,
-                                  label=F.LABEL_REPEATED if label else F.LABEL_OPTIONAL)
+        for repeated, ftype, fname, number in if_inject._schema_fields(body):
+            field = msg.field.add(name=fname, number=number, json_name=fname,
+                                  label=F.LABEL_REPEATED if repeated else F.LABEL_OPTIONAL)
             if ftype == "map":  # map<string, string>: a repeated nested XxxEntry message
                 entry = msg.nested_type.add(name=fname.title().replace("_", "") + "Entry")
                 entry.options.map_entry = True
