@@ -10,7 +10,8 @@ the CNI plugins. The lab's fixtures skip their tests unless root.
   binaries are missing (support.lab.crio_dir); with IF_INJECT_REQUIRE_CRIO=1
   (.ci/run sets it) they fail instead.
 - `pod`, `make_pod`: fresh pods in namespace "if-inject", removed after the test.
-- `netns`: a plain named network namespace, deleted after the test.
+- `netns`: a plain named network namespace, deleted after the test; `netns_pid`: a
+  process in it (killed by its PID after the test).
 - `sock_dir`, `serve`: fake CRI runtimes (support/fake_cri.py) on sockets of a temporary dir.
 - `tool`: the argv prefix that runs if_inject.py with this Python.
 - `inject`: a support.toolrun.Tool on the lab (private cache, CNI dir, dataDir).
@@ -31,6 +32,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -53,7 +55,7 @@ from support.lab import (
 )
 from support.libcni import build_driver
 from support.machine import LAB_PREFIX, machine_differences, machine_snapshot
-from support.node import need_root
+from support.node import inode, need_root
 from support.toolrun import Tool
 
 POD_NAMESPACE = "if-inject"
@@ -209,6 +211,22 @@ def netns() -> Iterator[str]:
         yield f"/run/netns/{name}"
     finally:
         subprocess.run(["ip", "netns", "del", name], check=True)
+
+
+@pytest.fixture
+def netns_pid(netns: str) -> Iterator[int]:
+    """A process in `netns`, as a pod's pause is in its own."""
+    proc = subprocess.Popen(["ip", "netns", "exec", os.path.basename(netns), "sleep", "60"])
+    try:
+        deadline = time.monotonic() + 5
+        while inode(f"/proc/{proc.pid}/ns/net") != inode(netns):
+            assert proc.poll() is None and time.monotonic() < deadline, "sleep did not start in the netns"
+            time.sleep(0.002)
+        yield proc.pid
+    finally:
+        proc.kill()
+        proc.wait()
+
 
 
 @pytest.fixture

@@ -24,7 +24,7 @@ import pytest
 
 import if_inject as ii
 from support.docs import commands, readme_section
-from support.node import ip
+from support.node import inode, ip
 from support.toolrun import Run, run_clean, with_signals
 
 # ---- helpers -------------------------------------------------------------------------
@@ -132,6 +132,21 @@ def test_add_veth_pings_both_ways_and_delete_leaves_nothing(netns: str,
 
     ii.delete_veth(netns, "net1", host)
     assert not link_exists(host) and not link_exists("net1", netns)
+
+
+def test_interface_names_through_a_process_in_the_netns_or_entering_it(netns: str, netns_pid: int) -> None:
+    """A pod's names are read through its pause's /proc entry only when that
+    process is in the pod's netns: not when it is elsewhere, or gone."""
+    ip("link", "add", "taken0", "type", "veth", "peer", "name", "taken1", netns=netns)
+    expected = {"lo", "taken0", "taken1"}
+    assert ii._interface_names_of_process(netns, netns_pid) == expected
+    assert ii._interface_names(netns) == expected  # entering it
+    assert ii._interface_names_of_process(netns, os.getpid()) is None  # in the node's netns
+    assert ii._interface_names(netns, os.getpid()) == expected
+    os.kill(netns_pid, signal.SIGKILL)
+    os.waitpid(netns_pid, 0)
+    assert ii._interface_names_of_process(netns, netns_pid) is None  # gone
+    assert ii._interface_names(netns, netns_pid) == expected
 
 
 def test_name_taken_in_the_netns_fails_and_leaves_it_alone(netns: str, host_name: Callable[[], str]) -> None:
@@ -298,6 +313,21 @@ def in_pod(lab: Any, pod: Any, *argv: str) -> str:
     code, out, err = lab.exec(pod, list(argv))
     assert code == 0, (argv, out, err)
     return str(out)
+
+
+@pytest.mark.runtimes
+def test_a_pods_process_is_read_only_when_in_its_netns(lab: Any, pod: Any) -> None:
+    """So an add reads the pod's interface names through it, without entering
+    the netns; a runtime in a PID namespace of its own (the lab's on a Debian
+    root) names it by a PID of that namespace, which if-inject must not take.
+    cri-o runs no pause process (drop_infra_ctr): it names none."""
+    with ii.Node(lab.endpoint) as node:
+        found = node.pod(pod.namespace, pod.name)
+    assert (found.pid > 0) == (lab.runtime != "cri-o")
+    ours = found.pid > 0 and inode(f"/proc/{found.pid}/ns/net") == inode(found.netns) != 0
+    assert ours == (lab.suite is None)
+    assert ii._interface_names_of_process(found.netns, found.pid) == ({"lo", "eth0"} if ours else None)
+    assert ii._interface_names(found.netns, found.pid) == {"lo", "eth0"}
 
 
 @pytest.mark.runtimes

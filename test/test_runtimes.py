@@ -55,7 +55,7 @@ from support.fake_cri import (
     proc_path_sandbox,
     with_info,
 )
-from support.node import ip, link_names
+from support.node import inode, ip, link_names
 from support.toolrun import error_of
 from support.toolrun import run_clean as run
 
@@ -68,28 +68,6 @@ needs_root = pytest.mark.skipif(
 
 
 # ---- fixtures -------------------------------------------------------------
-
-
-def inode(path: str) -> int:
-    try:
-        return os.stat(path).st_ino
-    except OSError:
-        return 0
-
-
-@pytest.fixture
-def netns_pid(netns: str) -> Iterator[int]:
-    """A process in `netns` (conftest's), for runtimes that say /proc/<pid>/ns/net."""
-    proc = subprocess.Popen(["ip", "netns", "exec", os.path.basename(netns), "sleep", "60"])
-    try:
-        deadline = time.monotonic() + 5
-        while inode(f"/proc/{proc.pid}/ns/net") != inode(netns):
-            assert proc.poll() is None and time.monotonic() < deadline, "sleep did not start in the netns"
-            time.sleep(0.002)
-        yield proc.pid
-    finally:
-        proc.kill()
-        proc.wait()
 
 
 @pytest.fixture

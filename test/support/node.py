@@ -15,6 +15,14 @@ def need_root(why: str = "") -> None:
         pytest.skip(f"needs root{': ' + why if why else ''}")
 
 
+def inode(path: str) -> int:
+    """The inode of the file at `path` (a namespace's, on nsfs); 0 when there is none."""
+    try:
+        return os.stat(path).st_ino
+    except OSError:
+        return 0
+
+
 def ip(*argv: str, netns: str | None = None, check: bool = True) -> str:
     """`ip argv` on the node, or inside `netns` (a path, or a name under /run/netns); its stdout.
 
