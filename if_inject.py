@@ -1065,8 +1065,8 @@ def _sandbox_pod(client: _RuntimeClient, sandbox: Any, netns_required: bool = Tr
               uid=sandbox.metadata.uid, sandbox_id=sandbox.id, network_mode=mode,
               ready=sandbox.state == _SANDBOX_READY, labels=dict(sandbox.labels),
               status_ready=status.state == _SANDBOX_READY,
-              runtime_endpoint=_endpoint_uri(client.endpoint), runtime_name=client.version.runtime_name)
-    pod.pid = _info_pid(info)
+              runtime_endpoint=_endpoint_uri(client.endpoint), runtime_name=client.version.runtime_name,
+              pid=_info_pid(info))
     if mode != _NODE_MODE:
         try:
             pod.netns = _netns_from_info(info)

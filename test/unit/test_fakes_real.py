@@ -98,6 +98,12 @@ def test_the_fake_info_has_the_real_structure(version: str) -> None:
     assert vocabulary(fake_info) == vocabulary(real_info)
     # What the tool reads: the same path from both.
     assert if_inject._netns_from_info(fake_info) == if_inject._netns_from_info(real_info) == netns
+    assert (if_inject._info_pid(fake_info) > 0) == (if_inject._info_pid(real_info) > 0)  # a pause or none
+
+
+@pytest.mark.parametrize("value", [True, "4242", -1, 0, 4.2, None, [4242]])
+def test_a_pid_that_is_no_positive_integer_is_none(value: object) -> None:
+    assert if_inject._info_pid({"pid": value}) == 0
 
 
 def test_the_netns_is_where_the_notes_say() -> None:
