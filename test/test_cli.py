@@ -15,6 +15,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from support import CNI_BIN, REPO
 from support.docs import commands, readme_section
 from support.lab import Lab
 from support.libcni import libcni
-from support.node import links_in_subnet, pod_addrs
+from support.node import links_in_subnet, pod_addrs, settled
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
 PTP_SUBNET = "10.22.22.0/24"  # examples/ptp.json's
@@ -513,7 +514,7 @@ def test_batch_del_leaves_interfaces_if_inject_did_not_add(inject: Tool, lab: An
     try:
         for pod in theirs:
             multus_like(libcni_driver, inject, "ADD", pod)
-        before = {pod.name: pod_addrs(lab, pod) for pod in theirs}
+        before = {pod.name: settled(partial(pod_addrs, lab, pod)) for pod in theirs}
         assert all(f"inet {MULTUS_SUBNET}." in addresses for addresses in before.values())
 
         run = inject("del", *batch)

@@ -15,12 +15,13 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from support.node import links_in_subnet, netns_addrs, pod_addrs
+from support.node import links_in_subnet, netns_addrs, pod_addrs, settled
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
 # ---- helpers --------------------------------------------------------------------------
@@ -273,7 +274,7 @@ def test_containerd_killed_and_restarted_during_a_batch(
         lines[name]["result"]["ips"][0]["address"].split("/")[0] for name in added)
     assert len(inject.cache_files()) == len(added)
 
-    before = {name: netns_addrs(pods[name].netns) for name in added}
+    before = {name: settled(partial(netns_addrs, pods[name].netns)) for name in added}
     again = inject("add", *selector)
     lines = json_lines(again)
     assert again.code == 1 and sorted(lines) == sorted(pods)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
-import signal
 import subprocess
 import sys
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from support.lab import (
     BUSYBOX_IMAGE,
     CNI_RESULTS,
     KERNEL_DEATHS,
+    KILL,
     OWNED,
     PAUSE_IMAGE,
     RUNTIMES,
@@ -27,6 +27,7 @@ from support.lab import (
     mounts_under,
     proc_alive,
     proc_cmdline,
+    stop_ours,
 )
 
 SCRIPT_ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # support.lab as a script, from test/
@@ -217,9 +218,10 @@ def test_clean_after_a_crash(lab_base: Path, runtime: str) -> None:
     pod = crashed.run_pod("if-inject", "a")
     crashed._close_channel()
     pid = int((crashed.root / "containerd.pid").read_text())  # recorded by the lab
-    os.kill(pid, signal.SIGKILL)
+    assert stop_ours(pid, lambda p: p == crashed._containerd_pid(), KILL)
     if crashed.suite:
-        os.kill(int((crashed.root / "holder.pid").read_text()), signal.SIGKILL)
+        holder = int((crashed.root / "holder.pid").read_text())
+        assert stop_ours(holder, lambda p: p == crashed._holder_pid(), KILL)
         assert pod.netns is not None and os.path.exists(pod.netns)  # on the host, held by nothing
     # The runtime is the one `up` recorded.
     down = subprocess.run([sys.executable, "-m", "support.lab", "down", root], capture_output=True,

@@ -24,7 +24,7 @@ import pytest
 
 import if_inject as ii
 from support.docs import commands, readme_section
-from support.node import inode, ip
+from support.node import inode, ip, link_local
 from support.toolrun import Run, run_clean, with_signals
 
 # ---- helpers -------------------------------------------------------------------------
@@ -41,17 +41,6 @@ def subnet() -> tuple[str, str]:
     """A /30 of our own: (node end, pod end)."""
     a, b = uuid.uuid4().bytes[:2]
     return f"10.254.{a}.{b & 0xfc | 1}/30", f"10.254.{a}.{b & 0xfc | 2}/30"
-
-
-def wait_dad(show: Callable[[], str], timeout: float = 10) -> str:
-    """Poll `ip -6 addr` output until the link-local address is no longer tentative."""
-    deadline = time.monotonic() + timeout
-    while True:
-        out = show()
-        if "fe80::" in out and "tentative" not in out:
-            return re.search(r"(fe80::[0-9a-f:]+)/64", out).group(1)  # type: ignore[union-attr]
-        assert time.monotonic() < deadline, f"DAD did not finish: {out}"
-        time.sleep(0.1)
 
 
 @pytest.fixture
@@ -120,8 +109,8 @@ def test_add_veth_pings_both_ways_and_delete_leaves_nothing(netns: str,
     assert "state UP" in ip("link", "show", "net1", netns=netns) and f"inet {pod_end}" in \
         ip("addr", "show", "net1", netns=netns)
     assert f"inet {node_end}" in ip("addr", "show", host)
-    pod_ll = wait_dad(lambda: ip("-6", "addr", "show", "dev", "net1", netns=netns))
-    node_ll = wait_dad(lambda: ip("-6", "addr", "show", "dev", host))
+    pod_ll = link_local(lambda: ip("-6", "addr", "show", "dev", "net1", netns=netns))
+    node_ll = link_local(lambda: ip("-6", "addr", "show", "dev", host))
     in_pod = ["ip", "netns", "exec", os.path.basename(netns)]
     for argv in (["ping", "-c1", "-W2", f"{pod_ll}%{host}"],
                  [*in_pod, "ping", "-c1", "-W2", f"{node_ll}%net1"],
@@ -370,8 +359,8 @@ def test_veth_pings_both_ways_then_delete_leaves_nothing(lab: Any, pod: Any, run
             "addresses": {"interface": [pod_end], "hostInterface": [node_end]},
             "macs": {"interface": pod_link.group(1),
                      "hostInterface": json.loads(ip("-j", "link", "show", host))[0]["address"]}}
-        pod_ll = wait_dad(lambda: in_pod(lab, pod, "ip", "-6", "addr", "show", "dev", "net1"))
-        node_ll = wait_dad(lambda: ip("-6", "addr", "show", "dev", host))
+        pod_ll = link_local(lambda: in_pod(lab, pod, "ip", "-6", "addr", "show", "dev", "net1"))
+        node_ll = link_local(lambda: ip("-6", "addr", "show", "dev", host))
         for argv in (["ping", "-c1", "-W2", f"{pod_ll}%{host}"],
                      ["ping", "-c1", "-W2", pod_end.split("/")[0]]):
             ping = subprocess.run(argv, capture_output=True, text=True)

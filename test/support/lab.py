@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -49,7 +50,7 @@ import sys
 import tarfile
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,13 +213,49 @@ def proc_cmdline(pid: int) -> list[str]:
         return []
 
 
-def wait_gone(pid: int, timeout: float) -> bool:
-    deadline = time.monotonic() + timeout
-    while proc_alive(pid):
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.02)
-    return True
+def children_of(pid: int) -> list[int]:
+    """The children of process `pid` (its main thread's); none when it is gone."""
+    try:
+        return [int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+@contextlib.contextmanager
+def pinned(pid: int, ours: Callable[[int], bool]) -> Iterator[int | None]:
+    """A pidfd of `pid` when, once it is open, `ours(pid)` accepts the process;
+    None when it is gone or not ours. The PID of a process that ended can name
+    a new one (PIDs wrap every few minutes here): pinned first and checked
+    after, a reused PID fails the check, and a signal through the pidfd never
+    reaches a process that took the PID later."""
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        yield None
+        return
+    try:
+        yield fd if ours(pid) else None
+    finally:
+        os.close(fd)
+
+
+STOP = ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0))  # (signal, how long to wait after it)
+KILL = ((signal.SIGKILL, 5.0),)
+
+
+def stop_ours(pid: int, ours: Callable[[int], bool], signals: Iterable[tuple[int, float]] = STOP) -> bool:
+    """Send `pid` each signal in turn, if it is the process `ours` accepts,
+    until it ends within that signal's wait; whether it is gone (or was no
+    longer ours). An ended process counts as gone while still a zombie."""
+    with pinned(pid, ours) as fd:
+        if fd is None:
+            return True
+        for signum, wait in signals:
+            with contextlib.suppress(ProcessLookupError):
+                signal.pidfd_send_signal(fd, signum)
+            if select.select([fd], [], [], wait)[0]:  # a pidfd is readable once its process ended
+                return True
+        return False
 
 
 def mounts_under(root: str) -> list[str]:
@@ -675,13 +712,8 @@ class Lab:
     def _stop_containerd(self, pid: int) -> list[str]:
         """SIGTERM (it exits in 0.3-1.2 s), SIGKILL if it hangs; reap what we started."""
         self._close_channel()
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGTERM)
-        if not wait_gone(pid, 15):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            if not wait_gone(pid, 5):
-                return [f"containerd {pid} does not exit"]
+        if not stop_ours(pid, lambda p: self._containerd_pid() == p):
+            return [f"containerd {pid} does not exit"]
         if self._proc is not None:  # containerd, or the nsenter that forked it
             self._proc.wait()
             self._proc = None
@@ -695,12 +727,11 @@ class Lab:
         if pid is None:
             raise RuntimeError("containerd is not running")
         self._close_channel()
-        os.kill(pid, signal.SIGKILL)
+        if not stop_ours(pid, lambda p: self._containerd_pid() == p, KILL):
+            raise RuntimeError(f"containerd {pid} does not die")
         if self._proc is not None and self._proc.pid == pid:
             self._proc.wait()
             self._proc = None
-        elif not wait_gone(pid, 5):
-            raise RuntimeError(f"containerd {pid} does not die")
         (self.root / "containerd.pid").unlink(missing_ok=True)
         # Gone with it; _wait_cri dials only once the new one is there.
         Path(self.socket).unlink(missing_ok=True)
@@ -749,8 +780,8 @@ class Lab:
         pid = self._holder_pid()
         if pid is None or not (self.root / "holder.ready").exists():
             return None
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        return int(children[0]) if children else None
+        children = children_of(pid)
+        return children[0] if children else None
 
     def _start_holder(self) -> int:
         """New mount, network and PID namespaces whose root is the Debian root; their PID 1."""
@@ -782,17 +813,16 @@ class Lab:
         pid = self._holder_pid()
         if pid is None:
             return []
-        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        for victim in [*map(int, children), pid]:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(victim, signal.SIGKILL)
+        for child in children_of(pid):
+            stop_ours(child, lambda p: p in children_of(pid), KILL)
+        gone = stop_ours(pid, lambda p: self._holder_pid() == p, ((signal.SIGKILL, 10.0),))
         for started in (self._holder, self._proc):  # the nsenter of a containerd never recorded
             if started is not None:
                 started.wait()
         self._holder = self._proc = None
         (self.root / "holder.pid").unlink(missing_ok=True)
         (self.root / "holder.ready").unlink(missing_ok=True)
-        return [] if wait_gone(pid, 10) else [f"namespace holder {pid} does not exit"]
+        return [] if gone else [f"namespace holder {pid} does not exit"]
 
     def _share_netns_dir(self) -> None:
         """Make /run/netns a shared mount, as `ip netns add` does, so that the pod netns the
@@ -1203,19 +1233,26 @@ disabled_plugins = [{disabled}]
         self._remove_owned()
         return problems
 
-    def _kill_leftover_processes(self) -> list[str]:
-        """After a crash: processes in our cgroups, and shims serving our socket."""
+    def _leftover_processes(self) -> set[int]:
+        """Processes in our cgroups, and shims serving our socket."""
         pids = set()
         for procs in glob.glob(f"/sys/fs/cgroup/*{self.cgroup_parent}/**/cgroup.procs", recursive=True):
-            pids |= {int(p) for p in Path(procs).read_text().split()}
+            with contextlib.suppress(OSError):  # removed meanwhile
+                pids |= {int(p) for p in Path(procs).read_text().split()}
         for entry in os.listdir("/proc"):
             argv = proc_cmdline(int(entry)) if entry.isdigit() else []
             if argv and "containerd-shim" in argv[0] and self.socket in argv:
                 pids.add(int(entry))
-        for pid in pids:
+        return pids
+
+    def _kill_leftover_processes(self) -> list[str]:
+        """After a crash: SIGKILL every _leftover_processes(), each checked again once pinned."""
+        problems = []
+        for pid in self._leftover_processes():
             log(f"killing left-over process {pid}: {' '.join(proc_cmdline(pid))}")
-            os.kill(pid, signal.SIGKILL)
-        return [f"process {pid} does not die" for pid in pids if not wait_gone(pid, 5)]
+            if not stop_ours(pid, lambda p: p in self._leftover_processes(), KILL):
+                problems.append(f"process {pid} does not die")
+        return problems
 
     def _remove_cni_cache(self, ids: set[str]) -> None:
         """libcni's result cache entries of our network or our sandboxes (cni-loopback)."""

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -61,3 +64,23 @@ def pod_addrs(lab: Any, pod: Any, ifname: str = "net1") -> str:
 def netns_addrs(netns: str, ifname: str = "net1") -> str:
     """The same for a pod without a container, seen from the node through its netns."""
     return ip("-o", "addr", "show", "dev", ifname, netns=netns, check=False)
+
+
+def settled(show: Callable[[], str], timeout: float = 10, need: str = "") -> str:
+    """`show()` (`ip addr` of some links) once it has `need` and no address in
+    it is tentative any more (IPv6 DAD, 1-2 s after a link comes up): two looks
+    at a link nothing touched meanwhile are then alike."""
+    deadline = time.monotonic() + timeout
+    while True:
+        out = show()
+        if need in out and "tentative" not in out:
+            return out
+        assert time.monotonic() < deadline, f"addresses still tentative after {timeout:g}s: {out}"
+        time.sleep(0.1)
+
+
+def link_local(show: Callable[[], str], timeout: float = 10) -> str:
+    """The fe80:: address in `show()` (`ip -6 addr` of one link), once DAD is done."""
+    match = re.search(r"(fe80::[0-9a-f:]+)/64", settled(show, timeout, need="fe80::"))
+    assert match is not None
+    return match.group(1)
