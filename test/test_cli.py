@@ -193,7 +193,7 @@ def test_host_network_pod_is_refused(inject: Tool, make_pod: Callable[..., Any])
 
 
 def test_existing_interface_is_never_touched(inject: Tool, lab: Any, pod: Any) -> None:
-    eth0 = pod_addrs(lab, pod, "eth0")
+    eth0 = settled(partial(pod_addrs, lab, pod, "eth0"))  # new with the pod: its IPv6 DAD may run
     assert "inet " in eth0
     run = inject("add", *args_for(pod), "-spec", inject.spec, "-interface", "eth0")
     assert run.code == 1

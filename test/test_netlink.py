@@ -17,6 +17,7 @@ import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ import pytest
 
 import if_inject as ii
 from support.docs import commands, readme_section
-from support.node import inode, ip, link_local
+from support.node import inode, ip, link_local, settled
 from support.toolrun import Run, run_clean, with_signals
 
 # ---- helpers -------------------------------------------------------------------------
@@ -477,7 +478,7 @@ def test_veth_is_usable_when_it_returns(lab: Any, pod: Any, run: Callable[..., R
 
 
 def test_veth_name_taken_in_the_pod_leaves_nothing(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
-    before = in_pod(lab, pod, "ip", "-o", "addr")
+    before = settled(partial(in_pod, lab, pod, "ip", "-o", "addr"))  # the pod's eth0 is new
     taken = run("veth", *pod_args(pod), "-interface", "eth0", "-address", "10.254.0.2/30")
     assert taken.code == 1 and taken.out == ""
     assert taken.error == (f"pod {pod.namespace}/{pod.name}: interface eth0 already exists in "
