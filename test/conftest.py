@@ -228,7 +228,6 @@ def netns_pid(netns: str) -> Iterator[int]:
         proc.wait()
 
 
-
 @pytest.fixture
 def sock_dir() -> Iterator[Path]:
     """A short private directory for sockets (a socket path has at most 107 bytes)."""
