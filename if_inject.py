@@ -4170,10 +4170,11 @@ def _run_veth(args: argparse.Namespace, node: Node) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """The if-inject command; returns the exit code (0 ok, 1 failed, 2 usage)."""
-    if _only_version(sys.argv[1:] if argv is None else argv):  # before the parser is built
+    words = sys.argv[1:] if argv is None else argv
+    if _only_version(words):  # before the parser is built
         return _print_version()
     try:
-        args = _build_parser(sys.argv[1:] if argv is None else argv).parse_args(argv)
+        args = _build_parser(words).parse_args(words)
     except _UsageError as e:
         with _cli_logging(0):
             _log_error("Invalid command line", e)
