@@ -1681,8 +1681,9 @@ def _cache_entry(network: NetworkConfig, att: Attachment, result: dict[str, Any]
 
 def _write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
                 result: dict[str, Any] | None) -> None:
-    """Write the cache entry atomically (0600 in a 0700 dir), as libcni does;
-    the temporary file is a new one of ours (O_EXCL), whatever was planted."""
+    """Write the cache entry (0600 in a 0700 dir, as libcni) to a new file of
+    ours (O_EXCL, whatever was planted) renamed into place: libcni writes in
+    place, but a reader (list, gc, a runtime) must never see half an entry."""
     path = _cache_file(cache_dir, network.name, att.container_id, att.ifname)
     name = os.path.basename(path)
     tmp = f"{_TMP_PREFIX}{name}.tmp{os.getpid()}"

@@ -76,6 +76,7 @@ CNI_BIN_DIR = CNI_BIN
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 PYTHON = sys.executable  # the venv's interpreter, not resolved: its site-packages count
 SCRIPT = str(REPO / "if_inject.py")
+GRPC_IMPORT = [PYTHON, "-c", "import grpc"]  # the floor of every call that asks the runtime
 SIZES = (1, 10, 50)
 WORKERS = (1, 2, 4)  # -parallel of the scaling rows (all pods), beside the default
 DEFAULT_PARALLEL = if_inject._default_parallel()  # this machine's, as the tool picks it
@@ -271,7 +272,7 @@ class Bench:
         compiling = f"compile(open({self.script!r}).read(), {self.script!r}, 'exec')"
         interp_compiling = self.row("floor: python compiling if_inject.py")
         grpc_compiling = self.row("floor: python importing grpc, compiling if_inject.py")
-        runs = [(interp, [PYTHON, "-c", "pass"]), (grpc, [PYTHON, "-c", "import grpc"]),
+        runs = [(interp, [PYTHON, "-c", "pass"]), (grpc, GRPC_IMPORT),
                 (interp_compiling, [PYTHON, "-c", compiling]),
                 (grpc_compiling, [PYTHON, "-c", f"import grpc; {compiling}"]),
                 (self.row("-version (python if_inject.py)"), [PYTHON, self.script, "-version"])]
@@ -300,12 +301,12 @@ class Bench:
                 row.judge(EXE_NETNS if exe else SCRIPT_NETNS if script else NETNS)
         return interp, grpc
 
-    def single_calls(self, grpc: Row) -> tuple[Row, Row]:
+    def single_calls(self) -> None:
         """One add and one del of ptp, against the floor: the interpreter
         importing grpc, plus the same ptp ADD or DEL executed directly, as a
-        runtime does. Rounds alternate plugin and tool, so that the machine's
-        load and the kernel's pace (a veth's deletion waits for RCU) weigh on
-        both alike."""
+        runtime does. Each round runs the grpc import, the plugin and the
+        tool in turns, so that the machine's load and the kernel's pace (a
+        veth's deletion waits for RCU) weigh on the floors and the tool alike."""
         pod = self.pods[0]
         conf = json.loads(self.spec.read_text())
 
@@ -313,6 +314,7 @@ class Bench:
             return plugin_env(command, pod, "bench-floor")
 
         plugin = f"{CNI_BIN_DIR}/{conf['type']}"
+        grpc = self.row("floor: python -c 'import grpc', in turns with add and del")
         floor_add = self.row("floor: ptp ADD, plugin run directly")
         floor_del = self.row("floor: ptp DEL, plugin run directly")
         add, delete = self.row("add (1 pod, ptp)"), self.row("del (1 pod, ptp)")
@@ -320,24 +322,26 @@ class Bench:
         for i in range(self.repeat * 2 + 1):
             result = measure([plugin], json.dumps(conf).encode(), env("ADD"))
             prev = dict(conf, prevResult=json.loads(result.stdout))  # as libcni's DEL
-            samples = [result, measure([plugin], json.dumps(prev).encode(), env("DEL")),
+            samples = [self.measure(GRPC_IMPORT), result,
+                       measure([plugin], json.dumps(prev).encode(), env("DEL")),
                        self.measure(self.tool("add", *common)), self.measure(self.tool("del", *common))]
             if i:  # the first round warms up
-                for row, sample in zip((floor_add, floor_del, add, delete), samples, strict=True):
+                for row, sample in zip((grpc, floor_add, floor_del, add, delete), samples, strict=True):
                     row.add(sample)
         floor_add.rss = floor_del.rss = 0  # the plugin's, not the tool's
         add.floor, delete.floor = grpc.median + floor_add.median, grpc.median + floor_del.median
         add.judge(SINGLE_CALL)
         delete.judge(SINGLE_CALL)
-        return floor_add, floor_del
 
-    def batches(self, grpc: Row) -> None:
+    def batches(self) -> None:
         """n pods with one batch call per command (the tool's default -parallel),
         against its floor: the plugins' own parallel floor (the same ADDs and
         DELs run directly, as many at once, no if-inject) plus the two starts
-        with grpc that any two calls pay; then all pods with -parallel 1, 2
-        and 4, each against its own floor; then n pods with single calls (the
-        per-pod loop of scripts and of the Go original), against the batch."""
+        with grpc that any two calls pay (two grpc imports, in the same turns);
+        then all pods with -parallel 1, 2 and 4, each against its own floor;
+        then n pods with single calls (the per-pod loop of scripts and of the
+        Go original), against the batch."""
+        grpc = self.row("floor: python -c 'import grpc', in turns with the batches")
         for n in SIZES:
             selector = "bench=yes" if n == len(self.pods) else f"first{n}=true"
             others = [w for w in WORKERS if w != DEFAULT_PARALLEL] if n == len(self.pods) else []
@@ -346,6 +350,7 @@ class Bench:
             scaling = [self.parallel_rows(n, workers, default=i == 0) for i, workers in enumerate(parallel)]
             for _ in range(rounds):  # floors and batches in turns
                 for (floor, batch), workers in zip(scaling, parallel, strict=True):
+                    grpc.add(self.measure(GRPC_IMPORT))
                     floor.times.append(self.plugin_floor(self.pods[:n], workers))
                     batch.times.append(self.batch_round(selector, n, batch, workers))
             for floor, batch in scaling:
@@ -429,8 +434,8 @@ class Bench:
         print(f"bench: lab and {len(self.pods)} pods up in {time.monotonic() - started:.1f} s",
               file=sys.stderr)
         _, grpc = self.startup()
-        self.single_calls(grpc)
-        self.batches(grpc)
+        self.single_calls()
+        self.batches()
         self.peak_rss(grpc)
         return self.check_released()
 
