@@ -91,6 +91,14 @@ def lab_base() -> Iterator[Path]:
     shutil.rmtree(base)
 
 
+@pytest.fixture
+def machine_lock(request: pytest.FixtureRequest) -> int:
+    """The fd of the machine lock this root session holds (lab.lock_machine),
+    for a test to hand to a process it runs that takes the lock too."""
+    need_root("the session holds the machine lock as root only")
+    return request.config.stash[_LOCK]
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "runtimes(*names): run on these lab runtimes (no names: "
                             "all of lab.RUNTIMES) instead of lab.DEFAULT_RUNTIME")

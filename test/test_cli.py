@@ -24,7 +24,7 @@ import pytest
 import if_inject as ii
 from support import CNI_BIN, REPO
 from support.docs import commands, readme_section
-from support.lab import Lab
+from support.lab import CRIO, MACHINE_LOCK_FD, Lab
 from support.libcni import libcni
 from support.node import links_in_subnet, pod_addrs, settled
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
@@ -87,6 +87,34 @@ def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, def
         assert (run.returncode, run.stdout, run.stderr) == (0, "", ""), command
     assert pod_addrs(lab, pod) == ""
     assert not Path(f"/var/lib/cni/networks/mynet/{ip}").exists() and not cache.exists()
+
+
+@pytest.mark.parametrize("runtime", [pytest.param("", id="default"), CRIO])
+def test_make_demo(machine_lock: int, runtime: str) -> None:
+    """`make demo` as the README shows it first (and `make demo RUNTIME=cri-o`):
+    the walk-through on a lab of its own, each step as it shows it, nothing
+    left behind (the session's machine check sees the rest)."""
+    root = Path("/tmp/if-inject-demo")  # tools/demo.py's; it removes it when it made it
+    existed = root.exists()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MAKE", "MFLAGS"))}
+    env[MACHINE_LOCK_FD] = str(machine_lock)  # the lock this session holds, handed down
+    argv = ["make", "demo", *([f"RUNTIME={runtime}"] if runtime else [])]
+    demo = subprocess.run(argv, cwd=REPO, env=env, pass_fds=(machine_lock,),
+                          capture_output=True, text=True, timeout=600)
+    out = demo.stdout
+    assert demo.returncode == 0, out[-3000:] + demo.stderr[-3000:]
+    assert f"# Starting the lab ({runtime or 'containerd-2.1'} + CRI + CNI)" in out
+    assert out.count(" 1 received, 0% packet loss") == 3  # link-local, ptp and veth pings
+    assert "\ncheck passed\n" in out
+    batch = out.split("-spec examples/ptp.json | jq -c '{pod, ips: [.result.ips[].address]}'\n")[1]
+    ips = [json.loads(line)["ips"] for line in batch.splitlines()[:3]]
+    assert all(re.fullmatch(r"10\.22\.22\.\d+/24", each[0]) for each in ips), ips
+    gc = json.loads(out.split("$ if-inject gc\n")[1].splitlines()[0])
+    assert (gc["action"], gc["sandboxState"], gc["interface"]) == ("deleted", "gone", "net1")
+    last_list = out.rsplit("$ if-inject list\n", 1)[1]
+    assert last_list.startswith("NAMESPACE  POD  INTERFACE  NETWORK  ADDRESSES  SANDBOX  STATE\n\n")
+    assert re.search(r"\n# Done in \d+\.\d s\.\n$", out)
+    assert root.exists() == existed
 
 
 def test_flag_forms_and_global_flags_after_the_subcommand(inject: Tool, pod: Any) -> None:

@@ -166,20 +166,38 @@ def is_static_elf(path: str) -> bool:
     return 3 not in types
 
 
+MACHINE_LOCK_FD = "IF_INJECT_MACHINE_LOCK_FD"  # see lock_machine
+
+
 def lock_machine() -> int:
     """Wait for, and take, the machine-wide lock of tests and demos; returns its fd.
 
     They change host state (links, ip_forward, /var/lib/cni) and compare it
     before and after, so two at once would see each other. An flock on a
     directory that always exists leaves no lock file; it ends with the process.
+    A holder that runs another user of the lock (a test running `make demo`)
+    hands it its fd (pass_fds, the number in IF_INJECT_MACHINE_LOCK_FD): an
+    flock through the same open directory is the same lock, held already.
     """
-    fd = os.open("/run/lock" if os.path.isdir("/run/lock") else "/tmp", os.O_RDONLY)
+    lock_dir = "/run/lock" if os.path.isdir("/run/lock") else "/tmp"
+    fd = _handed_lock(lock_dir)
+    if fd < 0:
+        fd = os.open(lock_dir, os.O_RDONLY)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         log("waiting for another if-inject test session or demo on this machine...")
         fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+def _handed_lock(lock_dir: str) -> int:
+    """The fd of lock_dir that the process running us handed down (see lock_machine), or -1."""
+    number = os.environ.get(MACHINE_LOCK_FD, "")
+    with contextlib.suppress(OSError):
+        if number.isdigit() and os.path.samestat(os.fstat(int(number)), os.stat(lock_dir)):
+            return int(number)
+    return -1
 
 
 def install_missing(requirements: list[tuple[str, str]] = REQUIREMENTS) -> None:

@@ -3,8 +3,9 @@ read, every link and file it names exists, and every if-inject command line in
 README.md, docs/*.md, CONTRIBUTING.md and CHANGELOG.md is one the command line
 accepts. The lab tests run the flows as written: the README's CNI walk-through
 (test_cli.py::test_readme_flow_with_test_ptp_json), its manual injection
-(test_netlink.py::test_readme_manual_injection_as_shown) and docs/multus.md's
-recipe (test_multus.py::test_readme_with_multus)."""
+(test_netlink.py::test_readme_manual_injection_as_shown), docs/multus.md's
+recipe (test_multus.py::test_readme_with_multus) and `make demo`
+(test_cli.py::test_make_demo)."""
 
 from __future__ import annotations
 
