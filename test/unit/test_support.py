@@ -1,13 +1,16 @@
 """The tests' own machinery, without root: the CRI schema helpers a fake
-server uses, and the machine check's report."""
+server uses, the machine check's report, and the machine lock's hand-over."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from support import cri_schema
-from support.lab import kernel_deaths
+from support.lab import MACHINE_LOCK_FD, _handed_lock, kernel_deaths
 from support.machine import machine_differences
 
 
@@ -55,3 +58,22 @@ def test_kernel_deaths_are_the_crash_and_oom_records() -> None:
         "[3.000000] Out of memory: Killed process 8 (runc:[2:INIT])",
         "[3.100000] traps: memfd:runc_clon[9] general protection fault ip:0 sp:0 error:0"]
     assert kernel_deaths(records[:1] + records[2:3]) == []
+
+
+def test_a_machine_lock_is_taken_over_only_through_the_lock_dir(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """lock_machine uses a handed-down fd only when it is the lock dir's."""
+    lock_dir, other = tmp_path / "lock", tmp_path / "other"
+    lock_dir.mkdir()
+    other.mkdir()
+    for path, handed in ((lock_dir, True), (other, False)):
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            monkeypatch.setenv(MACHINE_LOCK_FD, str(fd))
+            assert _handed_lock(str(lock_dir)) == (fd if handed else -1)
+        finally:
+            os.close(fd)
+    assert _handed_lock(str(lock_dir)) == -1  # that fd is closed now
+    for junk in ("", "x", "-1", "99999"):
+        monkeypatch.setenv(MACHINE_LOCK_FD, junk)
+        assert _handed_lock(str(lock_dir)) == -1
