@@ -341,8 +341,8 @@ class Bench:
         then all pods with -parallel 1, 2 and 4, each against its own floor;
         then n pods with single calls (the per-pod loop of scripts and of the
         Go original), against the batch."""
-        grpc = self.row("floor: python -c 'import grpc', in turns with the batches")
         for n in SIZES:
+            grpc = self.row(f"floor: python -c 'import grpc', in turns with the {n}-pod batches")
             selector = "bench=yes" if n == len(self.pods) else f"first{n}=true"
             others = [w for w in WORKERS if w != DEFAULT_PARALLEL] if n == len(self.pods) else []
             parallel = [DEFAULT_PARALLEL, *others]
