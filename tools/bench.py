@@ -3,7 +3,9 @@
 Starts a private containerd lab (test/support/lab.py), makes 50 pods without
 containers, and times the tool called as scripts call it: a new process per
 call, the interpreter called directly. Prints min/median/max over repeated
-runs, each row's floor and the ratio to it, the peak RSS, and PASS/FAIL.
+runs, each row's floor and the ratio to it, the peak RSS, and PASS/FAIL; and
+below the table, where the 50-pod batches' CPU goes per pod and command (the
+plugin's, if-inject's own, the runtime's).
 
 Every target is a ratio to floors measured in the same run (tools/judge.py),
 so that a slower or busier machine moves the floors and the figures alike:
@@ -52,6 +54,7 @@ import argparse
 import hashlib
 import json
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -101,11 +104,12 @@ class Sample:
     seconds: float
     rss: int  # peak resident set of the process, bytes
     stdout: bytes
+    cpu: float = 0.0  # user + system seconds of the process and the children it waited for
 
 
-# Runs one program and reports its time and its own peak RSS (wait4). It is a
-# small process of its own because a child's ru_maxrss starts at its parent's
-# high-water mark (Linux carries it over exec), and the bench holds grpc.
+# Runs one program and reports its time, its own peak RSS and its CPU (wait4).
+# It is a small process of its own because a child's ru_maxrss starts at its
+# parent's high-water mark (Linux carries it over exec), and the bench holds grpc.
 LAUNCHER = """
 import os, sys, time
 report, argv = int(sys.argv[1]), sys.argv[2:]
@@ -113,7 +117,8 @@ start = time.perf_counter()
 pid = os.posix_spawn(argv[0], argv, os.environ)
 _, status, usage = os.wait4(pid, 0)
 seconds = time.perf_counter() - start
-os.write(report, f"{seconds} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)}".encode())
+cpu = usage.ru_utime + usage.ru_stime
+os.write(report, f"{seconds} {usage.ru_maxrss} {os.waitstatus_to_exitcode(status)} {cpu}".encode())
 """
 
 
@@ -130,10 +135,24 @@ def measure(argv: list[str], stdin: bytes = b"", env: dict[str, str] | None = No
         measured = report.read().split()
         out.seek(0)
         err.seek(0)
-        if proc.returncode != 0 or len(measured) != 3 or measured[2] != b"0":
-            raise RuntimeError(f"{' '.join(argv)}: exit {measured[2:] or proc.returncode}: "
+        if proc.returncode != 0 or len(measured) != 4 or measured[2] != b"0":
+            raise RuntimeError(f"{' '.join(argv)}: exit {measured[2:3] or proc.returncode}: "
                                f"{err.read().decode(errors='replace').strip()}")
-        return Sample(float(measured[0]), int(measured[1]) * 1024, out.read())
+        return Sample(float(measured[0]), int(measured[1]) * 1024, out.read(), float(measured[3]))
+
+
+def children_cpu() -> float:
+    """User + system seconds of this process's children waited for so far."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def process_cpu(pid: int | None) -> float:
+    """User + system seconds of a running process (0 when there is none)."""
+    if pid is None:
+        return 0.0
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 # ---- rows of the table --------------------------------------------------
@@ -163,6 +182,31 @@ class Row:
     @property
     def median(self) -> float:
         return statistics.median(self.times) if self.times else 0.0
+
+
+@dataclass
+class BatchCpu:
+    """Where a batch's CPU goes, summed over its rounds: what it adds over the
+    plugins' parallel floor while the plugins keep every CPU busy."""
+
+    commands: int = 0  # pods times commands (add, del) measured
+    tool: float = 0.0  # the batch calls, with the plugins they ran (wait4)
+    starts: float = 0.0  # two grpc imports per round: the start of an add and of a del
+    plugins: float = 0.0  # the same ADDs and DELs run directly: the floor's
+    runtime: float = 0.0  # the runtime's while the batch calls ran
+
+    def lines(self, what: str) -> list[str]:
+        if not self.commands:
+            return []
+        own = self.tool - self.starts - self.plugins
+
+        def per(seconds: float) -> str:
+            return f"{seconds / self.commands * 1000:.1f} ms"
+
+        return [f"CPU per pod and command, {what}: the plugin {per(self.plugins)} (run directly), "
+                f"if-inject's own {per(own)} (beyond its plugins and a grpc import per call), "
+                f"the runtime's {per(self.runtime)}; the plugins' CPU over all three: "
+                f"{self.plugins / (self.plugins + own + self.runtime):.2f}"]
 
 
 def ms(seconds: float) -> str:
@@ -207,6 +251,7 @@ class Bench:
         self.spec = base / "ptp.json"
         self.pods: list[Pod] = []
         self.rows: list[Row] = []
+        self.notes: list[str] = []  # printed below the table
         # As a user's shell has it: .pyc files written and used (the console
         # script and the executable import the module; a script run never caches).
         self.env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
@@ -348,11 +393,14 @@ class Bench:
             parallel = [DEFAULT_PARALLEL, *others]
             rounds = self.repeat if n < 50 else max(2, self.repeat // 2)
             scaling = [self.parallel_rows(n, workers, default=i == 0) for i, workers in enumerate(parallel)]
+            cpus = [BatchCpu() for _ in parallel]
             for _ in range(rounds):  # floors and batches in turns
-                for (floor, batch), workers in zip(scaling, parallel, strict=True):
-                    grpc.add(self.measure(GRPC_IMPORT))
+                for (floor, batch), workers, cpu in zip(scaling, parallel, cpus, strict=True):
+                    cpu.starts += 2 * grpc.add(self.measure(GRPC_IMPORT)).cpu
+                    children = children_cpu()
                     floor.times.append(self.plugin_floor(self.pods[:n], workers))
-                    batch.times.append(self.batch_round(selector, n, batch, workers))
+                    cpu.plugins += children_cpu() - children
+                    batch.times.append(self.batch_round(selector, n, batch, workers, cpu))
             for floor, batch in scaling:
                 batch.floor = 2 * grpc.median + floor.median
             batch = scaling[0][1]
@@ -363,6 +411,7 @@ class Bench:
             if n == 50:
                 batch.judge(BATCH)
                 singles.judge(BATCH_SPEEDUP)
+                self.notes += cpus[0].lines(f"{n} pods, -parallel {DEFAULT_PARALLEL} (default)")
 
     def parallel_rows(self, n: int, workers: int, default: bool) -> tuple[Row, Row]:
         name = f"-parallel {workers}" + (" (default)" if default else "")
@@ -388,11 +437,15 @@ class Bench:
             list(pool.map(lambda pod, result: run("DEL", pod, dict(conf, prevResult=result)), pods, results))
         return time.perf_counter() - started
 
-    def batch_round(self, selector: str, n: int, row: Row, workers: int) -> float:
+    def batch_round(self, selector: str, n: int, row: Row, workers: int, cpu: BatchCpu) -> float:
         common = ("-ns", NAMESPACE, "-l", selector, "-spec", str(self.spec), "-parallel", str(workers))
         total = 0.0
         for command in ("add", "del"):
+            runtime = process_cpu(self.lab.runtime_pid)
             sample = self.measure(self.tool(command, *common))
+            cpu.runtime += process_cpu(self.lab.runtime_pid) - runtime
+            cpu.tool += sample.cpu
+            cpu.commands += n
             lines = [json.loads(line) for line in sample.stdout.splitlines()]
             if len(lines) != n or any("error" in line for line in lines):
                 raise RuntimeError(f"batch {command} of {n} pods: {lines}")
@@ -497,6 +550,8 @@ def main() -> int:
           f"(Python {sys.version.split()[0]}), {time.monotonic() - started:.0f} s; "
           "medians; every target is a ratio to a floor measured in this run")
     print_table(bench.rows)
+    for note in bench.notes:
+        print(note)
     for problem in problems:
         print(f"bench: NOT CLEAN: {problem}", file=sys.stderr)
     failed = problems or any(r.passed is False for r in bench.rows)

@@ -657,6 +657,11 @@ class Lab:
 
     # ---- containerd ------------------------------------------------------------
 
+    @property
+    def runtime_pid(self) -> int | None:
+        """The lab's runtime process (containerd or cri-o) while it runs."""
+        return self._containerd_pid()
+
     def _containerd_pid(self) -> int | None:
         """The PID in our pidfile, if it is still our containerd (PIDs get reused)."""
         return self._our_pid("containerd.pid", lambda argv: argv[1:] == ["--config", str(self.config_path)]
