@@ -3,7 +3,7 @@
 - run_clean(tool, *args): the one way tests run the tool (Tool's calls too).
 - Run: exit code, stdout, stderr; `.error` is the single JSON error line's.
 - Tool: if-inject on a lab with a private cache, CNI dir and IPAM dataDir.
-- with_signals(argv): the argv whose process starts with SIGINT at its default.
+- with_signals(argv): the argv whose process starts with SIGINT, SIGTERM and SIGHUP at their defaults.
 - wait_for(path, proc): a file a child makes, with a deadline.
 """
 
@@ -73,19 +73,22 @@ def args_for(pod: Any) -> list[str]:
     return ["-ns", pod.namespace, "-pod", pod.name]
 
 
-# Ctrl-C as in a terminal: a shell's background job (as CI may run us) inherits
-# SIGINT ignored, and Python then keeps ignoring it. The child sets the
-# dispositions itself and execs the command: no preexec_fn, which forks a
-# process with gRPC's threads and can die before the exec.
+# The signals the tests send, as in a terminal: a shell's background job (as
+# CI may run us) inherits SIGINT ignored, `nohup` SIGHUP, and the tool then
+# keeps ignoring them, as it should. The child sets the dispositions itself and
+# execs the command: no preexec_fn, which forks a process with gRPC's threads
+# and can die before the exec.
 _WITH_SIGNALS = ("import os, signal, sys\n"
+                 "for name in ('SIGINT', 'SIGTERM', 'SIGHUP'):\n"
+                 "    signal.signal(getattr(signal, name), signal.SIG_DFL)\n"
                  "for name in sys.argv[1].split(','):\n"
                  "    if name: signal.signal(getattr(signal, name), signal.SIG_IGN)\n"
-                 "signal.signal(signal.SIGINT, signal.SIG_DFL)\n"
                  "os.execvp(sys.argv[2], sys.argv[2:])\n")
 
 
 def with_signals(argv: list[str], ignored: tuple[str, ...] = ()) -> list[str]:
-    """`argv` run with SIGINT at its default and the signals named in `ignored` ignored."""
+    """`argv` run with SIGINT, SIGTERM and SIGHUP at their defaults, whatever
+    this process inherited, and the signals named in `ignored` ignored."""
     return [sys.executable, "-I", "-S", "-c", _WITH_SIGNALS, ",".join(ignored), *argv]
 
 
@@ -152,7 +155,8 @@ class Tool:
         return Run.of(run_clean(self.cmd(*args), timeout=timeout))
 
     def start(self, *args: str, ignored: tuple[str, ...] = ()) -> subprocess.Popen[str]:
-        """The command running, SIGINT at its default (see with_signals), stdout and stderr piped."""
+        """The command running, stdout and stderr piped; the signals tests
+        send at their defaults (see with_signals)."""
         return subprocess.Popen(with_signals(self.cmd(*args), ignored), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True)
 

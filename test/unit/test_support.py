@@ -1,9 +1,12 @@
 """The tests' own machinery, without root: the CRI schema helpers a fake
-server uses, the machine check's report, and the machine lock's hand-over."""
+server uses, the machine check's report, the machine lock's hand-over, and
+the signal dispositions a started tool gets."""
 
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +15,7 @@ import pytest
 from support import cri_schema
 from support.lab import MACHINE_LOCK_FD, _handed_lock, kernel_deaths
 from support.machine import machine_differences
+from support.toolrun import with_signals
 
 
 def test_cri_schema_serves_what_it_calls(tmp_path: Path) -> None:
@@ -77,3 +81,19 @@ def test_a_machine_lock_is_taken_over_only_through_the_lock_dir(
     for junk in ("", "x", "-1", "99999"):
         monkeypatch.setenv(MACHINE_LOCK_FD, junk)
         assert _handed_lock(str(lock_dir)) == -1
+
+
+def test_a_started_tool_gets_the_signals_tests_send_whatever_was_inherited() -> None:
+    """Under `nohup` (SIGHUP ignored) or as a shell's background job (SIGINT
+    ignored) the tool rightly keeps ignoring what it inherited ignored: the
+    tests that send those signals start it with them at their defaults."""
+    show = [sys.executable, "-c", "import signal; print([signal.getsignal(getattr(signal, n)) "
+            "is signal.SIG_IGN for n in ('SIGINT', 'SIGTERM', 'SIGHUP')])"]
+
+    def ignored_in(argv: list[str]) -> str:
+        return subprocess.run(argv, capture_output=True, text=True, check=True, timeout=30).stdout.strip()
+
+    inheriting = with_signals(with_signals(show), ignored=("SIGINT", "SIGTERM", "SIGHUP"))
+    assert ignored_in(with_signals(show, ignored=("SIGINT", "SIGTERM", "SIGHUP"))) == "[True, True, True]"
+    assert ignored_in(inheriting) == "[False, False, False]"
+    assert ignored_in(with_signals(show, ignored=("SIGHUP",))) == "[False, False, True]"
