@@ -4,8 +4,8 @@ Starts a private containerd lab (test/support/lab.py), makes 50 pods without
 containers, and times the tool called as scripts call it: a new process per
 call, the interpreter called directly. Prints min/median/max over repeated
 runs, each row's floor and the ratio to it, the peak RSS, and PASS/FAIL; and
-below the table, where the 50-pod batches' CPU goes per pod and command (the
-plugin's, if-inject's own, the runtime's).
+below the table, for each -parallel of the 50-pod batches, where their CPU
+goes per pod and command (the plugin's, if-inject's own, the runtime's).
 
 Every target is a ratio to floors measured in the same run (tools/judge.py),
 so that a slower or busier machine moves the floors and the figures alike:
@@ -203,7 +203,7 @@ class BatchCpu:
         def per(seconds: float) -> str:
             return f"{seconds / self.commands * 1000:.1f} ms"
 
-        return [f"CPU per pod and command, {what}: the plugin {per(self.plugins)} (run directly), "
+        return [f"CPU per pod and command of {what}: the plugin {per(self.plugins)} (run directly), "
                 f"if-inject's own {per(own)} (beyond its plugins and a grpc import per call), "
                 f"the runtime's {per(self.runtime)}; the plugins' CPU over all three: "
                 f"{self.plugins / (self.plugins + own + self.runtime):.2f}"]
@@ -411,7 +411,8 @@ class Bench:
             if n == 50:
                 batch.judge(BATCH)
                 singles.judge(BATCH_SPEEDUP)
-                self.notes += cpus[0].lines(f"{n} pods, -parallel {DEFAULT_PARALLEL} (default)")
+                for (_, each), cpu in zip(scaling, cpus, strict=True):
+                    self.notes += cpu.lines(each.what)
 
     def parallel_rows(self, n: int, workers: int, default: bool) -> tuple[Row, Row]:
         name = f"-parallel {workers}" + (" (default)" if default else "")

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import if_inject
 from support import CNI_BIN, REPO
 
 PTP_SPEC = REPO / "examples" / "ptp.json"
@@ -73,13 +74,13 @@ def args_for(pod: Any) -> list[str]:
     return ["-ns", pod.namespace, "-pod", pod.name]
 
 
-# The signals the tests send, as in a terminal: a shell's background job (as
-# CI may run us) inherits SIGINT ignored, `nohup` SIGHUP, and the tool then
-# keeps ignoring them, as it should. The child sets the dispositions itself and
-# execs the command: no preexec_fn, which forks a process with gRPC's threads
-# and can die before the exec.
+# The signals the tool takes over (and the tests send), as in a terminal: a
+# shell's background job (as CI may run us) inherits SIGINT ignored, `nohup`
+# SIGHUP, and the tool then keeps ignoring them, as it should. The child sets
+# the dispositions itself and execs the command: no preexec_fn, which forks a
+# process with gRPC's threads and can die before the exec.
 _WITH_SIGNALS = ("import os, signal, sys\n"
-                 "for name in ('SIGINT', 'SIGTERM', 'SIGHUP'):\n"
+                 f"for name in {if_inject._SignalGuard.SIGNALS!r}:\n"
                  "    signal.signal(getattr(signal, name), signal.SIG_DFL)\n"
                  "for name in sys.argv[1].split(','):\n"
                  "    if name: signal.signal(getattr(signal, name), signal.SIG_IGN)\n"
@@ -87,8 +88,9 @@ _WITH_SIGNALS = ("import os, signal, sys\n"
 
 
 def with_signals(argv: list[str], ignored: tuple[str, ...] = ()) -> list[str]:
-    """`argv` run with SIGINT, SIGTERM and SIGHUP at their defaults, whatever
-    this process inherited, and the signals named in `ignored` ignored."""
+    """`argv` run with the signals the tool takes over (SIGINT, SIGTERM, SIGHUP)
+    at their defaults, whatever this process inherited, and the signals named
+    in `ignored` ignored."""
     return [sys.executable, "-I", "-S", "-c", _WITH_SIGNALS, ",".join(ignored), *argv]
 
 
