@@ -65,6 +65,8 @@ import sys
 
 TYPE_CHECKING = False  # typing itself is imported below the early -version answer
 if TYPE_CHECKING:
+    import queue
+    from concurrent.futures import Future
     from typing import NoReturn
 
 __version__ = "unknown"
@@ -137,6 +139,7 @@ import json
 import logging
 import os
 import re
+import threading  # logging imports it anyway
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
@@ -313,8 +316,6 @@ class _SignalGuard:
 
     @contextmanager
     def mode(self, may_interrupt: bool) -> Iterator[None]:
-        import threading
-
         if threading.current_thread() is not threading.main_thread():
             yield  # the handler runs in the main thread: it never raises here
             return
@@ -2507,7 +2508,6 @@ def _in_netns(path: str, func: Callable[[], _T]) -> _T:
     with Python 3.12; libc's is used here.)
     """
     import ctypes
-    import threading
 
     libc = ctypes.CDLL(None, use_errno=True)
     outcome: dict[str, Any] = {}
@@ -3291,8 +3291,6 @@ class Node:
 
     def __init__(self, endpoint: str | None = None, timeout: float = 10.0,
                  cni_path: list[str] | None = None, cache_dir: str = _DEFAULT_CACHE_DIR) -> None:
-        import threading
-
         self.endpoint, self.timeout = endpoint, timeout
         self.cni = CNI(list(cni_path or _DEFAULT_CNI_PATH), cache_dir, timeout)
         self._client: _RuntimeClient | None = None
@@ -3625,30 +3623,49 @@ def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], _T],
     failure is its own (its ADD is rolled back alone); the others go on.
     Once the CLI is asked to stop (SIGINT, SIGTERM, SIGHUP), the pods not
     started yet are yielded with an error, and those under way finish whole."""
-    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+    import queue
+    from concurrent.futures import ThreadPoolExecutor
 
     workers = _default_parallel() if parallel is None else max(1, parallel)
+    # Each pod's future, as it finishes or is cancelled, comes through one
+    # queue: waiting on all the futures at once costs O(pods) per pod.
+    finished: queue.SimpleQueue[Future[_T]] = queue.SimpleQueue()
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(work, ns, name): (ns, name) for ns, name in pods}
-        order = list(futures)
+        futures: dict[Future[_T], tuple[str, str]] = {}
+        for ns, name in pods:
+            future = pool.submit(work, ns, name)
+            futures[future] = ns, name
+            future.add_done_callback(finished.put)
         try:
-            running = set(futures)
-            while running:
-                # The CLI's handler only records a signal here: look for one every 0.1 s.
-                done, running = wait(running, 0.1 if _signals.installed else None, FIRST_COMPLETED)
-                if _interrupted():
-                    stopped = {future for future in running if future.cancel()}
-                    running -= stopped
-                    done |= stopped
-                for future in sorted(done, key=order.index):
-                    ns, name = futures[future]
-                    yield ns, name, _outcome(future)
+            for _ in futures:
+                future = _next_finished(finished, futures)
+                ns, name = futures[future]
+                yield ns, name, _outcome(future)
         except BaseException:
             # Interrupted: pods not started yet are skipped, those under way
             # finish whole (an ADD either completes or is rolled back).
             for future in futures:
                 future.cancel()
             raise
+
+
+def _next_finished(finished: queue.SimpleQueue[Future[_T]],
+                   futures: dict[Future[_T], tuple[str, str]]) -> Future[_T]:
+    """The next future from `finished`. The CLI's handler only records a
+    signal: look for one every 0.1 s, and once there is, cancel the pods not
+    started yet (each then comes through `finished` too)."""
+    import queue
+
+    while True:
+        try:
+            future: Future[_T] | None = finished.get(timeout=0.1 if _signals.installed else None)
+        except queue.Empty:
+            future = None
+        if _interrupted():
+            for each in futures:
+                each.cancel()
+        if future is not None:
+            return future
 
 
 _NOT_STARTED = "not started: interrupted by"

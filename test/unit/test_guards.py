@@ -87,3 +87,44 @@ def test_signals_are_held_whatever_thread_receives_them() -> None:
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.strip() == str(["held step finished", "then interrupted by SIGTERM", "held by default",
                                        "interrupted on entry by SIGHUP"]) + " SIGTERM"
+
+
+# ---- many pods at once: for_each_pod ---------------------------------------------------------
+
+def test_each_pod_is_yielded_as_it_finishes_with_its_own_error() -> None:
+    def work(ns: str, name: str) -> str:
+        if name == "b":
+            raise ii.InjectError("b failed")
+        return f"{ns}/{name} done"
+
+    outcomes = [(ns, name, str(outcome)) for ns, name, outcome in
+                ii.for_each_pod([("x", "a"), ("x", "b"), ("y", "c")], work, parallel=1)]
+    assert outcomes == [("x", "a", "x/a done"), ("x", "b", "b failed"), ("y", "c", "y/c done")]
+
+
+BATCH_SCRIPT = """
+import os, signal, threading
+import if_inject as ii
+
+ii._signals.install()
+skipped = threading.Event()  # set once the batch has yielded a pod it did not start
+
+def work(ns, name):
+    if name == "p0":
+        os.kill(os.getpid(), signal.SIGTERM)  # the handler only records it
+    skipped.wait(10)  # both workers busy: no other pod can start meanwhile
+    return "done"
+
+for ns, name, outcome in ii.for_each_pod([("ns", f"p{i}") for i in range(6)], work, parallel=2):
+    print(name, outcome)
+    skipped.set()
+"""
+
+
+def test_a_signal_skips_the_pods_not_started_and_lets_those_under_way_finish() -> None:
+    proc = subprocess.run(with_signals([sys.executable, "-c", BATCH_SCRIPT]), capture_output=True, text=True,
+                          timeout=30, cwd=REPO)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    lines = proc.stdout.splitlines()
+    assert lines[:4] == [f"p{i} not started: interrupted by SIGTERM" for i in range(2, 6)]
+    assert sorted(lines[4:]) == ["p0 done", "p1 done"]
