@@ -5,7 +5,8 @@ containers, and times the tool called as scripts call it: a new process per
 call, the interpreter called directly. Prints min/median/max over repeated
 runs, each row's floor and the ratio to it, the peak RSS, and PASS/FAIL; and
 below the table, for each -parallel of the 50-pod batches, where their CPU
-goes per pod and command (the plugin's, if-inject's own, the runtime's).
+goes per pod and command (the plugin's, if-inject's own, the runtime's), and a
+note when the bench's directory is on ext4 without a journal (docs/bench.md).
 
 Every target is a ratio to floors measured in the same run (tools/judge.py),
 so that a slower or busier machine moves the floors and the figures alike:
@@ -482,6 +483,11 @@ class Bench:
 
     def run(self) -> list[str]:
         started = time.monotonic()
+        device = journal_less_ext4(str(self.base))
+        if device:
+            self.notes.append(f"note: {self.base} is on ext4 without a journal ({device}): a file made "
+                              "within a minute after many were deleted (another lab's teardown) costs "
+                              "up to 20x the CPU; docs/bench.md")
         self.lab.up()
         self.write_spec()
         self.make_pods(max(SIZES))
@@ -492,6 +498,21 @@ class Bench:
         self.batches()
         self.peak_rss(grpc)
         return self.check_released()
+
+
+def journal_less_ext4(path: str) -> str:
+    """The kernel's name of the device of `path`'s file system when that is ext4
+    without a journal (no /proc/fs/jbd2 entry), else "". There ext4 looks past
+    every inode deleted in the last 30-60 s to make a file (docs/bench.md)."""
+    st_dev = os.stat(path).st_dev
+    for line in Path("/proc/self/mountinfo").read_text().splitlines():
+        mount, _, fs = line.partition(" - ")
+        major, minor = mount.split()[2].split(":")
+        if os.makedev(int(major), int(minor)) == st_dev:
+            name = os.path.basename(os.path.realpath(f"/sys/dev/block/{major}:{minor}"))
+            journaled = Path("/proc/fs/jbd2").glob(f"{name}-*")
+            return name if fs.split()[0] == "ext4" and not any(journaled) else ""
+    return ""
 
 
 def plugin_env(command: str, pod: Pod, container_id: str) -> dict[str, str]:
