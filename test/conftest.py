@@ -21,7 +21,8 @@ the CNI plugins. The lab's fixtures skip their tests unless root.
 After a root session the machine must be as it was before: processes (the
 runtimes' namespaces included), mounts, netns, links, /var/lib/cni, /run/cni,
 /run/containerd, ip_forward, the labs' cgroups and the cached Debian roots are
-compared, and any difference fails the run loudly (support/machine.py).
+compared, and any difference fails the run loudly (support/machine.py). Before
+it looks, a root session tears down the labs a killed session left running.
 A session without root can change none of these but processes: it compares those.
 """
 
@@ -51,10 +52,11 @@ from support.lab import (
     Pod,
     crio_missing,
     lock_machine,
+    log,
     mounts_under,
 )
 from support.libcni import build_driver
-from support.machine import LAB_PREFIX, machine_differences, machine_snapshot
+from support.machine import LAB_PREFIX, clean_killed_sessions, machine_differences, machine_snapshot
 from support.node import inode, need_root
 from support.toolrun import Tool
 
@@ -270,6 +272,8 @@ _LOCK = pytest.StashKey[int]()
 def pytest_sessionstart(session: pytest.Session) -> None:
     if os.geteuid() == 0:  # root sessions change the host: one at a time
         session.config.stash[_LOCK] = lock_machine()
+        for base in clean_killed_sessions():
+            log(f"cleaned up after a killed test session: removed {base}")
     session.config.stash[_BEFORE] = machine_snapshot(full=os.geteuid() == 0)
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import os
+import signal
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from support import REPO, cri_schema
 from support.lab import (
     BUSYBOX_IMAGE,
     CNI_RESULTS,
+    DEFAULT_RUNTIME,
     KERNEL_DEATHS,
     KILL,
     OWNED,
@@ -29,6 +32,7 @@ from support.lab import (
     proc_cmdline,
     stop_ours,
 )
+from support.machine import LAB_PREFIX, clean_killed_sessions
 
 SCRIPT_ENV = {**os.environ, "PYTHONPATH": str(REPO)}  # support.lab as a script, from test/
 READY, NOTREADY = "SANDBOX_READY", "SANDBOX_NOTREADY"
@@ -229,6 +233,32 @@ def test_clean_after_a_crash(lab_base: Path, runtime: str) -> None:
     assert down.returncode == 0, down.stderr
     assert leftovers(crashed, {pod.sandbox_id}) == []
     assert pod.netns is not None and not os.path.exists(pod.netns)
+
+
+KILLED_SESSION = """
+import os, signal, sys, tempfile
+from support.lab import DEFAULT_RUNTIME, Lab
+from support.machine import LAB_BASES
+base = tempfile.mkdtemp(prefix=f"{LAB_BASES}{os.getpid()}-", dir=sys.argv[1])  # as a session's
+lab = Lab(os.path.join(base, DEFAULT_RUNTIME))
+lab.up()
+pod = lab.run_pod("if-inject", "a")
+print(base, pod.sandbox_id, flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # no teardown, as a session killed mid-run
+"""
+
+
+def test_the_labs_of_a_killed_session_are_cleaned_up_by_the_next(lab_base: Path) -> None:
+    killed = subprocess.run([sys.executable, "-c", KILLED_SESSION, str(lab_base)], capture_output=True,
+                            text=True, cwd=REPO / "test", env=SCRIPT_ENV, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    base, sandbox_id = killed.stdout.split()
+    left = Lab(os.path.join(base, DEFAULT_RUNTIME))
+    assert leftovers(left, {sandbox_id}) != []  # its containerd and pod run on
+    live = tempfile.mkdtemp(prefix=LAB_PREFIX, dir=lab_base)  # a live session's (ours) stays
+    assert clean_killed_sessions(str(lab_base)) == [base]
+    assert leftovers(left, {sandbox_id}) == [] and not os.path.exists(base)
+    assert os.path.isdir(live)
 
 
 def test_images_are_imported_under_their_names(lab: Lab) -> None:

@@ -4,22 +4,54 @@ conftest.py takes a snapshot when the session starts and compares at its end:
 processes the session started (its labs' included), mounts, netns, links,
 /var/lib/cni, /run/cni, /run/containerd, ip_forward, the labs' cgroups and the
 cached Debian roots. A session without root compares its processes only.
+Before its snapshot, a root session cleans up the labs of sessions that were
+killed before their teardown (clean_killed_sessions).
 """
 
 from __future__ import annotations
 
 import glob
 import os
+import shutil
 import subprocess
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from support.lab import IP_FORWARD, proc_alive, proc_cmdline
+from support.lab import IP_FORWARD, Lab, log, mounts_under, proc_alive, proc_cmdline, recorded_runtime
 from support.node import node_links
 
 # Lab roots of this session start with this, so its processes can be told from
-# those of a concurrent session on the same machine.
-LAB_PREFIX = f"if-inject-lab-{os.getpid()}-"
+# those of a concurrent session on the same machine, and those of a session
+# that was killed from those of a live one.
+LAB_BASES = "if-inject-lab-"
+LAB_PREFIX = f"{LAB_BASES}{os.getpid()}-"
+
+
+def clean_killed_sessions(tmp_dir: str | None = None) -> list[str]:
+    """Clean up after root test sessions killed before their teardown (SIGKILL,
+    a lost machine session): the labs they left run on, with their pods,
+    mounts, cgroups and links. A session's lab roots are in its base dir,
+    `if-inject-lab-<its PID>-*` in the temp dir; where that PID is gone, each
+    root is torn down as a crashed lab's (Lab.clean), then the base is
+    removed. A base whose PID lives (a session, or a process that reused its
+    PID) is left alone. Run holding the machine lock; returns the bases removed."""
+    removed = []
+    for base in sorted(Path(tmp_dir or tempfile.gettempdir()).glob(f"{LAB_BASES}*-*")):
+        pid = base.name.removeprefix(LAB_BASES).split("-")[0]
+        if not pid.isdigit() or proc_alive(int(pid)) or base.is_symlink() or not base.is_dir():
+            continue
+        try:
+            for root in sorted(base.iterdir()):
+                if (root / "lab.json").is_file():  # written first by Lab.up
+                    Lab(str(root), recorded_runtime(str(root))).clean()
+        except (OSError, RuntimeError) as e:
+            log(f"left {base}, of a killed test session, as it is: {e}")
+            continue
+        if not mounts_under(str(base)):  # never rmtree through a mount
+            shutil.rmtree(base)
+            removed.append(str(base))
+    return removed
 
 
 def _tree(top: str) -> list[str] | None:
