@@ -107,9 +107,11 @@ import os, signal, threading
 import if_inject as ii
 
 ii._signals.install()
+both_started = threading.Barrier(2)  # p0 and p1, one on each worker
 skipped = threading.Event()  # set once the batch has yielded a pod it did not start
 
 def work(ns, name):
+    both_started.wait(10)
     if name == "p0":
         os.kill(os.getpid(), signal.SIGTERM)  # the handler only records it
     skipped.wait(10)  # both workers busy: no other pod can start meanwhile
