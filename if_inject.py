@@ -66,7 +66,7 @@ import sys
 TYPE_CHECKING = False  # typing itself is imported below the early -version answer
 if TYPE_CHECKING:
     import queue
-    from concurrent.futures import Future
+    from concurrent.futures import Future, ThreadPoolExecutor
     from typing import NoReturn
 
 __version__ = "unknown"
@@ -3638,19 +3638,17 @@ def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], _T],
             future.add_done_callback(finished.put)
         try:
             for _ in futures:
-                future = _next_finished(finished, futures)
+                future = _next_finished(finished, pool)
                 ns, name = futures[future]
                 yield ns, name, _outcome(future)
         except BaseException:
             # Interrupted: pods not started yet are skipped, those under way
             # finish whole (an ADD either completes or is rolled back).
-            for future in futures:
-                future.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
             raise
 
 
-def _next_finished(finished: queue.SimpleQueue[Future[_T]],
-                   futures: dict[Future[_T], tuple[str, str]]) -> Future[_T]:
+def _next_finished(finished: queue.SimpleQueue[Future[_T]], pool: ThreadPoolExecutor) -> Future[_T]:
     """The next future from `finished`. The CLI's handler only records a
     signal: look for one every 0.1 s, and once there is, cancel the pods not
     started yet (each then comes through `finished` too)."""
@@ -3662,8 +3660,7 @@ def _next_finished(finished: queue.SimpleQueue[Future[_T]],
         except queue.Empty:
             future = None
         if _interrupted():
-            for each in futures:
-                each.cancel()
+            pool.shutdown(wait=False, cancel_futures=True)
         if future is not None:
             return future
 
