@@ -1,4 +1,4 @@
-"""What a restart of the runtime does to interfaces if-inject injected (issue 22).
+"""What a restart of the runtime does to interfaces if-inject injected.
 
 From 1.32 on, cri-o runs libcni's GC at start-up for every network in its CNI
 conf dir, with only its sandboxes' own interfaces as valid attachments: a

@@ -7,15 +7,15 @@ with `pip install .` into build/measure/venv), starts a private containerd lab
 (test/support/lab.py) with one pod, and times each command as scripts call it, a new
 process per call, the two alternating so that load on the machine hits both
 alike, and the bare interpreter beside them. Prints medians in ms and the
-ratios, and checks issue 8's targets as ratios to floors measured in the same
+ratios, and checks its targets as ratios to floors measured in the same
 run (tools/judge.py): `netns` and `add` at most 1.3x the pip-installed
-command's, `-version` at most 1.5x the interpreter's `python -c pass` (the
-launcher answers it from its trailer, without starting Python). Also times the
-executable's first run, which unpacks it, and checks issue 12's figures for
-the file that carries its own C library: the unpack under 1 s, the file under
-30 MB (report_self_contained); and issue 20's: what the launcher does before
-it runs a warm entry (the cache dir walked, its own dir and the entry checked
-against the payload's list) under 5 ms (reuse_checks).
+command's (`del` is only timed), `-version` at most 1.5x the interpreter's
+`python -c pass` (the launcher answers it from its trailer, without starting
+Python). Also times the executable's first run, which unpacks it, and checks
+the figures of the file that carries its own C library: the unpack under 1 s,
+the file under 30 MB (report_self_contained); and what the launcher does
+before it runs a warm entry (the cache dir walked, its own dir and the entry
+checked against the payload's list) under 5 ms (reuse_checks).
 
 The machine is left as found: the lab down, the leases (a private host-local
 dataDir) and the result cache (a private -cache-dir) released,
@@ -44,7 +44,7 @@ TOOLS = Path(__file__).resolve().parent
 
 IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 INTERPRETER = "python -c pass"  # the floor of -version, timed in the same rounds
-# Issue 8's targets on medians; tools/bench.py judges its rows of the executable by them too.
+# The targets, on medians; tools/bench.py judges its rows of the executable by them too.
 VERSION = Ratio(1.5, "interpreter")  # answered by the launcher, from its trailer
 AGAINST_PIP = Ratio(1.3, "pip-installed")
 TARGETS = {"-version": VERSION, "netns": AGAINST_PIP, "add": AGAINST_PIP}
