@@ -128,11 +128,25 @@ def _exit_now(code: int) -> NoReturn:
     os._exit(code)
 
 
+def _signals_end_us_until_main() -> None:
+    """Until main() takes the signals over (_SignalGuard), each ends the program
+    by its default action, SIGINT as SIGTERM does: nothing is done before
+    then. (Python's own SIGINT handler would print a KeyboardInterrupt
+    traceback from wherever the import is.) tools/if-inject does the same
+    before it imports this module."""
+    import signal
+
+    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 # Run as a script, `-version` is answered here, before the imports and
 # definitions below: they are two thirds of its run time (argparse,
 # dataclasses, re, typing). main() answers it before building its parser.
-if __name__ == "__main__" and _only_version(sys.argv[1:]):
-    sys.exit(_print_version())
+if __name__ == "__main__":
+    if _only_version(sys.argv[1:]):
+        sys.exit(_print_version())
+    _signals_end_us_until_main()
 
 import argparse
 import json
@@ -256,7 +270,9 @@ def _undone(cause: BaseException, note: str) -> InjectError:
 
 
 class _SignalGuard:
-    """SIGINT, SIGTERM and SIGHUP, held in Python rather than by pthread_sigmask.
+    """The signals that would end the program (SIGINT, SIGTERM, SIGHUP, SIGQUIT,
+    SIGUSR1, ... and the real-time ones: signals()), held in Python rather than
+    by pthread_sigmask.
 
     A mask holds a signal only in the thread that set it: the kernel hands a
     process-directed signal to another thread (grpc's, the batch pool's, a
@@ -276,7 +292,11 @@ class _SignalGuard:
     the program's own handlers after it; elsewhere nothing is changed.
     """
 
-    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP")
+    # Each signal whose default action ends the process, but for the faults a
+    # program raises on itself (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS,
+    # SIGABRT): a stop asked from outside, which a rollback must outlast.
+    SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM",
+               "SIGPROF", "SIGXCPU", "SIGXFSZ", "SIGIO", "SIGPWR")
 
     def __init__(self) -> None:
         self.installed = False
@@ -289,8 +309,7 @@ class _SignalGuard:
         SIGHUP under nohup, stays ignored)."""
         import signal
 
-        for name in self.SIGNALS:
-            signum = getattr(signal, name)
+        for signum in self.signals():
             if signal.getsignal(signum) is not signal.SIG_IGN:
                 signal.signal(signum, self.handle)
         self.installed, self.modes, self.received, self.pending = True, [False], [], []
@@ -308,11 +327,21 @@ class _SignalGuard:
             self.pending.clear()
             raise KeyboardInterrupt(self.name(signum))
 
+    @classmethod
+    def signals(cls) -> list[int]:
+        import signal
+
+        named = [int(getattr(signal, name)) for name in cls.SIGNALS if hasattr(signal, name)]
+        return [*named, *range(signal.SIGRTMIN, signal.SIGRTMAX + 1)]
+
     @staticmethod
     def name(signum: int) -> str:
         import signal
 
-        return signal.Signals(signum).name
+        try:
+            return signal.Signals(signum).name
+        except ValueError:  # a real-time signal has no name of its own
+            return f"SIGRTMIN+{signum - signal.SIGRTMIN}"
 
     @contextmanager
     def mode(self, may_interrupt: bool) -> Iterator[None]:
@@ -340,8 +369,7 @@ class _SignalGuard:
 
         caught: list[int] = []
         previous = {}
-        for name in self.SIGNALS:
-            signum = getattr(signal, name)
+        for signum in self.signals():
             if signal.getsignal(signum) not in (signal.SIG_IGN, None):
                 previous[signum] = signal.signal(signum, lambda n, f: caught.append(n))
         try:
@@ -357,12 +385,12 @@ _signals = _SignalGuard()
 
 
 def _signals_deferred() -> AbstractContextManager[None]:
-    """Hold SIGINT, SIGTERM and SIGHUP while a rollback or clean-up runs to its end."""
+    """Hold the signals (SIGINT, SIGTERM, ...) while a rollback or clean-up runs to its end."""
     return _signals.mode(may_interrupt=False)
 
 
 def _interruptible() -> AbstractContextManager[None]:
-    """Let SIGINT, SIGTERM and SIGHUP interrupt this step (KeyboardInterrupt),
+    """Let the signals (SIGINT, SIGTERM, ...) interrupt this step (KeyboardInterrupt),
     which is undone or changes nothing when cut short."""
     return _signals.mode(may_interrupt=True)
 
@@ -994,6 +1022,12 @@ def _dig(obj: Any, *keys: str | int) -> Any:
     return obj
 
 
+def _dig_list(obj: Any, *keys: str) -> list[Any]:
+    """_dig's answer when it is a list, else [] (a result or answer from outside may hold anything)."""
+    found = _dig(obj, *keys)
+    return found if isinstance(found, list) else []
+
+
 def _netns_from_info(info: dict[str, Any]) -> str:
     """The netns path in a verbose PodSandboxStatus info, as each runtime writes it."""
     namespaces = _dig(info, "runtimeSpec", "linux", "namespaces")
@@ -1022,7 +1056,7 @@ def _info_pid(info: dict[str, Any]) -> int:
 def _netns_path(value: object) -> str:
     """A path from the runtime, taken only when absolute: a relative one would
     resolve against wherever if-inject happens to run."""
-    if not isinstance(value, str) or not value.startswith("/"):
+    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
         raise InjectError(f"the runtime reports an invalid network namespace path: {value!r}",
                           CODE_DECODING)
     return value
@@ -1092,22 +1126,31 @@ def _find_pod(client: _RuntimeClient, namespace: str, name: str,
         return None
     try:
         pod = _sandbox_pod(client, sandbox)
-        # Listed ready, but its own status says not (containerd 2.x once the
-        # shim is gone): a dying sandbox, never a target.
-        pod.ready = pod.ready and pod.status_ready
-        if not pod.ready:
-            raise InjectError(f"pod {namespace}/{name} not found on this node (sandbox "
-                              f"{sandbox.id} is no longer ready)", CODE_UNKNOWN_CONTAINER)
-        if pod.network_mode == _NODE_MODE:
-            raise InjectError(f"pod {namespace}/{name} uses the node's network (hostNetwork): "
-                              "refusing to change the node", CODE_INVALID_CONFIG)
+    except InjectError:
+        # Removed since the list (PodSandboxStatus NOT_FOUND): for a delete, a pod that is gone.
+        if missing_ok and _ready_sandbox(client, namespace, name, missing_ok=True) is None:
+            return None
+        raise
+    # Listed ready, but its own status says not (containerd 2.x once the
+    # shim is gone): a dying sandbox, never a target; for a delete, gone.
+    pod.ready = pod.ready and pod.status_ready
+    if not pod.ready and missing_ok:
+        return None
+    if not pod.ready:
+        raise InjectError(f"pod {namespace}/{name} not found on this node (sandbox "
+                          f"{sandbox.id} is no longer ready)", CODE_UNKNOWN_CONTAINER)
+    if pod.network_mode == _NODE_MODE:
+        raise InjectError(f"pod {namespace}/{name} uses the node's network (hostNetwork): "
+                          "refusing to change the node", CODE_INVALID_CONFIG)
+    try:
         pod.netns_id = _check_netns(pod.netns)
     except InjectError as e:
-        # Stopped or removed since the list (PodSandboxStatus NOT_FOUND, the
-        # netns gone): for a delete, that is a pod that is gone, as if unlisted.
-        if missing_ok and (e.code == CODE_UNKNOWN_CONTAINER
-                           or _ready_sandbox(client, namespace, name, missing_ok=True) is None):
-            return None
+        # A ready pod whose netns cannot be opened here (a netns dir this process
+        # does not see, EACCES) is never taken for gone: a DEL without its netns
+        # would free the lease of an interface that stays in the pod.
+        if missing_ok:
+            raise InjectError(f"pod {namespace}/{name} is running, but {e}: nothing deleted",
+                              e.code) from None
         raise
     return pod
 
@@ -1438,10 +1481,13 @@ def _exec_plugin(path: str, env: dict[str, str], stdin: bytes, timeout: float) -
     import subprocess
 
     name = os.path.basename(path)
-    # Its own session: a Ctrl-C on the terminal reaches us, and we decide
-    # what happens to the plugin (killed, then rolled back).
-    proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, env=env, start_new_session=True)
+    try:
+        # Its own session: a Ctrl-C on the terminal reaches us, and we decide
+        # what happens to the plugin (killed, then rolled back).
+        proc = subprocess.Popen([path], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env, start_new_session=True)
+    except OSError as e:  # found and executable, yet not startable: ENOEXEC, ETXTBSY, a missing interpreter
+        raise InjectError(f"plugin {name} could not be started: {e.strerror}", CODE_NOT_AVAILABLE) from None
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except BaseException as e:
@@ -1449,7 +1495,13 @@ def _exec_plugin(path: str, env: dict[str, str], stdin: bytes, timeout: float) -
         if proc.returncode is None:
             with suppress(ProcessLookupError):  # it may have ended on its own meanwhile
                 os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate()
+        try:
+            proc.communicate(timeout=2)
+        except subprocess.TimeoutExpired:  # a child of its own session holds its pipes open
+            for pipe in (proc.stdout, proc.stderr):
+                if pipe is not None:
+                    pipe.close()
+            proc.wait()
         if isinstance(e, subprocess.TimeoutExpired):
             raise InjectError(f"plugin {name} did not finish within {timeout:g}s: killed",
                               CODE_TRY_AGAIN_LATER) from None
@@ -1463,7 +1515,7 @@ def _plugin_error(name: str, returncode: int, out: bytes, err: bytes) -> InjectE
     """The CNI error a failed plugin printed, or its stderr when it printed none."""
     try:
         error = json.loads(out)
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         error = None
     if isinstance(error, dict) and ("code" in error or "msg" in error):
         code = error["code"] if isinstance(error.get("code"), int) else CODE_INTERNAL
@@ -1771,7 +1823,8 @@ class CachedAttachment:
                    net_attach_def=str(mark.get("netAttachDef", "")), interface=str(entry.get("ifName", "")),
                    network=str(entry.get("networkName", "")), container_id=str(entry.get("containerId", "")),
                    netns=_normal_path(str(entry.get("netns") or "")), config=str(entry.get("config", "")),
-                   cni_args=[(str(kv[0]), str(kv[1])) for kv in entry.get("cniArgs") or [] if len(kv) == 2],
+                   cni_args=[(str(kv[0]), str(kv[1])) for kv in _dig_list(entry, "cniArgs")
+                             if isinstance(kv, list) and len(kv) == 2],
                    capability_args=capability_args if isinstance(capability_args, dict) else {},
                    result=result if isinstance(result, dict) else None,
                    runtime_endpoint=str(mark.get("runtimeEndpoint") or ""),
@@ -1797,8 +1850,11 @@ class CachedAttachment:
         the cached netns, checked (see checked_netns)."""
         if netns is None:
             netns = self.checked_netns()
+        # A /proc/<pid>/ns/net path (cri-dockerd's, never a cached one) is the pod's
+        # now: its namespace is pinned here, and each plugin's run checks it still is.
+        netns_id = _check_netns(netns) if netns and _is_proc_path(netns) else None
         pod = Pod(namespace=self.namespace, name=self.pod, uid=self.pod_uid, sandbox_id=self.sandbox_id,
-                  netns=netns)
+                  netns=netns, netns_id=netns_id)
         return Attachment(container_id=self.container_id, netns=netns, ifname=self.interface,
                           args=list(self.cni_args), capability_args=dict(self.capability_args), pod=pod)
 
@@ -1811,7 +1867,7 @@ class CachedAttachment:
         netns = self.netns  # normalised when read
         if not netns:
             return ""
-        if not netns.startswith("/"):
+        if not netns.startswith("/") or "\0" in netns:
             raise InjectError(f"cache entry {self.path}: netns {netns!r} is not an absolute path: "
                               "refusing it", CODE_DECODING)
         if _is_node_netns(netns):
@@ -1857,9 +1913,19 @@ def _cache_entries(cache_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
 
 
 def _cached_attachments(cache_dir: str) -> list[CachedAttachment]:
-    """Every readable entry that if-inject wrote."""
-    return [CachedAttachment.from_entry(path, entry) for path, entry in _cache_entries(cache_dir)
-            if isinstance(entry.get(_CACHE_MARK), dict)]
+    """Every readable entry that if-inject wrote, at the file name its own
+    fields give: a DEL reads and removes the entry by that name."""
+    found = []
+    for path, entry in _cache_entries(cache_dir):
+        if not isinstance(entry.get(_CACHE_MARK), dict):
+            continue
+        cached = CachedAttachment.from_entry(path, entry)
+        if path != _cache_file(cache_dir, cached.network, cached.container_id, cached.interface):
+            _log_error("Refusing cache entry", "its file name is not the one its network, "
+                       "container ID and interface give (copied or renamed?)", path=path)
+            continue
+        found.append(cached)
+    return found
 
 
 def _cached_network_attachments(cache_dir: str, network: str) -> list[tuple[str, str]]:
@@ -1894,6 +1960,8 @@ def _convert_result(result: dict[str, Any], version: str) -> dict[str, Any]:
     """`result` as CNI `version`, as libcni's GetAsVersion converts a cached
     result to the config's version before it is any plugin's prevResult."""
     source = result.get("cniVersion") or "0.1.0"  # libcni's reading of a missing version
+    if not isinstance(source, str):
+        raise InjectError(f"cannot convert a result whose cniVersion is {source!r}", CODE_DECODING)
     if source == version and "cniVersion" in result and "dns" in result:
         return result
     if _RESULT_TYPES.get(source) is None or _RESULT_TYPES.get(version) is None:
@@ -2005,11 +2073,11 @@ def _result_addresses(result: Any) -> list[str]:
 def _result_ips_and_routes(result: Any) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The "ips" and "routes" of a CNI result of any version, as 1.0.0 has them."""
     if isinstance(_dig(result, "ips"), list) or isinstance(_dig(result, "routes"), list):
-        ips, routes = _dig(result, "ips") or [], _dig(result, "routes") or []
+        ips, routes = _dig_list(result, "ips"), _dig_list(result, "routes")
     else:  # CNI 0.1.0 and 0.2.0: ip4 and ip6, each with its address and routes
         old = [_dig(result, key) or {} for key in ("ip4", "ip6")]
         ips = [{"address": o.get("ip")} for o in old if isinstance(o, dict) and o.get("ip")]
-        routes = [r for o in old if isinstance(o, dict) for r in o.get("routes") or []]
+        routes = [r for o in old for r in _dig_list(o, "routes")]
     return ([ip for ip in ips if isinstance(ip, dict)], [r for r in routes if isinstance(r, dict)])
 
 
@@ -2117,7 +2185,12 @@ class CNI:
 
     path: list[str] = field(default_factory=lambda: list(_DEFAULT_CNI_PATH))
     cache_dir: str = _DEFAULT_CACHE_DIR
-    timeout: float = 10.0
+    timeout: float = 10.0  # seconds, for each plugin and lock (and a Node's runtime calls)
+
+    def __post_init__(self) -> None:
+        if not 0 < self.timeout < 1e6:  # nan, inf and a deadline past any clock's range too
+            raise InjectError(f"invalid timeout {self.timeout!r}: seconds, above 0 and below 1e6",
+                              CODE_INVALID_CONFIG)
 
     def _invoke(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
                att: Attachment, prev_result: dict[str, Any] | None) -> bytes:
@@ -2136,7 +2209,7 @@ class CNI:
         out = self._invoke("ADD", network, plugin, att, prev_result)
         try:
             result = json.loads(out)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deep
             result = None
         if not isinstance(result, dict):
             raise InjectError(f"plugin {plugin['type']} returned no valid result: "
@@ -2148,7 +2221,7 @@ class CNI:
     def _prev_result_for_del(self, network: NetworkConfig,
                             result: dict[str, Any] | None) -> dict[str, Any] | None:
         # prevResult on DEL came with CNI 0.4.0; older plugins must not see it.
-        if result is None or network.version_tuple < (0, 4, 0):
+        if not isinstance(result, dict) or network.version_tuple < (0, 4, 0):
             return None
         try:
             return _convert_result(result, network.cni_version)
@@ -2447,7 +2520,7 @@ def network_status(result: Any, name: str, ifname: str) -> dict[str, Any]:
 
     The entry is the result's pod interface named `ifname`; when the result
     names none (CNI before 0.3.0), it still names `ifname`."""
-    interfaces = [i if isinstance(i, dict) else {} for i in _dig(result, "interfaces") or []]
+    interfaces = [i if isinstance(i, dict) else {} for i in _dig_list(result, "interfaces")]
     in_pod = [n for n, i in enumerate(interfaces) if i.get("sandbox")]
     mine = next((n for n in in_pod if interfaces[n].get("name") == ifname), in_pod[-1] if in_pod else None)
     ips, routes = _result_ips_and_routes(result)
@@ -3174,7 +3247,9 @@ def _gc_networks(cni: CNI) -> dict[str, NetworkConfig]:
 
 def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Iterator[dict[str, Any]]:
     """GC to each network at CNI 1.1.0 or later, with the attachments still alive
-    (every cache entry of that network that is left); one record per network."""
+    (every cache entry of that network that is left); one record per network.
+    Only the plugins' GC: the stale attachments had their DEL by gc's own policy,
+    and an entry that appeared since (an add under way) is alive, not stale."""
     for name, network in sorted(networks.items()):
         if network.version_tuple < (1, 1, 0):
             continue
@@ -3187,10 +3262,13 @@ def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Ite
             yield dict(record, action="would gc")
         else:
             try:
-                cni.gc(network, alive)
+                failures = cni._gc_plugins(network, alive)
+            except InjectError as e:  # the network's lock not taken
+                failures = [str(e)]
+            if failures:
+                yield dict(record, action="failed", error="GC failed: " + "; ".join(failures))
+            else:
                 yield dict(record, action="gc")
-            except InjectError as e:
-                yield dict(record, action="failed", error=str(e))
 
 
 # ---- pods: the runtime's own CNI networks, warned of on add --------------
@@ -3377,11 +3455,22 @@ class Node:
 
     def _release_interrupted_add(self, network: NetworkConfig, att: Attachment) -> None:
         """A cache entry of this very attachment was left by an add killed
-        half-way (the interface is not there): release what it took first."""
+        half-way (the interface is not there): release what it took first.
+        Only if-inject's own entry of this pod's sandbox: the same file name can
+        be another tool's (Multus', a runtime's) or another pod's (one
+        -containerid given twice), whose lease a DEL would free."""
         path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
-        if _cache_exists(path):
-            _log("Cleaning up an earlier interrupted add", path=path)
-            self.cni.delete(network, att)
+        if not _cache_exists(path):
+            return
+        entry, pod = _read_cache(path), att.pod
+        mark = entry.get(_CACHE_MARK) if entry else None
+        if not (isinstance(mark, dict) and pod is not None and mark.get("sandboxId") == pod.sandbox_id):
+            whose = (f"pod {mark.get('namespace')}/{mark.get('pod')}'s" if isinstance(mark, dict)
+                     else "not if-inject's")
+            raise InjectError(f"cache entry {path} is {whose}: refusing to add over it "
+                              "(another -containerid?)", CODE_INVALID_CONFIG)
+        _log("Cleaning up an earlier interrupted add", path=path)
+        self.cni.delete(network, att)
 
     def check(self, namespace: str, pod: str, network: NetworkConfig, ifname: str = "net1",
               container_id: str = "", args: list[tuple[str, str]] | None = None,
@@ -3482,10 +3571,14 @@ class Node:
         att = cached.attachment(netns)
         # An API caller's entry may have no sandbox: its container ID keys the lock then.
         key = cached.sandbox_id or att.container_id
+        network = network or cached.network_config()
+        if network.name != cached.network:  # the DEL would read and remove another entry
+            raise InjectError(f"cache entry {cached.path}: its config is network {network.name!r}, "
+                              f"not {cached.network!r}: refusing it", CODE_DECODING)
         with _attachment_lock(self.cni.cache_dir, key, att.ifname, self.timeout):
             if not _cache_exists(cached.path):
                 return False
-            self.cni.delete(network or cached.network_config(), att)
+            self.cni.delete(network, att)
         return True
 
 
@@ -3557,7 +3650,22 @@ class Node:
         ifname = ifname or ("" if host_ifname else "net1")
         with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname or "net1", self.timeout), \
                 _about_pod(found):
+            if ifname:
+                self._refuse_cni_interface(found, ifname)
             delete_veth(found.netns, ifname, host_ifname)
+
+    def _refuse_cni_interface(self, pod: Pod, ifname: str) -> None:
+        """veth -delete is for pairs made without CNI: an interface that a CNI ADD
+        made (the runtime's eth0, Multus', if-inject's own add), as the cache records
+        it, goes only by its DEL, which also frees its lease."""
+        ids = {pod.sandbox_id, _default_container_id(pod)}
+        for path, entry in _cache_entries(self.cni.cache_dir):
+            mark = entry.get(_CACHE_MARK)
+            ours = isinstance(mark, dict) and mark.get("sandboxId") == pod.sandbox_id
+            if entry.get("ifName") == ifname and (entry.get("containerId") in ids or ours):
+                raise InjectError(f"{ifname} was made by a CNI ADD (cache entry {path}): not deleting it; "
+                                  "a DEL releases it (`if-inject del` for if-inject's own)",
+                                  CODE_INVALID_CONFIG)
 
 
 @contextmanager
@@ -3621,7 +3729,7 @@ def for_each_pod(pods: list[tuple[str, str]], work: Callable[[str, str], _T],
     (`parallel` at once, by default _default_parallel());
     yields (namespace, name, result or error) as each finishes. One pod's
     failure is its own (its ADD is rolled back alone); the others go on.
-    Once the CLI is asked to stop (SIGINT, SIGTERM, SIGHUP), the pods not
+    Once the CLI is asked to stop (SIGINT, SIGTERM, ...), the pods not
     started yet are yielded with an error, and those under way finish whole."""
     import queue
     from concurrent.futures import ThreadPoolExecutor
@@ -3860,7 +3968,7 @@ def _build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
         if chosen not in (None, name):
             return _NoFlags()
         sub = commands.add_parser(name, help=text, description=text)
-        sub.set_defaults(run=run, stays="")  # stays: what a closed stdout leaves done (_stdout_closed)
+        sub.set_defaults(run=run, stays="")  # stays: what a closed stdout leaves done (_output_lost)
         _global_flags(sub, argparse.SUPPRESS)
         return sub
 
@@ -4188,6 +4296,7 @@ def main(argv: list[str] | None = None) -> int:
     words = sys.argv[1:] if argv is None else argv
     if _only_version(words):  # before the parser is built
         return _print_version()
+    _signals.install()  # SIGINT, SIGTERM, ...: held, or an ADD under way is rolled back
     try:
         args = _build_parser(words).parse_args(words)
     except _UsageError as e:
@@ -4206,9 +4315,10 @@ def main(argv: list[str] | None = None) -> int:
 def _run_command(args: argparse.Namespace) -> int:
     """The parsed command, its failures as the log's error line and the exit code."""
     _log("Start", v=1, version=__version__, command=args.command)
-    _signals.install()  # SIGINT, SIGTERM, SIGHUP: an ADD under way is rolled back
-    node = Node(args.endpoint, args.timeout, _search_path(args.cni_path), args.cache_dir)
+    node = None
     try:
+        with _usage_errors():  # -timeout
+            node = Node(args.endpoint, args.timeout, _search_path(args.cni_path), args.cache_dir)
         code: int = args.run(args, node)
         sys.stdout.flush()  # a closed stdout shows here, not at exit
         return code
@@ -4221,23 +4331,27 @@ def _run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt as e:
         _log_error(f"{args.command} failed", f"interrupted by {e}" if e.args else "interrupted")
         return 1
-    except BrokenPipeError:
-        _log_error(f"{args.command} failed", _stdout_closed(args.stays), code=CODE_IO)
+    except OSError as e:  # the library's own become InjectError: this is stdout's
+        _log_error(f"{args.command} failed", _output_lost(e, args.stays), code=CODE_IO)
         return 1
     finally:
-        node.close()
+        if node is not None:
+            node.close()
 
 
-def _stdout_closed(stays: str) -> str:
-    """A reader that went away (`| head -c 10`) is no reason to undo work that
-    is done: an ADD stays, cached, as `ip addr add` would. Only its report is
-    lost, and the exit code says so. `stays` is the subcommand's own note of
-    what stays done (set by its entry in the parser; "" for a read-only one)."""
-    with suppress(OSError):  # nothing more reaches the closed pipe, nor fails at exit
+def _output_lost(error: OSError, stays: str) -> str:
+    """A reader that went away (`| head -c 10`), or a stdout on a full disk, is
+    no reason to undo work that is done: an ADD stays, cached, as `ip addr add`
+    would. Only its report is lost, and the exit code says so. `stays` is the
+    subcommand's own note of what stays done (set by its entry in the parser;
+    "" for a read-only one)."""
+    with suppress(OSError):  # nothing more reaches stdout, nor fails at exit
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    return f"stdout was closed (broken pipe): the output was not fully written{stays}"
+    why = "was closed (broken pipe)" if isinstance(error, BrokenPipeError) else \
+        f"could not be written ({error.strerror})"
+    return f"stdout {why}: the output was not fully written{stays}"
 
 
 def cli() -> NoReturn:

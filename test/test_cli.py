@@ -243,7 +243,9 @@ def test_bad_runtime_endpoints(inject: Tool, pod: Any, endpoint: str, message: s
 
 # ---- faults and interruptions -------------------------------------------
 
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+# Every signal that would end it, SIGQUIT and the real-time ones too, is a stop asked for.
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
+                                    signal.SIGRTMIN + 2], ids=ii._SignalGuard.name)
 def test_signal_during_add_rolls_back(inject: Tool, lab: Any, pod: Any, signum: int) -> None:
     started = inject.tmp / "started"
     inject.fake_plugin("hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\ntouch {started}\nexec sleep 60')
@@ -255,7 +257,7 @@ def test_signal_during_add_rolls_back(inject: Tool, lab: Any, pod: Any, signum: 
     out, err = proc.communicate(timeout=30)
     run = Run(proc.returncode, out, err)
     assert (run.code, run.out) == (1, "")
-    assert run.error == f"interrupted by {signal.Signals(signum).name}; rolled back (DEL ran for hang, ptp)"
+    assert run.error == f"interrupted by {ii._SignalGuard.name(signum)}; rolled back (DEL ran for hang, ptp)"
     assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
     assert host_links() == links
 

@@ -195,6 +195,29 @@ def test_second_plugin_fails_and_the_first_is_rolled_back(
     assert_nothing_left(cni, ns, tmp_path, links_before)
 
 
+def test_a_plugin_that_cannot_be_started_fails_cleanly_and_the_first_is_rolled_back(
+        cni: ii.CNI, ns: str, tmp_path: Path) -> None:
+    """Found and executable, yet exec fails (ENOEXEC: no #! line, another architecture):
+    the ADD and its rollback's DEL of it fail with the reason, ptp's DEL still runs, and
+    the entry stays for a later del, which works once the plugin does."""
+    bad = Path(cni.path[0]) / "bad"
+    bad.write_text("not a program\n")
+    bad.chmod(0o755)
+    net, att = network(tmp_path, ptp(), {"type": "bad"}), attachment(ns)
+    links_before = node_links()
+    with pytest.raises(ii.InjectError) as e:
+        cni.add(net, att)
+    why = "plugin bad could not be started: Exec format error"
+    assert str(e.value) == f"{why}; rollback failed: {why}"
+    assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
+    assert os.listdir(ii._results_dir(cni.cache_dir)) == [f"iitnet-{ns}-net1"]
+    with pytest.raises(ii.InjectError, match=f"^DEL failed: {why}$"):
+        cni.delete(net, att)
+    fake_plugin(cni, "bad", "exit 0")
+    cni.delete(net, att)
+    assert_nothing_left(cni, ns, tmp_path, links_before)
+
+
 def test_hanging_plugin_is_killed_and_rolled_back(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
     marker = tmp_path / "hung.pid"
     fake_plugin(cni, "hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\necho $$ > {marker}\nexec sleep 60')
@@ -207,6 +230,29 @@ def test_hanging_plugin_is_killed_and_rolled_back(cni: ii.CNI, ns: str, tmp_path
     assert time.monotonic() - started < 5
     assert e.value.code == ii.CODE_TRY_AGAIN_LATER
     assert not Path(f"/proc/{marker.read_text().strip()}").exists()
+    assert_nothing_left(cni, ns, tmp_path, links_before)
+
+
+def test_a_plugin_whose_child_keeps_its_output_open_is_still_ended(cni: ii.CNI, ns: str,
+                                                                   tmp_path: Path) -> None:
+    """A plugin that leaves a child in a session of its own, holding the plugin's stdout:
+    killing the plugin's group cannot reach it, so the pipes never close; if-inject stops
+    waiting for them and rolls back."""
+    child = tmp_path / "child.pid"
+    fake_plugin(cni, "daemon", '[ "$CNI_COMMAND" = ADD ] || exit 0\n'
+                               f"setsid sh -c 'echo $$ > {child}; exec sleep 60' &\nexec sleep 60")
+    cni.timeout = 1
+    links_before = node_links()
+    started = time.monotonic()
+    try:
+        with pytest.raises(ii.InjectError, match=r"^plugin daemon did not finish within 1s: killed; "
+                                                 r"rolled back \(DEL ran for daemon, ptp\)$"):
+            cni.add(network(tmp_path, ptp(), {"type": "daemon"}), attachment(ns))
+        assert time.monotonic() - started < 15  # not the child's 60 s
+        assert Path(f"/proc/{child.read_text().strip()}").exists()
+    finally:
+        with contextlib.suppress(FileNotFoundError, ValueError, ProcessLookupError):
+            os.kill(int(child.read_text()), signal.SIGKILL)  # the child we had the plugin start
     assert_nothing_left(cni, ns, tmp_path, links_before)
 
 

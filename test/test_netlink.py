@@ -441,6 +441,31 @@ def test_veth_delete_refuses_a_pod_veth_whose_peer_is_not_on_the_node(
     in_pod(lab, pod, "ip", "link", "show", "net1")
 
 
+@pytest.mark.parametrize("ifname", ["eth0", "net1"])
+def test_veth_delete_refuses_an_interface_a_cni_add_made(lab: Any, pod: Any, tool: list[str],
+                                                          tmp_path: Path, ifname: str) -> None:
+    """The runtime's eth0 (bridge, its cache entry in the runtime's cache dir), and an
+    interface if-inject's own `add` made: a veth pair with its peer on the node, yet
+    only its DEL may release it (and its lease)."""
+    spec = tmp_path / "ptp.json"
+    spec.write_text(json.dumps({"cniVersion": "1.0.0", "name": "iit-veth-cni", "type": "ptp",
+                                "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
+                                         "ranges": [[{"subnet": "10.254.40.0/24"}]]}}))
+    flags = ["-r", lab.endpoint, "-cache-dir", lab.cni_cache]
+    if ifname == "net1":
+        assert run_clean(tool, "add", *pod_args(pod), "-spec", str(spec), *flags).returncode == 0
+    try:
+        refused = Run.of(run_clean(tool, "veth", *pod_args(pod), "-interface", ifname, "-delete", *flags))
+        assert (refused.code, refused.out) == (1, "")
+        assert re.fullmatch(rf"pod {pod.namespace}/{pod.name}: {ifname} was made by a CNI ADD \(cache entry "
+                            rf"{lab.cni_cache}/results/\S+-{ifname}\): not deleting it; a DEL releases it "
+                            r"\(`if-inject del` for if-inject's own\)", refused.error), refused.error
+        in_pod(lab, pod, "ip", "link", "show", ifname)
+    finally:
+        if ifname == "net1":
+            assert run_clean(tool, "del", *pod_args(pod), "-spec", str(spec), *flags).returncode == 0
+
+
 def test_signal_while_the_veth_settles_removes_it(tool: list[str], lab: Any, pod: Any,
                                                   host_name: Callable[[], str], tmp_path: Path) -> None:
     host = host_name()

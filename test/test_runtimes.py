@@ -25,7 +25,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
@@ -314,6 +314,87 @@ def test_del_after_the_shim_is_gone_uses_the_cache(tool: list[str], serve: Serve
 
 
 @needs_root
+@pytest.mark.parametrize("spec", [True, False], ids=["with-spec", "from-the-cache"])
+def test_del_in_a_running_pod_whose_netns_cannot_be_seen_does_nothing(
+        tool: list[str], serve: Serve, netns: str, netns_pid: int, network: Network, spec: bool) -> None:
+    """Ready, but its netns is not there for this process (a pod without /run/netns
+    mounted): never taken for a pod that is gone, whose DEL runs without a netns and
+    would free the lease of the interface that stays."""
+    sandbox = containerd2_sandbox(NAME, var_run(netns), netns_pid, NS)
+    cri = serve(CONTAINERD_20, [sandbox])
+    flags = ["-runtime-endpoint", cri.endpoint, *network.flags()]
+    pod = ["-ns", NS, "-pod", NAME, *(["-spec", str(network.spec)] if spec else [])]
+    assert run(tool, *flags, "add", "-ns", NS, "-pod", NAME, "-spec", str(network.spec)).returncode == 0
+    left = network.leftovers()  # its cache entry and lease
+    unseen = "/var/run/netns/if-inject-unseen"
+    cri.sandboxes = [replace(sandbox, info=containerd2_sandbox(NAME, unseen, netns_pid, NS).info)]
+    deleted = run(tool, *flags, "del", *pod)
+    assert (deleted.returncode, deleted.stdout) == (1, "")
+    assert error_of(deleted) == (f"pod {NS}/{NAME} is running, but network namespace {unseen}: "
+                                 "No such file or directory: nothing deleted")
+    assert addresses_in(netns, "net1") is not None
+    assert network.leftovers() == left and len(left) == 2
+    cri.sandboxes = [sandbox]
+    assert run(tool, *flags, "del", *pod).returncode == 0
+    assert network.leftovers() == []
+
+
+@needs_root
+def test_add_after_an_add_killed_half_way_releases_what_it_took(
+        tool: list[str], serve: Serve, netns: str, netns_pid: int, network: Network) -> None:
+    """An add killed after its plugin took a lease, before its interface was done and
+    its result cached (its entry written first, result-less): the next add of that
+    interface DELs it first, so the lease is not taken twice."""
+    cri = serve(CONTAINERD_16, [containerd16_sandbox(NAME, netns, netns_pid, NS)])
+    flags = ["-runtime-endpoint", cri.endpoint, *network.flags()]
+    add = [*flags, "add", "-ns", NS, "-pod", NAME, "-spec", str(network.spec)]
+    first = run(tool, *add)
+    assert first.returncode == 0, first.stderr
+    (entry_file,) = (network.cache_dir / "results").iterdir()
+    entry = json.loads(entry_file.read_text())
+    entry_file.write_text(json.dumps({k: v for k, v in entry.items() if k != "result"}))
+    ip("link", "del", "net1", netns=netns)  # its node end goes with it
+    assert len(network.leases()) == 1
+    again = run(tool, *add)
+    assert again.returncode == 0, again.stderr
+    assert "Cleaning up an earlier interrupted add" in again.stderr
+    address = json.loads(again.stdout)["ips"][0]["address"]
+    assert addresses_in(netns, "net1") == [address] and len(network.leases()) == 1
+    assert run(tool, *flags, "del", "-ns", NS, "-pod", NAME, "-spec", str(network.spec)).returncode == 0
+    assert network.leftovers() == []
+
+
+@needs_root
+@pytest.mark.parametrize("whose", ["libcni", "another pod"])
+def test_add_over_an_entry_that_is_not_this_pods_leaves_it_alone(
+        tool: list[str], serve: Serve, netns: str, netns_pid: int, network: Network, whose: str) -> None:
+    """A cache entry already under the name of the coming add (network, container ID,
+    interface) that if-inject did not leave in this pod's sandbox, Multus' or a runtime's
+    (libcni format), or another pod's (the same -containerid twice): no DEL with it (its
+    lease would be freed), no overwrite; the add is refused and nothing runs."""
+    cri = serve(CONTAINERD_16, [containerd16_sandbox(NAME, netns, netns_pid, NS)])
+    flags = ["-runtime-endpoint", cri.endpoint, *network.flags()]
+    entry: dict[str, object] = {"kind": "cniCacheV1", "containerId": "shared", "ifName": "net1",
+                                "networkName": network.name, "config": "e30=",
+                                "result": {"cniVersion": "1.0.0", "ips": [{"address": "10.231.0.9/24"}]}}
+    if whose == "another pod":
+        entry["ifInject"] = {"namespace": NS, "pod": "other", "sandboxId": "f" * 64}
+    (network.cache_dir / "results").mkdir(parents=True, mode=0o700)
+    planted = network.cache_dir / "results" / f"{network.name}-shared-net1"
+    planted.write_text(json.dumps(entry))
+    planted.chmod(0o600)
+    added = run(tool, *flags, "add", "-ns", NS, "-pod", NAME, "-spec", str(network.spec),
+                "-containerid", "shared")
+    assert (added.returncode, added.stdout) == (1, "")
+    whose_text = f"pod {NS}/other's" if whose == "another pod" else "not if-inject's"
+    assert error_of(added) == (f"cache entry {planted} is {whose_text}: refusing to add over it "
+                               "(another -containerid?)")
+    assert json.loads(planted.read_text()) == entry and network.leases() == {}
+    assert addresses_in(netns, "net1") is None
+    planted.unlink()
+
+
+@needs_root
 def test_del_without_spec_in_a_running_cri_dockerd_pod(tool: list[str], serve: Serve, netns: str,
                                                        netns_pid: int, network: Network) -> None:
     """cri-dockerd's netns is /proc/<pid>/ns/net: a del from the cache in a running
@@ -459,6 +540,8 @@ FAULTS: dict[str, tuple[Callable[[Scene], str], list[str]]] = {
                           ["the runtime reports an invalid network namespace path: 42"]),
     "path-relative": (answering(SPEC_WITH % '"run/netns/x"'),
                       ["invalid network namespace path: 'run/netns/x'"]),
+    "path-with-nul": (answering(SPEC_WITH % '"/var/run/netns/x\\u0000y"'),
+                      ["invalid network namespace path: '/var/run/netns/x\\x00y'"]),
     "netnspath-not-a-string": (
         answering('{"runtimeSpec": null, "sandboxMetadata": {"Version": "v1", '
                   '"Metadata": {"NetNSPath": ["{netns}"]}}}'),

@@ -3,7 +3,7 @@
 - run_clean(tool, *args): the one way tests run the tool (Tool's calls too).
 - Run: exit code, stdout, stderr; `.error` is the single JSON error line's.
 - Tool: if-inject on a lab with a private cache, CNI dir and IPAM dataDir.
-- with_signals(argv): the argv whose process starts with SIGINT, SIGTERM and SIGHUP at their defaults.
+- with_signals(argv): the argv whose process starts with the signals the tool takes over at their defaults.
 - wait_for(path, proc): a file a child makes, with a deadline.
 """
 
@@ -80,15 +80,15 @@ def args_for(pod: Any) -> list[str]:
 # the dispositions itself and execs the command: no preexec_fn, which forks a
 # process with gRPC's threads and can die before the exec.
 _WITH_SIGNALS = ("import os, signal, sys\n"
-                 f"for name in {if_inject._SignalGuard.SIGNALS!r}:\n"
-                 "    signal.signal(getattr(signal, name), signal.SIG_DFL)\n"
+                 f"for signum in {if_inject._SignalGuard.signals()!r}:\n"
+                 "    signal.signal(signum, signal.SIG_DFL)\n"
                  "for name in sys.argv[1].split(','):\n"
                  "    if name: signal.signal(getattr(signal, name), signal.SIG_IGN)\n"
                  "os.execvp(sys.argv[2], sys.argv[2:])\n")
 
 
 def with_signals(argv: list[str], ignored: tuple[str, ...] = ()) -> list[str]:
-    """`argv` run with the signals the tool takes over (SIGINT, SIGTERM, SIGHUP)
+    """`argv` run with the signals the tool takes over (SIGINT, SIGTERM, SIGHUP, ...)
     at their defaults, whatever this process inherited, and the signals named
     in `ignored` ignored."""
     return [sys.executable, "-I", "-S", "-c", _WITH_SIGNALS, ",".join(ignored), *argv]

@@ -257,13 +257,62 @@ def test_a_cached_netns_that_is_no_netns_reaches_no_plugin(
         netns = "run/netns/x"
     path = write_entry(cache, netns)
     [cached] = ii._cached_attachments(str(cache))
-    if kind == "relative":
+    assert_deleted_without_a_netns(cache, bin_dir, cached, path, refused=kind == "relative")
+
+
+def assert_deleted_without_a_netns(cache: Path, bin_dir: Path, cached: ii.CachedAttachment, path: Path,
+                                   refused: bool) -> None:
+    """delete_cached of the entry at `path`: DEL runs without a netns and the entry goes;
+    or, `refused`, its netns is no absolute path: no plugin runs, the entry stays."""
+    if refused:
         with pytest.raises(ii.InjectError, match="is not an absolute path: refusing it"):
             node(cache, bin_dir).delete_cached(cached)
         assert calls(bin_dir) == [] and path.exists()
         return
     assert node(cache, bin_dir).delete_cached(cached)
     assert calls(bin_dir) == ["DEL "] and not path.exists()
+
+
+@pytest.mark.parametrize("field, value", [
+    ("cniArgs", [5]), ("cniArgs", 5), ("cniArgs", [["a", "b", "c"]]),
+    ("result", "x"), ("result", [1]), ("result", {"cniVersion": [1]}), ("result", {"interfaces": 5}),
+    ("result", {"ips": [], "routes": 5}), ("netns", "/var/run/netns/a\u0000b"),
+])
+def test_an_entry_of_ours_with_fields_of_the_wrong_shape_is_read_and_deleted_without_a_traceback(
+        cache: Path, bin_dir: Path, field: str, value: object) -> None:
+    """Root's own 0600 file, so trusted as ours, yet its fields are checked where they are
+    used: list and network-status read it, a DEL runs (without what it cannot use), or a
+    netns that is no path is refused, in one error."""
+    path = write_entry(cache)
+    entry = json.loads(path.read_text())
+    path.write_text(json.dumps({**entry, field: value}))
+    [cached] = ii._cached_attachments(str(cache))
+    assert cached.json()["addresses"] == [] and cached.cni_args == []
+    ii.network_status(cached.result, "n", "net1")
+    assert_deleted_without_a_netns(cache, bin_dir, cached, path, refused=field == "netns")
+
+
+def test_an_entry_of_ours_at_another_name_or_of_another_network_is_refused(
+        cache: Path, bin_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A DEL reads and removes the entry at the name its network, container ID and
+    interface give: an entry copied or renamed elsewhere, or whose config is another
+    network's, would have it remove another file, so it is refused and left as it is."""
+    path = write_entry(cache)
+    copy = path.with_name("iitnet-container2-net1")
+    copy.write_bytes(path.read_bytes())
+    copy.chmod(0o600)
+    with ii._cli_logging(0):
+        assert [c.path for c in ii._cached_attachments(str(cache))] == [str(path)]
+    refused = capsys.readouterr().err
+    assert "its file name is not the one its network, container ID and interface give" in refused
+    entry = json.loads(path.read_text())
+    path.write_text(json.dumps({**entry, "networkName": "other"}))
+    other = path.with_name("other-container1-net1")
+    path.rename(other)
+    [cached] = ii._cached_attachments(str(cache))
+    with pytest.raises(ii.InjectError, match="its config is network 'iitnet', not 'other': refusing it"):
+        node(cache, bin_dir).delete_cached(cached)
+    assert calls(bin_dir) == [] and other.exists() and copy.exists()
 
 
 # ---- the netns path: checked before it is opened, and before each plugin ----------------------
@@ -314,6 +363,19 @@ def test_a_proc_netns_is_checked_to_be_the_same_before_each_plugin(bin_dir: Path
     att.pod.netns_id = (st.st_dev, st.st_ino)
     cni._invoke("DEL", spy_network(), {"type": "spy"}, att, None)
     assert calls(bin_dir) == [f"DEL {netns}"]
+
+
+def test_a_proc_netns_given_for_a_cached_attachment_is_checked_and_pinned(cache: Path) -> None:
+    """The runtime's /proc/<pid>/ns/net for a live pod (a del from the cache, cri-dockerd):
+    checked when the attachment is made, before any lock is waited for, and pinned, so
+    that a PID reused meanwhile by a process of the node is refused, not DELed in."""
+    write_entry(cache)
+    [cached] = ii._cached_attachments(str(cache))
+    netns = f"/proc/{os.getpid()}/ns/net"  # this process is in the node's netns
+    with pytest.raises(ii.InjectError, match="is the node's own network namespace: refusing"):
+        cached.attachment(netns)
+    gone = cached.attachment("").pod
+    assert gone is not None and gone.netns_id is None
 
 
 # ---- tables: what pods and runtimes name is printed escaped -----------------------------------

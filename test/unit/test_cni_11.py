@@ -208,3 +208,46 @@ def test_gc_sends_gc_to_networks_at_1_1_0_with_every_attachment_left(tmp_path: P
                                                 {"containerID": "c2", "ifname": "eth1"}]
     networks["n"].disable_gc = True
     assert [r["action"] for r in ii._gc_verb(node.cni, networks, dry_run=False)] == ["gc disabled"]
+
+
+def test_gc_leaves_an_attachment_added_while_it_runs_alone(tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """An add between gc's look at the cache and its GC to the plugins (its entry
+    written, its plugin running) is alive: it gets no DEL and is in the GC's valid
+    attachments. gc's stale DELs come from its own policy, before."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir()
+    (bin_dir / "a").write_text(f'#!/bin/sh\necho "a $CNI_COMMAND $CNI_CONTAINERID" >> {log}\n'
+                               f'cat >> {log}.stdin\necho \'{{"cniVersion": "1.1.0"}}\'\n')
+    (bin_dir / "a").chmod(0o755)
+    (tmp_path / "n.json").write_text(json.dumps({"cniVersion": "1.1.0", "name": "n",
+                                                 "plugins": [{"type": "a"}]}))
+    cni = ii.CNI([str(bin_dir)], str(tmp_path / "cache"))
+    network = ii.read_network(str(tmp_path / "n.json"))
+    cni.add(network, ii.Attachment("c1", "/x", "eth1"))
+    log.unlink()
+    log.with_suffix(".stdin").unlink()
+    seen = ii._cached_network_attachments
+
+    def added_after_the_look(cache_dir: str, name: str) -> list[tuple[str, str]]:
+        monkeypatch.setattr(ii, "_cached_network_attachments", seen)  # only gc's first look misses it
+        return []
+
+    monkeypatch.setattr(ii, "_cached_network_attachments", added_after_the_look)
+    records = list(ii._gc_verb(cni, {"n": network}, dry_run=False))
+    assert [r["action"] for r in records] == ["gc"]
+    assert log.read_text() == "a GC \n"  # no DEL of c1
+    assert json.loads(log.with_suffix(".stdin").read_text())["cni.dev/valid-attachments"] == [
+        {"containerID": "c1", "ifname": "eth1"}]
+    assert ii._cached_network_attachments(cni.cache_dir, "n") == [("c1", "eth1")]
+
+
+def test_a_stdout_that_cannot_be_written_is_one_error_line(tool: list[str], tmp_path: Path) -> None:
+    """stdout on a full disk (/dev/full): the report is lost, said in one line, exit 1."""
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*tool, "-cache-dir", str(tmp_path / "cache"), "status", "-spec",
+                               str(spec(tmp_path, "1.0.0"))], stdout=full, stderr=subprocess.PIPE, text=True)
+    lines = proc.stderr.splitlines()
+    assert (proc.returncode, len(lines)) == (1, 2) and "Traceback" not in proc.stderr
+    assert json.loads(lines[1])["error"] == ("stdout could not be written (No space left on device): "
+                                             "the output was not fully written")

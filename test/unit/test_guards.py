@@ -3,10 +3,13 @@ threads asking at once, and signals held whatever thread receives them."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import pytest
 
@@ -87,6 +90,44 @@ def test_signals_are_held_whatever_thread_receives_them() -> None:
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.strip() == str(["held step finished", "then interrupted by SIGTERM", "held by default",
                                        "interrupted on entry by SIGHUP"]) + " SIGTERM"
+
+
+# A stand-in for argparse, which if_inject imports first: it says where the import is, then
+# waits for a signal (the tool's start, caught at a known point), then loads the real one.
+SLOW_ARGPARSE = """
+import importlib.util, os, signal, sysconfig
+os.write(int(os.environ["READY_FD"]), b"importing")
+signal.pause()
+spec = importlib.util.spec_from_file_location("argparse", sysconfig.get_path("stdlib") + "/argparse.py")
+module = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(module)
+globals().update(vars(module))
+"""
+
+
+@pytest.mark.parametrize("program", ["if_inject.py", "tools/if-inject"])
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
+def test_a_signal_while_the_tool_starts_ends_it_without_a_traceback(
+        tmp_path: Path, program: str, signum: signal.Signals) -> None:
+    """Before main() takes the signals over nothing is done: each ends the tool by its
+    default action, SIGINT as SIGTERM, and never as Python's KeyboardInterrupt traceback."""
+    (tmp_path / "argparse.py").write_text(SLOW_ARGPARSE)
+    ready, ready_w = os.pipe()
+    env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{REPO}", READY_FD=str(ready_w))
+    proc = subprocess.Popen([sys.executable, str(REPO / program), "netns", "-pod", "p"], env=env,
+                            pass_fds=[ready_w], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # SIGINT not ignored, as a background job's would be (Python's handler at exec)
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    os.close(ready_w)
+    try:
+        assert os.read(ready, 100) == b"importing"
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        os.close(ready)
+        proc.kill()
+        proc.wait()
+    assert (proc.returncode, out, err) == (-signum, "", "")
 
 
 # ---- many pods at once: for_each_pod ---------------------------------------------------------
