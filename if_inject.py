@@ -3291,18 +3291,30 @@ def _runtime_networks(client: _RuntimeClient) -> dict[str, str]:
     with suppress(OSError):
         for entry in sorted(os.listdir(conf_dir)) if conf_dir else []:
             if entry.endswith((".conf", ".conflist", ".json")):
-                with suppress(OSError, ValueError, AttributeError), \
-                        open(os.path.join(conf_dir, entry), "rb") as f:
-                    files.setdefault(str(json.load(f).get("name")), os.path.join(conf_dir, entry))
+                path = os.path.join(conf_dir, entry)
+                with suppress(OSError, ValueError, AttributeError, RecursionError):
+                    files.setdefault(str(_read_conf_file(path).get("name")), path)
     chosen = names if names is not None else set(files)
     return {name: files.get(name, conf_dir) for name in chosen}
+
+
+def _read_conf_file(path: str) -> Any:
+    """A runtime's CNI conf file, parsed; only a regular file is read (opening a
+    FIFO planted there must not hang us)."""
+    import stat
+
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY)
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise ValueError("not a regular file")
+        return json.load(f)
 
 
 def _runtime_cni_conf(client: _RuntimeClient, info: Any) -> tuple[str, set[str] | None]:
     """(conf dir, the names of the networks in use; None: all in the dir) of the runtime."""
     try:
         cni = json.loads(info.get("cniconfig") or "null")
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested too deep
         cni = None
     if isinstance(cni, dict):  # containerd: go-cni's ConfigResult
         networks = cni.get("Networks")
@@ -3316,7 +3328,7 @@ def _runtime_cni_conf(client: _RuntimeClient, info: Any) -> tuple[str, set[str] 
 
     try:
         conf_dir = _dig(tomllib.loads(_crio_config(client)), "crio", "network", "network_dir")
-    except tomllib.TOMLDecodeError as e:
+    except (tomllib.TOMLDecodeError, RecursionError) as e:
         raise InjectError(f"cri-o's configuration is not TOML: {e}", CODE_DECODING) from None
     return (conf_dir, None) if isinstance(conf_dir, str) and conf_dir else ("", set())
 
@@ -3327,6 +3339,7 @@ def _crio_config(client: _RuntimeClient) -> str:
     http.client is not in the built executable."""
     import socket
 
+    deadline = time.monotonic() + client.timeout  # for the whole answer, however it trickles in
     try:
         with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
             sock.settimeout(client.timeout)
@@ -3335,6 +3348,7 @@ def _crio_config(client: _RuntimeClient) -> str:
             answer = b""
             while len(answer) < 1 << 20 and (chunk := sock.recv(65536)):
                 answer += chunk
+                sock.settimeout(max(0.001, deadline - time.monotonic()))
     except OSError as e:
         raise InjectError(f"cri-o's configuration: {e}", CODE_IO) from None
     head, _, body = answer.partition(b"\r\n\r\n")

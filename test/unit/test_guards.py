@@ -114,10 +114,10 @@ def test_a_signal_while_the_tool_starts_ends_it_without_a_traceback(
     (tmp_path / "argparse.py").write_text(SLOW_ARGPARSE)
     ready, ready_w = os.pipe()
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{REPO}", READY_FD=str(ready_w))
-    proc = subprocess.Popen([sys.executable, str(REPO / program), "netns", "-pod", "p"], env=env,
-                            pass_fds=[ready_w], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # SIGINT not ignored, as a background job's would be (Python's handler at exec)
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    # with_signals: none of them ignored, as they would be under nohup or in a background job
+    proc = subprocess.Popen(with_signals([sys.executable, str(REPO / program), "netns", "-pod", "p"]),
+                            env=env, pass_fds=[ready_w], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
     os.close(ready_w)
     try:
         assert os.read(ready, 100) == b"importing"

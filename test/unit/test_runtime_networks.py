@@ -7,6 +7,7 @@ of containerd's "cniconfig" takes whatever it is given without failing.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -36,7 +37,8 @@ def test_containerd_names_its_loaded_networks_but_loopback() -> None:
 @pytest.mark.parametrize("info", [
     {}, {"cniconfig": "not json"}, {"cniconfig": "[]"}, cniconfig(42, "all"),
     cniconfig("/etc/cni/net.d", [None, {"Config": "x"}, {"Config": {"Name": ""}}]),
-], ids=["none", "not-json", "a-list", "wrong-types", "odd-networks"])
+    {"cniconfig": "[" * 100_000 + "]" * 100_000},
+], ids=["none", "not-json", "a-list", "wrong-types", "odd-networks", "nested-too-deep"])
 def test_odd_answers_name_no_network(info: dict[str, str]) -> None:
     conf_dir, names = if_inject._runtime_cni_conf(CONTAINERD, info)
     assert names == set() and conf_dir in ("", "/etc/cni/net.d")
@@ -44,6 +46,8 @@ def test_odd_answers_name_no_network(info: dict[str, str]) -> None:
 
 def test_the_conf_file_is_found_by_the_networks_name(tmp_path: Path) -> None:
     (tmp_path / "05-broken.conf").write_text("{")
+    (tmp_path / "06-deep.conf").write_text("[" * 100_000 + "]" * 100_000)
+    os.mkfifo(tmp_path / "07-fifo.conf")  # skipped: a plain open() would wait for a writer
     (tmp_path / "10-pods.conflist").write_text(json.dumps({"name": "k8s-pod-network", "plugins": []}))
     (tmp_path / "README").write_text("not a conf")
     status = SimpleNamespace(info=cniconfig(str(tmp_path), [network("k8s-pod-network"), network("gone")]))
