@@ -2367,7 +2367,8 @@ class CNI:
 
     def _gc_plugins(self, network: NetworkConfig, valid: list[tuple[str, str]]) -> list[str]:
         failures = []
-        with _network_lock(self.cache_dir, network.name, self.timeout, shared=False), _interruptible():
+        # Held, as a DEL: a GC cut short would leave a plugin's clean-up half-done.
+        with _network_lock(self.cache_dir, network.name, self.timeout, shared=False), _signals_deferred():
             # What is cached now stays valid too: an attachment whose DEL failed, another
             # tool's (not ours to judge), one added since the caller looked.
             valid += [a for a in _cached_network_attachments(self.cache_dir, network.name) if a not in valid]
@@ -2984,6 +2985,17 @@ def _veth_ends(netns: str, ifname: str | None, host_ifname: str | None) -> tuple
     if host_end is None or nsid is None or host_end.get_attr("IFLA_LINK_NETNSID") != nsid:
         return pod_end, host_end, 0
     return pod_end, host_end, int(host_end.get_attr("IFLA_LINK") or 0)
+
+
+def _peer_name_in(netns: str, host_ifname: str) -> str:
+    """The name in `netns` of the veth peer of `host_ifname` on the node; "" when it
+    has none there (delete_veth then says why it deletes nothing)."""
+    _, _, index = _veth_ends(netns, None, host_ifname)
+    if not index:
+        return ""
+    with _netlink_step(f"reading the peer of {host_ifname} in {netns}"):
+        links = _netlink(netns, lambda ipr: ipr.get_links(index))
+    return str(links[0].get_attr("IFLA_IFNAME") or "") if links else ""
 
 
 def delete_veth(netns: str, ifname: str | None = None, host_ifname: str | None = None) -> None:
@@ -3664,8 +3676,9 @@ class Node:
         ifname = ifname or ("" if host_ifname else "net1")
         with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname or "net1", self.timeout), \
                 _about_pod(found):
-            if ifname:
-                self._refuse_cni_interface(found, ifname)
+            pod_ifname = ifname or _peer_name_in(found.netns, host_ifname)
+            if pod_ifname:
+                self._refuse_cni_interface(found, pod_ifname)
             delete_veth(found.netns, ifname, host_ifname)
 
     def _refuse_cni_interface(self, pod: Pod, ifname: str) -> None:

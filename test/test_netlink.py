@@ -441,21 +441,25 @@ def test_veth_delete_refuses_a_pod_veth_whose_peer_is_not_on_the_node(
     in_pod(lab, pod, "ip", "link", "show", "net1")
 
 
-@pytest.mark.parametrize("ifname", ["eth0", "net1"])
+@pytest.mark.parametrize("ifname, by", [("eth0", "pod end"), ("net1", "pod end"), ("net1", "node end")])
 def test_veth_delete_refuses_an_interface_a_cni_add_made(lab: Any, pod: Any, tool: list[str],
-                                                          tmp_path: Path, ifname: str) -> None:
+                                                          tmp_path: Path, ifname: str, by: str) -> None:
     """The runtime's eth0 (bridge, its cache entry in the runtime's cache dir), and an
-    interface if-inject's own `add` made: a veth pair with its peer on the node, yet
-    only its DEL may release it (and its lease)."""
+    interface if-inject's own `add` made, named by either end: a veth pair with its peer
+    on the node, yet only its DEL may release it (and its lease)."""
     spec = tmp_path / "ptp.json"
     spec.write_text(json.dumps({"cniVersion": "1.0.0", "name": "iit-veth-cni", "type": "ptp",
                                 "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
                                          "ranges": [[{"subnet": "10.254.40.0/24"}]]}}))
     flags = ["-r", lab.endpoint, "-cache-dir", lab.cni_cache]
+    end = ["-interface", ifname]
     if ifname == "net1":
-        assert run_clean(tool, "add", *pod_args(pod), "-spec", str(spec), *flags).returncode == 0
+        added = run_clean(tool, "add", *pod_args(pod), "-spec", str(spec), *flags)
+        assert added.returncode == 0, added.stderr
+        host = [i["name"] for i in json.loads(added.stdout)["interfaces"] if not i.get("sandbox")]
+        end = ["-host-interface", host[0]] if by == "node end" else end
     try:
-        refused = Run.of(run_clean(tool, "veth", *pod_args(pod), "-interface", ifname, "-delete", *flags))
+        refused = Run.of(run_clean(tool, "veth", *pod_args(pod), *end, "-delete", *flags))
         assert (refused.code, refused.out) == (1, "")
         assert re.fullmatch(rf"pod {pod.namespace}/{pod.name}: {ifname} was made by a CNI ADD \(cache entry "
                             rf"{lab.cni_cache}/results/\S+-{ifname}\): not deleting it; a DEL releases it "

@@ -92,6 +92,41 @@ def test_signals_are_held_whatever_thread_receives_them() -> None:
                                        "interrupted on entry by SIGHUP"]) + " SIGTERM"
 
 
+GC_SCRIPT = """
+import json, os, signal, sys, threading, time
+import if_inject as ii
+
+ii._signals.install()
+bin_dir, log = sys.argv[1], sys.argv[2]
+for name in ("a", "b"):
+    with open(os.path.join(bin_dir, name), "w") as f:
+        f.write(f'#!/bin/sh\\ncat > /dev/null\\necho {name} started >> {log}\\n'
+                f'sleep 0.5\\necho {name} done >> {log}\\n')
+    os.chmod(os.path.join(bin_dir, name), 0o755)
+network = ii.parse_network_config(json.dumps({"cniVersion": "1.1.0", "name": "n",
+                                              "plugins": [{"type": "a"}, {"type": "b"}]}).encode())
+cni = ii.CNI([bin_dir], os.path.join(bin_dir, "cache"))
+threading.Timer(0.2, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+print(cni._gc_plugins(network, []), ii._interrupted())
+try:
+    with ii._interruptible():
+        print("not stopped")
+except KeyboardInterrupt as e:
+    print(f"stopped by {e} at the next step")
+"""
+
+
+def test_a_gc_runs_its_plugins_to_the_end_whatever_signal_comes(tmp_path: Path) -> None:
+    """Plugins' GC is a clean-up, as DEL: a signal meanwhile is noted, every plugin
+    finishes, and the next step that may be interrupted stops."""
+    log = tmp_path / "log"
+    proc = subprocess.run(with_signals([sys.executable, "-c", GC_SCRIPT, str(tmp_path), str(log)]),
+                          capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.splitlines() == ["[] SIGTERM", "stopped by SIGTERM at the next step"]
+    assert log.read_text().splitlines() == ["a started", "a done", "b started", "b done"]
+
+
 # A stand-in for argparse, which if_inject imports first: it says where the import is, then
 # waits for a signal (the tool's start, caught at a known point), then loads the real one.
 SLOW_ARGPARSE = """
