@@ -217,16 +217,12 @@ def test_gc_leaves_an_attachment_added_while_it_runs_alone(tmp_path: Path,
     attachments. gc's stale DELs come from its own policy, before."""
     bin_dir, log = tmp_path / "bin", tmp_path / "log"
     bin_dir.mkdir()
-    (bin_dir / "a").write_text(f'#!/bin/sh\necho "a $CNI_COMMAND $CNI_CONTAINERID" >> {log}\n'
-                               f'cat >> {log}.stdin\necho \'{{"cniVersion": "1.1.0"}}\'\n')
-    (bin_dir / "a").chmod(0o755)
+    plugin(bin_dir, "a", log)
     (tmp_path / "n.json").write_text(json.dumps({"cniVersion": "1.1.0", "name": "n",
                                                  "plugins": [{"type": "a"}]}))
     cni = ii.CNI([str(bin_dir)], str(tmp_path / "cache"))
     network = ii.read_network(str(tmp_path / "n.json"))
-    cni.add(network, ii.Attachment("c1", "/x", "eth1"))
-    log.unlink()
-    log.with_suffix(".stdin").unlink()
+    ii._write_cache(cni.cache_dir, network, ii.Attachment("c1", "/x", "eth1"), None)  # its ADD under way
     seen = ii._cached_network_attachments
 
     def added_after_the_look(cache_dir: str, name: str) -> list[tuple[str, str]]:
@@ -236,7 +232,7 @@ def test_gc_leaves_an_attachment_added_while_it_runs_alone(tmp_path: Path,
     monkeypatch.setattr(ii, "_cached_network_attachments", added_after_the_look)
     records = list(ii._gc_verb(cni, {"n": network}, dry_run=False))
     assert [r["action"] for r in records] == ["gc"]
-    assert log.read_text() == "a GC \n"  # no DEL of c1
+    assert log.read_text() == "a GC []\n"  # no DEL of c1
     assert json.loads(log.with_suffix(".stdin").read_text())["cni.dev/valid-attachments"] == [
         {"containerID": "c1", "ifname": "eth1"}]
     assert ii._cached_network_attachments(cni.cache_dir, "n") == [("c1", "eth1")]

@@ -15,7 +15,7 @@ import pytest
 
 import if_inject as ii
 from support import REPO
-from support.toolrun import with_signals
+from support.toolrun import fake_plugin, with_signals
 
 # ---- the API: one runtime connection, whatever the threads ----------------------------------
 
@@ -93,16 +93,11 @@ def test_signals_are_held_whatever_thread_receives_them() -> None:
 
 
 GC_SCRIPT = """
-import json, os, signal, sys, threading, time
+import json, os, signal, sys, threading
 import if_inject as ii
 
 ii._signals.install()
-bin_dir, log = sys.argv[1], sys.argv[2]
-for name in ("a", "b"):
-    with open(os.path.join(bin_dir, name), "w") as f:
-        f.write(f'#!/bin/sh\\ncat > /dev/null\\necho {name} started >> {log}\\n'
-                f'sleep 0.5\\necho {name} done >> {log}\\n')
-    os.chmod(os.path.join(bin_dir, name), 0o755)
+bin_dir = sys.argv[1]
 network = ii.parse_network_config(json.dumps({"cniVersion": "1.1.0", "name": "n",
                                               "plugins": [{"type": "a"}, {"type": "b"}]}).encode())
 cni = ii.CNI([bin_dir], os.path.join(bin_dir, "cache"))
@@ -120,7 +115,10 @@ def test_a_gc_runs_its_plugins_to_the_end_whatever_signal_comes(tmp_path: Path) 
     """Plugins' GC is a clean-up, as DEL: a signal meanwhile is noted, every plugin
     finishes, and the next step that may be interrupted stops."""
     log = tmp_path / "log"
-    proc = subprocess.run(with_signals([sys.executable, "-c", GC_SCRIPT, str(tmp_path), str(log)]),
+    for name in ("a", "b"):
+        fake_plugin(tmp_path, name, f"cat > /dev/null\necho {name} started >> {log}\nsleep 0.5\n"
+                                    f"echo {name} done >> {log}")
+    proc = subprocess.run(with_signals([sys.executable, "-c", GC_SCRIPT, str(tmp_path)]),
                           capture_output=True, text=True, timeout=30, cwd=REPO)
     assert (proc.returncode, proc.stderr) == (0, "")
     assert proc.stdout.splitlines() == ["[] SIGTERM", "stopped by SIGTERM at the next step"]
