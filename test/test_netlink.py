@@ -474,12 +474,21 @@ def test_signal_while_the_veth_settles_removes_it(tool: list[str], lab: Any, pod
                                                   host_name: Callable[[], str], tmp_path: Path) -> None:
     host = host_name()
     argv = [*tool, "veth", *pod_args(pod), "-host-interface", host, "-r", lab.endpoint,
-            "-cache-dir", str(tmp_path / "results")]
-    proc = subprocess.Popen(with_signals(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while not link_exists(host):  # made: duplicate address detection takes a second or two
-        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
-        time.sleep(0.01)
+            "-cache-dir", str(tmp_path / "results"), "-timeout", "30"]
+    # The signal must come while the node end's duplicate address detection runs: one
+    # probe (1 s) was once over before a busy CI machine let this test send it. Eight
+    # probes hold the veth in its settle step for 8 s; the node's default is put back.
+    dad = Path("/proc/sys/net/ipv6/conf/default/dad_transmits")
+    before = dad.read_text()
+    dad.write_text("8\n")
+    try:
+        proc = subprocess.Popen(with_signals(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 20
+        while not link_exists(host):
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.01)
+    finally:
+        dad.write_text(before)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=30)
     run = Run(proc.returncode, out, err)
