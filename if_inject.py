@@ -327,12 +327,16 @@ class _SignalGuard:
             self.pending.clear()
             raise KeyboardInterrupt(self.name(signum))
 
-    @classmethod
-    def signals(cls) -> list[int]:
-        import signal
+    _numbers: tuple[int, ...] = ()  # signals(), once known
 
-        named = [int(getattr(signal, name)) for name in cls.SIGNALS if hasattr(signal, name)]
-        return [*named, *range(signal.SIGRTMIN, signal.SIGRTMAX + 1)]
+    @classmethod
+    def signals(cls) -> tuple[int, ...]:
+        if not cls._numbers:  # each held step of the library asks: found once
+            import signal
+
+            named = [int(getattr(signal, name)) for name in cls.SIGNALS if hasattr(signal, name)]
+            cls._numbers = (*named, *range(signal.SIGRTMIN, signal.SIGRTMAX + 1))
+        return cls._numbers
 
     @staticmethod
     def name(signum: int) -> str:
@@ -751,18 +755,22 @@ def _wire_fields(data: bytes) -> Iterator[tuple[int, int, Any]]:
 
 
 def _wire_field(data: bytes, pos: int) -> tuple[int, int, Any, int]:
-    """The field at pos, and the position after it."""
-    key, after = _read_varint(data, pos)
+    """The field at pos (< len(data)), and the position after it."""
+    # A varint of one byte read here: most are, and a call per varint was
+    # most of the time a status answer took to decode.
+    key, after = (data[pos], pos + 1) if data[pos] < 0x80 else _read_varint(data, pos)
     number, wire = key >> 3, key & 7
     if number == 0 or key >> 32 or after - pos > 5:  # a key is a 32-bit varint
         raise ValueError(f"field number {number}")
     pos = after
     value: Any = None
-    if wire == _WIRE_VARINT:
-        value, pos = _read_varint(data, pos)
-    elif wire == _WIRE_LENGTH:
-        size, pos = _read_varint(data, pos)
-        value, pos = data[pos:pos + size], pos + size
+    if wire == _WIRE_VARINT or wire == _WIRE_LENGTH:
+        if pos < len(data) and data[pos] < 0x80:
+            value, pos = data[pos], pos + 1
+        else:
+            value, pos = _read_varint(data, pos)
+        if wire == _WIRE_LENGTH:
+            value, pos = data[pos:pos + value], pos + value
     elif wire in (_WIRE_FIXED64, _WIRE_FIXED32):
         pos += 8 if wire == _WIRE_FIXED64 else 4
     elif wire == _WIRE_GROUP_START:
@@ -2363,7 +2371,7 @@ class CNI:
         if network.version_tuple >= (1, 1, 0):
             failures += self._gc_plugins(network, valid)
         if failures:
-            raise InjectError("GC failed: " + "; ".join(failures), CODE_INTERNAL)
+            raise InjectError(_gc_failed(failures), CODE_INTERNAL)
 
     def _gc_plugins(self, network: NetworkConfig, valid: list[tuple[str, str]]) -> list[str]:
         failures = []
@@ -2381,6 +2389,11 @@ class CNI:
                 except InjectError as e:
                     failures.append(f"plugin {plugin['type']}: {e}")
         return failures
+
+
+def _gc_failed(failures: list[str]) -> str:
+    """The error of a GC that failed in part: each failure, after the others had their turn."""
+    return "GC failed: " + "; ".join(failures)
 
 
 # ---- specs, and Multus: a spec's file, a NetworkAttachmentDefinition, network-status
@@ -3278,7 +3291,7 @@ def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Ite
             except InjectError as e:  # the network's lock not taken
                 failures = [str(e)]
             if failures:
-                yield dict(record, action="failed", error="GC failed: " + "; ".join(failures))
+                yield dict(record, action="failed", error=_gc_failed(failures))
             else:
                 yield dict(record, action="gc")
 
