@@ -3594,6 +3594,14 @@ class Node:
                 ready = [s for s in _list_sandboxes(client, ready_only=True) if s.id == cached.sandbox_id]
                 pod = _sandbox_pod(client, ready[0]) if ready else None
         except InjectError as e:
+            # Its netns still here: the DEL there is whole, whether the pod lives or not.
+            # Gone, unseen or a /proc path: a DEL without it would free the lease of an
+            # interface that may live on in the pod, and only that runtime can tell.
+            if cached.netns and cached.checked_netns() != cached.netns:
+                raise InjectError(f"cannot tell whether pod {cached.namespace}/{cached.pod} still runs: "
+                                  f"the runtime that made it ({endpoint}) cannot be asked ({e}), and its "
+                                  f"netns {cached.netns} is not here to DEL in: nothing deleted",
+                                  CODE_TRY_AGAIN_LATER) from None
             _log("The runtime that made it cannot be asked: DEL runs in the cached netns", level="warn",
                 pod=f"{cached.namespace}/{cached.pod}", interface=cached.interface, error=str(e))
             return None

@@ -432,6 +432,36 @@ def test_del_through_another_runtime_runs_in_the_netns_the_pods_runtime_reports(
 
 
 @needs_root
+def test_del_through_another_runtime_while_the_pods_runtime_is_down_does_nothing(
+        tool: list[str], serve: Serve, netns: str, netns_pid: int, network: Network) -> None:
+    """The runtime that made the attachment cannot be asked, and its netns (a
+    /proc/<pid>/ns/net path, never taken from the cache) is not here to DEL in:
+    whether the pod lives cannot be told, so nothing is deleted (a DEL without
+    the netns would free the lease of an interface left in the pod). Once that
+    runtime answers again, the del runs in the netns it reports."""
+    sandbox = cri_dockerd_sandbox(NAME, netns_pid, NS)
+    made = serve(CRI_DOCKERD, [sandbox], name="made.sock")
+    other = serve(CONTAINERD_16, name="other.sock")
+    added = run(tool, "-runtime-endpoint", made.endpoint, *network.flags(), "add", "-ns", NS, "-pod", NAME,
+                "-spec", str(network.spec))
+    assert added.returncode == 0, added.stderr
+    address = json.loads(added.stdout)["ips"][0]["address"]
+    kept = network.leftovers()
+    made.stop()
+    delete = ["-runtime-endpoint", other.endpoint, *network.flags(), "del", "-ns", NS, "-pod", NAME]
+    error = error_of(run(tool, *delete))
+    assert error.startswith(f"cannot tell whether pod {NS}/{NAME} still runs: the runtime that "
+                            f"made it ({made.endpoint}) cannot be asked ("), error
+    assert error.endswith(f"and its netns /proc/{netns_pid}/ns/net is not here to DEL in: "
+                          "nothing deleted"), error
+    assert addresses_in(netns, "net1") == [address] and network.leftovers() == kept
+    serve(CRI_DOCKERD, [sandbox], name="made.sock")
+    deleted = run(tool, *delete)
+    assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
+    assert addresses_in(netns, "net1") is None and network.leftovers() == []
+
+
+@needs_root
 def test_gc_asks_the_runtime_that_made_each_attachment(tool: list[str], serve: Serve, netns: str,
                                                        network: Network) -> None:
     """gc through another runtime: the one that made the attachment says its pod
