@@ -764,7 +764,7 @@ def _wire_field(data: bytes, pos: int) -> tuple[int, int, Any, int]:
         raise ValueError(f"field number {number}")
     pos = after
     value: Any = None
-    if wire == _WIRE_VARINT or wire == _WIRE_LENGTH:
+    if wire in (_WIRE_VARINT, _WIRE_LENGTH):
         if pos < len(data) and data[pos] < 0x80:
             value, pos = data[pos], pos + 1
         else:
@@ -3270,19 +3270,52 @@ def _gc_networks(cni: CNI) -> dict[str, NetworkConfig]:
     return networks
 
 
+# Multus' delegates' libcni cache: its cniDir (default /var/lib/cni/multus) is their cacheDir.
+_MULTUS_CACHE = "multus"
+
+
+def _shared_network(cache_dir: str, network: str) -> str:
+    """Why the GC of `network` could release what another holds ("" when every
+    attachment of it in the cache is if-inject's): an entry of it that another
+    program wrote (a runtime's, Multus' delegates' in their own cache dir), or
+    one that cannot be read. Another user of a network may be adding to it
+    right now, unseen: a GC listing only what if-inject knows would have its
+    plugins release that."""
+    for directory in (cache_dir, os.path.join(cache_dir, _MULTUS_CACHE)):
+        results = _results_dir(directory)
+        try:
+            with _results_fd(directory) as fd:
+                if fd is None:
+                    continue
+                # libcni names an entry NETWORK-CONTAINERID-IFNAME
+                for name in sorted(n for n in os.listdir(fd) if n.startswith(f"{network}-")):
+                    entry = _listed_entry(fd, name, os.path.join(results, name))
+                    if entry is None:
+                        return f"its cache entry {os.path.join(results, name)} cannot be read"
+                    if entry.get("networkName") == network and not isinstance(entry.get(_CACHE_MARK), dict):
+                        return f"another program attaches pods to it too ({os.path.join(results, name)})"
+        except (OSError, InjectError) as e:
+            return f"the cache {results} cannot be read ({e})"
+    return ""
+
+
 def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Iterator[dict[str, Any]]:
-    """GC to each network at CNI 1.1.0 or later, with the attachments still alive
-    (every cache entry of that network that is left); one record per network.
-    Only the plugins' GC: the stale attachments had their DEL by gc's own policy,
-    and an entry that appeared since (an add under way) is alive, not stale."""
+    """GC to each network at CNI 1.1.0 or later that only if-inject uses, with
+    the attachments still alive (every cache entry of that network that is
+    left); one record per network. Only the plugins' GC: the stale attachments
+    had their DEL by gc's own policy, and an entry that appeared since (an add
+    under way) is alive, not stale."""
     for name, network in sorted(networks.items()):
         if network.version_tuple < (1, 1, 0):
             continue
         record: dict[str, Any] = {"network": name, "cniVersion": network.cni_version}
         alive = _cached_network_attachments(cni.cache_dir, name)
         record["validAttachments"] = [{"containerId": c, "interface": i} for c, i in alive]
+        shared = _shared_network(cni.cache_dir, name)
         if network.disable_gc:
             yield dict(record, action="gc disabled")
+        elif shared:
+            yield dict(record, action="gc not sent", reason=f"{shared}: only if-inject's networks get its GC")
         elif dry_run:
             yield dict(record, action="would gc")
         else:

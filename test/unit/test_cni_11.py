@@ -238,6 +238,45 @@ def test_gc_leaves_an_attachment_added_while_it_runs_alone(tmp_path: Path,
     assert ii._cached_network_attachments(cni.cache_dir, "n") == [("c1", "eth1")]
 
 
+def libcni_entry(results: Path, network: str, container: str, text: str = "") -> None:
+    """A cache entry as a runtime's or Multus' libcni writes it (no ifInject mark)."""
+    results.mkdir(parents=True, exist_ok=True)
+    path = results / f"{network}-{container}-eth1"
+    path.write_text(text or json.dumps({"kind": "cniCacheV1", "containerId": container, "ifName": "eth1",
+                                        "networkName": network, "config": ""}))
+    path.chmod(0o600)
+
+
+@pytest.mark.parametrize("where, text, reason", [
+    ("results", "", "another program attaches pods to it too ({results}/n-r1-eth1)"),
+    ("multus/results", "", "another program attaches pods to it too ({results}/n-r1-eth1)"),
+    ("results", '{"kind": "cniCa', "its cache entry {results}/n-r1-eth1 cannot be read"),
+])
+def test_gc_is_not_sent_to_a_network_another_program_uses(tmp_path: Path, where: str, text: str,
+                                                          reason: str) -> None:
+    """A network that a runtime or Multus' delegates attach pods to as well (an
+    entry of theirs, in the cache or in Multus' own), or whose entries cannot all
+    be read: another user may be adding to it right now, unseen, and a GC that
+    listed only what if-inject knows would have its plugins release that."""
+    bin_dir, log = tmp_path / "bin", tmp_path / "log"
+    bin_dir.mkdir()
+    plugin(bin_dir, "a", log)
+    cache = tmp_path / "cache"
+    network = ii.parse_network_config(json.dumps({"cniVersion": "1.1.0", "name": "n",
+                                                  "plugins": [{"type": "a"}]}).encode())
+    cni = ii.CNI([str(bin_dir)], str(cache))
+    ii._write_cache(cni.cache_dir, network, ii.Attachment("c1", "/x", "eth1"), None)
+    libcni_entry(cache / "results", "n-x", "r0")  # another network's, named alike
+    assert [r["action"] for r in ii._gc_verb(cni, {"n": network}, dry_run=False)] == ["gc"]
+    assert log.read_text() == "a GC []\n"
+    log.unlink()
+    libcni_entry(cache / where, "n", "r1", text)
+    [record] = ii._gc_verb(cni, {"n": network}, dry_run=False)
+    assert (record["action"], record["reason"]) == (
+        "gc not sent", reason.format(results=cache / where) + ": only if-inject's networks get its GC")
+    assert not log.exists()  # no plugin was called
+
+
 def test_a_stdout_that_cannot_be_written_is_one_error_line(tool: list[str], tmp_path: Path) -> None:
     """stdout on a full disk (/dev/full): the report is lost, said in one line, exit 1."""
     with open("/dev/full", "w") as full:
