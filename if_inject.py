@@ -1543,6 +1543,13 @@ _CACHE_KIND = "cniCacheV1"
 _CACHE_MARK = "ifInject"
 
 
+def _libcni_cache_dirs(cache_dir: str) -> tuple[str, str]:
+    """The cache dirs where libcni records what the node's CNI users attached:
+    `cache_dir` (a runtime's, and if-inject's), and in it Multus' for its
+    delegates (its cniDir, by default /var/lib/cni/multus, is their cacheDir)."""
+    return cache_dir, os.path.join(cache_dir, "multus")
+
+
 def _results_dir(cache_dir: str) -> str:
     """Where libcni keeps its cached results under its cacheDir."""
     return os.path.join(cache_dir, "results")
@@ -3270,10 +3277,6 @@ def _gc_networks(cni: CNI) -> dict[str, NetworkConfig]:
     return networks
 
 
-# Multus' delegates' libcni cache: its cniDir (default /var/lib/cni/multus) is their cacheDir.
-_MULTUS_CACHE = "multus"
-
-
 def _shared_network(cache_dir: str, network: str) -> str:
     """Why the GC of `network` could release what another holds ("" when every
     attachment of it in the cache is if-inject's): an entry of it that another
@@ -3281,7 +3284,7 @@ def _shared_network(cache_dir: str, network: str) -> str:
     one that cannot be read. Another user of a network may be adding to it
     right now, unseen: a GC listing only what if-inject knows would have its
     plugins release that."""
-    for directory in (cache_dir, os.path.join(cache_dir, _MULTUS_CACHE)):
+    for directory in _libcni_cache_dirs(cache_dir):
         results = _results_dir(directory)
         try:
             with _results_fd(directory) as fd:
@@ -3737,10 +3740,11 @@ class Node:
 
     def _refuse_cni_interface(self, pod: Pod, ifname: str) -> None:
         """veth -delete is for pairs made without CNI: an interface that a CNI ADD
-        made (the runtime's eth0, Multus', if-inject's own add), as the cache records
-        it, goes only by its DEL, which also frees its lease."""
+        made (the runtime's eth0, Multus' delegates', if-inject's own add), as the
+        caches record it, goes only by its DEL, which also frees its lease."""
         ids = {pod.sandbox_id, _default_container_id(pod)}
-        for path, entry in _cache_entries(self.cni.cache_dir):
+        dirs = _libcni_cache_dirs(self.cni.cache_dir)
+        for path, entry in (each for directory in dirs for each in _cache_entries(directory)):
             mark = entry.get(_CACHE_MARK)
             ours = isinstance(mark, dict) and mark.get("sandboxId") == pod.sandbox_id
             if entry.get("ifName") == ifname and (entry.get("containerId") in ids or ours):

@@ -441,33 +441,43 @@ def test_veth_delete_refuses_a_pod_veth_whose_peer_is_not_on_the_node(
     in_pod(lab, pod, "ip", "link", "show", "net1")
 
 
-@pytest.mark.parametrize("ifname, by", [("eth0", "pod end"), ("net1", "pod end"), ("net1", "node end")])
+@pytest.mark.parametrize("ifname, by", [("eth0", "pod end"), ("net1", "pod end"), ("net1", "node end"),
+                                        ("net1", "multus")])
 def test_veth_delete_refuses_an_interface_a_cni_add_made(lab: Any, pod: Any, tool: list[str],
                                                           tmp_path: Path, ifname: str, by: str) -> None:
-    """The runtime's eth0 (bridge, its cache entry in the runtime's cache dir), and an
-    interface if-inject's own `add` made, named by either end: a veth pair with its peer
-    on the node, yet only its DEL may release it (and its lease)."""
+    """The runtime's eth0 (bridge, its cache entry in the runtime's cache dir), an
+    interface if-inject's own `add` made, named by either end, and one of Multus'
+    delegates (libcni's entry in Multus' cache dir, multus/ in the runtime's): a veth
+    pair with its peer on the node, yet only its DEL may release it (and its lease)."""
     spec = tmp_path / "ptp.json"
     spec.write_text(json.dumps({"cniVersion": "1.0.0", "name": "iit-veth-cni", "type": "ptp",
                                 "ipam": {"type": "host-local", "dataDir": str(tmp_path / "ipam"),
                                          "ranges": [[{"subnet": "10.254.40.0/24"}]]}}))
-    flags = ["-r", lab.endpoint, "-cache-dir", lab.cni_cache]
+    top = str(tmp_path / "cni") if by == "multus" else lab.cni_cache  # -cache-dir
+    flags = ["-r", lab.endpoint, "-cache-dir", top]
+    cache = f"{top}/multus" if by == "multus" else top  # where the ADD's entry is
     end = ["-interface", ifname]
     if ifname == "net1":
-        added = run_clean(tool, "add", *pod_args(pod), "-spec", str(spec), *flags)
+        added = run_clean(tool, "add", *pod_args(pod), "-spec", str(spec), *flags[:2], "-cache-dir", cache)
         assert added.returncode == 0, added.stderr
         host = [i["name"] for i in json.loads(added.stdout)["interfaces"] if not i.get("sandbox")]
         end = ["-host-interface", host[0]] if by == "node end" else end
+    if by == "multus":  # its entry as Multus' libcni writes it: without if-inject's mark
+        [entry] = Path(cache, "results").iterdir()
+        entry.write_text(json.dumps({k: v for k, v in json.loads(entry.read_text()).items()
+                                     if k != "ifInject"}))
     try:
         refused = Run.of(run_clean(tool, "veth", *pod_args(pod), *end, "-delete", *flags))
         assert (refused.code, refused.out) == (1, "")
         assert re.fullmatch(rf"pod {pod.namespace}/{pod.name}: {ifname} was made by a CNI ADD \(cache entry "
-                            rf"{lab.cni_cache}/results/\S+-{ifname}\): not deleting it; a DEL releases it "
+                            rf"{cache}/results/\S+-{ifname}\): not deleting it; a DEL releases it "
                             r"\(`if-inject del` for if-inject's own\)", refused.error), refused.error
         in_pod(lab, pod, "ip", "link", "show", ifname)
     finally:
         if ifname == "net1":
-            assert run_clean(tool, "del", *pod_args(pod), "-spec", str(spec), *flags).returncode == 0
+            deleted = run_clean(tool, "del", *pod_args(pod), "-spec", str(spec), *flags[:2],
+                                "-cache-dir", cache)
+            assert deleted.returncode == 0, deleted.stderr
 
 
 def test_signal_while_the_veth_settles_removes_it(tool: list[str], lab: Any, pod: Any,
