@@ -1777,6 +1777,13 @@ def _write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
 
 
+def _entry_sandbox(entry: dict[str, Any] | None) -> str:
+    """The pod sandbox that if-inject recorded in its cache entry ("" for another's, or none)."""
+    mark = entry.get(_CACHE_MARK) if entry else None
+    sandbox = mark.get("sandboxId") if isinstance(mark, dict) else ""
+    return sandbox if isinstance(sandbox, str) else ""
+
+
 def _read_cache(path: str) -> dict[str, Any] | None:
     """The cache entry at `path` (in a cache dir's results/), or None when
     missing, empty or corrupt (never blocks a DEL); refused (InjectError) when
@@ -2297,7 +2304,13 @@ class CNI:
 
     def delete(self, network: NetworkConfig, att: Attachment) -> None:
         """DEL with the cached result; the cache entry goes only when every plugin succeeded."""
-        entry = _read_cache(_cache_file(self.cache_dir, network.name, att.container_id, att.ifname))
+        path = _cache_file(self.cache_dir, network.name, att.container_id, att.ifname)
+        entry = _read_cache(path)
+        other = _entry_sandbox(entry)
+        if att.pod and att.pod.sandbox_id and other and other != att.pod.sandbox_id:
+            # The same -containerid in a pod's next sandbox: that entry is its attachment, not this one.
+            raise InjectError(f"cache entry {path} is sandbox {other}'s, not {att.pod.sandbox_id}'s: "
+                              "not deleting it", CODE_INVALID_CONFIG)
         with _signals_deferred(), _network_lock(self.cache_dir, network.name, self.timeout, shared=True):
             # A DEL is a clean-up: it runs to its end.
             failures = self._delete_plugins(network, att, network.plugins,
@@ -3659,7 +3672,10 @@ class Node:
             raise InjectError(f"cache entry {cached.path}: its config is network {network.name!r}, "
                               f"not {cached.network!r}: refusing it", CODE_DECODING)
         with _attachment_lock(self.cni.cache_dir, key, att.ifname, self.timeout):
-            if not _cache_exists(cached.path):
+            # Gone meanwhile (another del or gc), or replaced by another sandbox's (a pod's
+            # next one, given the same -containerid): what was judged is not there.
+            now = _read_cache(cached.path)
+            if now is None or _entry_sandbox(now) != cached.sandbox_id:
                 return False
             self.cni.delete(network, att)
         return True

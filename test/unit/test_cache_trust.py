@@ -315,6 +315,22 @@ def test_an_entry_of_ours_at_another_name_or_of_another_network_is_refused(
     assert calls(bin_dir) == [] and other.exists() and copy.exists()
 
 
+def test_an_entry_replaced_by_another_sandboxs_is_not_the_one_deleted(cache: Path, bin_dir: Path) -> None:
+    """A pod's next sandbox given the same -containerid writes its entry at the same
+    name: a del or gc that judged the first sandbox's entry leaves it alone (no DEL
+    with its result, the entry kept), and a DEL in the first sandbox is refused."""
+    path = write_entry(cache)
+    [judged] = ii._cached_attachments(str(cache))
+    entry = json.loads(path.read_text())
+    entry["ifInject"]["sandboxId"] = "sandbox2"
+    path.write_text(json.dumps(entry))
+    assert node(cache, bin_dir).delete_cached(judged) is False
+    with pytest.raises(ii.InjectError) as e:
+        ii.CNI([str(bin_dir)], str(cache)).delete(spy_network(), pod_attachment())
+    assert str(e.value) == f"cache entry {path} is sandbox sandbox2's, not sandbox1's: not deleting it"
+    assert calls(bin_dir) == [] and json.loads(path.read_text()) == entry
+
+
 # ---- the netns path: checked before it is opened, and before each plugin ----------------------
 
 def test_a_device_or_fifo_is_never_opened_as_a_netns(tmp_path: Path,
