@@ -3112,10 +3112,12 @@ def _pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
 
 def _matching_attachments(cache_dir: str, namespace: str, pod: str, ifname: str,
                          network: str = "") -> list[CachedAttachment]:
-    """Our cached attachments of a pod's interface (of one network, if given)."""
+    """Our cached attachments of a pod's interface (of one network, if given).
+    Never those made outside any pod (through the API's CNI class: their caller's),
+    whose empty namespace and pod an empty -ns and -pod would match."""
     return [cached for cached in _cached_attachments(cache_dir)
             if (cached.namespace, cached.pod, cached.interface) == (namespace, pod, ifname)
-            and (not network or cached.network == network)]
+            and cached.sandbox_id and (not network or cached.network == network)]
 
 
 @contextmanager

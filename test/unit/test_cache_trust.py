@@ -331,6 +331,17 @@ def test_an_entry_replaced_by_another_sandboxs_is_not_the_one_deleted(cache: Pat
     assert calls(bin_dir) == [] and json.loads(path.read_text()) == entry
 
 
+def test_an_empty_namespace_and_pod_match_no_attachment_made_outside_a_pod(cache: Path,
+                                                                          bin_dir: Path) -> None:
+    """`del -ns "" -pod ""` (two unset shell variables) finds nothing of the API's
+    CNI class, whose entries record no pod: they are their caller's."""
+    ii.CNI([str(bin_dir)], str(cache)).add(spy_network(), ii.Attachment("container1", "", "net1"))
+    added = len(calls(bin_dir))
+    with pytest.raises(ii.InjectError, match=r"^no cached attachment net1 for pod /: give -spec$"):
+        node(cache, bin_dir)._delete_from_cache("", "", None, "net1")
+    assert len(calls(bin_dir)) == added and len(ii._cached_attachments(str(cache))) == 1
+
+
 # ---- the netns path: checked before it is opened, and before each plugin ----------------------
 
 def test_a_device_or_fifo_is_never_opened_as_a_netns(tmp_path: Path,
