@@ -1641,10 +1641,85 @@ def _open_dir(path: str, name: str = "", dir_fd: int | None = None, create: bool
     return fd
 
 
+def _unsafe_on_the_way(st: os.stat_result, me: int) -> str:
+    """Why a directory on the way to the cache dir lets another user change
+    what is below it ("" when it does not): owned by another user, or
+    writable by group or others, but for a root-owned sticky one (/tmp), where
+    nobody else can rename or remove what root made."""
+    if st.st_uid not in (0, me):
+        return f"is owned by uid {st.st_uid}"
+    if st.st_mode & 0o022 and not (st.st_uid == 0 and st.st_mode & 0o1000):
+        return "is writable by group or others"
+    return ""
+
+
+def _unsafe_link(st: os.stat_result, directory: os.stat_result, me: int) -> str:
+    """Why a symbolic link on the way to the cache dir cannot be followed
+    ("" when it can): another user's, or in a directory others can write."""
+    if st.st_uid not in (0, me):
+        return f"is a symbolic link owned by uid {st.st_uid}"
+    if directory.st_mode & 0o022:
+        return "is a symbolic link in a directory others can write"
+    return ""
+
+
+_SAFE_PATHS: set[str] = set()  # cache dirs whose way has been checked
+
+
+def _check_cache_path(cache_dir: str) -> None:
+    """Refuse a cache dir reached through what another user can change, by the
+    rules the executable's launcher has for its own cache (docs/trust.md): the
+    path is walked from / as given, each directory checked before its entry is
+    looked at, and a symbolic link on the way followed only when root's (or
+    the euid's) in a directory nobody else can write (/var/run -> /run). What
+    is missing is made by if-inject. Checked once per process and path: what
+    it passes through only root (or the euid) can change."""
+    import stat
+
+    if cache_dir in _SAFE_PATHS:
+        return
+    me, todo, links = os.geteuid(), os.path.join(os.getcwd(), cache_dir).split("/"), 0
+    here, st_here = "/", os.stat("/")
+    while todo:
+        name = todo.pop(0)
+        if name in ("", "."):
+            continue
+        if name == "..":  # `here` has no symbolic link in it: its parent is its dirname
+            here = os.path.dirname(here)
+            st_here = os.stat(here)
+            continue
+        why = _unsafe_on_the_way(st_here, me)  # also where a missing name would be made
+        if why:
+            raise _unsafe(cache_dir, f"goes through {here}, which {why}")
+        entry = os.path.join(here, name)
+        try:
+            st = os.lstat(entry)
+        except FileNotFoundError:
+            break
+        if stat.S_ISLNK(st.st_mode):
+            why = _unsafe_link(st, st_here, me)
+            links += 1
+            if why or links > 40:
+                raise _unsafe(cache_dir, f"goes through {entry}, which {why or 'is one link too many'}")
+            target = os.readlink(entry)
+            if target.startswith("/"):
+                here, st_here = "/", os.stat("/")
+            todo[:0] = target.split("/")
+        elif stat.S_ISDIR(st.st_mode):
+            here, st_here = entry, st
+        else:
+            break  # opening it says what it is
+    _SAFE_PATHS.add(cache_dir)
+
+
 def _open_cache_subdir(cache_dir: str, sub: str, create: bool) -> tuple[int, int]:
-    """(fd of the cache dir, fd of its `sub`), both checked. The cache dir
-    itself may be writable by others (a sticky /tmp-like mount): what is in
-    it is checked in turn."""
+    """(fd of the cache dir, fd of its `sub`), both checked, and the way to
+    the cache dir. The cache dir itself may be writable by others (a sticky
+    /tmp-like mount): what is in it is checked in turn."""
+    try:
+        _check_cache_path(cache_dir)
+    except OSError as e:
+        raise InjectError(f"cache dir {cache_dir}: {e.strerror}", CODE_IO) from None
     top = _open_dir(cache_dir, create=create, loose_bits=0)
     try:
         return top, _open_dir(os.path.join(cache_dir, sub), sub, top, create)

@@ -102,3 +102,21 @@ def test_a_cache_dir_of_another_owner_is_refused(inject: Tool, pod: Any, tmp_pat
     assert (run.code, run.error) == (1, f"{inject.cache} is owned by uid 65534, not by root: refusing it "
                                         "(see docs/trust.md)")
     assert inject.leases() == [] and list(inject.cache.iterdir()) == []
+
+
+def test_a_cache_dir_reached_through_what_another_user_can_change_is_refused(
+        inject: Tool, pod: Any, tmp_path: Path) -> None:
+    """A symbolic link on the way that another user owns, or their directory: they could
+    point the cache dir anywhere (at the runtime's own cache) between two of if-inject's steps."""
+    (tmp_path / "real").mkdir()
+    link, theirs = tmp_path / "link", tmp_path / "theirs"
+    link.symlink_to("real")
+    os.lchown(link, 65534, 65534)
+    theirs.mkdir()
+    os.chown(theirs, 65534, 65534)
+    for cache, why in ((link / "cni", f"goes through {link}, which is a symbolic link owned by uid 65534"),
+                       (theirs / "cni", f"goes through {theirs}, which is owned by uid 65534")):
+        inject.cache = cache
+        run = inject("add", *args_for(pod), "-spec", inject.spec)
+        assert (run.code, run.error) == (1, f"{cache} {why}: refusing it (see docs/trust.md)")
+        assert inject.leases() == [] and os.listdir(tmp_path / "real") == [] and os.listdir(theirs) == []

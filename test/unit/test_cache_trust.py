@@ -180,6 +180,47 @@ def test_what_another_user_owns_is_refused() -> None:
         ii._check_ours(stat_of(stat.S_IFIFO | 0o600, os.geteuid()), "/x", False, 0o077)
 
 
+# ---- the way to the cache dir: nothing another user can change -------------------------------
+
+def test_a_cache_dir_below_a_directory_others_can_write_is_refused(tmp_path: Path) -> None:
+    """Another user could rename what is in it: the cache dir below, or a part of its way."""
+    (tmp_path / "open").mkdir(mode=0o777)
+    (tmp_path / "open").chmod(0o777)
+    for cache in (tmp_path / "open" / "cni", tmp_path / "open" / "made" / "cni"):
+        with pytest.raises(ii.InjectError) as e:
+            ii._write_cache(str(cache), spy_network(), pod_attachment(), None)
+        assert str(e.value) == refusal(cache, f"goes through {tmp_path}/open, which is writable by "
+                                              "group or others")
+    assert os.listdir(tmp_path / "open") == []
+
+
+def test_a_symbolic_link_on_the_way_is_followed_when_only_root_can_change_it(tmp_path: Path) -> None:
+    """/var/run -> /run: a link that root (the euid) made, in a directory nobody else can write."""
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to("real")
+    for cache in (tmp_path / "link" / "cni", tmp_path / "link" / ".." / "link" / "cni2"):
+        ii._write_cache(str(cache), spy_network(), pod_attachment(), None)
+    assert sorted(os.listdir(tmp_path / "real")) == ["cni", "cni2"]
+    assert os.listdir(tmp_path / "real" / "cni" / "results") == ["iitnet-container1-net1"]
+
+
+def test_what_another_user_can_change_on_the_way_is_refused() -> None:
+    """The rules, on stat results (test/test_trust.py has them on real files, chowned)."""
+    me, other = os.geteuid(), os.geteuid() + 1
+    safe_dir = stat_of(stat.S_IFDIR | 0o755, 0)
+    assert ii._unsafe_on_the_way(safe_dir, me) == ""
+    assert ii._unsafe_on_the_way(stat_of(stat.S_IFDIR | 0o700, me), me) == ""
+    assert ii._unsafe_on_the_way(stat_of(stat.S_IFDIR | 0o1777, 0), me) == ""  # /tmp
+    assert ii._unsafe_on_the_way(stat_of(stat.S_IFDIR | 0o1777, other), me) == f"is owned by uid {other}"
+    assert ii._unsafe_on_the_way(stat_of(stat.S_IFDIR | 0o775, 0), me) == "is writable by group or others"
+    link = stat_of(stat.S_IFLNK | 0o777, 0)
+    assert ii._unsafe_link(link, safe_dir, me) == ""
+    assert ii._unsafe_link(stat_of(stat.S_IFLNK | 0o777, other), safe_dir, me) == \
+        f"is a symbolic link owned by uid {other}"
+    assert ii._unsafe_link(link, stat_of(stat.S_IFDIR | 0o1777, 0), me) == \
+        "is a symbolic link in a directory others can write"
+
+
 # ---- names: a network whose name has ".tmp" in it; temporary files -----------------------------
 
 def test_a_network_named_like_a_temporary_file_is_listed(cache: Path) -> None:
