@@ -3629,7 +3629,7 @@ class Node:
             return
         entry, pod = _read_cache(path), att.pod
         mark = entry.get(_CACHE_MARK) if entry else None
-        if not (isinstance(mark, dict) and pod is not None and mark.get("sandboxId") == pod.sandbox_id):
+        if not (pod is not None and pod.sandbox_id and _entry_sandbox(entry) == pod.sandbox_id):
             whose = (f"pod {mark.get('namespace')}/{mark.get('pod')}'s" if isinstance(mark, dict)
                      else "not if-inject's")
             raise InjectError(f"cache entry {path} is {whose}: refusing to add over it "
@@ -3838,8 +3838,7 @@ class Node:
         ids = {pod.sandbox_id, _default_container_id(pod)}
         dirs = _libcni_cache_dirs(self.cni.cache_dir)
         for path, entry in (each for directory in dirs for each in _cache_entries(directory)):
-            mark = entry.get(_CACHE_MARK)
-            ours = isinstance(mark, dict) and mark.get("sandboxId") == pod.sandbox_id
+            ours = _entry_sandbox(entry) == pod.sandbox_id
             if entry.get("ifName") == ifname and (entry.get("containerId") in ids or ours):
                 raise InjectError(f"{ifname} was made by a CNI ADD (cache entry {path}): not deleting it; "
                                   "a DEL releases it (`if-inject del` for if-inject's own)",
