@@ -95,7 +95,7 @@ def _only_version(argv: list[str]) -> bool:
 
 
 def _print_version() -> int:
-    print(__version__)
+    print(__version__, flush=True)  # flushed: a full disk shows here, not at exit
     return 0
 
 
@@ -120,9 +120,12 @@ def _exit_now(code: int) -> NoReturn:
     others = [t for t in threading.enumerate() if t is not threading.current_thread() and not t.daemon]
     try:
         sys.stdout.flush()
-        sys.stderr.flush()
     except OSError:  # a closed pipe (`| head`): the normal exit reports it
         others.append(threading.current_thread())
+    try:  # noqa: SIM105 (contextlib may not be imported yet)
+        sys.stderr.flush()
+    except OSError:  # a stderr that is gone is no error (_StderrHandler)
+        pass
     if others:
         sys.exit(code)
     os._exit(code)
@@ -145,7 +148,10 @@ def _signals_end_us_until_main() -> None:
 # dataclasses, re, typing). main() answers it before building its parser.
 if __name__ == "__main__":
     if _only_version(sys.argv[1:]):
-        sys.exit(_print_version())
+        try:  # noqa: SIM105 (contextlib is not imported yet)
+            sys.exit(_print_version())
+        except OSError:  # main() says why, in the log's words
+            pass
     _signals_end_us_until_main()
 
 import argparse
@@ -399,12 +405,30 @@ def _interruptible() -> AbstractContextManager[None]:
     return _signals.mode(may_interrupt=True)
 
 
+def _stop_if_asked() -> None:
+    """Between two steps of a loop that holds the signals in each (gc's DELs,
+    a del's from the cache): a signal that came meanwhile stops the loop here."""
+    with _interruptible():
+        pass
+
+
 def _interrupted() -> str:
     """The name of the first signal that asked the CLI to stop, or ""."""
     return _signals.name(_signals.received[0]) if _signals.installed and _signals.received else ""
 
 
 # ---- netns checks -------------------------------------------------------
+
+
+def _is_os_text(value: str) -> bool:
+    """Whether a path or name from outside can reach the OS as it is: no NUL,
+    and valid UTF-8 (a JSON "\\ud800" or an argument's stray byte is not)."""
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return "\0" not in value
+
 
 _NS_GET_NSTYPE = 0xB703  # ioctl on an nsfs file: which kind of namespace
 _CLONE_NEWNET = 0x40000000
@@ -491,7 +515,7 @@ def _is_node_netns(path: str) -> bool:
     """Whether `path` is the node's own network namespace (when _check_netns refused it)."""
     try:
         st = os.stat(path)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: no path the OS takes (a NUL)
         return False
     return (st.st_dev, st.st_ino) in _node_netns_ids()
 
@@ -502,6 +526,8 @@ def _netns_gone(path: str) -> bool:
     (EACCES, EIO): gone is a verdict that lets gc delete."""
     import stat
 
+    if not _is_os_text(path):  # a cache entry's: no path at all
+        raise InjectError(f"network namespace {path!r}: not a path", CODE_DECODING)
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):  # an nsfs file is a regular one; no device is opened
             return True
@@ -854,6 +880,8 @@ def _endpoint_candidates(endpoint: str | None = None) -> list[str]:
 
 
 def _socket_path(endpoint: str) -> str:
+    if not _is_os_text(endpoint):
+        raise InjectError(f"invalid runtime endpoint {endpoint!r}: not a path", CODE_INVALID_CONFIG)
     if endpoint.startswith("unix://"):
         return endpoint[len("unix://"):]
     if endpoint.startswith("unix:"):  # unix:/run/x.sock, as grpc and kubelet take it too
@@ -1064,7 +1092,7 @@ def _info_pid(info: dict[str, Any]) -> int:
 def _netns_path(value: object) -> str:
     """A path from the runtime, taken only when absolute: a relative one would
     resolve against wherever if-inject happens to run."""
-    if not isinstance(value, str) or not value.startswith("/") or "\0" in value:
+    if not isinstance(value, str) or not value.startswith("/") or not _is_os_text(value):
         raise InjectError(f"the runtime reports an invalid network namespace path: {value!r}",
                           CODE_DECODING)
     return value
@@ -1103,6 +1131,11 @@ def _sandbox_pod(client: _RuntimeClient, sandbox: Any, netns_required: bool = Tr
     """A Pod from a ListPodSandbox item, with its netns read from the runtime
     (left empty when the runtime knows none and `netns_required` is false)."""
     status, info = _sandbox_info(client, sandbox.id)
+    meta = sandbox.metadata
+    for what, value in (("namespace", meta.namespace), ("name", meta.name), ("UID", meta.uid)):
+        if not _is_os_text(value):  # each goes to the plugins in CNI_ARGS
+            raise InjectError(f"sandbox {sandbox.id}: the runtime reports a pod {what} with a NUL: {value!r}",
+                              CODE_DECODING)
     mode = _NAMESPACE_MODE_NAMES.get(status.linux.namespaces.options.network, "?")
     pod = Pod(namespace=sandbox.metadata.namespace, name=sandbox.metadata.name,
               uid=sandbox.metadata.uid, sandbox_id=sandbox.id, network_mode=mode,
@@ -1282,10 +1315,19 @@ def parse_network_config(raw: bytes, source: str = "spec") -> NetworkConfig:
     if not raw.strip():
         raise InjectError(f"{source}: empty", CODE_INVALID_CONFIG)
     try:
-        conf = json.loads(raw)
-    except ValueError as e:
+        conf = _json_value(raw)
+    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
         raise InjectError(f"{source}: not JSON ({e})", CODE_DECODING) from None
     return _network_from_conf(conf, raw, source)
+
+
+def _json_value(text: str | bytes) -> Any:
+    """JSON as RFC 8259 has it: NaN and Infinity, which Python's json takes
+    and writes, are refused (Go's encoding/json, libcni's and the plugins',
+    reads neither: a cache entry holding one would be unreadable to them)."""
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+    return json.loads(text, parse_constant=refuse)
 
 
 def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
@@ -1336,7 +1378,7 @@ def _version_key(version: str) -> tuple[int, int, int] | None:
     if version == "":
         return (0, 1, 0)
     parts = version.split(".")
-    if len(parts) > 3 or not all(re.fullmatch(r"[+-]?[0-9]+", p) for p in parts):
+    if len(parts) > 3 or not all(re.fullmatch(r"[+-]?[0-9]{1,18}", p) for p in parts):
         return None
     numbers = [int(p) for p in parts] + [0] * (3 - len(parts))
     return (numbers[0], numbers[1], numbers[2])
@@ -1395,7 +1437,7 @@ def _validate_container_id(container_id: str) -> None:
 
 def _validate_ifname(name: str) -> None:
     """The CNI spec's rules for interface names (the kernel's: 15 bytes, no '/', ':' or space)."""
-    if not 0 < len(name.encode()) <= 15 or name in (".", "..") \
+    if not _is_os_text(name) or not 0 < len(name.encode()) <= 15 or name in (".", "..") \
             or any(c in name for c in "/:") or any(c.isspace() for c in name):
         raise InjectError(f"invalid interface name {name!r}: 1-15 bytes, not . or .., "
                           "no '/', ':' or whitespace", CODE_INVALID_ENV)
@@ -1496,6 +1538,8 @@ def _exec_plugin(path: str, env: dict[str, str], stdin: bytes, timeout: float) -
                                 stderr=subprocess.PIPE, env=env, start_new_session=True)
     except OSError as e:  # found and executable, yet not startable: ENOEXEC, ETXTBSY, a missing interpreter
         raise InjectError(f"plugin {name} could not be started: {e.strerror}", CODE_NOT_AVAILABLE) from None
+    except ValueError as e:  # a NUL or stray surrogate in its environment (CNI_ARGS from a cache entry)
+        raise InjectError(f"plugin {name} could not be started: {e}", CODE_INVALID_ENV) from None
     try:
         out, err = proc.communicate(stdin, timeout=timeout)
     except BaseException as e:
@@ -1526,7 +1570,7 @@ def _plugin_error(name: str, returncode: int, out: bytes, err: bytes) -> InjectE
     except (ValueError, RecursionError):  # RecursionError: nested too deep
         error = None
     if isinstance(error, dict) and ("code" in error or "msg" in error):
-        code = error["code"] if isinstance(error.get("code"), int) else CODE_INTERNAL
+        code = error["code"] if type(error.get("code")) is int else CODE_INTERNAL  # not a JSON true
         return InjectError(f"plugin {name} failed (code {code}): {error.get('msg', '')}",
                            code, str(error.get("details", "")))
     text = (err or out).decode(errors="replace").strip().splitlines()
@@ -1964,7 +2008,7 @@ class CachedAttachment:
         netns = self.netns  # normalised when read
         if not netns:
             return ""
-        if not netns.startswith("/") or "\0" in netns:
+        if not netns.startswith("/") or not _is_os_text(netns):
             raise InjectError(f"cache entry {self.path}: netns {netns!r} is not an absolute path: "
                               "refusing it", CODE_DECODING)
         if _is_node_netns(netns):
@@ -2288,6 +2332,8 @@ class CNI:
         if not 0 < self.timeout < 1e6:  # nan, inf and a deadline past any clock's range too
             raise InjectError(f"invalid timeout {self.timeout!r}: seconds, above 0 and below 1e6",
                               CODE_INVALID_CONFIG)
+        if not self.cache_dir:  # "" would be wherever if-inject happens to run
+            raise InjectError("the cache dir must not be empty", CODE_INVALID_CONFIG)
 
     def _invoke(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
                att: Attachment, prev_result: dict[str, Any] | None) -> bytes:
@@ -2305,7 +2351,7 @@ class CNI:
         """One plugin's ADD; returns its result."""
         out = self._invoke("ADD", network, plugin, att, prev_result)
         try:
-            result = json.loads(out)
+            result = _json_value(out)  # cached, for libcni and the plugins to read
         except (ValueError, RecursionError):  # RecursionError: nested too deep
             result = None
         if not isinstance(result, dict):
@@ -2506,13 +2552,17 @@ _OBJECT_NAME = rf"(?=.{{1,253}}\Z){_DNS_LABEL}(\.{_DNS_LABEL})*"  # matched whol
 _NAMESPACE = rf"(?=.{{1,63}}\Z){_DNS_LABEL}"
 
 
+_SPEC_LIMIT = 4 << 20  # bytes: a spec is a few KB; /dev/zero or an endless pipe is none
+
+
 def read_network(path: str) -> NetworkConfig:
     """The network spec (see parse_spec) in the file at `path`, or on stdin when `path` is "-"."""
     if path == "-":
         return parse_spec(_read_stdin(), "stdin")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
+        # Interruptible: a FIFO no one writes to (or `<(slow command)`) waits in open.
+        with _interruptible(), open(path, "rb") as f:
+            raw = _read_spec(f, path)
     except OSError as e:
         raise InjectError(f"spec {path}: {e.strerror}", CODE_IO) from None
     return parse_spec(raw, path)
@@ -2524,9 +2574,18 @@ def _read_stdin() -> bytes:
     if sys.stdin.isatty():  # a pipe is what `-spec -` is for; a terminal would just wait
         raise InjectError("spec -: standard input is a terminal: pipe the spec in", CODE_INVALID_CONFIG)
     try:
-        return sys.stdin.buffer.read()
+        with _interruptible():
+            return _read_spec(sys.stdin.buffer, "-")
     except OSError as e:
         raise InjectError(f"spec -: {e.strerror or e}", CODE_IO) from None
+
+
+def _read_spec(f: Any, path: str) -> bytes:
+    raw: bytes = f.read(_SPEC_LIMIT + 1)
+    if len(raw) > _SPEC_LIMIT:
+        raise InjectError(f"spec {path}: larger than {_SPEC_LIMIT >> 20} MiB: not a network spec",
+                          CODE_INVALID_CONFIG)
+    return raw
 
 
 def parse_spec(raw: bytes, source: str = "spec") -> NetworkConfig:
@@ -2550,7 +2609,7 @@ def _decode_spec(raw: bytes, source: str) -> Any:
     """JSON, else a Kubernetes object in YAML. YAML's parser is imported only
     for what is not JSON; JSON-looking text keeps its JSON error."""
     try:
-        return json.loads(raw)
+        return _json_value(raw)
     except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
         json_error = InjectError(f"{source}: not JSON ({e})", CODE_DECODING)
     import yaml
@@ -2574,6 +2633,12 @@ def _decode_spec(raw: bytes, source: str) -> Any:
     raise InjectError(f"{source}: not JSON, and as YAML a {found}, not a {_NAD_KIND}", CODE_INVALID_CONFIG)
 
 
+def _shown(value: Any, as_text: Callable[[str], str]) -> str:
+    """A value of a spec in an error: a string as `as_text` shows it, anything
+    else by its type alone (the text of a YAML alias bomb would never end)."""
+    return as_text(value) if isinstance(value, str) else f"of type {type(value).__name__}"
+
+
 def _yaml_problem(error: Exception) -> str:
     """A YAML parser error on one line: the problem and where it is."""
     problem = getattr(error, "problem", None)
@@ -2588,17 +2653,17 @@ def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
     without a name is given the definition's, as Multus does (GetCNIConfigFromSpec)."""
     kind, api_version = document.get("kind"), document.get("apiVersion")
     if (kind, api_version) != (_NAD_KIND, _NAD_API_VERSION):
-        found = (f"kind {kind}" if kind else "no kind") + " and " + \
-                (f"apiVersion {api_version}" if api_version else "no apiVersion")
+        found = (f"kind {_shown(kind, str)}" if kind else "no kind") + " and " + \
+                (f"apiVersion {_shown(api_version, str)}" if api_version else "no apiVersion")
         raise InjectError(f"{source}: a document of {found}, not a {_NAD_KIND} of {_NAD_API_VERSION}",
                           CODE_INVALID_CONFIG)
     name, namespace = _dig(document, "metadata", "name"), _dig(document, "metadata", "namespace") or ""
     if not isinstance(name, str) or not re.fullmatch(_OBJECT_NAME, name):
-        raise InjectError(f"{source}: {_NAD_KIND} with an invalid metadata.name {name!r}",
+        raise InjectError(f"{source}: {_NAD_KIND} with an invalid metadata.name {_shown(name, repr)}",
                           CODE_INVALID_CONFIG)
     if not isinstance(namespace, str) or (namespace and not re.fullmatch(_NAMESPACE, namespace)):
-        raise InjectError(f"{source}: {_NAD_KIND} {name} with an invalid metadata.namespace {namespace!r}",
-                          CODE_INVALID_CONFIG)
+        raise InjectError(f"{source}: {_NAD_KIND} {name} with an invalid metadata.namespace "
+                          f"{_shown(namespace, repr)}", CODE_INVALID_CONFIG)
     what = f"{source}: {_NAD_KIND} {namespace}/{name}" if namespace else f"{source}: {_NAD_KIND} {name}"
     config = _dig(document, "spec", "config")
     if config is None or config == "":
@@ -2608,7 +2673,7 @@ def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
         raise InjectError(f"{what}: spec.config is a {type(config).__name__}, not a string of JSON",
                           CODE_INVALID_CONFIG)
     try:
-        conf = json.loads(config)
+        conf = _json_value(config)
     except (ValueError, RecursionError) as e:
         raise InjectError(f"{what}: spec.config is not JSON ({e})", CODE_DECODING) from None
     raw = config.encode()
@@ -3439,7 +3504,7 @@ def _runtime_networks(client: _RuntimeClient) -> dict[str, str]:
         _log("The runtime's own CNI networks are unknown", v=1, error=str(e))
         return {}
     files: dict[str, str] = {}
-    with suppress(OSError):
+    with suppress(OSError, ValueError):  # ValueError: a NUL in the dir the runtime names
         for entry in sorted(os.listdir(conf_dir)) if conf_dir else []:
             if entry.endswith((".conf", ".conflist", ".json")):
                 path = os.path.join(conf_dir, entry)
@@ -3479,7 +3544,7 @@ def _runtime_cni_conf(client: _RuntimeClient, info: Any) -> tuple[str, set[str] 
 
     try:
         conf_dir = _dig(tomllib.loads(_crio_config(client)), "crio", "network", "network_dir")
-    except (tomllib.TOMLDecodeError, RecursionError) as e:
+    except (ValueError, RecursionError) as e:  # TOMLDecodeError, or an integer past int's digit limit
         raise InjectError(f"cri-o's configuration is not TOML: {e}", CODE_DECODING) from None
     return (conf_dir, None) if isinstance(conf_dir, str) and conf_dir else ("", set())
 
@@ -3703,6 +3768,7 @@ class Node:
             _log("Pod not found and nothing cached for it: nothing to delete",
                 pod=f"{namespace}/{pod}", interface=ifname)
         for cached in found:
+            _stop_if_asked()
             in_live = live is not None and cached.sandbox_id == live.sandbox_id
             netns = live.netns if live is not None and in_live else self._netns_elsewhere(cached)
             self.delete_cached(cached, network, netns)
@@ -3795,6 +3861,7 @@ class Node:
             if dry_run:
                 yield dict(record, action="would delete")
                 continue
+            _stop_if_asked()
             try:
                 if self.delete_cached(cached, netns=""):  # stale: its netns is gone
                     yield dict(record, action="deleted")
@@ -4262,8 +4329,8 @@ def _attachment_options(args: argparse.Namespace) -> tuple[str, list[tuple[str, 
     capability_args: Any = {}
     if args.capability_args:
         try:
-            capability_args = json.loads(args.capability_args)
-        except ValueError as e:
+            capability_args = _json_value(args.capability_args)
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
             raise _UsageError(f"-capability-args is not JSON: {e}") from None
         if not isinstance(capability_args, dict):
             raise _UsageError("-capability-args must be a JSON object")
@@ -4471,22 +4538,57 @@ def _run_veth(args: argparse.Namespace, node: Node) -> int:
 def main(argv: list[str] | None = None) -> int:
     """The if-inject command; returns the exit code (0 ok, 1 failed, 2 usage)."""
     words = sys.argv[1:] if argv is None else argv
+    _closed_streams_fail()
     if _only_version(words):  # before the parser is built
-        return _print_version()
+        return _version()
     _signals.install()  # SIGINT, SIGTERM, ...: held, or an ADD under way is rolled back
     try:
+        for word in words:
+            if not _is_os_text(word):  # names go to the runtime and plugins as UTF-8
+                raise _UsageError(f"argument {word!r} is not valid UTF-8 text")
         args = _build_parser(words).parse_args(words)
+        if not args.command and not args.version:
+            print("Subcommands:", *args.subcommands, sep="\n   ", file=sys.stderr)
+            raise _UsageError("no subcommand: give one of those above")
     except _UsageError as e:
         with _cli_logging(0):
             _log_error("Invalid command line", e)
         return 2
     if args.version:
-        return _print_version()
-    if not args.command:
-        print("Subcommands:", *args.subcommands, sep="\n   ", file=sys.stderr)
-        return 2
+        return _version()
     with _cli_logging(args.loglevel):
         return _run_command(args)
+
+
+def _closed_streams_fail() -> None:
+    """A stdout or stderr closed by the caller (`>&-`) becomes a descriptor
+    that cannot be written: a write fails as to a closed pipe, and is reported
+    so (a closed stderr loses the log, as ever). A closed stdin stays without
+    a sys.stdin. Nothing the command opens takes their numbers."""
+    for number, name in ((0, ""), (1, "stdout"), (2, "stderr")):
+        if not _fd_open(number):
+            with suppress(OSError):
+                fd = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)  # the lowest free: `number`
+                if name and fd == number:
+                    # Line-buffered: each write fails at once, not a buffer at exit.
+                    setattr(sys, name, open(fd, "w", buffering=1, closefd=False))  # noqa: SIM115
+
+
+def _fd_open(fd: int) -> bool:
+    try:
+        os.fstat(fd)
+        return True
+    except OSError:
+        return False
+
+
+def _version() -> int:
+    try:
+        return _print_version()
+    except OSError as e:  # `-version > /dev/full`
+        with _cli_logging(0):
+            _log_error("-version failed", _output_lost(e, ""), code=CODE_IO)
+        return 1
 
 
 def _run_command(args: argparse.Namespace) -> int:
@@ -4494,7 +4596,7 @@ def _run_command(args: argparse.Namespace) -> int:
     _log("Start", v=1, version=__version__, command=args.command)
     node = None
     try:
-        with _usage_errors():  # -timeout
+        with _usage_errors():  # -timeout, -cache-dir
             node = Node(args.endpoint, args.timeout, _search_path(args.cni_path), args.cache_dir)
         code: int = args.run(args, node)
         sys.stdout.flush()  # a closed stdout shows here, not at exit
@@ -4510,6 +4612,9 @@ def _run_command(args: argparse.Namespace) -> int:
         return 1
     except OSError as e:  # the library's own become InjectError: this is stdout's
         _log_error(f"{args.command} failed", _output_lost(e, args.stays), code=CODE_IO)
+        return 1
+    except Exception as e:  # a bug, or an input no check foresaw: one line all the same
+        _log_error(f"{args.command} failed", f"internal error ({type(e).__name__}): {e}", code=CODE_INTERNAL)
         return 1
     finally:
         if node is not None:

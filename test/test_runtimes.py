@@ -572,6 +572,11 @@ FAULTS: dict[str, tuple[Callable[[Scene], str], list[str]]] = {
                       ["invalid network namespace path: 'run/netns/x'"]),
     "path-with-nul": (answering(SPEC_WITH % '"/var/run/netns/x\\u0000y"'),
                       ["invalid network namespace path: '/var/run/netns/x\\x00y'"]),
+    "path-with-a-lone-surrogate": (answering(SPEC_WITH % '"/var/run/netns/x\\ud800y"'),
+                                   ["invalid network namespace path: '/var/run/netns/x\\ud800y'"]),
+    "uid-with-nul": (lambda scene: scene.serve(CRIO, [replace(crio_sandbox(NAME, var_run(scene.netns), NS),
+                                                              uid="u\0x")]).endpoint,
+                     ["the runtime reports a pod UID with a NUL: 'u\\x00x'"]),
     "netnspath-not-a-string": (
         answering('{"runtimeSpec": null, "sandboxMetadata": {"Version": "v1", '
                   '"Metadata": {"NetNSPath": ["{netns}"]}}}'),

@@ -4,12 +4,18 @@ No root, no runtime (the endpoint does not exist)."""
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import signal
 import subprocess
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
 import if_inject as ii
+from support import REPO
 from support.toolrun import Run
 
 
@@ -19,6 +25,7 @@ def test_version_and_usage(tool: list[str]) -> None:
     bare = subprocess.run(tool, capture_output=True, text=True)
     assert bare.returncode == 2 and bare.stdout == ""
     assert bare.stderr.splitlines()[:5] == ["Subcommands:", "   netns", "   add", "   del", "   check"]
+    assert json.loads(bare.stderr.splitlines()[-1])["error"] == "no subcommand: give one of those above"
 
 
 @pytest.mark.parametrize("args, message", [
@@ -41,6 +48,12 @@ def test_version_and_usage(tool: list[str]) -> None:
     (["veth", "-pod", "p", "-address", "bad"], "invalid address: 'bad' does not appear"),
     (["veth", "-pod", "p", "-host-interface", "a/b"], "invalid interface name 'a/b'"),
     (["veth", "-pod", "p", "-delete", "-mtu", "1280"], "-delete takes no -address, -host-address or -mtu"),
+    (["add", "-pod", "p", "-spec", "s", "-capability-args", '{"a": NaN}'],
+     "-capability-args is not JSON: NaN is not JSON"),
+    (["add", "-pod", "p", "-spec", "s", "-capability-args", "[" * 5000], "-capability-args is not JSON"),
+    (["netns", "-ns", "\udcff", "-pod", "p"], "argument '\\udcff' is not valid UTF-8 text"),  # a byte 0xff
+    (["add", "-pod", "p", "-spec", "s", "-interface", "n\udcff"], "argument 'n\\udcff' is not valid UTF-8"),
+    (["-cache-dir", "", "status", "-spec", "s"], "the cache dir must not be empty"),
 ])
 def test_usage_errors_exit_2(tool: list[str], args: list[str], message: str) -> None:
     proc = subprocess.run([*tool, "-r", "/nonexistent", *args], capture_output=True, text=True)
@@ -98,3 +111,44 @@ def test_parse_selector(text: str, labels: dict[str, str]) -> None:
 def test_parse_selector_refuses(text: str) -> None:
     with pytest.raises(ii.InjectError):
         ii._parse_selector(text)
+
+
+@pytest.mark.parametrize("shell, code, out, error", [
+    (">&-", 1, "", "stdout could not be written (Bad file descriptor): the output was not fully written"),
+    ("<&- >&-", 1, "", "stdout could not be written (Bad file descriptor): the output was not fully written"),
+    ("2>&-", 0, '{"network": "mynet", "cniVersion": "1.0.0", "status": "not asked"}\n', ""),
+])
+def test_a_stream_closed_by_the_caller(tool: list[str], tmp_path: Path, shell: str, code: int, out: str,
+                                       error: str) -> None:
+    """A closed stdout fails as a closed pipe does, in one line; a closed stderr loses
+    only the log."""
+    spec = str(REPO / "examples" / "ptp.json")
+    argv = [*tool, "-cache-dir", str(tmp_path / "cni"), "status", "-spec", spec]
+    proc = subprocess.run(["bash", "-c", f'exec "$@" {shell}', "-", *argv], capture_output=True, text=True)
+    assert (proc.returncode, proc.stdout) == (code, out), proc.stderr
+    assert [json.loads(line)["error"] for line in proc.stderr.splitlines() if '"error"' in line] == \
+        ([error] if error else [])
+
+
+def test_version_on_a_full_disk_is_one_error_line(tool: list[str]) -> None:
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([*tool, "-version"], stdout=full, stderr=subprocess.PIPE, text=True)
+    assert proc.returncode == 1 and Run(1, "", proc.stderr).error == (
+        "stdout could not be written (No space left on device): the output was not fully written")
+
+
+def test_a_spec_no_one_writes_ends_with_a_signal(tool: list[str], tmp_path: Path) -> None:
+    """A FIFO without a writer (or `-spec <(a command that hangs)`) waits in open:
+    SIGTERM ends that wait, with one error line."""
+    fifo = tmp_path / "spec"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen([*tool, "-cache-dir", str(tmp_path / "cni"), "status", "-spec", str(fifo)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while Path(f"/proc/{proc.pid}/wchan").read_text() != "wait_for_partner":  # the FIFO's open
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=20)
+    run = Run(proc.returncode, out, err)
+    assert (run.code, run.out, run.error) == (1, "", "interrupted by SIGTERM")

@@ -30,6 +30,15 @@ from support import CNI_BIN, REPO
     (b'{"name": "n", "cniVersion": "1.0.0", "plugins": [{"type": ""}]}', "needs a 'type'",
      ii.CODE_INVALID_CONFIG),
     (b'{"name": "n", "cniVersion": "1.0.0", "plugins": ["ptp"]}', "needs a 'type'", ii.CODE_INVALID_CONFIG),
+    # NaN and Infinity: Python's json reads them, Go's (libcni's, the plugins') does not
+    (b'{"name": "n", "cniVersion": "1.0.0", "type": "ptp", "mtu": NaN}', "not JSON (NaN is not JSON)",
+     ii.CODE_DECODING),
+    (b'{"name": "n", "cniVersion": "1.0.0", "type": "ptp", "x": -Infinity}', "-Infinity is not JSON",
+     ii.CODE_DECODING),
+    (b"[" * 100_000, "not JSON (maximum recursion depth", ii.CODE_DECODING),
+    # past int's 4,300 digits: no version, not a traceback
+    (b'{"name": "n", "cniVersion": "1.0.0", "cniVersions": ["1.' + b"9" * 5000
+     + b'"], "plugins": [{"type": "a"}]}', "invalid CNI version '1.999", ii.CODE_INVALID_CONFIG),
 ])
 def test_bad_specs_are_refused_before_anything_runs(raw: bytes, message: str, code: int) -> None:
     with pytest.raises(ii.InjectError) as e:
@@ -43,6 +52,26 @@ def test_spec_file_errors(tmp_path: Path) -> None:
         ii.read_network(str(tmp_path / "missing.json"))
     with pytest.raises(ii.InjectError, match="Is a directory"):
         ii.read_network(str(tmp_path))
+
+
+def test_a_spec_that_never_ends_is_refused_at_its_limit() -> None:
+    """/dev/zero (or an endless pipe) is read to 4 MiB, not until memory runs out."""
+    with pytest.raises(ii.InjectError) as e:
+        ii.read_network("/dev/zero")
+    assert str(e.value) == "spec /dev/zero: larger than 4 MiB: not a network spec"
+
+
+def test_a_yaml_alias_bomb_is_refused_without_being_expanded() -> None:
+    """Nine levels of nine aliases: its text would have 387 million elements."""
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x]"]
+    for prev, name in zip("abcdefgh", "bcdefghi", strict=True):
+        levels.append(f"{name}: &{name} [" + ", ".join([f"*{prev}"] * 9) + "]")
+    bomb = "\n".join(["x:", *("  " + line for line in levels), "apiVersion: k8s.cni.cncf.io/v1",
+                      "kind: NetworkAttachmentDefinition", "metadata:", "  name: *i"])
+    with pytest.raises(ii.InjectError) as e:
+        ii.parse_spec(bomb.encode(), "bomb.yaml")
+    assert str(e.value) == ("bomb.yaml: NetworkAttachmentDefinition with an invalid metadata.name "
+                            "of type list")
 
 
 def test_single_conf_becomes_a_list_of_one() -> None:

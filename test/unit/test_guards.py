@@ -125,6 +125,43 @@ def test_a_gc_runs_its_plugins_to_the_end_whatever_signal_comes(tmp_path: Path) 
     assert log.read_text().splitlines() == ["a started", "a done", "b started", "b done"]
 
 
+GC_DELS_SCRIPT = """
+import dataclasses, json, os, signal, sys
+import if_inject as ii
+
+ii._signals.install()
+cache = sys.argv[1]
+network = ii.parse_network_config(json.dumps({"cniVersion": "1.0.0", "name": "n", "type": "a"}).encode())
+for i in range(3):
+    pod = ii.Pod("ns", f"p{i}", uid="u", sandbox_id=f"s{i}")
+    ii._write_cache(cache, network, ii.Attachment(f"s{i}", "", "net1", pod=pod), None)
+stale = [dataclasses.replace(c, stale=True) for c in ii._cached_attachments(cache)]
+node = ii.Node("/nonexistent", 5, ["/nonexistent"], cache)
+node.attachments = lambda *a: stale
+deleted = []
+
+def delete_cached(cached, network=None, netns=None):
+    deleted.append(cached.pod)
+    os.kill(os.getpid(), signal.SIGTERM)  # held while the DEL runs: noted
+    return True
+
+node.delete_cached = delete_cached
+try:
+    for record in node.gc():
+        print(record["pod"], record["action"])
+except KeyboardInterrupt as e:
+    print(f"stopped by {e} after", deleted)
+"""
+
+
+def test_a_gc_stops_between_its_dels_when_a_signal_comes(tmp_path: Path) -> None:
+    """Each DEL runs to its end, but the next one does not start."""
+    proc = subprocess.run(with_signals([sys.executable, "-c", GC_DELS_SCRIPT, str(tmp_path / "cni")]),
+                          capture_output=True, text=True, timeout=30, cwd=REPO)
+    assert (proc.returncode, proc.stderr) == (0, "")
+    assert proc.stdout.splitlines() == ["p0 deleted", "stopped by SIGTERM after ['p0']"]
+
+
 # A stand-in for argparse, which if_inject imports first: it says where the import is, then
 # waits for a signal (the tool's start, caught at a known point), then loads the real one.
 SLOW_ARGPARSE = """
@@ -204,3 +241,30 @@ def test_a_signal_skips_the_pods_not_started_and_lets_those_under_way_finish() -
     lines = proc.stdout.splitlines()
     assert lines[:4] == [f"p{i} not started: interrupted by SIGTERM" for i in range(2, 6)]
     assert sorted(lines[4:]) == ["p0 done", "p1 done"]
+
+
+def test_an_error_no_check_foresaw_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A bug, or an input nothing checks: the command's error line, code 999, no traceback."""
+    import argparse
+
+    def broken(args: argparse.Namespace, node: ii.Node) -> int:
+        raise RuntimeError("boom")
+
+    args = argparse.Namespace(command="netns", endpoint="/nonexistent", timeout=1.0, cni_path=None,
+                              cache_dir=str(tmp_path), run=broken, stays="")
+    with ii._cli_logging(0):
+        assert ii._run_command(args) == 1
+    [line] = capsys.readouterr().err.splitlines()
+    assert '"msg": "netns failed", "error": "internal error (RuntimeError): boom", "code": 999}' in line
+
+
+def test_what_the_os_cannot_take_is_an_inject_error(tmp_path: Path) -> None:
+    """A NUL or a lone surrogate from a cache entry or a runtime: refused in one error."""
+    with pytest.raises(ii.InjectError, match=r"^network namespace '/a\\x00b': not a path$"):
+        ii._netns_gone("/a\0b")
+    assert not ii._is_node_netns("/a\0b")
+    with pytest.raises(ii.InjectError, match=r"^plugin true could not be started: embedded null byte$"):
+        ii._exec_plugin("/bin/true", {"CNI_ARGS": "K8S_POD_UID=u\0x"}, b"", 5)
+    with pytest.raises(ii.InjectError, match=r"^invalid runtime endpoint 'unix:///a\\udcffb': not a path$"):
+        ii._socket_path("unix:///a\udcffb")
+    assert not ii._same_endpoint("unix:///a\0b", "unix:///run/x.sock")
