@@ -269,6 +269,8 @@ def _undone(cause: BaseException, note: str) -> InjectError:
         return InjectError(f"{cause}; {note}", cause.code)
     if isinstance(cause, KeyboardInterrupt) and cause.args:  # the CLI's: named after its signal
         return InjectError(f"interrupted by {cause.args[0]}; {note}", CODE_INTERNAL)
+    if isinstance(cause, Exception):  # no check foresaw it (a result nested too deep to cache)
+        return InjectError(f"internal error ({type(cause).__name__}): {cause}; {note}", CODE_INTERNAL)
     return InjectError(f"interrupted ({type(cause).__name__}); {note}", CODE_INTERNAL)
 
 
