@@ -147,7 +147,7 @@ def _signals_end_us_until_main() -> None:
 # definitions below: they are two thirds of its run time (argparse,
 # dataclasses, re, typing). main() answers it before building its parser.
 if __name__ == "__main__":
-    if _only_version(sys.argv[1:]):
+    if _only_version(sys.argv[1:]) and sys.stdout is not None:  # a closed one: main() says so
         try:  # noqa: SIM105 (contextlib is not imported yet)
             sys.exit(_print_version())
         except OSError:  # main() says why, in the log's words
@@ -1589,11 +1589,13 @@ _CACHE_KIND = "cniCacheV1"
 _CACHE_MARK = "ifInject"
 
 
-def _libcni_cache_dirs(cache_dir: str) -> tuple[str, str]:
+def _libcni_cache_dirs(cache_dir: str) -> list[str]:
     """The cache dirs where libcni records what the node's CNI users attached:
-    `cache_dir` (a runtime's, and if-inject's), and in it Multus' for its
-    delegates (its cniDir, by default /var/lib/cni/multus, is their cacheDir)."""
-    return cache_dir, os.path.join(cache_dir, "multus")
+    `cache_dir` (a runtime's, and if-inject's), and in it, when it is there,
+    Multus' for its delegates (its cniDir, by default /var/lib/cni/multus, is
+    their cacheDir). Multus' is held to the rules of a dir on the way."""
+    multus = os.path.join(cache_dir, "multus")
+    return [cache_dir, multus] if os.path.lexists(multus) else [cache_dir]
 
 
 def _results_dir(cache_dir: str) -> str:
@@ -1674,7 +1676,7 @@ def _open_dir(path: str, name: str = "", dir_fd: int | None = None, create: bool
         if not create:
             raise
         if dir_fd is None:
-            os.makedirs(path, mode=0o700, exist_ok=True)  # MkdirAll(cacheDir, 0700), as libcni
+            _make_dirs(target)
         else:
             with suppress(FileExistsError):
                 os.mkdir(name, 0o700, dir_fd=dir_fd)
@@ -1685,6 +1687,16 @@ def _open_dir(path: str, name: str = "", dir_fd: int | None = None, create: bool
         os.close(fd)
         raise
     return fd
+
+
+def _make_dirs(path: str) -> None:
+    """Make the absolute `path` and its missing parents: 0700 at its end, as
+    libcni's MkdirAll(cacheDir, 0700), 0755 on the way (a umask only takes
+    bits away: never one that lets others change the way)."""
+    parts = path.split("/")
+    for end in range(2, len(parts) + 1):
+        with suppress(FileExistsError):
+            os.mkdir("/".join(parts[:end]), 0o700 if end == len(parts) else 0o755)
 
 
 def _unsafe_on_the_way(st: os.stat_result, me: int) -> str:
@@ -1709,22 +1721,24 @@ def _unsafe_link(st: os.stat_result, directory: os.stat_result, me: int) -> str:
     return ""
 
 
-_SAFE_PATHS: set[str] = set()  # cache dirs whose way has been checked
+_CACHE_PATHS: dict[str, str] = {}  # a cache dir as given: the path its way was checked to
 
 
-def _check_cache_path(cache_dir: str) -> None:
-    """Refuse a cache dir reached through what another user can change, by the
-    rules the executable's launcher has for its own cache (docs/trust.md): the
-    path is walked from / as given, each directory checked before its entry is
-    looked at, and a symbolic link on the way followed only when root's (or
-    the euid's) in a directory nobody else can write (/var/run -> /run). What
-    is missing is made by if-inject. Checked once per process and path: what
-    it passes through only root (or the euid) can change."""
+def _cache_path(cache_dir: str) -> str:
+    """Where a cache dir is, its way checked by the rules the executable's
+    launcher has for its own cache (docs/trust.md): the path is walked from /
+    as given, each directory checked before its entry is looked at, a
+    symbolic link on the way followed only when root's (or the euid's) in a
+    directory nobody else can write (/var/run -> /run). Returns that path,
+    links resolved, with the missing part (if-inject makes it) at its end:
+    what is opened is what was checked. Once per process and path: only root
+    (or the euid) can change what it passes through."""
     import stat
 
-    if cache_dir in _SAFE_PATHS:
-        return
-    me, todo, links = os.geteuid(), os.path.join(os.getcwd(), cache_dir).split("/"), 0
+    if cache_dir in _CACHE_PATHS:
+        return _CACHE_PATHS[cache_dir]
+    given = cache_dir if os.path.isabs(cache_dir) else os.path.join(os.getcwd(), cache_dir)
+    me, todo, links = os.geteuid(), given.split("/"), 0
     here, st_here = "/", os.stat("/")
     while todo:
         name = todo.pop(0)
@@ -1741,8 +1755,9 @@ def _check_cache_path(cache_dir: str) -> None:
         try:
             st = os.lstat(entry)
         except FileNotFoundError:
+            here = os.path.normpath(os.path.join(entry, *todo))  # to be made
             break
-        if stat.S_ISLNK(st.st_mode):
+        if stat.S_ISLNK(st.st_mode) and todo:
             why = _unsafe_link(st, st_here, me)
             links += 1
             if why or links > 40:
@@ -1753,9 +1768,11 @@ def _check_cache_path(cache_dir: str) -> None:
             todo[:0] = target.split("/")
         elif stat.S_ISDIR(st.st_mode):
             here, st_here = entry, st
-        else:
-            break  # opening it says what it is
-    _SAFE_PATHS.add(cache_dir)
+        else:  # the cache dir a link or a file: opening it says what it is
+            here = os.path.join(entry, *todo)
+            break
+    _CACHE_PATHS[cache_dir] = here
+    return here
 
 
 def _open_cache_subdir(cache_dir: str, sub: str, create: bool) -> tuple[int, int]:
@@ -1763,12 +1780,12 @@ def _open_cache_subdir(cache_dir: str, sub: str, create: bool) -> tuple[int, int
     the cache dir. The cache dir itself may be writable by others (a sticky
     /tmp-like mount): what is in it is checked in turn."""
     try:
-        _check_cache_path(cache_dir)
+        where = _cache_path(cache_dir)
     except OSError as e:
         raise InjectError(f"cache dir {cache_dir}: {e.strerror}", CODE_IO) from None
-    top = _open_dir(cache_dir, create=create, loose_bits=0)
+    top = _open_dir(where, create=create, loose_bits=0)
     try:
-        return top, _open_dir(os.path.join(cache_dir, sub), sub, top, create)
+        return top, _open_dir(os.path.join(where, sub), sub, top, create)
     except BaseException:
         os.close(top)
         raise
@@ -1962,7 +1979,7 @@ class CachedAttachment:
         mark = entry[_CACHE_MARK]
         result, capability_args = entry.get("result"), entry.get("capabilityArgs")
         return cls(path=path, namespace=str(mark.get("namespace", "")), pod=str(mark.get("pod", "")),
-                   pod_uid=str(mark.get("podUid", "")), sandbox_id=str(mark.get("sandboxId", "")),
+                   pod_uid=str(mark.get("podUid", "")), sandbox_id=_entry_sandbox(entry),
                    net_attach_def=str(mark.get("netAttachDef", "")), interface=str(entry.get("ifName", "")),
                    network=str(entry.get("networkName", "")), container_id=str(entry.get("containerId", "")),
                    netns=_normal_path(str(entry.get("netns") or "")), config=str(entry.get("config", "")),
@@ -3450,8 +3467,8 @@ def _shared_network(cache_dir: str, network: str) -> str:
                 # libcni names an entry NETWORK-CONTAINERID-IFNAME
                 for name in sorted(n for n in os.listdir(fd) if n.startswith(f"{network}-")):
                     entry = _listed_entry(fd, name, os.path.join(results, name))
-                    if entry is None:
-                        return f"its cache entry {os.path.join(results, name)} cannot be read"
+                    if entry is None:  # named as the network's: may be one of its
+                        return f"a cache entry that may be its, {os.path.join(results, name)}, cannot be read"
                     if entry.get("networkName") == network and not isinstance(entry.get(_CACHE_MARK), dict):
                         return f"another program attaches pods to it too ({os.path.join(results, name)})"
         except (OSError, InjectError) as e:
@@ -3479,6 +3496,7 @@ def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Ite
         elif dry_run:
             yield dict(record, action="would gc")
         else:
+            _stop_if_asked()
             try:
                 failures = cni._gc_plugins(network, alive)
             except InjectError as e:  # the network's lock not taken
@@ -3769,12 +3787,17 @@ class Node:
                                   "give -spec", CODE_UNKNOWN_CONTAINER)
             _log("Pod not found and nothing cached for it: nothing to delete",
                 pod=f"{namespace}/{pod}", interface=ifname)
+        deleted = 0
         for cached in found:
             _stop_if_asked()
             in_live = live is not None and cached.sandbox_id == live.sandbox_id
             netns = live.netns if live is not None and in_live else self._netns_elsewhere(cached)
-            self.delete_cached(cached, network, netns)
-        return len(found)
+            if self.delete_cached(cached, network, netns):
+                deleted += 1
+            else:
+                _log("Left alone: its cache entry went, or another sandbox's replaced it, meanwhile",
+                    path=cached.path)
+        return deleted
 
     def _netns_elsewhere(self, cached: CachedAttachment) -> str | None:
         """The netns that the runtime that made `cached`, when it is not this
@@ -3865,8 +3888,9 @@ class Node:
                 continue
             _stop_if_asked()
             try:
-                if self.delete_cached(cached, netns=""):  # stale: its netns is gone
-                    yield dict(record, action="deleted")
+                deleted = self.delete_cached(cached, netns="")  # stale: its netns is gone
+                # Its entry gone, or another sandbox's at its name now (a del, an add meanwhile).
+                yield dict(record, action="deleted" if deleted else "gone meanwhile")
             except InjectError as e:
                 yield dict(record, action="failed", error=str(e))
         yield from _gc_verb(self.cni, networks, dry_run)
@@ -4545,10 +4569,8 @@ def main(argv: list[str] | None = None) -> int:
         return _version()
     _signals.install()  # SIGINT, SIGTERM, ...: held, or an ADD under way is rolled back
     try:
-        for word in words:
-            if not _is_os_text(word):  # names go to the runtime and plugins as UTF-8
-                raise _UsageError(f"argument {word!r} is not valid UTF-8 text")
         args = _build_parser(words).parse_args(words)
+        _check_text(args)
         if not args.command and not args.version:
             print("Subcommands:", *args.subcommands, sep="\n   ", file=sys.stderr)
             raise _UsageError("no subcommand: give one of those above")
@@ -4556,10 +4578,24 @@ def main(argv: list[str] | None = None) -> int:
         with _cli_logging(0):
             _log_error("Invalid command line", e)
         return 2
+    except SystemExit as e:  # -h: argparse ends so, its help printed
+        return _flushed("-h", e.code if isinstance(e.code, int) else 0)
     if args.version:
         return _version()
     with _cli_logging(args.loglevel):
         return _run_command(args)
+
+
+_FILE_NAME_FLAGS = ("spec", "cache_dir", "cni_path")  # a file's name need not be UTF-8
+
+
+def _check_text(args: argparse.Namespace) -> None:
+    """Names go to the runtime, the plugins and the cache as UTF-8: a stray
+    byte in one (a surrogate here) is a usage error, not a traceback later."""
+    for flag, value in vars(args).items():
+        for word in value if isinstance(value, list) else [value]:
+            if isinstance(word, str) and flag not in _FILE_NAME_FLAGS and not _is_os_text(word):
+                raise _UsageError(f"{word!r} is not valid UTF-8 text (only file names may be other bytes)")
 
 
 def _closed_streams_fail() -> None:
@@ -4586,11 +4622,26 @@ def _fd_open(fd: int) -> bool:
 
 def _version() -> int:
     try:
-        return _print_version()
-    except OSError as e:  # `-version > /dev/full`
-        with _cli_logging(0):
-            _log_error("-version failed", _output_lost(e, ""), code=CODE_IO)
-        return 1
+        print(__version__, flush=True)
+    except OSError as e:  # `> /dev/full`, `>&-`
+        return _unwritten("-version", e)
+    return 0
+
+
+def _flushed(what: str, code: int) -> int:
+    """`code`, once stdout is flushed (-h, printed by argparse)."""
+    try:
+        sys.stdout.flush()
+    except OSError as e:
+        return _unwritten(what, e)
+    return code
+
+
+def _unwritten(what: str, error: OSError) -> int:
+    """Output of `what` that could not be written, as one error line; exit code 1."""
+    with _cli_logging(0):
+        _log_error(f"{what} failed", _output_lost(error, ""), code=CODE_IO)
+    return 1
 
 
 def _run_command(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ records what it was asked; test/test_trust.py does the same against the lab."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import re
@@ -204,6 +205,46 @@ def test_a_symbolic_link_on_the_way_is_followed_when_only_root_can_change_it(tmp
     assert os.listdir(tmp_path / "real" / "cni" / "results") == ["iitnet-container1-net1"]
 
 
+def test_what_is_opened_is_the_path_that_was_checked(tmp_path: Path) -> None:
+    """`link/..` is the link's target's parent, as the kernel resolves it, not `link`'s
+    own: a lexical reading would open what was never checked (here: a directory others
+    can write)."""
+    (tmp_path / "d1" / "d2").mkdir(parents=True)
+    (tmp_path / "link").symlink_to("d1/d2")
+    (tmp_path / "evil").mkdir(mode=0o777)
+    (tmp_path / "evil").chmod(0o777)
+    ii._write_cache(str(tmp_path / "link" / ".." / "evil" / "cni"), spy_network(), pod_attachment(), None)
+    assert os.listdir(tmp_path / "d1" / "evil" / "cni" / "results") == ["iitnet-container1-net1"]
+    assert os.listdir(tmp_path / "evil") == []
+
+
+def test_missing_directories_are_made_that_no_one_else_can_change(tmp_path: Path) -> None:
+    """0755 on the way and 0700 at the end, whatever the umask adds: a second run passes."""
+    before = os.umask(0o002)
+    try:
+        cache = tmp_path / "a" / "b" / "cni"
+        for _ in range(2):
+            ii._CACHE_PATHS.clear()
+            ii._write_cache(str(cache), spy_network(), pod_attachment(), None)
+    finally:
+        os.umask(before)
+    modes = [stat.S_IMODE(os.stat(p).st_mode) for p in (tmp_path / "a", tmp_path / "a" / "b", cache)]
+    assert modes == [0o755, 0o755, 0o700]
+
+
+def test_a_relative_cache_dir_and_a_working_directory_that_is_gone(tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "work").mkdir()
+    monkeypatch.chdir(tmp_path / "work")
+    ii._write_cache("cni", spy_network(), pod_attachment(), None)
+    assert os.listdir(tmp_path / "work" / "cni") == ["results"]
+    (tmp_path / "gone").mkdir()
+    monkeypatch.chdir(tmp_path / "gone")
+    (tmp_path / "gone").rmdir()  # an absolute cache dir needs no working directory
+    ii._write_cache(str(tmp_path / "abs"), spy_network(), pod_attachment(), None)
+    assert os.listdir(tmp_path / "abs") == ["results"]
+
+
 def test_what_another_user_can_change_on_the_way_is_refused() -> None:
     """The rules, on stat results (test/test_trust.py has them on real files, chowned)."""
     me, other = os.geteuid(), os.geteuid() + 1
@@ -369,6 +410,10 @@ def test_an_entry_replaced_by_another_sandboxs_is_not_the_one_deleted(cache: Pat
     with pytest.raises(ii.InjectError) as e:
         ii.CNI([str(bin_dir)], str(cache)).delete(spy_network(), pod_attachment())
     assert str(e.value) == f"cache entry {path} is sandbox sandbox2's, not sandbox1's: not deleting it"
+    assert calls(bin_dir) == [] and json.loads(path.read_text()) == entry
+    gc = node(cache, bin_dir)
+    gc.attachments = lambda *a: [dataclasses.replace(judged, stale=True)]  # type: ignore[method-assign]
+    assert [r["action"] for r in gc.gc()] == ["gone meanwhile"]
     assert calls(bin_dir) == [] and json.loads(path.read_text()) == entry
 
 

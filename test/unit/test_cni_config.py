@@ -72,6 +72,11 @@ def test_a_yaml_alias_bomb_is_refused_without_being_expanded() -> None:
         ii.parse_spec(bomb.encode(), "bomb.yaml")
     assert str(e.value) == ("bomb.yaml: NetworkAttachmentDefinition with an invalid metadata.name "
                             "of type list")
+    kind = bomb.replace("kind: NetworkAttachmentDefinition", "kind: *i")
+    with pytest.raises(ii.InjectError) as e:
+        ii.parse_spec(kind.encode(), "bomb.yaml")
+    assert str(e.value) == ("bomb.yaml: a document of kind of type list and apiVersion k8s.cni.cncf.io/v1, "
+                            "not a NetworkAttachmentDefinition of k8s.cni.cncf.io/v1")
 
 
 def test_single_conf_becomes_a_list_of_one() -> None:

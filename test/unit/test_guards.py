@@ -147,19 +147,28 @@ def delete_cached(cached, network=None, netns=None):
 
 node.delete_cached = delete_cached
 try:
-    for record in node.gc():
-        print(record["pod"], record["action"])
+    if sys.argv[2] == "gc":
+        for record in node.gc():
+            print(record["pod"], record["action"])
+    else:  # del from the cache, every network's net1 of one pod
+        for i in range(3):
+            stale[i] = dataclasses.replace(stale[i], pod="p", namespace="ns")
+        ii._cached_attachments = lambda cache_dir: stale
+        node._delete_from_cache("ns", "p", None, "net1")
 except KeyboardInterrupt as e:
     print(f"stopped by {e} after", deleted)
 """
 
 
-def test_a_gc_stops_between_its_dels_when_a_signal_comes(tmp_path: Path) -> None:
+@pytest.mark.parametrize("command", ["gc", "del"])
+def test_gc_and_del_stop_between_their_dels_when_a_signal_comes(tmp_path: Path, command: str) -> None:
     """Each DEL runs to its end, but the next one does not start."""
-    proc = subprocess.run(with_signals([sys.executable, "-c", GC_DELS_SCRIPT, str(tmp_path / "cni")]),
-                          capture_output=True, text=True, timeout=30, cwd=REPO)
+    argv = [sys.executable, "-c", GC_DELS_SCRIPT, str(tmp_path / "cni"), command]
+    proc = subprocess.run(with_signals(argv), capture_output=True, text=True, timeout=30, cwd=REPO)
     assert (proc.returncode, proc.stderr) == (0, "")
-    assert proc.stdout.splitlines() == ["p0 deleted", "stopped by SIGTERM after ['p0']"]
+    first = "p0" if command == "gc" else "p"
+    assert proc.stdout.splitlines() == [f"{first} deleted"] * (command == "gc") + [
+        f"stopped by SIGTERM after ['{first}']"]
 
 
 # A stand-in for argparse, which if_inject imports first: it says where the import is, then
@@ -268,3 +277,24 @@ def test_what_the_os_cannot_take_is_an_inject_error(tmp_path: Path) -> None:
     with pytest.raises(ii.InjectError, match=r"^invalid runtime endpoint 'unix:///a\\udcffb': not a path$"):
         ii._socket_path("unix:///a\udcffb")
     assert not ii._same_endpoint("unix:///a\0b", "unix:///run/x.sock")
+
+
+def test_an_undone_add_names_the_error_no_check_foresaw() -> None:
+    error = ii._undone(RecursionError("too deep"), "rolled back (DEL ran for ptp)")
+    assert (str(error), error.code) == (
+        "internal error (RecursionError): too deep; rolled back (DEL ran for ptp)", ii.CODE_INTERNAL)
+    assert str(ii._undone(KeyboardInterrupt(), "x")) == "interrupted (KeyboardInterrupt); x"
+
+
+def test_a_plugins_error_code_of_true_is_no_code() -> None:
+    error = ii._plugin_error("p", 1, b'{"code": true, "msg": "m"}', b"")
+    assert (str(error), error.code) == ("plugin p failed (code 999): m", ii.CODE_INTERNAL)
+
+
+def test_crio_toml_past_the_digit_limit_is_one_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    monkeypatch.setattr(ii, "_crio_config", lambda client: "x = " + "9" * 5000)
+    client = types.SimpleNamespace(version=types.SimpleNamespace(runtime_name="cri-o"))
+    with pytest.raises(ii.InjectError, match=r"^cri-o's configuration is not TOML: "):
+        ii._runtime_cni_conf(client, {})  # type: ignore[arg-type]
