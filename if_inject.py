@@ -1318,7 +1318,7 @@ def parse_network_config(raw: bytes, source: str = "spec") -> NetworkConfig:
         raise InjectError(f"{source}: empty", CODE_INVALID_CONFIG)
     try:
         conf = _json_value(raw)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+    except ValueError as e:
         raise InjectError(f"{source}: not JSON ({e})", CODE_DECODING) from None
     return _network_from_conf(conf, raw, source)
 
@@ -1326,10 +1326,14 @@ def parse_network_config(raw: bytes, source: str = "spec") -> NetworkConfig:
 def _json_value(text: str | bytes) -> Any:
     """JSON as RFC 8259 has it: NaN and Infinity, which Python's json takes
     and writes, are refused (Go's encoding/json, libcni's and the plugins',
-    reads neither: a cache entry holding one would be unreadable to them)."""
+    reads neither: a cache entry holding one would be unreadable to them).
+    Malformed, or nested too deep: ValueError."""
     def refuse(constant: str) -> Any:
         raise ValueError(f"{constant} is not JSON")
-    return json.loads(text, parse_constant=refuse)
+    try:
+        return json.loads(text, parse_constant=refuse)
+    except RecursionError:
+        raise ValueError("nested too deep") from None
 
 
 def _network_from_conf(conf: Any, raw: bytes, source: str) -> NetworkConfig:
@@ -2371,7 +2375,7 @@ class CNI:
         out = self._invoke("ADD", network, plugin, att, prev_result)
         try:
             result = _json_value(out)  # cached, for libcni and the plugins to read
-        except (ValueError, RecursionError):  # RecursionError: nested too deep
+        except ValueError:
             result = None
         if not isinstance(result, dict):
             raise InjectError(f"plugin {plugin['type']} returned no valid result: "
@@ -2629,7 +2633,7 @@ def _decode_spec(raw: bytes, source: str) -> Any:
     for what is not JSON; JSON-looking text keeps its JSON error."""
     try:
         return _json_value(raw)
-    except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+    except ValueError as e:
         json_error = InjectError(f"{source}: not JSON ({e})", CODE_DECODING)
     import yaml
 
@@ -2693,7 +2697,7 @@ def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
                           CODE_INVALID_CONFIG)
     try:
         conf = _json_value(config)
-    except (ValueError, RecursionError) as e:
+    except ValueError as e:
         raise InjectError(f"{what}: spec.config is not JSON ({e})", CODE_DECODING) from None
     raw = config.encode()
     if isinstance(conf, dict) and conf.get("name", "") == "":
@@ -4356,7 +4360,7 @@ def _attachment_options(args: argparse.Namespace) -> tuple[str, list[tuple[str, 
     if args.capability_args:
         try:
             capability_args = _json_value(args.capability_args)
-        except (ValueError, RecursionError) as e:  # RecursionError: nested too deep
+        except ValueError as e:
             raise _UsageError(f"-capability-args is not JSON: {e}") from None
         if not isinstance(capability_args, dict):
             raise _UsageError("-capability-args must be a JSON object")

@@ -35,7 +35,7 @@ from support import CNI_BIN, REPO
      ii.CODE_DECODING),
     (b'{"name": "n", "cniVersion": "1.0.0", "type": "ptp", "x": -Infinity}', "-Infinity is not JSON",
      ii.CODE_DECODING),
-    (b"[" * 100_000, "not JSON (maximum recursion depth", ii.CODE_DECODING),
+    (b"[" * 100_000, "not JSON (nested too deep)", ii.CODE_DECODING),
     # past int's 4,300 digits: no version, not a traceback
     (b'{"name": "n", "cniVersion": "1.0.0", "cniVersions": ["1.' + b"9" * 5000
      + b'"], "plugins": [{"type": "a"}]}', "invalid CNI version '1.999", ii.CODE_INVALID_CONFIG),

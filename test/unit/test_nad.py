@@ -178,7 +178,7 @@ def yaml_dump(document: dict[str, Any]) -> str:
     ("\n# only a comment\n", "x: 0 YAML documents: give one NetworkAttachmentDefinition",
      ii.CODE_INVALID_CONFIG),
     ("a: \x80 not UTF-8", "x: neither JSON nor YAML (", ii.CODE_DECODING),
-    ("[" * 100_000, "x: not JSON (maximum recursion depth exceeded", ii.CODE_DECODING),
+    ("[" * 100_000, "x: not JSON (nested too deep)", ii.CODE_DECODING),
     ("x: " + "[" * 100_000, "x: neither JSON nor YAML (exceeded maximum nesting depth", ii.CODE_DECODING),
 ])
 def test_what_is_neither_json_nor_a_definition(text: str, message: str, code: int) -> None:
