@@ -1789,6 +1789,10 @@ def _open_cache_subdir(cache_dir: str, sub: str, create: bool) -> tuple[int, int
         raise InjectError(f"cache dir {cache_dir}: {e.strerror}", CODE_IO) from None
     top = _open_dir(where, create=create, loose_bits=0)
     try:
+        mode = os.fstat(top).st_mode
+        if mode & 0o022 and not mode & 0o1000:  # others could rename results/ away and back
+            raise _unsafe(where, f"has mode {mode & 0o7777:04o}: others can write in it, "
+                                 "and it is not sticky")
         return top, _open_dir(os.path.join(where, sub), sub, top, create)
     except BaseException:
         os.close(top)

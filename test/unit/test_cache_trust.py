@@ -205,6 +205,19 @@ def test_a_symbolic_link_on_the_way_is_followed_when_only_root_can_change_it(tmp
     assert os.listdir(tmp_path / "real" / "cni" / "results") == ["iitnet-container1-net1"]
 
 
+def test_a_cache_dir_others_can_write_must_be_sticky(tmp_path: Path) -> None:
+    """As /tmp: what is in it is checked in turn, and nobody else can rename it away."""
+    cache = tmp_path / "cni"
+    cache.mkdir()
+    cache.chmod(0o777)
+    with pytest.raises(ii.InjectError) as e:
+        ii._write_cache(str(cache), spy_network(), pod_attachment(), None)
+    assert str(e.value) == refusal(cache, "has mode 0777: others can write in it, and it is not sticky")
+    cache.chmod(0o1777)
+    ii._write_cache(str(cache), spy_network(), pod_attachment(), None)
+    assert os.listdir(cache) == ["results"]
+
+
 def test_what_is_opened_is_the_path_that_was_checked(tmp_path: Path) -> None:
     """`link/..` is the link's target's parent, as the kernel resolves it, not `link`'s
     own: a lexical reading would open what was never checked (here: a directory others
