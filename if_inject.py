@@ -1725,7 +1725,7 @@ def _unsafe_link(st: os.stat_result, directory: os.stat_result, me: int) -> str:
     return ""
 
 
-_CACHE_PATHS: dict[str, str] = {}  # a cache dir as given: the path its way was checked to
+_CACHE_PATHS: dict[str, str] = {}  # a cache dir, absolute as given: the path its way was checked to
 
 
 def _cache_path(cache_dir: str) -> str:
@@ -1739,9 +1739,9 @@ def _cache_path(cache_dir: str) -> str:
     (or the euid) can change what it passes through."""
     import stat
 
-    if cache_dir in _CACHE_PATHS:
-        return _CACHE_PATHS[cache_dir]
     given = cache_dir if os.path.isabs(cache_dir) else os.path.join(os.getcwd(), cache_dir)
+    if given in _CACHE_PATHS:
+        return _CACHE_PATHS[given]
     me, todo, links = os.geteuid(), given.split("/"), 0
     here, st_here = "/", os.stat("/")
     while todo:
@@ -1775,7 +1775,7 @@ def _cache_path(cache_dir: str) -> str:
         else:  # the cache dir a link or a file: opening it says what it is
             here = os.path.join(entry, *todo)
             break
-    _CACHE_PATHS[cache_dir] = here
+    _CACHE_PATHS[given] = here
     return here
 
 

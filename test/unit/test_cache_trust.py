@@ -251,6 +251,10 @@ def test_a_relative_cache_dir_and_a_working_directory_that_is_gone(tmp_path: Pat
     monkeypatch.chdir(tmp_path / "work")
     ii._write_cache("cni", spy_network(), pod_attachment(), None)
     assert os.listdir(tmp_path / "work" / "cni") == ["results"]
+    (tmp_path / "other").mkdir()
+    monkeypatch.chdir(tmp_path / "other")  # "cni" is another dir now
+    ii._write_cache("cni", spy_network(), pod_attachment(), None)
+    assert os.listdir(tmp_path / "other" / "cni") == ["results"]
     (tmp_path / "gone").mkdir()
     monkeypatch.chdir(tmp_path / "gone")
     (tmp_path / "gone").rmdir()  # an absolute cache dir needs no working directory
