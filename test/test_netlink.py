@@ -484,13 +484,15 @@ def test_signal_while_the_veth_settles_removes_it(tool: list[str], lab: Any, pod
                                                   host_name: Callable[[], str], tmp_path: Path) -> None:
     host = host_name()
     argv = [*tool, "veth", *pod_args(pod), "-host-interface", host, "-r", lab.endpoint,
-            "-cache-dir", str(tmp_path / "results"), "-timeout", "30"]
-    # The signal must come while the node end's duplicate address detection runs: one
-    # probe (1 s) was once over before a busy CI machine let this test send it. Eight
-    # probes hold the veth in its settle step for 8 s; the node's default is put back.
+            "-cache-dir", str(tmp_path / "results"), "-timeout", "120"]
+    # The signal must come while the node end's duplicate address detection runs, however
+    # late a loaded machine lets this test see the link and send it: one probe (1 s), then
+    # eight, were each once over first. 200 probes hold the veth in its settle step until
+    # -timeout (120 s) or the signal; the node's default is put back once the link exists
+    # (the link keeps the value it was made with).
     dad = Path("/proc/sys/net/ipv6/conf/default/dad_transmits")
     before = dad.read_text()
-    dad.write_text("8\n")
+    dad.write_text("200\n")
     try:
         proc = subprocess.Popen(with_signals(argv), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 20
