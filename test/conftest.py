@@ -53,6 +53,7 @@ from support.lab import (
     crio_missing,
     lock_machine,
     log,
+    machine_lock_lost,
     mounts_under,
 )
 from support.libcni import build_driver
@@ -186,6 +187,17 @@ def restore_ip_forward() -> Iterator[None]:
     yield
     if IP_FORWARD.read_text() != before:
         IP_FORWARD.write_text(before)
+
+
+@pytest.fixture(autouse=True)
+def keep_the_machine_lock(request: pytest.FixtureRequest) -> Iterator[None]:
+    """A root session holds the machine lock to its end: a test that lets it go
+    (closes its fd, unlocks it) would let a second session change the host at
+    the same time, and each would fail on what the other does."""
+    yield
+    if _LOCK in request.config.stash:
+        lost = machine_lock_lost(request.config.stash[_LOCK])
+        assert not lost, f"the session lost the machine lock during this test: {lost}"
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -179,7 +179,7 @@ def lock_machine() -> int:
     hands it its fd (pass_fds, the number in IF_INJECT_MACHINE_LOCK_FD): an
     flock through the same open directory is the same lock, held already.
     """
-    lock_dir = "/run/lock" if os.path.isdir("/run/lock") else "/tmp"
+    lock_dir = _lock_dir()
     fd = _handed_lock(lock_dir)
     if fd < 0:
         fd = os.open(lock_dir, os.O_RDONLY)
@@ -189,6 +189,37 @@ def lock_machine() -> int:
         log("waiting for another if-inject test session or demo on this machine...")
         fcntl.flock(fd, fcntl.LOCK_EX)
     return fd
+
+
+def machine_lock_lost(fd: int) -> str:
+    """Why `fd` (lock_machine's) no longer holds the machine lock, or "".
+
+    A new open of the lock dir is another open file description: its flock
+    must find the lock taken, and by us (our own flock through `fd` is then
+    a no-op that succeeds at once)."""
+    lock_dir = _lock_dir()
+    try:
+        if not os.path.samestat(os.fstat(fd), os.stat(lock_dir)):
+            return f"fd {fd} is no longer {lock_dir}"
+    except OSError as e:
+        return f"fd {fd}: {e.strerror}"
+    probe = os.open(lock_dir, os.O_RDONLY)
+    try:
+        fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return f"nobody held {lock_dir}'s lock"  # closing the probe lets it go again
+    except BlockingIOError:
+        pass
+    finally:
+        os.close(probe)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return f"another process holds {lock_dir}'s lock"
+    return ""
+
+
+def _lock_dir() -> str:
+    return "/run/lock" if os.path.isdir("/run/lock") else "/tmp"
 
 
 def _handed_lock(lock_dir: str) -> int:

@@ -4,6 +4,7 @@ the signal dispositions a started tool gets."""
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
 import sys
@@ -12,8 +13,8 @@ from typing import Any
 
 import pytest
 
-from support import cri_schema
-from support.lab import MACHINE_LOCK_FD, _handed_lock, kernel_deaths
+from support import cri_schema, lab
+from support.lab import MACHINE_LOCK_FD, _handed_lock, kernel_deaths, machine_lock_lost
 from support.machine import machine_differences
 from support.toolrun import with_signals
 
@@ -81,6 +82,23 @@ def test_a_machine_lock_is_taken_over_only_through_the_lock_dir(
     for junk in ("", "x", "-1", "99999"):
         monkeypatch.setenv(MACHINE_LOCK_FD, junk)
         assert _handed_lock(str(lock_dir)) == -1
+
+
+def test_a_lost_machine_lock_is_seen(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the session checks after each test: its fd still holds the lock."""
+    monkeypatch.setattr(lab, "_lock_dir", lambda: str(tmp_path))
+    ours, other = os.open(tmp_path, os.O_RDONLY), os.open(tmp_path, os.O_RDONLY)
+    try:
+        fcntl.flock(ours, fcntl.LOCK_EX)
+        assert machine_lock_lost(ours) == ""
+        fcntl.flock(ours, fcntl.LOCK_UN)
+        assert machine_lock_lost(ours) == f"nobody held {tmp_path}'s lock"
+        fcntl.flock(other, fcntl.LOCK_EX)  # another open file description: another holder
+        assert machine_lock_lost(ours) == f"another process holds {tmp_path}'s lock"
+    finally:
+        os.close(other)
+        os.close(ours)
+    assert machine_lock_lost(ours) == f"fd {ours}: Bad file descriptor"
 
 
 def test_a_started_tool_gets_the_signals_tests_send_whatever_was_inherited() -> None:
