@@ -4082,6 +4082,12 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         raise _UsageError(message)
 
+    def _print_message(self, message: str, file: Any = None) -> None:
+        """argparse's, but a help that cannot be written (`-h > /dev/full`)
+        fails: argparse would drop it and exit 0."""
+        if message:
+            (file or sys.stderr).write(message)
+
 
 class _HelpFormatter(argparse.HelpFormatter):
     """argparse's, as wide as shutil.get_terminal_size() says, without
@@ -4588,6 +4594,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except SystemExit as e:  # -h: argparse ends so, its help printed
         return _flushed("-h", e.code if isinstance(e.code, int) else 0)
+    except OSError as e:  # -h: its help could not be written
+        return _unwritten("-h", e)
     if args.version:
         return _version()
     with _cli_logging(args.loglevel):

@@ -131,10 +131,10 @@ def test_a_stream_closed_by_the_caller(tool: list[str], tmp_path: Path, shell: s
         ([error] if error else [])
 
 
-# (-h on a full disk is not among them: argparse's help ignores a write that fails.)
 @pytest.mark.parametrize("args, shell, why", [
     (["-version"], ">/dev/full", "No space left on device"), (["-version"], ">&-", "Bad file descriptor"),
-    (["list", "-h"], ">&-", "Bad file descriptor")])
+    (["list", "-h"], ">&-", "Bad file descriptor"), (["-h"], ">/dev/full", "No space left on device"),
+    (["add", "-h"], ">/dev/full", "No space left on device")])
 def test_version_and_help_that_cannot_be_written_are_one_error_line(
         tool: list[str], args: list[str], shell: str, why: str) -> None:
     proc = subprocess.run(["bash", "-c", f'exec "$@" {shell}', "-", *tool, *args], capture_output=True,
