@@ -100,9 +100,10 @@ def _print_version() -> int:
 
 
 def _tune_gc() -> None:
-    """Importing grpc allocates much and frees little: at its default pace
-    (every 700 allocations) the cyclic GC rescans it all, 2-4 ms of a call;
-    every 100k will do."""
+    """Importing this module and grpc allocates much and frees little: at its
+    default pace (every 700 allocations) the cyclic GC rescans it all, 4-6 ms
+    of a call; every 100k will do. Set before this module's own imports when
+    run as a program (here below, and by the installed `if-inject` script)."""
     import gc as cyclic_gc  # not the module's gc(), which it would shadow
 
     cyclic_gc.set_threshold(100_000)
@@ -153,6 +154,7 @@ if __name__ == "__main__":
         except OSError:  # main() says why, in the log's words
             pass
     _signals_end_us_until_main()
+    _tune_gc()
 
 import argparse
 import json
