@@ -2101,8 +2101,17 @@ def _cached_attachments(cache_dir: str) -> list[CachedAttachment]:
 def _cached_network_attachments(cache_dir: str, network: str) -> list[tuple[str, str]]:
     """(container ID, interface) of every cache entry of `network`, whoever wrote
     it, as libcni's GetCachedAttachments reads them."""
-    return [(str(entry["containerId"]), str(entry["ifName"])) for _, entry in _cache_entries(cache_dir)
-            if entry.get("networkName") == network and entry.get("ifName") and entry.get("containerId")]
+    return _cached_attachments_by_network(cache_dir).get(network, [])
+
+
+def _cached_attachments_by_network(cache_dir: str) -> dict[str, list[tuple[str, str]]]:
+    """_cached_network_attachments of every network, in one read of the cache."""
+    found: dict[str, list[tuple[str, str]]] = {}
+    for _, entry in _cache_entries(cache_dir):
+        network = entry.get("networkName")
+        if isinstance(network, str) and entry.get("ifName") and entry.get("containerId"):
+            found.setdefault(network, []).append((str(entry["containerId"]), str(entry["ifName"])))
+    return found
 
 
 def _listed_entry(dir_fd: int, name: str, path: str) -> dict[str, Any] | None:
@@ -3461,28 +3470,39 @@ def _gc_networks(cni: CNI) -> dict[str, NetworkConfig]:
     return networks
 
 
-def _shared_network(cache_dir: str, network: str) -> str:
-    """Why the GC of `network` could release what another holds ("" when every
-    attachment of it in the cache is if-inject's): an entry of it that another
-    program wrote (a runtime's, Multus' delegates' in their own cache dir), or
-    one that cannot be read. Another user of a network may be adding to it
-    right now, unseen: a GC listing only what if-inject knows would have its
-    plugins release that."""
+def _shared_networks(cache_dir: str, networks: list[str]) -> dict[str, str]:
+    """Why the GC of each of `networks` could release what another holds (none
+    for a network whose every attachment in the cache is if-inject's): an entry
+    of it that another program wrote (a runtime's, Multus' delegates' in their
+    own cache dir), or one that cannot be read. Another user of a network may
+    be adding to it right now, unseen: a GC listing only what if-inject knows
+    would have its plugins release that."""
+    reasons: dict[str, str] = {}
     for directory in _libcni_cache_dirs(cache_dir):
         results = _results_dir(directory)
         try:
             with _results_fd(directory) as fd:
                 if fd is None:
                     continue
-                # libcni names an entry NETWORK-CONTAINERID-IFNAME
-                for name in sorted(n for n in os.listdir(fd) if n.startswith(f"{network}-")):
-                    entry = _listed_entry(fd, name, os.path.join(results, name))
-                    if entry is None:  # named as the network's: may be one of its
-                        return f"a cache entry that may be its, {os.path.join(results, name)}, cannot be read"
-                    if entry.get("networkName") == network and not isinstance(entry.get(_CACHE_MARK), dict):
-                        return f"another program attaches pods to it too ({os.path.join(results, name)})"
+                for name in sorted(os.listdir(fd)):
+                    # libcni names an entry NETWORK-CONTAINERID-IFNAME
+                    named = [n for n in networks if name.startswith(f"{n}-") and n not in reasons]
+                    if named:
+                        path = os.path.join(results, name)
+                        entry = _listed_entry(fd, name, path)
+                        reasons.update((n, why) for n in named if (why := _not_only_ours(entry, n, path)))
         except (OSError, InjectError) as e:
-            return f"the cache {results} cannot be read ({e})"
+            for network in networks:
+                reasons.setdefault(network, f"the cache {results} cannot be read ({e})")
+    return reasons
+
+
+def _not_only_ours(entry: dict[str, Any] | None, network: str, path: str) -> str:
+    """Why an entry named as `network`'s keeps if-inject's GC from it, or ""."""
+    if entry is None:  # named as the network's: may be one of its
+        return f"a cache entry that may be its, {path}, cannot be read"
+    if entry.get("networkName") == network and not isinstance(entry.get(_CACHE_MARK), dict):
+        return f"another program attaches pods to it too ({path})"
     return ""
 
 
@@ -3492,13 +3512,17 @@ def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Ite
     left); one record per network. Only the plugins' GC: the stale attachments
     had their DEL by gc's own policy, and an entry that appeared since (an add
     under way) is alive, not stale."""
-    for name, network in sorted(networks.items()):
-        if network.version_tuple < (1, 1, 0):
-            continue
+    names = sorted(name for name, network in networks.items() if network.version_tuple >= (1, 1, 0))
+    if not names:
+        return
+    cached = _cached_attachments_by_network(cni.cache_dir)
+    shared_networks = _shared_networks(cni.cache_dir, names)
+    for name in names:
+        network = networks[name]
         record: dict[str, Any] = {"network": name, "cniVersion": network.cni_version}
-        alive = _cached_network_attachments(cni.cache_dir, name)
+        alive = cached.get(name, [])
         record["validAttachments"] = [{"containerId": c, "interface": i} for c, i in alive]
-        shared = _shared_network(cni.cache_dir, name)
+        shared = shared_networks.get(name, "")
         if network.disable_gc:
             yield dict(record, action="gc disabled")
         elif shared:

@@ -223,13 +223,13 @@ def test_gc_leaves_an_attachment_added_while_it_runs_alone(tmp_path: Path,
     cni = ii.CNI([str(bin_dir)], str(tmp_path / "cache"))
     network = ii.read_network(str(tmp_path / "n.json"))
     ii._write_cache(cni.cache_dir, network, ii.Attachment("c1", "/x", "eth1"), None)  # its ADD under way
-    seen = ii._cached_network_attachments
+    seen = ii._cached_attachments_by_network
 
-    def added_after_the_look(cache_dir: str, name: str) -> list[tuple[str, str]]:
-        monkeypatch.setattr(ii, "_cached_network_attachments", seen)  # only gc's first look misses it
-        return []
+    def added_after_the_look(cache_dir: str) -> dict[str, list[tuple[str, str]]]:
+        monkeypatch.setattr(ii, "_cached_attachments_by_network", seen)  # only gc's first look misses it
+        return {}
 
-    monkeypatch.setattr(ii, "_cached_network_attachments", added_after_the_look)
+    monkeypatch.setattr(ii, "_cached_attachments_by_network", added_after_the_look)
     records = list(ii._gc_verb(cni, {"n": network}, dry_run=False))
     assert [r["action"] for r in records] == ["gc"]
     assert log.read_text() == "a GC []\n"  # no DEL of c1
@@ -271,10 +271,14 @@ def test_gc_is_not_sent_to_a_network_another_program_uses(tmp_path: Path, where:
     assert log.read_text() == "a GC []\n"
     log.unlink()
     libcni_entry(cache / where, "n", "r1", text)
-    [record] = ii._gc_verb(cni, {"n": network}, dry_run=False)
-    assert (record["action"], record["reason"]) == (
-        "gc not sent", reason.format(results=cache / where) + ": only if-inject's networks get its GC")
-    assert not log.exists()  # no plugin was called
+    only_ours = ii.parse_network_config(json.dumps({"cniVersion": "1.1.0", "name": "m",
+                                                    "plugins": [{"type": "a"}]}).encode())
+    ii._write_cache(cni.cache_dir, only_ours, ii.Attachment("c1", "/x", "eth1"), None)
+    ours, record = ii._gc_verb(cni, {"n": network, "m": only_ours}, dry_run=False)
+    assert (ours["network"], ours["action"], record["network"], record["action"], record["reason"]) == (
+        "m", "gc", "n", "gc not sent",
+        reason.format(results=cache / where) + ": only if-inject's networks get its GC")
+    assert log.read_text() == "a GC []\n"  # m's only: none for n
 
 
 def test_a_stdout_that_cannot_be_written_is_one_error_line(tool: list[str], tmp_path: Path) -> None:
