@@ -2337,10 +2337,13 @@ class _attachment_lock:
             if self.shared:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             os.unlink(self.name, dir_fd=self.dir_fd)
-        for fd in (self.fd, self.dir_fd):
-            os.close(fd)
+        os.close(self.fd)
         with suppress(OSError):  # fails while another holder's lock is in it
-            os.rmdir(_LOCK_DIR, dir_fd=self.top_fd)
+            # Only the dir we locked in, not whatever has its name by now.
+            if os.path.samestat(os.stat(_LOCK_DIR, dir_fd=self.top_fd, follow_symlinks=False),
+                                os.fstat(self.dir_fd)):
+                os.rmdir(_LOCK_DIR, dir_fd=self.top_fd)
+        os.close(self.dir_fd)
         os.close(self.top_fd)
         self.fd = self.dir_fd = self.top_fd = -1
 

@@ -120,6 +120,19 @@ def test_a_symlink_as_lock_file_is_refused_and_nothing_made_at_its_target(cache:
     assert not target.exists()
 
 
+def test_the_lock_dir_is_removed_only_when_it_is_the_one_locked_in(cache: Path, tmp_path: Path) -> None:
+    """The last holder removes the lock dir it locked in, by name: never one that
+    took that name meanwhile (another's empty dir in a sticky cache dir)."""
+    locks = cache / "if-inject-locks"
+    with ii._attachment_lock(str(cache), "sandbox1", "net1", 1):
+        locks.rename(tmp_path / "ours")
+        locks.mkdir(mode=0o700)  # empty, of the same name: not ours
+    assert locks.is_dir() and sorted(os.listdir(tmp_path / "ours")) == []
+    with ii._attachment_lock(str(cache), "sandbox1", "net1", 1):
+        assert os.listdir(locks) == ["sandbox1-net1.lock"]
+    assert not locks.exists()  # the one it locked in
+
+
 @pytest.mark.parametrize("sub", ["results", "if-inject-locks"])
 def test_a_symlink_as_results_or_lock_dir_is_refused(cache: Path, tmp_path: Path, sub: str) -> None:
     elsewhere = tmp_path / "elsewhere"
