@@ -21,8 +21,9 @@ gc, add_veth, delete_veth); CNI, a network's plugins run as libcni runs them
 (add, check, delete, status, gc); the records (Pod, Attachment, NetworkConfig,
 CachedAttachment, Link, Veth, VethEnd); specs (read_network, parse_spec,
 parse_network_config); network_status; on a netns path, pod_links, add_veth and
-delete_veth; for_each_pod; InjectError and the CNI error codes. add, check,
-delete and resolve_netns are one-line conveniences on a Node of their own.
+delete_veth; for_each_pod; InjectError and the CNI error codes; main and cli,
+the command line. add, check, delete and resolve_netns are one-line
+conveniences on a Node of their own.
 
 Sections, in this order; each uses only those above it (test/unit/test_sections.py):
 
@@ -2363,7 +2364,8 @@ class _network_lock(_attachment_lock):
 
 @dataclass
 class CNI:
-    """How plugins are found and run, as libcni's CNIConfig; knows nothing of pods."""
+    """How plugins are found and run, as libcni's CNIConfig; knows nothing of the
+    runtime (an Attachment may carry its Pod record, which the cache keeps)."""
 
     path: list[str] = field(default_factory=lambda: list(_DEFAULT_CNI_PATH))
     cache_dir: str = _DEFAULT_CACHE_DIR
@@ -4313,7 +4315,7 @@ _Command = Callable[[str, str, _Run], _Flags]
 
 
 def _cni_subcommands(command: _Command) -> None:
-    """netns, add, del, check: one entry each, in the order --help lists them."""
+    """netns, add, del, check, status: one entry each, in the order --help lists them."""
     _pod_flags(command("netns", "print the pod's network namespace path", _on_pods(_netns_work)))
 
     sub = command("add", "add an interface with CNI; prints the result", _on_pods(_add_work))
