@@ -307,7 +307,7 @@ class _SignalGuard:
     # program raises on itself (SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS,
     # SIGABRT): a stop asked from outside, which a rollback must outlast.
     SIGNALS = ("SIGINT", "SIGTERM", "SIGHUP", "SIGQUIT", "SIGUSR1", "SIGUSR2", "SIGALRM", "SIGVTALRM",
-               "SIGPROF", "SIGXCPU", "SIGXFSZ", "SIGIO", "SIGPWR")
+               "SIGPROF", "SIGXCPU", "SIGXFSZ", "SIGIO", "SIGPWR", "SIGSTKFLT")
 
     def __init__(self) -> None:
         self.installed = False

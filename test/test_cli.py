@@ -245,7 +245,7 @@ def test_bad_runtime_endpoints(inject: Tool, pod: Any, endpoint: str, message: s
 
 # Every signal that would end it, SIGQUIT and the real-time ones too, is a stop asked for.
 @pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGQUIT, signal.SIGUSR1,
-                                    signal.SIGRTMIN + 2], ids=ii._SignalGuard.name)
+                                    signal.SIGSTKFLT, signal.SIGRTMIN + 2], ids=ii._SignalGuard.name)
 def test_signal_during_add_rolls_back(inject: Tool, lab: Any, pod: Any, signum: int) -> None:
     started = inject.tmp / "started"
     inject.fake_plugin("hang", f'[ "$CNI_COMMAND" = ADD ] || exit 0\ntouch {started}\nexec sleep 60')

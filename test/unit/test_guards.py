@@ -84,6 +84,19 @@ print(log, ii._interrupted())
 """
 
 
+def test_every_signal_that_would_end_it_from_outside_is_held() -> None:
+    """Linux's standard signals not held are exactly those that cannot end it
+    from outside (KILL, STOP: not catchable), those whose default is to ignore
+    or to stop (CHLD, CONT, TSTP, TTIN, TTOU, URG, WINCH), PIPE (Python ignores
+    it: a closed stdout is reported), and the faults a program raises on itself."""
+    not_held = {signal.Signals(n).name for n in range(1, 32)} - {
+        signal.Signals(n).name for n in ii._SignalGuard.signals() if n < 32}
+    assert not_held == {"SIGKILL", "SIGSTOP", "SIGCHLD", "SIGCONT", "SIGTSTP", "SIGTTIN", "SIGTTOU", "SIGURG",
+                        "SIGWINCH", "SIGPIPE", "SIGSEGV", "SIGBUS", "SIGFPE", "SIGILL", "SIGTRAP", "SIGSYS",
+                        "SIGABRT"}
+    assert set(range(signal.SIGRTMIN, signal.SIGRTMAX + 1)) <= set(ii._SignalGuard.signals())
+
+
 def test_signals_are_held_whatever_thread_receives_them() -> None:
     proc = subprocess.run(with_signals([sys.executable, "-c", GUARD_SCRIPT]), capture_output=True, text=True,
                           timeout=30, cwd=REPO)
