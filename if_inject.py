@@ -139,10 +139,12 @@ def _signals_end_us_until_main() -> None:
     then. (Python's own SIGINT handler would print a KeyboardInterrupt
     traceback from wherever the import is.) tools/if-inject does the same
     before it imports this module."""
-    import signal
+    # signal's C part, loaded as Python starts: importing signal (and its
+    # enum) would be a window for that traceback of its own.
+    import _signal  # type: ignore[import-not-found]  # (it has no type stub)
 
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-        signal.signal(signal.SIGINT, signal.SIG_DFL)
+    if _signal.getsignal(_signal.SIGINT) is _signal.default_int_handler:
+        _signal.signal(_signal.SIGINT, _signal.SIG_DFL)
 
 
 # Run as a script, `-version` is answered here, before the imports and

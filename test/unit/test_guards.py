@@ -184,13 +184,14 @@ def test_gc_and_del_stop_between_their_dels_when_a_signal_comes(tmp_path: Path, 
         f"stopped by SIGTERM after ['{first}']"]
 
 
-# A stand-in for argparse, which if_inject imports first: it says where the import is, then
-# waits for a signal (the tool's start, caught at a known point), then loads the real one.
-SLOW_ARGPARSE = """
-import importlib.util, os, signal, sysconfig
+# A stand-in for a module of the standard library that the tool imports as it starts (signal
+# first, then argparse): it says where the import is, then waits for a signal (the tool's
+# start, caught at a known point), then loads the real one.
+SLOW_MODULE = """
+import _signal, importlib.util, os, sysconfig
 os.write(int(os.environ["READY_FD"]), b"importing")
-signal.pause()
-spec = importlib.util.spec_from_file_location("argparse", sysconfig.get_path("stdlib") + "/argparse.py")
+_signal.pause()
+spec = importlib.util.spec_from_file_location(__name__, sysconfig.get_path("stdlib") + f"/{__name__}.py")
 module = importlib.util.module_from_spec(spec)
 spec.loader.exec_module(module)
 globals().update(vars(module))
@@ -198,12 +199,14 @@ globals().update(vars(module))
 
 
 @pytest.mark.parametrize("program", ["if_inject.py", "tools/if-inject"])
+@pytest.mark.parametrize("module", ["signal", "argparse"])
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP], ids=lambda s: s.name)
 def test_a_signal_while_the_tool_starts_ends_it_without_a_traceback(
-        tmp_path: Path, program: str, signum: signal.Signals) -> None:
+        tmp_path: Path, program: str, module: str, signum: signal.Signals) -> None:
     """Before main() takes the signals over nothing is done: each ends the tool by its
-    default action, SIGINT as SIGTERM, and never as Python's KeyboardInterrupt traceback."""
-    (tmp_path / "argparse.py").write_text(SLOW_ARGPARSE)
+    default action, SIGINT as SIGTERM, and never as Python's KeyboardInterrupt traceback
+    (from the first import of the tool's own code on: Python's start is Python's)."""
+    (tmp_path / f"{module}.py").write_text(SLOW_MODULE)
     ready, ready_w = os.pipe()
     env = dict(os.environ, PYTHONPATH=f"{tmp_path}:{REPO}", READY_FD=str(ready_w))
     # with_signals: none of them ignored, as they would be under nohup or in a background job
