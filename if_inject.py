@@ -4671,10 +4671,9 @@ def _fd_open(fd: int) -> bool:
 
 def _version() -> int:
     try:
-        print(__version__, flush=True)
+        return _print_version()
     except OSError as e:  # `> /dev/full`, `>&-`
         return _unwritten("-version", e)
-    return 0
 
 
 def _flushed(what: str, code: int) -> int:
