@@ -933,7 +933,7 @@ class _RuntimeClient:
             raise InjectError("no container runtime answers: " + "; ".join(failures),
                               CODE_TRY_AGAIN_LATER)
         _log("Runtime connected", v=1, endpoint=self.endpoint,
-            runtime=self.version.runtime_name, runtime_version=self.version.runtime_version)
+            runtime=self.version.runtime_name, runtimeVersion=self.version.runtime_version)
 
     def _connect(self, endpoint: str) -> Any:
         import stat
@@ -3044,7 +3044,7 @@ def _make_veth(netns: str, ifname: str, host_ifname: str, pod_cidrs: list[Any], 
         if made or not isinstance(e, InjectError):
             _undo_veth(netns, ifname, host_ifname, e)
         raise
-    _log("Veth added", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
+    _log("Veth added", v=1, netns=netns, interface=ifname, hostInterface=host_ifname)
     return Veth(netns, pod_end, host_end)
 
 
@@ -3248,7 +3248,7 @@ def delete_veth(netns: str, ifname: str | None = None, host_ifname: str | None =
             raise InjectError(f"the peer of {ifname} in {netns} is not on the node: not deleting it",
                               CODE_INVALID_CONFIG)
         _delete_link(netns, ifname)
-    _log("Veth deleted", v=1, netns=netns, interface=ifname, host_interface=host_ifname)
+    _log("Veth deleted", v=1, netns=netns, interface=ifname, hostInterface=host_ifname)
 
 
 def _peer_on_node(netns: str, link: Any) -> bool:
@@ -3958,9 +3958,14 @@ class Node:
         _veth_input(tuple(filter(None, (ifname, host_ifname))))
         found = self.pod(namespace, pod)
         ifname = ifname or ("" if host_ifname else "net1")
-        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname or "net1", self.timeout), \
-                _about_pod(found):
+        with _about_pod(found):
+            # The lock is the pod end's, as an add or del of that interface takes it.
             pod_ifname = ifname or _peer_name_in(found.netns, host_ifname)
+        with _attachment_lock(self.cni.cache_dir, found.sandbox_id, pod_ifname or "net1", self.timeout), \
+                _about_pod(found):
+            if not ifname and _peer_name_in(found.netns, host_ifname) != pod_ifname:
+                raise InjectError(f"the peer of {host_ifname} changed while waiting for its lock: "
+                                  "not deleting it", CODE_TRY_AGAIN_LATER)
             if pod_ifname:
                 self._refuse_cni_interface(found, pod_ifname)
             delete_veth(found.netns, ifname, host_ifname)

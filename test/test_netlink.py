@@ -432,6 +432,22 @@ def test_veth_delete_finds_the_other_end(lab: Any, pod: Any, run: Callable[..., 
     assert not link_exists(host) and lab.exec(pod, ["ip", "link", "show", "net1"])[0] != 0
 
 
+def test_veth_delete_by_the_node_end_waits_for_the_pod_ends_lock(lab: Any, pod: Any, run: Callable[..., Run],
+                                                                 host_name: Callable[[], str],
+                                                                 tmp_path: Path) -> None:
+    """-delete by the node's end alone takes the lock an add or del of the pod's
+    end takes (ext0's here, not the default net1's): held, the pair is left."""
+    host = host_name()
+    assert run("veth", *pod_args(pod), "-interface", "ext0", "-host-interface", host).code == 0
+    with ii._attachment_lock(str(tmp_path / "cni"), pod.sandbox_id, "ext0", 5) as held:
+        waited = run("veth", *pod_args(pod), "-host-interface", host, "-delete", "-timeout", "2")
+        assert (waited.code, waited.error) == (1, f"another if-inject works on {held.path}: gave up waiting")
+        assert link_exists(host)
+    deleted = run("veth", *pod_args(pod), "-host-interface", host, "-delete")
+    assert (deleted.code, deleted.out, deleted.err) == (0, "", "")
+    assert not link_exists(host) and lab.exec(pod, ["ip", "link", "show", "ext0"])[0] != 0
+
+
 def test_veth_delete_refuses_a_pod_veth_whose_peer_is_not_on_the_node(
         lab: Any, pod: Any, run: Callable[..., Run]) -> None:
     in_pod(lab, pod, "ip", "link", "add", "net1", "type", "veth")  # both ends in the pod
