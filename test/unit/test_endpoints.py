@@ -39,7 +39,7 @@ def connected_to(out: subprocess.CompletedProcess[str]) -> str:
     for line in out.stderr.splitlines():
         record = json.loads(line)
         if record["msg"] == "Runtime connected":
-            return str(record["runtime_version"])
+            return str(record["runtimeVersion"])
     raise AssertionError(f"not connected: {out.stderr}")
 
 

@@ -81,3 +81,18 @@ def test_main_logs_json_lines_on_stderr_for_its_call_only(
         assert lines[-1]["msg"] == "netns failed" and lines[-1]["code"] == ii.CODE_TRY_AGAIN_LATER
     assert (list(logger.handlers), logger.level, logger.propagate) == before
     assert len(records.records) == len(shown)  # the program's handler saw the same records
+
+
+def test_every_logged_field_is_camel_case() -> None:
+    """The log lines' keys, like everything else printed, are camelCase: read from
+    the source, each keyword given to _log or _log_error (besides v and level)."""
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(ii.__file__).read_text())
+    fields = {(call.lineno, keyword.arg) for call in ast.walk(tree)
+              if isinstance(call, ast.Call) and isinstance(call.func, ast.Name)
+              and call.func.id in ("_log", "_log_error")
+              for keyword in call.keywords if keyword.arg not in (None, "v", "level")}
+    assert len(fields) > 20
+    assert [(line, name) for line, name in sorted(fields) if "_" in name] == []
