@@ -16,7 +16,7 @@ The module is a small library with a command line on top:
         stale = [a for a in node.attachments() if a.stale]
 
 The API (__all__): Node, one node's runtime and CNI setup, and the operations
-on it (pod, add, check, delete, delete_cached, attachments, pod_network_status,
+on it (pods, pod, add, check, delete, delete_cached, attachments, pod_network_status,
 gc, add_veth, delete_veth); CNI, a network's plugins run as libcni runs them
 (add, check, delete, status, gc); the records (Pod, Attachment, NetworkConfig,
 CachedAttachment, Link, Veth, VethEnd); specs (read_network, parse_spec,
@@ -52,7 +52,7 @@ Where each subcommand starts (its run function, in the CLI section) and what doe
     status                _run_status: CNI.status
     list                  _run_list: Node.attachments, Node.pod_network_status
     gc                    _run_gc: Node.gc
-    pods                  _run_pods: _list_pods
+    pods                  _run_pods: Node.pods
     links                 _run_links: pod_links
     veth                  _run_veth: Node.add_veth, Node.delete_veth
 
@@ -1025,6 +1025,16 @@ class Pod:
     runtime_endpoint: str = ""
     runtime_name: str = ""
 
+    @property
+    def state(self) -> str:
+        """Its sandbox's state, as crictl pods shows it."""
+        return "READY" if self.ready else "NOTREADY"
+
+    def json(self) -> dict[str, Any]:
+        """As `pods -o json` prints it."""
+        return {"namespace": self.namespace, "name": self.name, "uid": self.uid, "sandboxId": self.sandbox_id,
+                "state": self.state, "network": self.network_mode, "netns": self.netns, "labels": self.labels}
+
 
 def _list_sandboxes(client: _RuntimeClient, labels: dict[str, str] | None = None,
                    ready_only: bool = False) -> list[Any]:
@@ -1515,10 +1525,19 @@ def _plugin_env(command: str, att: Attachment | None, search_path: list[str]) ->
     """The environment of a plugin call; without an attachment (STATUS, GC: CNI 1.1's
     calls on the network) CNI_CONTAINERID, CNI_NETNS, CNI_IFNAME and CNI_ARGS are
     empty, as libcni sets them."""
-    # Plugins are the node's programs: they get the environment we were started
-    # with, not what the one-file executable's bootloader (PyInstaller) sets for
-    # itself: its _PYI_* variables, and its library dir prepended to
-    # LD_LIBRARY_PATH (the user's value, if any, saved in LD_LIBRARY_PATH_ORIG).
+    env = _node_environ()
+    env.update(CNI_COMMAND=command, CNI_CONTAINERID=att.container_id if att else "",
+               CNI_NETNS=att.netns if att else "", CNI_IFNAME=att.ifname if att else "",
+               CNI_PATH=":".join(search_path),
+               CNI_ARGS=";".join(f"{k}={v}" for k, v in att.args) if att else "")
+    return env
+
+
+def _node_environ() -> dict[str, str]:
+    """The environment we were started with, which plugins (the node's programs)
+    get: not what the one-file executable's bootloader (PyInstaller) sets for
+    itself, its _PYI_* variables and its library dir prepended to
+    LD_LIBRARY_PATH (the user's value, if any, saved in LD_LIBRARY_PATH_ORIG)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("_PYI_", "_MEIPASS"))}
     bundle = getattr(sys, "_MEIPASS", None)
     if bundle and "LD_LIBRARY_PATH_ORIG" in env:
@@ -1529,10 +1548,6 @@ def _plugin_env(command: str, att: Attachment | None, search_path: list[str]) ->
             env["LD_LIBRARY_PATH"] = ":".join(user)
         else:
             del env["LD_LIBRARY_PATH"]
-    env.update(CNI_COMMAND=command, CNI_CONTAINERID=att.container_id if att else "",
-               CNI_NETNS=att.netns if att else "", CNI_IFNAME=att.ifname if att else "",
-               CNI_PATH=":".join(search_path),
-               CNI_ARGS=";".join(f"{k}={v}" for k, v in att.args) if att else "")
     return env
 
 
@@ -2017,6 +2032,12 @@ class CachedAttachment:
             raise InjectError("cache entry has no valid config", CODE_DECODING) from None
         return parse_network_config(raw, "cached config")
 
+    @property
+    def lock_key(self) -> str:
+        """What keys its attachment's lock, as add, check, del and veth take it: the
+        sandbox, or the container ID in an API caller's entry that has none."""
+        return self.sandbox_id or self.container_id
+
     def attachment(self, netns: str | None = None) -> Attachment:
         """The Attachment the entry records, in `netns` when given (the one the
         runtime reports now for a live pod, "" for one that is gone); else in
@@ -2385,7 +2406,11 @@ class CNI:
         """One plugin call (ADD, DEL or CHECK); returns its stdout."""
         _check_same_netns(att)
         stdin = _plugin_stdin(network, plugin, att, prev_result)
-        binary = _find_plugin(plugin["type"], self.path)
+        return self._run_plugin(command, plugin["type"], att, stdin)
+
+    def _run_plugin(self, command: str, plugin_type: str, att: Attachment | None, stdin: bytes) -> bytes:
+        """Find the plugin in the CNI path and run it (logged at -loglevel 2); its stdout."""
+        binary = _find_plugin(plugin_type, self.path)
         env = _plugin_env(command, att, self.path)
         _log("Plugin", v=2, command=command, plugin=binary, stdin=stdin.decode(),
             env={k: v for k, v in env.items() if k.startswith("CNI_")})
@@ -2516,11 +2541,7 @@ class CNI:
         CNI_NETNS, CNI_IFNAME and CNI_ARGS, as libcni calls it."""
         stdin = json.dumps(dict(plugin, name=network.name, cniVersion=network.cni_version,
                                 **(extra or {}))).encode()
-        binary = _find_plugin(plugin["type"], self.path)
-        env = _plugin_env(command, None, self.path)
-        _log("Plugin", v=2, command=command, plugin=binary, stdin=stdin.decode(),
-            env={k: v for k, v in env.items() if k.startswith("CNI_")})
-        _exec_plugin(binary, env, stdin, self.timeout)
+        self._run_plugin(command, plugin["type"], None, stdin)
 
     def status(self, network: NetworkConfig) -> bool:
         """STATUS to each plugin in order, as libcni's GetStatusNetworkList: the
@@ -2548,9 +2569,7 @@ class CNI:
             if cached.network == network.name and (cached.container_id, cached.interface) not in valid:
                 att = cached.attachment()
                 try:
-                    # The lock key of add, check, del and veth (the container ID for an API caller's entry).
-                    key = cached.sandbox_id or att.container_id
-                    with _attachment_lock(self.cache_dir, key, att.ifname, self.timeout):
+                    with _attachment_lock(self.cache_dir, cached.lock_key, att.ifname, self.timeout):
                         self.delete(network, att)
                 except InjectError as e:
                     failures.append(f"stale attachment {att.container_id} {att.ifname}: {e}")
@@ -3702,6 +3721,11 @@ class Node:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def pods(self, namespace: str | None = None, selector: dict[str, str] | None = None) -> list[Pod]:
+        """Every pod sandbox on this node, READY and NOTREADY, in `namespace` (all
+        when None) with the labels of `selector`; a netns that is gone shows as ""."""
+        return _list_pods(self.client, namespace, selector)
+
     def pod(self, namespace: str, name: str) -> Pod:
         """A running pod on this node, checked to be safe to change."""
         pod = self._lookup(namespace, name)
@@ -3874,13 +3898,11 @@ class Node:
         `netns` when given (see CachedAttachment.attachment); False when its
         entry went meanwhile (another del or gc)."""
         att = cached.attachment(netns)
-        # An API caller's entry may have no sandbox: its container ID keys the lock then.
-        key = cached.sandbox_id or att.container_id
         network = network or cached.network_config()
         if network.name != cached.network:  # the DEL would read and remove another entry
             raise InjectError(f"cache entry {cached.path}: its config is network {network.name!r}, "
                               f"not {cached.network!r}: refusing it", CODE_DECODING)
-        with _attachment_lock(self.cni.cache_dir, key, att.ifname, self.timeout):
+        with _attachment_lock(self.cni.cache_dir, cached.lock_key, att.ifname, self.timeout):
             # Gone meanwhile (another del or gc), or replaced by another sandbox's (a pod's
             # next one, given the same -containerid): what was judged is not there.
             now = _read_cache(cached.path)
@@ -4573,16 +4595,13 @@ def _run_gc(args: argparse.Namespace, node: Node) -> int:
 def _run_pods(args: argparse.Namespace, node: Node) -> int:
     with _usage_errors():
         selector = _parse_selector(args.selector)
-    pods = _list_pods(node.client, args.ns, selector)
+    pods = node.pods(args.ns, selector)
     if args.output == "json":
-        print(json.dumps([{"namespace": p.namespace, "name": p.name, "uid": p.uid,
-                           "sandboxId": p.sandbox_id, "state": "READY" if p.ready else "NOTREADY",
-                           "network": p.network_mode, "netns": p.netns, "labels": p.labels}
-                          for p in pods], indent=4))
+        print(json.dumps([pod.json() for pod in pods], indent=4))
         return 0
     _print_table(("NAMESPACE", "NAME", "SANDBOX", "STATE", "NETWORK", "NETNS"),
-                 [(p.namespace, p.name, p.sandbox_id[:13], "READY" if p.ready else "NOTREADY",
-                   p.network_mode, p.netns or "-") for p in pods])
+                 [(p.namespace, p.name, p.sandbox_id[:13], p.state, p.network_mode, p.netns or "-")
+                  for p in pods])
     return 0
 
 
