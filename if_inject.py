@@ -1917,7 +1917,10 @@ def _write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
                 result: dict[str, Any] | None) -> None:
     """Write the cache entry (0600 in a 0700 dir, as libcni) to a new file of
     ours (O_EXCL, whatever was planted) renamed into place: libcni writes in
-    place, but a reader (list, gc, a runtime) must never see half an entry."""
+    place, but a reader (list, gc, a runtime) must never see half an entry.
+    The first one of an add (no result yet) goes only where no entry is, or
+    over if-inject's own of the same sandbox: two adds given one -containerid
+    in two pods take two locks, and the second must not take the first's entry."""
     path = _cache_file(cache_dir, network.name, att.container_id, att.ifname)
     name = os.path.basename(path)
     tmp = f"{_TMP_PREFIX}{name}.tmp{os.getpid()}"
@@ -1934,13 +1937,37 @@ def _write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
             try:
                 with os.fdopen(fd, "w") as f:  # dumps: json.dump encodes in pure Python, 3x slower
                     f.write(json.dumps(_cache_entry(network, att, result), separators=(",", ":")))
-                os.replace(tmp, name, src_dir_fd=results, dst_dir_fd=results)
+                if result is not None or not _linked_if_new(results, tmp, name):
+                    if result is None:
+                        _refuse_unless_ours(_read_entry(results, name, path), att, path)
+                    os.replace(tmp, name, src_dir_fd=results, dst_dir_fd=results)
             except BaseException:
                 with suppress(OSError):  # a full disk: no half-written file stays behind
                     os.unlink(tmp, dir_fd=results)
                 raise
     except OSError as e:
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
+
+
+def _linked_if_new(dir_fd: int, tmp: str, name: str) -> bool:
+    """Give `tmp` the name `name` if nothing has it (the link is atomic); False when taken."""
+    try:
+        os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+    except FileExistsError:
+        return False
+    os.unlink(tmp, dir_fd=dir_fd)
+    return True
+
+
+def _refuse_unless_ours(entry: dict[str, Any] | None, att: Attachment, path: str) -> None:
+    """An add may go over an entry only if it is if-inject's of the same sandbox."""
+    mark = entry.get(_CACHE_MARK) if entry else None
+    sandbox = att.pod.sandbox_id if att.pod else ""
+    if not (isinstance(mark, dict) and _entry_sandbox(entry) == sandbox):
+        whose = (f"pod {mark.get('namespace')}/{mark.get('pod')}'s" if isinstance(mark, dict)
+                 else "not if-inject's")
+        raise InjectError(f"cache entry {path} is {whose}: refusing to add over it "
+                          "(another -containerid?)", CODE_INVALID_CONFIG)
 
 
 def _entry_sandbox(entry: dict[str, Any] | None) -> str:
@@ -3777,13 +3804,7 @@ class Node:
         path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
         if not _cache_exists(path):
             return
-        entry, pod = _read_cache(path), att.pod
-        mark = entry.get(_CACHE_MARK) if entry else None
-        if not (pod is not None and pod.sandbox_id and _entry_sandbox(entry) == pod.sandbox_id):
-            whose = (f"pod {mark.get('namespace')}/{mark.get('pod')}'s" if isinstance(mark, dict)
-                     else "not if-inject's")
-            raise InjectError(f"cache entry {path} is {whose}: refusing to add over it "
-                              "(another -containerid?)", CODE_INVALID_CONFIG)
+        _refuse_unless_ours(_read_cache(path), att, path)
         _log("Cleaning up an earlier interrupted add", path=path)
         self.cni.delete(network, att)
 

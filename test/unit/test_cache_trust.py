@@ -447,6 +447,27 @@ def test_an_entry_replaced_by_another_sandboxs_is_not_the_one_deleted(cache: Pat
     assert calls(bin_dir) == [] and json.loads(path.read_text()) == entry
 
 
+def test_an_add_never_writes_over_another_pods_entry_or_anothers(cache: Path, bin_dir: Path) -> None:
+    """Two adds given one -containerid in two pods take two locks: the first
+    entry an add writes goes where there is none, or over its own sandbox's
+    only. Another pod's, or another program's, stays as it is and the add fails
+    before any plugin runs."""
+    other = ii.Attachment("container1", "", "net1", [], {}, ii.Pod("ns2", "pod2", sandbox_id="sandbox2"))
+    ii._write_cache(str(cache), spy_network(), other, None)  # pod2's add, under way
+    path = Path(ii._cache_file(str(cache), "iitnet", "container1", "net1"))
+    for whose, text in (("pod ns2/pod2's", path.read_text()), ("not if-inject's", '{"kind": "cniCacheV1"}')):
+        path.write_text(text)
+        with pytest.raises(ii.InjectError) as e:
+            ii.CNI([str(bin_dir)], str(cache)).add(spy_network(), pod_attachment())
+        assert str(e.value) == f"cache entry {path} is {whose}: refusing to add over it (another -containerid?)"
+        assert path.read_text() == text and os.listdir(path.parent) == [path.name] and calls(bin_dir) == []
+    path.unlink()
+    ii._write_cache(str(cache), spy_network(), pod_attachment(), None)  # none there: written
+    ii._write_cache(str(cache), spy_network(), pod_attachment(), None)  # its own sandbox's: written over
+    ii.CNI([str(bin_dir)], str(cache)).add(spy_network(), pod_attachment())
+    assert json.loads(path.read_text())["result"] == {"cniVersion": "1.0.0"}
+
+
 def test_an_empty_namespace_and_pod_match_no_attachment_made_outside_a_pod(cache: Path,
                                                                           bin_dir: Path) -> None:
     """`del -ns "" -pod ""` (two unset shell variables) finds nothing of the API's
