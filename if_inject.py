@@ -3820,42 +3820,51 @@ class Node:
     def delete(self, namespace: str, pod: str, network: NetworkConfig | None = None,
                ifname: str = "net1", only_ours: bool = False, container_id: str = "",
                args: list[tuple[str, str]] | None = None,
-               capability_args: dict[str, Any] | None = None) -> int:
+               capability_args: dict[str, Any] | None = None, force: bool = False) -> int:
         """DEL an interface; works from the cache when the pod is gone or no
         network is given. Returns how many attachments were deleted.
 
         With `only_ours` (a batch), an interface of a running pod that the
         cache does not show if-inject added is left alone: _NotOurs is raised.
-        Without it, DEL runs there anyway, as libcni's does, with a warning."""
+        Without it, DEL runs where the cache has no entry, as libcni's does,
+        with a warning; an entry another program wrote, or one that cannot be
+        read, is refused unless `force`."""
         found = self._lookup(namespace, pod, missing_ok=True)
         if found is not None and network is not None:
             att = _pod_attachment(found, ifname, container_id, args, capability_args)
-            self._delete_from_pod(found, network, att, only_ours)
+            self._delete_from_pod(found, network, att, only_ours, force)
             return 1
         return self._delete_from_cache(namespace, pod, network, ifname, found, only_ours)
 
-    def _delete_from_pod(self, pod: Pod, network: NetworkConfig, att: Attachment, only_ours: bool) -> None:
+    def _delete_from_pod(self, pod: Pod, network: NetworkConfig, att: Attachment, only_ours: bool,
+                         force: bool = False) -> None:
         """DEL in a running pod, with the network given."""
         ifname = att.ifname
         with _attachment_lock(self.cni.cache_dir, pod.sandbox_id, ifname, self.timeout):
-            why = self._not_added_by_us(network, att)
+            why, someone_elses = self._not_added_by_us(network, att)
             if why and only_ours:
                 raise _NotOurs(f"{why}: left alone (-force deletes it)")
+            if someone_elses and not force:
+                raise InjectError(f"{why}: not deleting it (-force deletes it)", CODE_INVALID_CONFIG)
             if why and ifname in _interface_names(att.netns, pod.pid):
                 _log("Deleting an interface if-inject has no record of adding, as libcni would",
                     level="warn", pod=f"{pod.namespace}/{pod.name}", interface=ifname, reason=why)
             self.cni.delete(network, att)
 
-    def _not_added_by_us(self, network: NetworkConfig, att: Attachment) -> str:
-        """Why the cache does not show that if-inject added this attachment ("" when it does)."""
+    def _not_added_by_us(self, network: NetworkConfig, att: Attachment) -> tuple[str, bool]:
+        """Why the cache does not show that if-inject added this attachment ("" when it
+        does), and whether an entry that may be another program's is there."""
         path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
         entry = _read_cache(path)
+        if entry is None and _cache_exists(path):
+            return f"the cache entry {path} of {att.ifname} of network {network.name} cannot be read", True
         if entry is None:
-            return f"if-inject did not add {att.ifname} of network {network.name} (no cache entry {path})"
+            return (f"if-inject did not add {att.ifname} of network {network.name} "
+                    f"(no cache entry {path})"), False
         if not isinstance(entry.get(_CACHE_MARK), dict):
             return (f"{att.ifname} of network {network.name} was added by another program "
-                    f"(its cache entry {path} is not if-inject's)")
-        return ""
+                    f"(its cache entry {path} is not if-inject's)"), True
+        return "", False
 
     def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
                            ifname: str, live: Pod | None = None, only_ours: bool = False) -> int:
@@ -4381,8 +4390,9 @@ def _cni_subcommands(command: _Command) -> None:
     _pod_flags(sub)
     _cni_flags(sub, spec_required=False)
     sub.add_argument("-force", "--force", action="store_true",
-                     help="with several pods, DEL also where if-inject has no record of adding "
-                          "the interface (by default those are skipped)")
+                     help="DEL also where another program's cache entry records the interface, "
+                          "and with several pods also where if-inject has no record of adding it "
+                          "(by default those are refused or skipped)")
 
     sub = command("check", "check an interface with CNI", _on_pods(_check_work))
     _pod_flags(sub)
@@ -4482,7 +4492,7 @@ def _del_work(args: argparse.Namespace, node: Node) -> _PodWork:
     only_ours = _several_pods(args) and not args.force
 
     def delete_one(ns: str, pod: str) -> None:
-        node.delete(ns, pod, network, args.interface, only_ours, *options)
+        node.delete(ns, pod, network, args.interface, only_ours, *options, force=args.force)
     return _PodWork(delete_one, network)
 
 

@@ -459,13 +459,34 @@ def test_an_add_never_writes_over_another_pods_entry_or_anothers(cache: Path, bi
         path.write_text(text)
         with pytest.raises(ii.InjectError) as e:
             ii.CNI([str(bin_dir)], str(cache)).add(spy_network(), pod_attachment())
-        assert str(e.value) == f"cache entry {path} is {whose}: refusing to add over it (another -containerid?)"
+        assert str(e.value) == (f"cache entry {path} is {whose}: refusing to add over it "
+                                "(another -containerid?)")
         assert path.read_text() == text and os.listdir(path.parent) == [path.name] and calls(bin_dir) == []
     path.unlink()
     ii._write_cache(str(cache), spy_network(), pod_attachment(), None)  # none there: written
     ii._write_cache(str(cache), spy_network(), pod_attachment(), None)  # its own sandbox's: written over
     ii.CNI([str(bin_dir)], str(cache)).add(spy_network(), pod_attachment())
     assert json.loads(path.read_text())["result"] == {"cniVersion": "1.0.0"}
+
+
+@pytest.mark.parametrize("text, why", [
+    ('{"kind": "cniCacheV1"}', "net1 of network iitnet was added by another program (its cache entry {} "
+                               "is not if-inject's)"),
+    ('{"kind": "cniCa', "the cache entry {} of net1 of network iitnet cannot be read")])
+def test_a_del_in_a_pod_leaves_an_entry_another_program_wrote(cache: Path, bin_dir: Path, text: str,
+                                                             why: str) -> None:
+    """A single pod's del with -spec DELs without a cache entry, as libcni does, but
+    not over an entry another program wrote (Multus', a runtime's) or one that cannot
+    be read: no DEL, the entry kept, unless -force (test_runtimes.py runs that)."""
+    write_entry(cache)
+    path = Path(ii._cache_file(str(cache), "iitnet", "container1", "net1"))
+    path.write_text(text)
+    att = pod_attachment()
+    assert att.pod is not None
+    with pytest.raises(ii.InjectError) as e:
+        node(cache, bin_dir)._delete_from_pod(att.pod, spy_network(), att, only_ours=False)
+    assert str(e.value) == why.format(path) + ": not deleting it (-force deletes it)"
+    assert path.read_text() == text and calls(bin_dir) == []
 
 
 def test_an_empty_namespace_and_pod_match_no_attachment_made_outside_a_pod(cache: Path,
