@@ -2117,6 +2117,12 @@ def _cache_entries(cache_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
     """(path, entry) of every readable cache entry, whoever wrote it, by file
     name; an entry that is refused (see _read_entry) is logged as an error and
     left out."""
+    return ((path, entry) for path, entry in _listed_entries(cache_dir) if entry)
+
+
+def _listed_entries(cache_dir: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """(path, entry) of every file in results/ but our temporary ones; the
+    entry None when it cannot be read (empty, corrupt, refused)."""
     results = _results_dir(cache_dir)
     try:
         with _results_fd(cache_dir) as fd:
@@ -2126,9 +2132,7 @@ def _cache_entries(cache_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
                 if not (name[:1].isascii() and name[:1].isalnum()):  # our temporary files, not libcni's
                     continue
                 path = os.path.join(results, name)
-                entry = _listed_entry(fd, name, path)
-                if entry:
-                    yield path, entry
+                yield path, _listed_entry(fd, name, path)
     except OSError as e:
         raise InjectError(f"result cache {results}: {e.strerror}", CODE_IO) from None
 
@@ -4026,9 +4030,14 @@ class Node:
         """veth -delete is for pairs made without CNI: an interface that a CNI ADD
         made (the runtime's eth0, Multus' delegates', if-inject's own add), as the
         caches record it, goes only by its DEL, which also frees its lease."""
-        ids = {pod.sandbox_id, _default_container_id(pod)}
+        ids = {pod.sandbox_id, _default_container_id(pod)} - {""}
         dirs = _libcni_cache_dirs(self.cni.cache_dir)
-        for path, entry in (each for directory in dirs for each in _cache_entries(directory)):
+        for path, entry in (each for directory in dirs for each in _listed_entries(directory)):
+            if entry is None:  # libcni names an entry NETWORK-CONTAINERID-IFNAME
+                if any(os.path.basename(path).endswith(f"-{id_}-{ifname}") for id_ in ids):
+                    raise InjectError(f"{ifname} may have been made by a CNI ADD (cache entry {path} "
+                                      "cannot be read): not deleting it", CODE_INVALID_CONFIG)
+                continue
             ours = _entry_sandbox(entry) == pod.sandbox_id
             if entry.get("ifName") == ifname and (entry.get("containerId") in ids or ours):
                 raise InjectError(f"{ifname} was made by a CNI ADD (cache entry {path}): not deleting it; "

@@ -489,6 +489,26 @@ def test_a_del_in_a_pod_leaves_an_entry_another_program_wrote(cache: Path, bin_d
     assert path.read_text() == text and calls(bin_dir) == []
 
 
+@pytest.mark.parametrize("where", ["", "multus"])
+def test_veth_delete_leaves_an_interface_whose_cache_entry_cannot_be_read(cache: Path, bin_dir: Path,
+                                                                          where: str) -> None:
+    """libcni writes its entries in place: one cut short (a crash, a full disk) may
+    be of the interface a veth -delete names. It cannot tell: it deletes nothing.
+    Another pod's unreadable entry does not stop it."""
+    results = cache / where / "results"
+    results.mkdir(parents=True, mode=0o700)
+    pod = ii.Pod("ns1", "pod1", sandbox_id="sandbox1", netns="/run/netns/cni-1234")
+    other = results / "macvlan-sandbox2-net1"
+    other.write_text('{"kind": "cniCa')
+    ii.Node("unix:///nowhere.sock", 5, [str(bin_dir)], str(cache))._refuse_cni_interface(pod, "net1")
+    cut_short = results / "macvlan-sandbox1-net1"
+    cut_short.write_text('{"kind": "cniCa')
+    with pytest.raises(ii.InjectError) as e:
+        ii.Node("unix:///nowhere.sock", 5, [str(bin_dir)], str(cache))._refuse_cni_interface(pod, "net1")
+    assert str(e.value) == (f"net1 may have been made by a CNI ADD (cache entry {cut_short} cannot be read): "
+                            "not deleting it")
+
+
 def test_an_empty_namespace_and_pod_match_no_attachment_made_outside_a_pod(cache: Path,
                                                                           bin_dir: Path) -> None:
     """`del -ns "" -pod ""` (two unset shell variables) finds nothing of the API's
