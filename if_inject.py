@@ -1615,11 +1615,16 @@ _CACHE_MARK = "ifInject"
 
 def _libcni_cache_dirs(cache_dir: str) -> list[str]:
     """The cache dirs where libcni records what the node's CNI users attached:
-    `cache_dir` (a runtime's, and if-inject's), and in it, when it is there,
-    Multus' for its delegates (its cniDir, by default /var/lib/cni/multus, is
-    their cacheDir). Multus' is held to the rules of a dir on the way."""
-    multus = os.path.join(cache_dir, "multus")
-    return [cache_dir, multus] if os.path.lexists(multus) else [cache_dir]
+    `cache_dir` (if-inject's), the node's default one when `cache_dir` is
+    another (the runtimes' and Multus' records stay there whatever -cache-dir
+    says), and in each, when it is there, Multus' for its delegates (its cniDir,
+    by default /var/lib/cni/multus, is their cacheDir). Multus' is held to the
+    rules of a dir on the way."""
+    tops = [cache_dir]
+    if os.path.normpath(os.path.abspath(cache_dir)) != _DEFAULT_CACHE_DIR:
+        tops.append(_DEFAULT_CACHE_DIR)
+    multus = [os.path.join(top, "multus") for top in tops]
+    return tops + [each for each in multus if os.path.lexists(each)]
 
 
 def _results_dir(cache_dir: str) -> str:
@@ -3522,8 +3527,15 @@ def _gc_networks(cni: CNI) -> dict[str, NetworkConfig]:
     """The networks of if-inject's cache entries, by name (the last entry's config)."""
     networks = {}
     for cached in _cached_attachments(cni.cache_dir):
-        with suppress(InjectError):  # an entry without a usable config: its DEL says why
-            networks[cached.network] = cached.network_config()
+        try:
+            network = cached.network_config()
+        except InjectError:  # an entry without a usable config: its DEL says why
+            continue
+        if network.name == cached.network:  # else another network's GC would list this one's attachments
+            networks[cached.network] = network
+        else:
+            _log_error("Refusing cache entry", f"its config is network {network.name!r}, "
+                       f"not {cached.network!r}", path=cached.path)
     return networks
 
 

@@ -5,6 +5,7 @@ records what it was asked; test/test_trust.py does the same against the lab."""
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import os
@@ -507,6 +508,37 @@ def test_veth_delete_leaves_an_interface_whose_cache_entry_cannot_be_read(cache:
         ii.Node("unix:///nowhere.sock", 5, [str(bin_dir)], str(cache))._refuse_cni_interface(pod, "net1")
     assert str(e.value) == (f"net1 may have been made by a CNI ADD (cache entry {cut_short} cannot be read): "
                             "not deleting it")
+
+
+def test_gc_takes_no_network_from_an_entry_whose_config_is_anothers(cache: Path, bin_dir: Path) -> None:
+    """An entry of network A carrying B's config: GC to B would list A's attachments
+    as B's. gc's CNI 1.1 step leaves it out (a DEL of it is refused alike)."""
+    path = write_entry(cache)
+    entry = json.loads(path.read_text())
+    entry["config"] = base64.b64encode(b'{"cniVersion": "1.1.0", "name": "other", "type": "spy"}').decode()
+    path.write_text(json.dumps(entry))
+    assert ii._gc_networks(ii.CNI([str(bin_dir)], str(cache))) == {}
+    path.unlink()
+    write_entry(cache)
+    assert list(ii._gc_networks(ii.CNI([str(bin_dir)], str(cache)))) == ["iitnet"]
+
+
+def test_gc_sees_the_nodes_own_cache_dir_beside_a_private_one(tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """With -cache-dir elsewhere, the runtime's and Multus' entries are still in the
+    node's default cache dir: a network that they use too gets no GC from if-inject."""
+    default = tmp_path / "var-lib-cni"
+    monkeypatch.setattr(ii, "_DEFAULT_CACHE_DIR", str(default))
+    assert ii._shared_networks(str(tmp_path / "cni"), ["iitnet"]) == {}
+    (default / "multus" / "results").mkdir(parents=True, mode=0o700)
+    (default / "results").mkdir(mode=0o700)
+    runtimes = default / "multus" / "results" / "iitnet-c0ffee-net1"
+    runtimes.write_text(json.dumps({"kind": "cniCacheV1", "containerId": "c0ffee", "ifName": "net1",
+                                    "networkName": "iitnet"}))
+    runtimes.chmod(0o600)
+    assert ii._shared_networks(str(tmp_path / "cni"), ["iitnet"]) == {
+        "iitnet": f"another program attaches pods to it too ({runtimes})"}
+    assert ii._libcni_cache_dirs(str(default)) == [str(default), str(default / "multus")]
 
 
 def test_an_empty_namespace_and_pod_match_no_attachment_made_outside_a_pod(cache: Path,
