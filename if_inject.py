@@ -1719,13 +1719,30 @@ def _open_dir(path: str, name: str = "", dir_fd: int | None = None, create: bool
 
 
 def _make_dirs(path: str) -> None:
-    """Make the absolute `path` and its missing parents: 0700 at its end, as
-    libcni's MkdirAll(cacheDir, 0700), 0755 on the way (a umask only takes
-    bits away: never one that lets others change the way)."""
-    parts = path.split("/")
-    for end in range(2, len(parts) + 1):
-        with suppress(FileExistsError):
-            os.mkdir("/".join(parts[:end]), 0o700 if end == len(parts) else 0o755)
+    """Make the absolute `path` (_cache_path's: its links resolved) and its
+    missing parents: 0700 at its end, as libcni's MkdirAll(cacheDir, 0700),
+    0755 on the way (a umask only takes bits away: never one that lets others
+    change the way). Each is made and opened in its parent's fd, never through
+    a symbolic link, and checked as the way is: a link or another's directory
+    put there meanwhile (in /tmp, anyone can) is refused, not followed."""
+    parts = [part for part in path.split("/") if part]
+    fd = os.open("/", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for end, name in enumerate(parts, 1):
+            with suppress(FileExistsError):
+                os.mkdir(name, 0o700 if end == len(parts) else 0o755, dir_fd=fd)
+            here = "/" + "/".join(parts[:end])
+            parent, fd = fd, -1
+            try:
+                fd = _open_nofollow(here, name, os.O_RDONLY | os.O_DIRECTORY, parent)
+            finally:
+                os.close(parent)
+            why = _unsafe_on_the_way(os.fstat(fd), os.geteuid())
+            if why:
+                raise _unsafe(here, why)
+    finally:
+        if fd >= 0:
+            os.close(fd)
 
 
 def _unsafe_on_the_way(st: os.stat_result, me: int) -> str:

@@ -259,6 +259,27 @@ def test_missing_directories_are_made_that_no_one_else_can_change(tmp_path: Path
     assert modes == [0o755, 0o755, 0o700]
 
 
+@pytest.mark.parametrize("planted", ["symlink", "directory others can write"])
+def test_a_missing_directory_planted_after_the_way_was_checked_is_refused(tmp_path: Path,
+                                                                          planted: str) -> None:
+    """The way to a cache dir is checked, then its missing part made: what another user
+    puts at a missing name meanwhile (in /tmp, anyone can) is refused, and nothing is
+    made below it."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    missing = tmp_path / "x"
+    if planted == "symlink":
+        missing.symlink_to(elsewhere)
+    else:
+        missing.mkdir()
+        missing.chmod(0o777)  # as another user's would be to us
+    why = "is a symbolic link" if planted == "symlink" else "is writable by group or others"
+    with pytest.raises(ii.InjectError) as e:
+        ii._make_dirs(str(missing / "cni"))
+    assert str(e.value) == refusal(missing, why)
+    assert os.listdir(elsewhere) == [] and (planted == "symlink" or os.listdir(missing) == [])
+
+
 def test_a_relative_cache_dir_and_a_working_directory_that_is_gone(tmp_path: Path,
                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "work").mkdir()
