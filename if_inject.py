@@ -1822,7 +1822,7 @@ def _cache_path(cache_dir: str) -> str:
 
 
 def _open_cache_subdir(cache_dir: str, sub: str, create: bool) -> tuple[int, int]:
-    """(fd of the cache dir, fd of its `sub`), both checked, and the way to
+    """(fd of the cache dir, fd of its `sub`), both checked, as is the way to
     the cache dir. The cache dir itself may be writable by others (a sticky
     /tmp-like mount): what is in it is checked in turn."""
     try:
@@ -2639,7 +2639,7 @@ class CNI:
             # tool's (not ours to judge), one added since the caller looked.
             valid += [a for a in _cached_network_attachments(self.cache_dir, network.name) if a not in valid]
             listed = [{"containerID": container_id, "ifname": ifname} for container_id, ifname in valid]
-            # libcni writes both keys: the spec first named it cni.dev/attachments (cni#1101).
+            # libcni writes both keys: the spec first named it cni.dev/attachments.
             extra = {"cni.dev/valid-attachments": listed, "cni.dev/attachments": listed}
             for plugin in network.plugins:
                 try:
@@ -3714,7 +3714,7 @@ def _crio_config(client: _RuntimeClient) -> str:
     return body.decode(errors="replace")
 
 
-def _warn_if_runtime_network(client: _RuntimeClient, own: dict[str, str], network: NetworkConfig) -> None:
+def _warn_of_runtime_network(client: _RuntimeClient, own: dict[str, str], network: NetworkConfig) -> None:
     """An injected interface on a network the runtime runs itself (`own`, see
     _runtime_networks) is in the same cache under the same name: the runtime
     may take it for its own."""
@@ -3773,7 +3773,7 @@ class Node:
             first = network.name not in self._warned
             self._warned.add(network.name)
         if first:
-            _warn_if_runtime_network(client, self._own_networks, network)
+            _warn_of_runtime_network(client, self._own_networks, network)
 
     def __enter__(self) -> Node:
         return self
@@ -3816,12 +3816,12 @@ class Node:
         att = _pod_attachment(found, ifname, container_id, args, capability_args)
         self._warn_if_runtime_network(network)
         with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
-            self._refuse_taken_name(att)
+            self._refuse_existing_interface(att)
             self._release_interrupted_add(network, att)
             return self.cni.add(network, att)
 
     @staticmethod
-    def _refuse_taken_name(att: Attachment) -> None:
+    def _refuse_existing_interface(att: Attachment) -> None:
         """Never ADD over an existing interface: a rollback would delete it."""
         assert att.pod is not None
         if att.ifname in _interface_names(att.netns, att.pod.pid):
