@@ -1858,26 +1858,30 @@ def _results_fd(cache_dir: str, create: bool = False) -> Iterator[int | None]:
                 os.close(each)
 
 
-def _read_entry(dir_fd: int, name: str, path: str) -> dict[str, Any] | None:
+def _read_entry(dir_fd: int, name: str, path: str, quiet: bool = False) -> dict[str, Any] | None:
     """The cache entry `name` in results/ (`dir_fd`): None when missing,
-    empty, corrupt or of another kind (never blocks a DEL); refused when it
-    is not our own regular file, unreadable by others."""
+    empty, corrupt or of another kind (never blocks a DEL; logged unless
+    `quiet`: the caller says so); refused when it is not our own regular
+    file, unreadable by others."""
     try:
         fd = _open_nofollow(path, name, os.O_RDONLY, dir_fd)
     except FileNotFoundError:
         return None
     except OSError as e:
-        _log("Ignoring unreadable cache entry", path=path, error=e.strerror)
+        if not quiet:
+            _log("Ignoring unreadable cache entry", path=path, error=e.strerror)
         return None
     with os.fdopen(fd, "rb") as f:
         _check_ours(os.fstat(f.fileno()), path, directory=False, loose_bits=0o077)
         try:
             entry = json.loads(f.read())
         except (OSError, ValueError, RecursionError) as e:
-            _log("Ignoring unreadable cache entry", path=path, error=str(e))
+            if not quiet:
+                _log("Ignoring unreadable cache entry", path=path, error=str(e))
             return None
     if not isinstance(entry, dict) or entry.get("kind") != _CACHE_KIND:
-        _log("Ignoring cache entry of unknown kind", path=path)
+        if not quiet:
+            _log("Ignoring cache entry of unknown kind", path=path)
         return None
     return entry
 
@@ -1999,14 +2003,14 @@ def _entry_sandbox(entry: dict[str, Any] | None) -> str:
     return sandbox if isinstance(sandbox, str) else ""
 
 
-def _read_cache(path: str) -> dict[str, Any] | None:
+def _read_cache(path: str, quiet: bool = False) -> dict[str, Any] | None:
     """The cache entry at `path` (in a cache dir's results/), or None when
     missing, empty or corrupt (never blocks a DEL); refused (InjectError) when
     it, or results/, could have been planted or changed by someone else."""
     results, name = os.path.split(path)
     try:
         with _results_fd(os.path.dirname(results)) as fd:
-            return None if fd is None else _read_entry(fd, name, path)
+            return None if fd is None else _read_entry(fd, name, path, quiet)
     except OSError as e:
         raise InjectError(f"result cache {results}: {e.strerror}", CODE_IO) from None
 
@@ -3888,7 +3892,7 @@ class Node:
         """Why the cache does not show that if-inject added this attachment ("" when it
         does), and whether an entry that may be another program's is there."""
         path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
-        entry = _read_cache(path)
+        entry = _read_cache(path, quiet=True)  # one that cannot be read is this one's error
         if entry is None and _cache_exists(path):
             return f"the cache entry {path} of {att.ifname} of network {network.name} cannot be read", True
         if entry is None:
