@@ -46,11 +46,11 @@ from support.fake_cri import FakeCRI, Runtime, Sandbox, Serve
 from support.lab import (
     CRIO,
     DEFAULT_RUNTIME,
-    IP_FORWARD,
     RUNTIMES,
     Lab,
     Pod,
     crio_missing,
+    ip_forward_restored,
     lock_machine,
     log,
     machine_lock_lost,
@@ -183,10 +183,8 @@ def restore_ip_forward() -> Iterator[None]:
     if os.geteuid() != 0:  # nothing without root can change it
         yield
         return
-    before = IP_FORWARD.read_text()
-    yield
-    if IP_FORWARD.read_text() != before:
-        IP_FORWARD.write_text(before)
+    with ip_forward_restored():
+        yield
 
 
 @pytest.fixture(autouse=True)

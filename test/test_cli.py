@@ -26,16 +26,8 @@ from support import CNI_BIN, REPO
 from support.docs import commands, readme_section
 from support.lab import CRIO, MACHINE_LOCK_FD, Lab
 from support.libcni import libcni
-from support.node import links_in_subnet, pod_addrs, settled
+from support.node import host_links, ip, pod_addrs, settled
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
-
-PTP_SUBNET = "10.22.22.0/24"  # examples/ptp.json's
-
-
-def host_links() -> str:
-    """The node's links with an address of examples/ptp.json's subnet: ptp's host ends."""
-    return links_in_subnet(PTP_SUBNET)
-
 
 # ---- the original README, unchanged -------------------------------------
 
@@ -75,9 +67,9 @@ def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, def
     address = result["ips"][0]["address"]
     assert re.fullmatch(r"10\.22\.22\.\d+/24", address)
     assert f"inet {address}" in pod_addrs(lab, pod)
-    ip = address.split("/")[0]
-    assert Path(f"/var/lib/cni/networks/mynet/{ip}").exists()
-    ping = subprocess.run(["ping", "-c", "1", "-W", "2", ip], capture_output=True, text=True)
+    pod_ip = address.split("/")[0]
+    assert Path(f"/var/lib/cni/networks/mynet/{pod_ip}").exists()
+    ping = subprocess.run(["ping", "-c", "1", "-W", "2", pod_ip], capture_output=True, text=True)
     assert ping.returncode == 0, ping.stdout
     cache = Path("/var/lib/cni/results") / f"mynet-{os.path.basename(pod.netns)}-net1"
     assert json.loads(cache.read_text())["result"] == result
@@ -86,7 +78,7 @@ def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, def
         run = subprocess.run([*base, *shown[command]], capture_output=True, text=True, cwd=REPO)
         assert (run.returncode, run.stdout, run.stderr) == (0, "", ""), command
     assert pod_addrs(lab, pod) == ""
-    assert not Path(f"/var/lib/cni/networks/mynet/{ip}").exists() and not cache.exists()
+    assert not Path(f"/var/lib/cni/networks/mynet/{pod_ip}").exists() and not cache.exists()
 
 
 @pytest.mark.parametrize("runtime", [pytest.param("", id="default"), CRIO])
@@ -322,9 +314,18 @@ def test_del_from_the_cache_without_spec(inject: Tool, lab: Any, pod: Any) -> No
 
 
 def test_corrupt_cache_and_read_only_cache_dir(inject: Tool, lab: Any, pod: Any) -> None:
+    """An entry at the name of the interface's that cannot be read (libcni writes in
+    place; if-inject renames whole files into place) may be another program's: del
+    leaves it and the interface, and -force runs the DEL without a prevResult."""
     assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0
-    (inject.cache / "results" / inject.cache_files()[0]).write_text("{garbage")
-    assert inject("del", *args_for(pod), "-spec", inject.spec).code == 0
+    entry = inject.cache / "results" / inject.cache_files()[0]
+    entry.write_text("{garbage")
+    refused = inject("del", *args_for(pod), "-spec", inject.spec)
+    assert (refused.code, refused.out, refused.error) == (
+        1, "", f"the cache entry {entry} of net1 of network mynet cannot be read: not deleting it "
+               "(-force deletes it)")
+    assert "inet " in pod_addrs(lab, pod) and entry.read_text() == "{garbage"
+    assert inject("del", *args_for(pod), "-spec", inject.spec, "-force").code == 0
     assert pod_addrs(lab, pod) == "" and inject.leases() == [] and inject.cache_files() == []
     subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(inject.cache)], check=True)
     try:
@@ -395,8 +396,7 @@ def test_batch_progress_on_a_terminal(inject: Tool, make_pod: Callable[..., Any]
 
 def test_batch_with_a_failing_pod(inject: Tool, lab: Any, make_pod: Callable[..., Any]) -> None:
     good, taken = make_pod(labels={"app": "mixed"}), make_pod(labels={"app": "mixed"})
-    subprocess.run(["nsenter", f"--net={taken.netns}", "ip", "link", "add", "net1", "type", "veth",
-                    "peer", "name", "net1peer"], check=True)
+    ip("link", "add", "net1", "type", "veth", "peer", "name", "net1peer", netns=taken.netns)
     run = inject("add", "-ns", "if-inject", "-l", "app=mixed", "-spec", inject.spec)
     assert run.code == 1
     lines = json_lines(run)
@@ -532,6 +532,33 @@ def multus_like(driver: str, inject: Tool, command: str, pod: Any) -> None:
         "args": [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", pod.namespace], ["K8S_POD_NAME", pod.name],
                  ["K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id], ["K8S_POD_UID", pod.uid]]})
     assert "error" not in answer, answer
+
+
+def test_del_leaves_an_interface_that_anothers_libcni_entry_records(inject: Tool, lab: Any,
+                                                                   libcni_driver: str,
+                                                                   pod: Any) -> None:
+    """libcni's own ADD of the same network, its entry where if-inject's would be
+    (network, if-inject's container ID, interface), as a runtime or Multus sharing
+    the cache dir leaves it: a del of that one pod refuses, the interface and its
+    lease stay; -force runs the DEL, as libcni's does, and the entry goes with it."""
+    request = {"command": "ADD", "conf": inject.spec, "cacheDir": str(inject.cache),
+               "cniPath": [str(CNI_BIN)], "containerId": os.path.basename(pod.netns), "netns": pod.netns,
+               "ifName": "net1", "capabilityArgs": {}, "args": []}
+    answer = libcni(libcni_driver, request)
+    assert "error" not in answer, answer
+    entry = inject.cache / "results" / f"mynet-{os.path.basename(pod.netns)}-net1"
+    try:
+        refused = inject("del", *args_for(pod), "-spec", inject.spec)
+        assert (refused.code, refused.out, refused.error) == (
+            1, "", f"net1 of network mynet was added by another program (its cache entry {entry} is not "
+                   "if-inject's): not deleting it (-force deletes it)")
+        assert "inet " in pod_addrs(lab, pod) and entry.exists() and len(inject.leases()) == 1
+        forced = inject("del", *args_for(pod), "-spec", inject.spec, "-force")
+        assert (forced.code, forced.out) == (0, "")
+        assert pod_addrs(lab, pod) == "" and not entry.exists() and inject.leases() == []
+    finally:
+        if entry.exists():
+            libcni(libcni_driver, dict(request, command="DEL"))
 
 
 def test_batch_del_leaves_interfaces_if_inject_did_not_add(inject: Tool, lab: Any, libcni_driver: str,

@@ -22,16 +22,13 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+import support.node
 import support.toolrun
 from support import CNI_BIN
 from support.node import ip, node_links
 from support.toolrun import wait_for
 
 TUNING_STATE = Path("/run/cni/tuning")  # the tuning plugin's, on the node
-
-
-def ns_ip(ns: str, *argv: str) -> str:
-    return ip(*argv, netns=ns)
 
 
 @pytest.fixture
@@ -66,7 +63,7 @@ def fake_plugin(cni: ii.CNI, name: str, body: str) -> None:
 
 
 def leases(tmp_path: Path, net: str = "iitnet") -> list[str]:
-    return support.toolrun.leases(tmp_path / "ipam", net)
+    return support.node.leases(tmp_path / "ipam", net)
 
 
 def attachment(ns: str, ifname: str = "net1") -> ii.Attachment:
@@ -81,7 +78,7 @@ def test_ptp_add_check_del(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
     result = cni.add(net, att)
     assert result["cniVersion"] == "1.0.0"
     assert result["ips"][0]["address"] == "10.99.1.2/24"
-    assert "inet 10.99.1.2/24" in ns_ip(ns, "-o", "addr", "show", "net1")
+    assert "inet 10.99.1.2/24" in ip("-o", "addr", "show", "net1", netns=ns)
     assert leases(tmp_path) == ["10.99.1.2"]
     host_veth = result["interfaces"][0]["name"]
     assert host_veth in node_links()
@@ -97,7 +94,7 @@ def test_ptp_add_check_del(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
 
     cni.check(net, att)
     cni.delete(net, att)
-    assert "net1" not in ns_ip(ns, "-o", "link")
+    assert "net1" not in ip("-o", "link", netns=ns)
     assert host_veth not in node_links()
     assert leases(tmp_path) == [] and not cache.exists()
     cni.delete(net, att)  # DEL is idempotent
@@ -106,7 +103,7 @@ def test_ptp_add_check_del(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
 def test_check_finds_a_missing_interface(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
     net, att = network(tmp_path, ptp()), attachment(ns)
     cni.add(net, att)
-    ns_ip(ns, "link", "del", "net1")
+    ip("link", "del", "net1", netns=ns)
     with pytest.raises(ii.InjectError, match="plugin ptp failed"):
         cni.check(net, att)
     cni.delete(net, att)
@@ -129,11 +126,11 @@ def test_bridge_conflist_with_tuning_mac_capability(cni: ii.CNI, ns: str, tmp_pa
     existed = {d for d in (TUNING_STATE, TUNING_STATE.parent) if d.exists()}
     try:
         result = cni.add(net, att)
-        assert "link/ether 02:11:22:33:44:55" in ns_ip(ns, "-o", "link", "show", "net1")
+        assert "link/ether 02:11:22:33:44:55" in ip("-o", "link", "show", "net1", netns=ns)
         assert result["ips"][0]["address"] == "10.99.2.2/24"
         cni.check(net, att)
         cni.delete(net, att)
-        assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
+        assert leases(tmp_path) == [] and "net1" not in ip("-o", "link", netns=ns)
     finally:
         subprocess.run(["ip", "link", "del", "iitbr0"], capture_output=True)
         # tuning keeps the link's original settings in /run/cni/tuning, and leaves
@@ -153,10 +150,10 @@ def test_macvlan_with_static_ipam(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
         net, att = network(tmp_path, macvlan, version="0.4.0"), attachment(ns)
         result = cni.add(net, att)
         assert result["ips"][0]["address"] == "10.99.3.7/24"
-        assert "inet 10.99.3.7/24" in ns_ip(ns, "-o", "addr", "show", "net1")
+        assert "inet 10.99.3.7/24" in ip("-o", "addr", "show", "net1", netns=ns)
         cni.check(net, att)
         cni.delete(net, att)
-        assert "net1" not in ns_ip(ns, "-o", "link")
+        assert "net1" not in ip("-o", "link", netns=ns)
     finally:
         subprocess.run(["ip", "link", "del", "iitmaster0"], check=True)
 
@@ -166,9 +163,8 @@ def test_macvlan_with_static_ipam(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
 def assert_nothing_left(cni: ii.CNI, ns: str, tmp_path: Path, links_before: set[str]) -> None:
     assert leases(tmp_path) == []
     assert node_links() == links_before
-    assert "net1" not in ns_ip(ns, "-o", "link")
-    results = ii._results_dir(cni.cache_dir)
-    assert not os.path.exists(results) or os.listdir(results) == []
+    assert "net1" not in ip("-o", "link", netns=ns)
+    assert support.node.cache_entries(Path(cni.cache_dir)) == []
 
 
 FAULTS = {
@@ -209,7 +205,7 @@ def test_a_plugin_that_cannot_be_started_fails_cleanly_and_the_first_is_rolled_b
         cni.add(net, att)
     why = "plugin bad could not be started: Exec format error"
     assert str(e.value) == f"{why}; rollback failed: {why}"
-    assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
+    assert leases(tmp_path) == [] and "net1" not in ip("-o", "link", netns=ns)
     assert os.listdir(ii._results_dir(cni.cache_dir)) == [f"iitnet-{ns}-net1"]
     with pytest.raises(ii.InjectError, match=f"^DEL failed: {why}$"):
         cni.delete(net, att)
@@ -293,7 +289,7 @@ def test_corrupt_cache_never_blocks_del(cni: ii.CNI, ns: str, tmp_path: Path, co
     Path(ii._cache_file(cni.cache_dir, "iitnet", ns, "net1")).write_bytes(content)
     cni.delete(net, att)
     assert leases(tmp_path) == [] and os.listdir(ii._results_dir(cni.cache_dir)) == []
-    assert "net1" not in ns_ip(ns, "-o", "link")
+    assert "net1" not in ip("-o", "link", netns=ns)
 
 
 def test_read_only_cache_dir_fails_before_any_plugin(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
@@ -305,7 +301,7 @@ def test_read_only_cache_dir_fails_before_any_plugin(cni: ii.CNI, ns: str, tmp_p
             cni.add(network(tmp_path, ptp()), attachment(ns))
     finally:
         subprocess.run(["umount", cni.cache_dir], check=True)
-    assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
+    assert leases(tmp_path) == [] and "net1" not in ip("-o", "link", netns=ns)
 
 
 def test_cache_written_by_libcni_is_read(cni: ii.CNI, ns: str, tmp_path: Path) -> None:
@@ -334,7 +330,7 @@ def test_disable_check_runs_no_plugin(cni: ii.CNI, ns: str, tmp_path: Path) -> N
     disabled = ii.parse_network_config(json.dumps(dict(conf, disableCheck=True)).encode())
     cni.check(disabled, att)  # nothing added, nothing cached: no plugin ran
     cni.add(net, att)
-    ns_ip(ns, "link", "del", "net1")
+    ip("link", "del", "net1", netns=ns)
     cni.check(disabled, att)
     with pytest.raises(ii.InjectError, match="plugin ptp failed"):
         cni.check(net, att)
@@ -358,7 +354,7 @@ def test_cached_result_follows_the_networks_version(cni: ii.CNI, ns: str, tmp_pa
     later = network(tmp_path, ptp(), version="1.0.0")
     cni.check(later, att)
     cni.delete(later, att)
-    assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link")
+    assert leases(tmp_path) == [] and "net1" not in ip("-o", "link", netns=ns)
 
     cni.add(later, att)
     path = Path(ii._cache_file(cni.cache_dir, "iitnet", ns, "net1"))
@@ -369,4 +365,4 @@ def test_cached_result_follows_the_networks_version(cni: ii.CNI, ns: str, tmp_pa
         cni.check(later, att)
     assert e.value.code == ii.CODE_INCOMPATIBLE_VERSION
     cni.delete(later, att)
-    assert leases(tmp_path) == [] and "net1" not in ns_ip(ns, "-o", "link") and not path.exists()
+    assert leases(tmp_path) == [] and "net1" not in ip("-o", "link", netns=ns) and not path.exists()

@@ -33,9 +33,9 @@ import pytest
 import build_exe
 import if_inject
 import stamp
-import support.toolrun
+import support.node
 from support.node import need_root, pod_addrs
-from support.toolrun import Run
+from support.toolrun import Run, args_for, fake_plugin
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -697,7 +697,7 @@ def ptp_spec(tmp_path: Path, plugin: str = "ptp") -> Path:
 
 
 def leases(tmp_path: Path) -> list[str]:
-    return support.toolrun.leases(tmp_path / "ipam", "mynet")
+    return support.node.leases(tmp_path / "ipam", "mynet")
 
 
 def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, pod: Any, empty_path: str,
@@ -705,13 +705,11 @@ def test_netns_add_del_on_the_node_in_a_clean_environment(exe: Exe, lab: Any, po
     # A plugin that records the environment it gets, then is ptp.
     plugins = tmp_path / "bin"
     plugins.mkdir()
-    (plugins / "envptp").write_text(f"#!/bin/sh\n/usr/bin/env > {tmp_path}/env.$CNI_COMMAND\n"
-                                    "exec /usr/lib/cni/ptp\n")
-    (plugins / "envptp").chmod(0o755)
+    fake_plugin(plugins, "envptp", f"/usr/bin/env > {tmp_path}/env.$CNI_COMMAND\nexec /usr/lib/cni/ptp")
     spec = ptp_spec(tmp_path, "envptp")
     base = [str(exe.path), "-r", lab.endpoint, "-cache-dir", str(tmp_path / "cni"),
             "-cni-path", f"{plugins}:/usr/lib/cni"]
-    pod_args = ["-ns", pod.namespace, "-pod", pod.name]
+    pod_args = args_for(pod)
     env = clean_env(empty_path, cache)
 
     netns = run([*base, "netns", *pod_args], env)
@@ -768,7 +766,7 @@ def test_in_a_pod_it_injects_into_another_pod(exe: Exe, lab: Any, pod: Any,
             [cache_key(exe.path)]
         assert lab.exec(tool, ["ls", "-A", "/lib"])[1] == ""  # no libc in the image
         base = ["-r", f"unix://{lab.socket}", "-cache-dir", str(tmp_path / "results")]
-        pod_args = ["-ns", pod.namespace, "-pod", pod.name]
+        pod_args = args_for(pod)
         netns = in_pod(*base, "netns", *pod_args)
         assert (netns.code, netns.out, netns.err) == (0, pod.netns + "\n", "")
         spec = ptp_spec(tmp_path)
@@ -834,7 +832,7 @@ def test_in_a_debian_11_root_netns_add_del(exe: Exe, lab: Any, pod: Any, cache: 
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IF_INJECT_EXE_CACHE": str(cache)}
     base = ["/usr/local/bin/if-inject", "-r", lab.endpoint, "-cache-dir", str(tmp_path / "cni"),
             "-cni-path", "/usr/lib/cni"]
-    pod_args = ["-ns", pod.namespace, "-pod", pod.name]
+    pod_args = args_for(pod)
 
     version = in_root(root, ["/usr/local/bin/if-inject", "-version"], env, binds, lower)
     assert (version.code, version.out, version.err) == (0, exe.version + "\n", "")
@@ -870,7 +868,7 @@ def test_in_a_root_without_libc(exe: Exe, lab: Any, pod: Any, tmp_path: Path) ->
     version = in_root(root, ["/usr/local/bin/if-inject", "-version"], env, binds)
     assert (version.code, version.out, version.err) == (0, exe.version + "\n", "")
     assert entries(root / "var/cache/if-inject") == [cache_key(exe.path)]  # the default cache dir
-    netns = in_root(root, [*base, "netns", "-ns", pod.namespace, "-pod", pod.name], env, binds)
+    netns = in_root(root, [*base, "netns", *args_for(pod)], env, binds)
     assert (netns.code, netns.out, netns.err) == (0, pod.netns + "\n", "")
     unknown = in_root(root, [*base, "netns", "-ns", pod.namespace, "-pod", "no-such-pod"], env, binds)
     assert (unknown.code, unknown.out) == (1, "")

@@ -12,13 +12,12 @@ from typing import Any
 import pytest
 
 import if_inject
+from support.cri_schema import NODE, POD
 from support.fake_cri import (
     CONTAINERD_16,
     CONTAINERD_17,
     CONTAINERD_21,
     CRIO_136,
-    NODE,
-    POD,
     FakeCRI,
     Runtime,
     Sandbox,

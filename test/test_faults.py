@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from support.node import links_in_subnet, netns_addrs, pod_addrs, settled
+from support.node import host_links, netns_addrs, pod_addrs, settled
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
 # ---- helpers --------------------------------------------------------------------------
@@ -35,11 +35,6 @@ def slow_plugin(inject: Tool, add: str = "", delete: str = "") -> Path:
                                f'case "$CNI_COMMAND" in ADD) {add or ":"};; DEL) {delete or ":"};; esac\n'
                                "exec /usr/lib/cni/tuning")
     return calls
-
-
-def host_links() -> str:
-    """The node's links with an address of examples/ptp.json's subnet: ptp's host ends."""
-    return links_in_subnet("10.22.22.0/24")
 
 
 def finish(proc: subprocess.Popen[str], timeout: float = 60) -> Run:

@@ -19,6 +19,7 @@ from support.lab import (
     BUSYBOX_IMAGE,
     CNI_RESULTS,
     DEFAULT_RUNTIME,
+    IP_FORWARD,
     KERNEL_DEATHS,
     KILL,
     OWNED,
@@ -191,8 +192,7 @@ def test_two_labs_side_by_side(lab: Lab, lab_base: Path, pod: Pod) -> None:
 @pytest.mark.parametrize("runtime", RUNTIMES)
 def test_down_leaves_nothing(lab_base: Path, runtime: str) -> None:
     third = Lab(str(lab_base / f"third-{runtime}"), runtime)
-    forward = Path("/proc/sys/net/ipv4/ip_forward")
-    before = forward.read_text()
+    before = IP_FORWARD.read_text()
     ids: set[str] = set()
     netns: list[str] = []
     try:
@@ -202,11 +202,11 @@ def test_down_leaves_nothing(lab_base: Path, runtime: str) -> None:
         ids = {p.sandbox_id for p in pods}
         netns = [p.netns for p in pods[1:] if p.netns]  # the first one's netns is gone already
         assert leftovers(third, ids) != [] and all(map(os.path.exists, netns))
-        forward.write_text("0\n" if before.strip() == "1" else "1\n")  # as the ptp plugin does
+        IP_FORWARD.write_text("0\n" if before.strip() == "1" else "1\n")  # as the ptp plugin does
     finally:
         third.down()
     assert leftovers(third, ids) == [] and not any(map(os.path.exists, netns))
-    assert forward.read_text() == before
+    assert IP_FORWARD.read_text() == before
 
 
 @pytest.mark.parametrize("runtime", RUNTIMES)

@@ -22,7 +22,7 @@ import if_inject as ii
 from support import CNI_BIN, REPO
 from support.libcni import (
     CANNED_110,
-    Bench,
+    Harness,
     Libcni13,
     Step,
     compare,
@@ -287,16 +287,18 @@ def worker(plan: dict[str, Any]) -> dict[str, Any]:
                  ["ip", "link", "add", "master0", "type", "veth", "peer", "name", "master1"],  # macvlan's
                  ["ip", "netns", "add", "pod"], ["ip", "netns", "add", "pod2"]):
         subprocess.run(argv, check=True)
-    bench = Bench(WORKER_BASE, plan["driver"], "/run/netns/pod", CAPABILITIES)
-    bench.spy_on_real_plugins(plan.get("cniBin", CNI_BIN))
-    fake_plugins(bench, "failing", "one", "two")
+    harness = Harness(WORKER_BASE, plan["driver"], "/run/netns/pod", CAPABILITIES)
+    harness.spy_on_real_plugins(plan.get("cniBin", CNI_BIN))
+    fake_plugins(harness, "failing", "one", "two")
     node_links = links()
-    data_dir = json.dumps(str(bench.base / "ipam"))
-    runs = [bench.run(Step(impl, command, json.loads(json.dumps(conf).replace('"IPAM"', data_dir)), *options))
+    data_dir = json.dumps(str(harness.base / "ipam"))
+    runs = [harness.run(Step(impl, command, json.loads(json.dumps(conf).replace('"IPAM"', data_dir)),
+                             *options))
             for impl, command, conf, *options in plan["steps"]]
     # The bridge plugin leaves its bridge on DEL (so does libcni): it is not a leftover.
     left = sorted(set(links()) - set(node_links) - {"cnibr0"})
-    leftovers = {"leases": bench.leases(), "cache": bench.cache(), "links": left, "pod links": links("pod")}
+    leftovers = {"leases": harness.leases(), "cache": harness.cache(), "links": left,
+                 "pod links": links("pod")}
     if plan.get("cniBin"):  # the libcni 1.3 cases' second pod
         leftovers["pod2 links"] = links("pod2")
     return {"runs": runs, "leftovers": leftovers}

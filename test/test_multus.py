@@ -20,9 +20,9 @@ import yaml
 import if_inject as ii
 from support import REPO
 from support.docs import code_block_with, readme_section
-from support.node import links_in_subnet, pod_addrs
+from support.node import host_links, pod_addrs
+from support.node import leases as leases_in
 from support.toolrun import Run, Tool, args_for
-from support.toolrun import leases as leases_in
 
 NAD_FILE = REPO / "examples" / "ptp-nad.yaml"
 SUBNET = "10.22.23.0/24"  # examples/ptp-nad.yaml's
@@ -57,11 +57,6 @@ def run_spec(inject: Tool, source: str, text: str, *args: str) -> Run:
 
 def leases(inject: Tool) -> list[str]:
     return leases_in(inject.ipam, "ptp-conf")
-
-
-def subnet_links() -> str:
-    """The node's links with an address of examples/ptp-nad.yaml's subnet: ptp's host ends."""
-    return links_in_subnet(SUBNET)
 
 
 def seen_in_pod(lab: Any, pod: Any, ifname: str) -> dict[str, Any]:
@@ -102,7 +97,7 @@ def test_definition_through_add_check_del(inject: Tool, lab: Any, pod: Any, form
     delete = run_spec(inject, source, text, "del", *args_for(pod))
     assert (delete.code, delete.out, delete.err) == (0, "", "")
     assert pod_addrs(lab, pod) == "" and leases(inject) == [] and inject.cache_files() == []
-    assert subnet_links() == ""
+    assert host_links(SUBNET) == ""
     assert json.loads(inject("list", *args_for(pod), "-o", "network-status").out) == []
 
 
@@ -119,7 +114,7 @@ def test_bad_documents_change_nothing(inject: Tool, lab: Any, pod: Any) -> None:
         (pod_kind, "{source}: a document of kind Pod and apiVersion v1, not a NetworkAttachmentDefinition "
                    "of k8s.cni.cncf.io/v1"),
     ]
-    links = subnet_links()
+    links = host_links(SUBNET)
     for document, message in cases:
         for form in ("json", "yaml"):
             for source in ("file", "stdin"):
@@ -128,7 +123,7 @@ def test_bad_documents_change_nothing(inject: Tool, lab: Any, pod: Any) -> None:
                 assert (run.code, run.out) == (1, "")
                 assert run.error == message.format(source=where), (form, source)
     assert pod_addrs(lab, pod) == "" and lab.exec(pod, ["ip", "link", "show", "net1"])[0] != 0
-    assert inject.cache_files() == [] and leases(inject) == [] and subnet_links() == links
+    assert inject.cache_files() == [] and leases(inject) == [] and host_links(SUBNET) == links
 
 
 def test_a_batch_reads_stdin_once_and_each_pod_gets_its_namespace(inject: Tool, lab: Any,

@@ -25,14 +25,10 @@ import pytest
 
 import if_inject as ii
 from support.docs import commands, readme_section
-from support.node import inode, ip, link_local, settled
-from support.toolrun import Run, run_clean, with_signals
+from support.node import inode, ip, link_exists, link_local, settled
+from support.toolrun import Run, args_for, run_clean, with_signals
 
 # ---- helpers -------------------------------------------------------------------------
-
-def link_exists(name: str, netns: str | None = None) -> bool:
-    return bool(ip("-o", "link", "show", "dev", name, netns=netns, check=False))
-
 
 def ifindex(name: str, netns: str | None = None) -> int:
     return int(ip("-o", "link", "show", "dev", name, netns=netns).split(":")[0])
@@ -295,10 +291,6 @@ def run(tool: list[str], lab: Any, tmp_path: Path) -> Callable[..., Run]:
     return run
 
 
-def pod_args(pod: Any) -> list[str]:
-    return ["-ns", pod.namespace, "-pod", pod.name]
-
-
 def in_pod(lab: Any, pod: Any, *argv: str) -> str:
     code, out, err = lab.exec(pod, list(argv))
     assert code == 0, (argv, out, err)
@@ -322,7 +314,7 @@ def test_a_pods_process_is_read_only_when_in_its_netns(lab: Any, pod: Any) -> No
 
 @pytest.mark.runtimes
 def test_links_shows_what_the_container_sees(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
-    text, js = run("links", *pod_args(pod)), run("links", *pod_args(pod), "-o", "json")
+    text, js = run("links", *args_for(pod)), run("links", *args_for(pod), "-o", "json")
     assert (text.code, text.err, js.code, js.err) == (0, "", 0, "")
     links = json.loads(js.out)
     # busybox ip: "2: eth0@if301: <BROADCAST,...> mtu 1500 ... link/ether 6a:..."
@@ -347,7 +339,7 @@ def test_links_shows_what_the_container_sees(lab: Any, pod: Any, run: Callable[.
 @pytest.mark.runtimes
 def test_veth_pings_both_ways_then_delete_leaves_nothing(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
     node_end, pod_end = subnet()
-    made = run("veth", *pod_args(pod), "-address", pod_end, "-host-address", node_end)
+    made = run("veth", *args_for(pod), "-address", pod_end, "-host-address", node_end)
     assert made.code == 0 and made.err == ""
     result = json.loads(made.out)
     host = ii._host_veth_name(pod.sandbox_id, "net1")
@@ -370,11 +362,11 @@ def test_veth_pings_both_ways_then_delete_leaves_nothing(lab: Any, pod: Any, run
             code, out, err = lab.exec(pod, ["ping", "-c1", "-W2", target])
             assert code == 0, (target, out, err)
     finally:
-        deleted = run("veth", *pod_args(pod), "-delete")
+        deleted = run("veth", *args_for(pod), "-delete")
     assert (deleted.code, deleted.out, deleted.err) == (0, "", "")
     assert not link_exists(host)
     assert lab.exec(pod, ["ip", "link", "show", "net1"])[0] != 0
-    again = run("veth", *pod_args(pod), "-delete")
+    again = run("veth", *args_for(pod), "-delete")
     assert again.code == 1
     assert again.error == f"pod {pod.namespace}/{pod.name}: no interface net1 in {pod.netns}"
 
@@ -407,7 +399,7 @@ def test_readme_manual_injection_as_shown(lab: Any, pod: Any, run: Callable[...,
 def test_veth_with_own_names_mtu_and_ipv6(lab: Any, pod: Any, run: Callable[..., Run],
                                           host_name: Callable[[], str]) -> None:
     host = host_name()
-    made = run("veth", *pod_args(pod), "-interface", "ext0", "-host-interface", host, "-mtu", "1280",
+    made = run("veth", *args_for(pod), "-interface", "ext0", "-host-interface", host, "-mtu", "1280",
                "-address", "fd00:254::2/64", "-address", "10.254.0.2/30")
     assert made.code == 0, made.err
     assert json.loads(made.out)["addresses"]["interface"] == ["fd00:254::2/64", "10.254.0.2/30"]
@@ -415,7 +407,7 @@ def test_veth_with_own_names_mtu_and_ipv6(lab: Any, pod: Any, run: Callable[...,
     assert "inet 10.254.0.2/30" in shown and "inet6 fd00:254::2/64" in shown
     assert "mtu 1280" in in_pod(lab, pod, "ip", "link", "show", "ext0")
     assert "mtu 1280" in ip("link", "show", host)
-    assert run("veth", *pod_args(pod), "-interface", "ext0", "-host-interface", host, "-delete").code == 0
+    assert run("veth", *args_for(pod), "-interface", "ext0", "-host-interface", host, "-delete").code == 0
     assert not link_exists(host) and lab.exec(pod, ["ip", "link", "show", "ext0"])[0] != 0
 
 
@@ -425,9 +417,9 @@ def test_veth_delete_finds_the_other_end(lab: Any, pod: Any, run: Callable[..., 
     """`veth -host-interface mine0`, then -delete by the name of one end only:
     a veth knows its peer, no default name is guessed."""
     host = host_name()
-    assert run("veth", *pod_args(pod), "-host-interface", host).code == 0
+    assert run("veth", *args_for(pod), "-host-interface", host).code == 0
     by = ["-interface", "net1"] if named == "pod end" else ["-host-interface", host]
-    deleted = run("veth", *pod_args(pod), *by, "-delete")
+    deleted = run("veth", *args_for(pod), *by, "-delete")
     assert (deleted.code, deleted.out, deleted.err) == (0, "", "")
     assert not link_exists(host) and lab.exec(pod, ["ip", "link", "show", "net1"])[0] != 0
 
@@ -438,12 +430,12 @@ def test_veth_delete_by_the_node_end_waits_for_the_pod_ends_lock(lab: Any, pod: 
     """-delete by the node's end alone takes the lock an add or del of the pod's
     end takes (ext0's here, not the default net1's): held, the pair is left."""
     host = host_name()
-    assert run("veth", *pod_args(pod), "-interface", "ext0", "-host-interface", host).code == 0
+    assert run("veth", *args_for(pod), "-interface", "ext0", "-host-interface", host).code == 0
     with ii._attachment_lock(str(tmp_path / "cni"), pod.sandbox_id, "ext0", 5) as held:
-        waited = run("veth", *pod_args(pod), "-host-interface", host, "-delete", "-timeout", "2")
+        waited = run("veth", *args_for(pod), "-host-interface", host, "-delete", "-timeout", "2")
         assert (waited.code, waited.error) == (1, f"another if-inject works on {held.path}: gave up waiting")
         assert link_exists(host)
-    deleted = run("veth", *pod_args(pod), "-host-interface", host, "-delete")
+    deleted = run("veth", *args_for(pod), "-host-interface", host, "-delete")
     assert (deleted.code, deleted.out, deleted.err) == (0, "", "")
     assert not link_exists(host) and lab.exec(pod, ["ip", "link", "show", "ext0"])[0] != 0
 
@@ -451,7 +443,7 @@ def test_veth_delete_by_the_node_end_waits_for_the_pod_ends_lock(lab: Any, pod: 
 def test_veth_delete_refuses_a_pod_veth_whose_peer_is_not_on_the_node(
         lab: Any, pod: Any, run: Callable[..., Run]) -> None:
     in_pod(lab, pod, "ip", "link", "add", "net1", "type", "veth")  # both ends in the pod
-    refused = run("veth", *pod_args(pod), "-delete")
+    refused = run("veth", *args_for(pod), "-delete")
     assert refused.code == 1 and refused.error == (f"pod {pod.namespace}/{pod.name}: the peer of net1 in "
                                                    f"{pod.netns} is not on the node: not deleting it")
     in_pod(lab, pod, "ip", "link", "show", "net1")
@@ -474,7 +466,7 @@ def test_veth_delete_refuses_an_interface_a_cni_add_made(lab: Any, pod: Any, too
     cache = f"{top}/multus" if by == "multus" else top  # where the ADD's entry is
     end = ["-interface", ifname]
     if ifname == "net1":
-        added = run_clean(tool, "add", *pod_args(pod), "-spec", str(spec), *flags[:2], "-cache-dir", cache)
+        added = run_clean(tool, "add", *args_for(pod), "-spec", str(spec), *flags[:2], "-cache-dir", cache)
         assert added.returncode == 0, added.stderr
         host = [i["name"] for i in json.loads(added.stdout)["interfaces"] if not i.get("sandbox")]
         end = ["-host-interface", host[0]] if by == "node end" else end
@@ -483,7 +475,7 @@ def test_veth_delete_refuses_an_interface_a_cni_add_made(lab: Any, pod: Any, too
         entry.write_text(json.dumps({k: v for k, v in json.loads(entry.read_text()).items()
                                      if k != "ifInject"}))
     try:
-        refused = Run.of(run_clean(tool, "veth", *pod_args(pod), *end, "-delete", *flags))
+        refused = Run.of(run_clean(tool, "veth", *args_for(pod), *end, "-delete", *flags))
         assert (refused.code, refused.out) == (1, "")
         assert re.fullmatch(rf"pod {pod.namespace}/{pod.name}: {ifname} was made by a CNI ADD \(cache entry "
                             rf"{cache}/results/\S+-{ifname}\): not deleting it; a DEL releases it "
@@ -491,15 +483,16 @@ def test_veth_delete_refuses_an_interface_a_cni_add_made(lab: Any, pod: Any, too
         in_pod(lab, pod, "ip", "link", "show", ifname)
     finally:
         if ifname == "net1":
-            deleted = run_clean(tool, "del", *pod_args(pod), "-spec", str(spec), *flags[:2],
-                                "-cache-dir", cache)
+            forced = ["-force"] if by == "multus" else []  # its entry is no longer if-inject's
+            deleted = run_clean(tool, "del", *args_for(pod), "-spec", str(spec), *flags[:2],
+                                "-cache-dir", cache, *forced)
             assert deleted.returncode == 0, deleted.stderr
 
 
 def test_signal_while_the_veth_settles_removes_it(tool: list[str], lab: Any, pod: Any,
                                                   host_name: Callable[[], str], tmp_path: Path) -> None:
     host = host_name()
-    argv = [*tool, "veth", *pod_args(pod), "-host-interface", host, "-r", lab.endpoint,
+    argv = [*tool, "veth", *args_for(pod), "-host-interface", host, "-r", lab.endpoint,
             "-cache-dir", str(tmp_path / "results"), "-timeout", "120"]
     # The signal must come while the node end's duplicate address detection runs, however
     # late a loaded machine lets this test see the link and send it: one probe (1 s), then
@@ -529,7 +522,7 @@ def test_veth_is_usable_when_it_returns(lab: Any, pod: Any, run: Callable[..., R
                                         host_name: Callable[[], str]) -> None:
     """As users run it: `if-inject veth ... && ping -6 fe80::...%<node end>`, no wait between."""
     host = host_name()
-    made = run("veth", *pod_args(pod), "-host-interface", host, "-address", "fd00:254::2/64")
+    made = run("veth", *args_for(pod), "-host-interface", host, "-address", "fd00:254::2/64")
     assert made.code == 0, made.err
     node_addrs, pod_addrs = ip("-6", "-o", "addr", "show", "dev", host), in_pod(
         lab, pod, "ip", "-6", "-o", "addr", "show", "dev", "net1")
@@ -540,12 +533,12 @@ def test_veth_is_usable_when_it_returns(lab: Any, pod: Any, run: Callable[..., R
     ping = subprocess.run(["ping", "-6", "-c1", "-W2", f"{pod_ll.group(1)}%{host}"],
                           capture_output=True, text=True)
     assert ping.returncode == 0, ping.stdout + ping.stderr
-    assert run("veth", *pod_args(pod), "-host-interface", host, "-delete").code == 0
+    assert run("veth", *args_for(pod), "-host-interface", host, "-delete").code == 0
 
 
 def test_veth_name_taken_in_the_pod_leaves_nothing(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
     before = settled(partial(in_pod, lab, pod, "ip", "-o", "addr"))  # the pod's eth0 is new
-    taken = run("veth", *pod_args(pod), "-interface", "eth0", "-address", "10.254.0.2/30")
+    taken = run("veth", *args_for(pod), "-interface", "eth0", "-address", "10.254.0.2/30")
     assert taken.code == 1 and taken.out == ""
     assert taken.error == (f"pod {pod.namespace}/{pod.name}: interface eth0 already exists in "
                            f"network namespace {pod.netns}")
@@ -555,7 +548,7 @@ def test_veth_name_taken_in_the_pod_leaves_nothing(lab: Any, pod: Any, run: Call
 
 def test_veth_name_taken_on_the_node_leaves_nothing(lab: Any, pod: Any, run: Callable[..., Run]) -> None:
     before = ip("-o", "addr", "show", "dev", lab.bridge)
-    taken = run("veth", *pod_args(pod), "-host-interface", lab.bridge)
+    taken = run("veth", *args_for(pod), "-host-interface", lab.bridge)
     assert taken.code == 1 and taken.error == (
         f"pod {pod.namespace}/{pod.name}: interface {lab.bridge} already exists on the node")
     assert ip("-o", "addr", "show", "dev", lab.bridge) == before
@@ -571,7 +564,7 @@ def test_veth_name_taken_on_the_node_leaves_nothing(lab: Any, pod: Any, run: Cal
 ])
 def test_veth_usage_errors_exit_2(lab: Any, pod: Any, run: Callable[..., Run], args: list[str],
                                   message: str) -> None:
-    bad = run("veth", *pod_args(pod), *args)
+    bad = run("veth", *args_for(pod), *args)
     assert bad.code == 2 and bad.out == "" and message in bad.error
     assert lab.exec(pod, ["ip", "link", "show", "net1"])[0] != 0
 
@@ -579,7 +572,7 @@ def test_veth_usage_errors_exit_2(lab: Any, pod: Any, run: Callable[..., Run], a
 def test_host_network_pod_is_refused(lab: Any, make_pod: Callable[..., Any], run: Callable[..., Run]) -> None:
     pod = make_pod(host_network=True)
     for command in ("links", "veth"):
-        refused = run(command, *pod_args(pod))
+        refused = run(command, *args_for(pod))
         assert refused.code == 1 and "uses the node's network (hostNetwork)" in refused.error
     assert not link_exists(ii._host_veth_name(pod.sandbox_id, "net1"))
 
@@ -663,4 +656,4 @@ def test_version_help_and_pods_do_not_import_pyroute2(tool: list[str], lab: Any,
                  ["pods", "-r", lab.endpoint]):
         assert not {m for m in imports([script, *argv]) if m.startswith("pyroute2")}, argv
     # ... and the check does see it where it is used.
-    assert "pyroute2" in imports([script, "links", *pod_args(pod), "-r", lab.endpoint])
+    assert "pyroute2" in imports([script, "links", *args_for(pod), "-r", lab.endpoint])

@@ -21,8 +21,8 @@ from typing import Any
 
 import pytest
 
-from support.node import pod_addrs
-from support.toolrun import Tool, args_for, leases
+from support.node import leases, pod_addrs
+from support.toolrun import Tool, args_for
 
 OTHER = "if-inject-other"  # (a): a name no runtime of the lab has
 

@@ -17,7 +17,6 @@ no netns, nor root: test/unit/test_endpoints.py.
 
 from __future__ import annotations
 
-import ipaddress
 import itertools
 import json
 import os
@@ -33,6 +32,7 @@ import pytest
 
 import if_inject
 from support import CNI_BIN
+from support.cri_schema import POD, SANDBOX_NOTREADY
 from support.fake_cri import (
     CONTAINERD_16,
     CONTAINERD_17,
@@ -40,8 +40,8 @@ from support.fake_cri import (
     CONTAINERD_23,
     CRI_DOCKERD,
     CRIO,
-    NOTREADY,
-    POD,
+    NAME,
+    NS,
     PROC_PATH,
     Runtime,
     Sandbox,
@@ -55,12 +55,9 @@ from support.fake_cri import (
     proc_path_sandbox,
     with_info,
 )
-from support.node import inode, ip, link_names
+from support.node import cache_entries, inode, ip, leases, link_exists, link_names
 from support.toolrun import error_of
 from support.toolrun import run_clean as run
-
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
-NS, NAME = "if-inject", "web-0"  # the pod every fake runtime runs
 
 needs_root = pytest.mark.skipif(
     os.geteuid() != 0 or not os.path.exists(f"{CNI_BIN}/ptp"),
@@ -102,37 +99,25 @@ class Network:
     def leases(self) -> dict[str, str]:
         """{address: container ID} as host-local keeps them."""
         ipam = self.data_dir / self.name
-        files = [p for p in ipam.iterdir() if is_address(p.name)] if ipam.exists() else []
-        return {p.name: p.read_text().splitlines()[0] for p in files}
+        return {a: (ipam / a).read_text().splitlines()[0] for a in leases(self.data_dir, self.name)}
 
     def leftovers(self) -> list[str]:
         """Cache entries, leases and lock files: none after a del or a failure."""
-        locks, results = self.cache_dir / "if-inject-locks", self.cache_dir / "results"
-        cached = sorted(os.listdir(results)) if results.exists() else []
-        return cached + sorted(self.leases()) + ([str(locks)] if locks.exists() else [])
-
-
-def is_address(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
+        locks = self.cache_dir / "if-inject-locks"
+        left = cache_entries(self.cache_dir) + leases(self.data_dir, self.name)
+        return left + ([str(locks)] if locks.exists() else [])
 
 
 @pytest.fixture
-def network(tmp_path: Path) -> Iterator[Network]:
-    """The ptp network of the add/check/del tests; ip_forward (which ptp sets) is put back."""
+def network(tmp_path: Path) -> Network:
+    """The ptp network of the add/check/del tests (conftest's restore_ip_forward puts
+    back the ip_forward that ptp sets)."""
     net = Network(tmp_path / "ptp.json", "if-inject-rt", tmp_path / "ipam", tmp_path / "cache")
     net.spec.write_text(json.dumps({
         "cniVersion": "1.0.0", "name": net.name, "type": "ptp",
         "ipam": {"type": "host-local", "dataDir": str(net.data_dir),
                  "ranges": [[{"subnet": f"10.231.{next(_subnets)}.0/24"}]]}}))
-    forward = IP_FORWARD.read_text()
-    try:
-        yield net
-    finally:
-        IP_FORWARD.write_text(forward)
+    return net
 
 
 # ---- helpers ------------------------------------------------------------------
@@ -144,14 +129,6 @@ def addresses_in(netns: str, ifname: str) -> list[str] | None:
         return None
     out = ip("-o", "-4", "addr", "show", "dev", ifname, netns=netns)
     return [line.split()[3] for line in out.splitlines()]
-
-
-def links_in(netns: str) -> list[str]:
-    return link_names(netns)
-
-
-def node_has_link(name: str) -> bool:
-    return subprocess.run(["ip", "link", "show", "dev", name], capture_output=True).returncode == 0
 
 
 def host_end(result: dict[str, object]) -> str:
@@ -245,7 +222,7 @@ def test_add_check_del_through_the_cli(personality: str, tool: list[str], serve:
     address = result["ips"][0]["address"]
     assert addresses_in(netns, "net1") == [address]
     assert network.leases() == {address.split("/")[0]: container_id(sandbox, path)}
-    assert node_has_link(host_end(result))
+    assert link_exists(host_end(result))
 
     checked = run(tool, *flags, "check", *pod)
     assert (checked.returncode, checked.stdout, checked.stderr) == (0, "", "")
@@ -253,7 +230,7 @@ def test_add_check_del_through_the_cli(personality: str, tool: list[str], serve:
     deleted = run(tool, *flags, "del", *pod)
     assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
     assert addresses_in(netns, "net1") is None
-    assert not node_has_link(host_end(result))
+    assert not link_exists(host_end(result))
     assert network.leftovers() == []
 
 
@@ -306,7 +283,7 @@ def test_del_after_the_shim_is_gone_uses_the_cache(tool: list[str], serve: Serve
     pod = ["-ns", NS, "-pod", NAME, "-spec", str(network.spec)]
     assert run(tool, *flags, "add", *pod).returncode == 0
     cri.sandboxes = [containerd2_sandbox(NAME, var_run(netns), netns_pid, NS, shim_gone=True)]
-    cri.sandboxes[0].state = NOTREADY
+    cri.sandboxes[0].state = SANDBOX_NOTREADY
     deleted = run(tool, *flags, "del", *pod)
     assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
     assert addresses_in(netns, "net1") is None
@@ -409,7 +386,7 @@ def test_del_without_spec_in_a_running_cri_dockerd_pod(tool: list[str], serve: S
     deleted = run(tool, *flags, "del", "-ns", NS, "-pod", NAME)
     assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
     assert addresses_in(netns, "net1") is None
-    assert not node_has_link(host_end(result))
+    assert not link_exists(host_end(result))
     assert network.leftovers() == []
 
 
@@ -427,7 +404,7 @@ def test_del_through_another_runtime_runs_in_the_netns_the_pods_runtime_reports(
     deleted = run(tool, "-runtime-endpoint", other.endpoint, *network.flags(), "del", "-ns", NS, "-pod", NAME)
     assert (deleted.returncode, deleted.stdout, deleted.stderr) == (0, "", "")
     assert addresses_in(netns, "net1") is None
-    assert not node_has_link(host_end(result))
+    assert not link_exists(host_end(result))
     assert network.leftovers() == []
 
 
@@ -589,7 +566,7 @@ FAULTS: dict[str, tuple[Callable[[Scene], str], list[str]]] = {
     "sandbox-removed-after-list": (crio_pods(0, vanishes=True),
                                    ['PodSandboxStatus: NOT_FOUND: could not find pod "']),
     "two-ready-sandboxes": (crio_pods(0, 0), [f"pod {NS}/{NAME} has 2 ready sandboxes: "]),
-    "only-notready-sandboxes": (crio_pods(NOTREADY, NOTREADY),
+    "only-notready-sandboxes": (crio_pods(SANDBOX_NOTREADY, SANDBOX_NOTREADY),
                                 [f"pod {NS}/{NAME} not found on this node (only not-ready sandboxes: "]),
     "no-such-pod": (lambda scene: scene.serve(CRIO, []).endpoint,
                     [f"pod {NS}/{NAME} not found on this node"]),
@@ -611,7 +588,7 @@ def test_runtime_fault(fault: str, command: str, tool: list[str], serve: Serve, 
     for word in words:
         assert word in error
     assert time.monotonic() - started < 5
-    assert links_in(netns) == ["lo"]
+    assert link_names(netns) == ["lo"]
     assert network.leftovers() == []
 
 

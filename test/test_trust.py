@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import support.toolrun
-from support.node import pod_addrs
+from support.node import ip, leases, pod_addrs
 from support.toolrun import PTP_SPEC, Tool, args_for, wait_for
 
 
@@ -25,13 +23,13 @@ def test_a_network_named_like_a_temporary_file_is_listed_and_collected(
     assert inject("add", *args_for(pod), "-spec", spec).code == 0
     [row] = json.loads(inject("list", "-o", "json").out)
     assert (row["pod"], row["network"], row["stale"]) == (pod.name, "corp.tmpnet", False)
-    assert len(support.toolrun.leases(inject.ipam, "corp.tmpnet")) == 1
+    assert len(leases(inject.ipam, "corp.tmpnet")) == 1
     lab.remove_pod(pod)
     done = inject("gc")
     assert done.code == 0, done.err
     assert [(r["pod"], r["network"], r["action"]) for r in map(json.loads, done.out.splitlines())] == [
         (pod.name, "corp.tmpnet", "deleted")]
-    assert support.toolrun.leases(inject.ipam, "corp.tmpnet") == [] and inject.cache_files() == []
+    assert leases(inject.ipam, "corp.tmpnet") == [] and inject.cache_files() == []
 
 
 def test_a_cache_entry_of_another_owner_is_refused(inject: Tool, lab: Any, pod: Any) -> None:
@@ -81,7 +79,7 @@ def test_links_prints_escapes_in_a_pod_interface_name_escaped(inject: Tool, pod:
     name = "e\x1b[31mx\x07"
 
     def in_pod(*argv: str) -> None:
-        subprocess.run(["nsenter", f"--net={pod.netns}", "ip", *argv], check=True)
+        ip(*argv, netns=pod.netns)
 
     in_pod("link", "add", "name", name, "type", "veth", "peer", "name", "esc-peer")
     try:

@@ -62,7 +62,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,11 +72,10 @@ from judge import Ratio, verdict
 from measure_exe import AGAINST_PIP as EXE_NETNS  # the executable's targets
 from measure_exe import VERSION as EXE_VERSION
 from support import CNI_BIN, REPO  # test/support, on the venv's path by tools/dev_install.py
-from support.lab import Lab, Pod, lock_machine, mounts_under
+from support.lab import Lab, Pod, ip_forward_restored, lock_machine, mounts_under
+from support.node import cache_entries, leases
 
 NAMESPACE = "if-inject-bench"
-CNI_BIN_DIR = CNI_BIN
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 PYTHON = sys.executable  # the venv's interpreter, not resolved: its site-packages count
 SCRIPT = str(REPO / "if_inject.py")
 GRPC_IMPORT = [PYTHON, "-c", "import grpc"]  # the floor of every call that asks the runtime
@@ -264,7 +262,7 @@ class Bench:
         interpreter by its shebang, no shell), else `python if_inject.py`."""
         default = [self.console_script] if self.console_script else [PYTHON, self.script]
         return [*(exe or default), "-runtime-endpoint", self.lab.endpoint,
-                "-cni-path", CNI_BIN_DIR, "-cache-dir", str(self.cache_dir), *args]
+                "-cni-path", CNI_BIN, "-cache-dir", str(self.cache_dir), *args]
 
     def row(self, what: str, **kw: Any) -> Row:
         row = Row(what, **kw)
@@ -359,7 +357,7 @@ class Bench:
         def env(command: str) -> dict[str, str]:
             return plugin_env(command, pod, "bench-floor")
 
-        plugin = f"{CNI_BIN_DIR}/{conf['type']}"
+        plugin = f"{CNI_BIN}/{conf['type']}"
         grpc = self.row("floor: python -c 'import grpc', in turns with add and del")
         floor_add = self.row("floor: ptp ADD, plugin run directly")
         floor_del = self.row("floor: ptp DEL, plugin run directly")
@@ -424,7 +422,7 @@ class Bench:
         """The batch's own work done by the plugin alone: every pod's ptp ADD,
         then every DEL (with its prevResult, as libcni's), `workers` at once."""
         conf = json.loads(self.spec.read_text())
-        plugin = f"{CNI_BIN_DIR}/{conf['type']}"
+        plugin = f"{CNI_BIN}/{conf['type']}"
 
         def run(command: str, pod: Pod, stdin: dict[str, Any]) -> Any:
             proc = subprocess.run([plugin], input=json.dumps(stdin).encode(), capture_output=True,
@@ -475,11 +473,8 @@ class Bench:
 
     def check_released(self) -> list[str]:
         """Every lease and cache entry made by the bench is gone again."""
-        leases = [p.name for p in self.ipam_dir.glob("*/*")
-                  if p.name != "lock" and not p.name.startswith("last_reserved_ip")]
-        results = self.cache_dir / "results"
-        cached = os.listdir(results) if results.exists() else []
-        return [f"IP leases left: {leases}"] * bool(leases) + [f"cache entries left: {cached}"] * bool(cached)
+        leased, cached = leases(self.ipam_dir), cache_entries(self.cache_dir)
+        return [f"IP leases left: {leased}"] * bool(leased) + [f"cache entries left: {cached}"] * bool(cached)
 
     def run(self) -> list[str]:
         started = time.monotonic()
@@ -520,16 +515,7 @@ def plugin_env(command: str, pod: Pod, container_id: str) -> dict[str, str]:
     args = (f"IgnoreUnknown=1;K8S_POD_NAMESPACE={pod.namespace};K8S_POD_NAME={pod.name};"
             f"K8S_POD_INFRA_CONTAINER_ID={pod.sandbox_id};K8S_POD_UID={pod.uid}")
     return dict(os.environ, CNI_COMMAND=command, CNI_CONTAINERID=container_id, CNI_NETNS=str(pod.netns),
-                CNI_IFNAME="net1", CNI_PATH=CNI_BIN_DIR, CNI_ARGS=args)
-
-
-def with_host_restored(work: Callable[[], list[str]]) -> list[str]:
-    forward = IP_FORWARD.read_text()
-    try:
-        return work()
-    finally:
-        if IP_FORWARD.read_text() != forward:
-            IP_FORWARD.write_text(forward)
+                CNI_IFNAME="net1", CNI_PATH=CNI_BIN, CNI_ARGS=args)
 
 
 def main() -> int:
@@ -560,7 +546,8 @@ def main() -> int:
                   os.path.abspath(exe) if exe else "")
     started = time.monotonic()
     try:
-        problems = with_host_restored(bench.run)
+        with ip_forward_restored():
+            problems = bench.run()
     finally:
         try:
             bench.lab.down()

@@ -28,6 +28,7 @@ from pathlib import Path
 
 from support import REPO  # test/support, on the venv's path by tools/dev_install.py
 from support.lab import RUNTIMES, Lab, Pod, install_missing, lock_machine
+from support.node import ip, leases, link_local, settled
 
 NAMESPACE = "if-inject"
 PTP_SPEC = REPO / "examples/ptp.json"
@@ -98,31 +99,8 @@ def get_pods(lab: Lab, pods: list[Pod]) -> None:
     print(f"$ kubectl get pods -n {NAMESPACE} -o wide     # as the lab's CRI sees them")
     print(f"{'NAME':32} {'READY':6} {'STATUS':8} {'IP':16} NODE")
     for pod in pods:
-        ip = lab.cri("PodSandboxStatus", {"pod_sandbox_id": pod.sandbox_id}).status.network.ip
-        print(f"{pod.name:32} {'1/1':6} {'Running':8} {ip:16} {os.uname().nodename}")
-
-
-def wait_link_local(lab: Lab, pod: Pod, ifname: str) -> str:
-    """The pod's fe80:: address on ifname, once duplicate address detection is done."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        _, out, _ = lab.exec(pod, ["ip", "-6", "-o", "addr", "show", "dev", ifname])
-        words = out.split()
-        if "fe80" in out and "tentative" not in words:
-            return words[words.index("inet6") + 1].split("/")[0]
-        time.sleep(0.2)
-    raise RuntimeError(f"no link-local address on {ifname} in {pod.name}")
-
-
-def wait_host_dad(ifname: str) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        out = subprocess.run(["ip", "-6", "-o", "addr", "show", "dev", ifname],
-                             capture_output=True, text=True).stdout
-        if "fe80" in out and "tentative" not in out.split():
-            return
-        time.sleep(0.2)
-    raise RuntimeError(f"{ifname} keeps a tentative address")
+        pod_ip = lab.cri("PodSandboxStatus", {"pod_sandbox_id": pod.sandbox_id}).status.network.ip
+        print(f"{pod.name:32} {'1/1':6} {'Running':8} {pod_ip:16} {os.uname().nodename}")
 
 
 def manual_injection(sh: Shell, lab: Lab, pod: Pod) -> None:
@@ -135,8 +113,9 @@ def manual_injection(sh: Shell, lab: Lab, pod: Pod) -> None:
     sh("ip link set net1 netns $ns")
     sh.kubectl_exec(pod, ["ip", "link", "set", "net1", "up"])
     sh("ip link set pod0 up")
-    address = wait_link_local(lab, pod, "net1")
-    wait_host_dad("pod0")
+    # Both ends' fe80:: addresses, once duplicate address detection is done.
+    address = link_local(lambda: lab.exec(pod, ["ip", "-6", "-o", "addr", "show", "dev", "net1"])[1])
+    settled(lambda: ip("-6", "-o", "addr", "show", "dev", "pod0"), need="fe80::")
     sh.kubectl_exec(pod, ["ip", "addr", "show", "net1"])
     sh(f"ping -c1 -W2 {address}%pod0")
     print("# Clean up by removing either end of the veth pair:")
@@ -189,10 +168,8 @@ def undo_leftovers(sh: Shell, had: dict[Path, bool]) -> None:
         sh.run(line)
     # host-local keeps its directory after the last release: remove it if the demo made
     # it and it holds no lease (a concurrent user of "mynet" may have one).
-    if not had[MYNET_LEASES] and MYNET_LEASES.is_dir():
-        state = {"lock", "last_reserved_ip.0"}
-        if {p.name for p in MYNET_LEASES.iterdir()} <= state:
-            shutil.rmtree(MYNET_LEASES)
+    if not had[MYNET_LEASES] and MYNET_LEASES.is_dir() and not leases(MYNET_LEASES.parent, MYNET_LEASES.name):
+        shutil.rmtree(MYNET_LEASES)
     networks = MYNET_LEASES.parent
     if not had[networks] and networks.is_dir() and not any(networks.iterdir()):
         networks.rmdir()

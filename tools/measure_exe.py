@@ -37,12 +37,12 @@ from pathlib import Path
 
 import build_exe
 from judge import Ratio, verdict
-from support import REPO  # test/support, on the venv's path by tools/dev_install.py
-from support.lab import Lab, lock_machine
+from support import CNI_BIN, REPO  # test/support, on the venv's path by tools/dev_install.py
+from support.lab import Lab, ip_forward_restored, lock_machine
+from support.toolrun import args_for
 
 TOOLS = Path(__file__).resolve().parent
 
-IP_FORWARD = Path("/proc/sys/net/ipv4/ip_forward")
 INTERPRETER = "python -c pass"  # the floor of -version, timed in the same rounds
 # The targets, on medians; tools/bench.py judges its rows of the executable by them too.
 VERSION = Ratio(1.5, "interpreter")  # answered by the launcher, from its trailer
@@ -79,8 +79,8 @@ def measure(commands: dict[str, Path], lab: Lab, tmp: Path, runs: int) -> dict[s
     spec["ipam"]["dataDir"] = str(tmp / "ipam")
     (tmp / "ptp.json").write_text(json.dumps(spec))
     env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "IF_INJECT_EXE_CACHE": str(tmp / "exe-cache")}
-    base = ["-r", lab.endpoint, "-cache-dir", str(tmp / "cni"), "-cni-path", "/usr/lib/cni"]
-    pod_args = ["-ns", pod.namespace, "-pod", pod.name]
+    base = ["-r", lab.endpoint, "-cache-dir", str(tmp / "cni"), "-cni-path", CNI_BIN]
+    pod_args = args_for(pod)
     calls = {"-version": ["-version"], "netns": [*base, "netns", *pod_args],
              "add": [*base, "add", *pod_args, "-spec", str(tmp / "ptp.json")],
              "del": [*base, "del", *pod_args, "-spec", str(tmp / "ptp.json")]}
@@ -159,7 +159,7 @@ def report_self_contained(exe: Path, first: list[float], warm: list[float], chec
             (f"launcher's walk and entry check (median of {len(checks)})", f"{check:.1f} ms",
              f"< {CHECK_LIMIT_MS:.0f} ms", check < CHECK_LIMIT_MS)]
     for name, value, target, met in rows:
-        print(f"{name:<46} {value:>9}  {target} {'PASS' if met else 'FAIL'}")
+        print(f"{name:<46} {value:>9}  {target} {verdict(met)}")
     return all(met for *_, met in rows)
 
 
@@ -179,16 +179,17 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"pip": Path(args.pip_command) if args.pip_command else pip_command(work), "exe": exe}
     lock = lock_machine()
     tmp = Path(tempfile.mkdtemp(prefix="if-inject-measure-"))
-    forward = IP_FORWARD.read_text()
     lab = Lab(str(tmp / "lab"))
     try:
-        lab.up()
-        times = measure(commands, lab, tmp, args.runs)
-        first = first_runs(exe, tmp)
-        checks = reuse_checks(exe, tmp)
+        with ip_forward_restored():
+            try:
+                lab.up()
+                times = measure(commands, lab, tmp, args.runs)
+                first = first_runs(exe, tmp)
+                checks = reuse_checks(exe, tmp)
+            finally:
+                lab.down()
     finally:
-        lab.down()
-        IP_FORWARD.write_text(forward)
         shutil.rmtree(tmp)
         os.close(lock)
     ok = report(times, first)

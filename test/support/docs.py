@@ -8,7 +8,8 @@ import re
 import shlex
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent.parent
+from support import REPO
+
 README = REPO / "README.md"
 
 

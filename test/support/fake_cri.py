@@ -24,8 +24,10 @@ status), as read in:
   lists them in runtime-tools' order (pid, network, ipc, uts, mount). cri-o's
   integration tests read the path the same way (test/network.bats:
   .info.runtimeSpec.linux.namespaces[] | select(.type == "network").path),
-  and a real node's `crictl inspectp` (cri-o issue #8409) shows the
-  runtimeSpec-only form.
+  and a real node's `crictl inspectp --output table`, pasted into a user's
+  2024 cri-o bug report about `crictl create` (not about this; the report is
+  https://github.com/cri-o/cri-o/issues/8409), shows the runtimeSpec-only
+  form: `Info: map[info:{"runtimeSpec":{"ociVersion":...`.
   The status echoes the namespace options as the kubelet asked (network
   NODE), has no IP for hostNetwork pods, and the labels and annotations of
   the config. Version: version "0.1.0", runtimeName "cri-o", runtimeVersion
@@ -77,15 +79,14 @@ import grpc
 
 # The tool lives in the repository root.
 import if_inject
-from support.cri_schema import proto_messages
+from support.cri_schema import CONTAINER, NODE, POD, SANDBOX_NOTREADY, SANDBOX_READY, proto_messages
 
 M: dict[str, Any] = proto_messages(if_inject._CRI_SCHEMA)
 
-READY, NOTREADY = if_inject._SANDBOX_READY, if_inject._SANDBOX_NOTREADY
-POD, CONTAINER, NODE = (if_inject._NAMESPACE_MODE[mode] for mode in ("POD", "CONTAINER", "NODE"))
 NAME_LABEL, NAMESPACE_LABEL, UID_LABEL = (
     if_inject._POD_NAME_LABEL, if_inject._POD_NAMESPACE_LABEL, if_inject._POD_UID_LABEL)
 PAUSE_IMAGE = "registry.k8s.io/pause:3.9"
+NS, NAME = "if-inject", "web-0"  # the pod the tests' fake runtimes run
 # What the kubelet puts on every pod sandbox it asks for.
 KUBELET_ANNOTATIONS = {"kubernetes.io/config.seen": "2026-11-30T12:00:00.000000000Z",
                        "kubernetes.io/config.source": "api"}
@@ -134,7 +135,7 @@ class Sandbox:
     id: str = field(default_factory=new_id)
     uid: str = field(default_factory=lambda: str(uuid.uuid4()))
     attempt: int = 0
-    state: int = READY  # in ListPodSandbox
+    state: int = SANDBOX_READY  # in ListPodSandbox
     status_state: int | None = None  # in PodSandboxStatus, when it differs from the list
     network: int = POD  # status.linux.namespaces.options.network
     info: dict[str, str] = field(default_factory=dict)  # PodSandboxStatus info (verbose)
@@ -240,7 +241,7 @@ def crio_info(sb: Sandbox, netns: str, infra_pid: int = 0, host_network: bool = 
 def crio_stopped(sb: Sandbox) -> Sandbox:
     """A cri-o sandbox after StopPodSandbox, as 1.36.3 answers (measured in the lab):
     listed and reported NOTREADY; its IP, the info and its netns path (the file gone) stay."""
-    sb.state = NOTREADY
+    sb.state = SANDBOX_NOTREADY
     return sb
 
 
@@ -320,7 +321,7 @@ def containerd2_sandbox(name: str, netns: str, pid: int, namespace: str = "defau
     sb = Sandbox(name, namespace)
     info = containerd_info(sb, netns, pid, v2=True)
     if shim_gone:
-        sb.status_state = NOTREADY
+        sb.status_state = SANDBOX_NOTREADY
         info.update(pid=0, processStatus="deleted", image="", snapshotKey="", snapshotter="",
                     runtimeType="", runtimeOptions=None, runtimeSpec=None)
     return with_info(sb, info)
@@ -331,7 +332,7 @@ def containerd_stopped(sb: Sandbox) -> Sandbox:
     (measured in the lab): listed and reported NOTREADY, no IP, pid 0,
     processStatus "deleted", netNamespaceClosed true; the spec, and the netns
     path in it (the file gone), stay."""
-    sb.state, sb.ip = NOTREADY, ""
+    sb.state, sb.ip = SANDBOX_NOTREADY, ""
     info = json.loads(sb.info["info"])
     info.update(pid=0, processStatus="deleted", netNamespaceClosed=True)
     return with_info(sb, info)

@@ -59,7 +59,6 @@ from support import CNI_BIN, cri_schema
 from support.cri_schema import CONTAINER, NODE, POD, M
 
 SUPPORT_DIR = Path(__file__).resolve().parent
-CNI_BIN_DIR = CNI_BIN  # (support.CNI_BIN, under the name this module has used)
 PAUSE_IMAGE = "localhost/if-inject/pause:1"
 BUSYBOX_IMAGE = "localhost/if-inject/busybox:1"
 CRI_NAMESPACE = "k8s.io"  # the containerd namespace the CRI plugin uses
@@ -102,7 +101,7 @@ MARK_MOUNT = "trusted.if-inject-lab-mount"  # on NETNS_DIR: a lab made it a moun
 # Debian packages providing what the lab runs: (file or command, package).
 REQUIREMENTS = [
     ("containerd", "containerd"), ("ctr", "containerd"), ("runc", "runc"),
-    (f"{CNI_BIN_DIR}/bridge", "containernetworking-plugins"), ("ip", "iproute2"),
+    (f"{CNI_BIN}/bridge", "containernetworking-plugins"), ("ip", "iproute2"),
     ("gcc", "gcc"), ("/usr/include/signal.h", "libc6-dev"),
 ]
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -286,6 +285,19 @@ def pinned(pid: int, ours: Callable[[int], bool]) -> Iterator[int | None]:
         yield fd if ours(pid) else None
     finally:
         os.close(fd)
+
+
+@contextlib.contextmanager
+def ip_forward_restored() -> Iterator[None]:
+    """net.ipv4.ip_forward put back as it was before the block, if it changed:
+    the ptp plugin sets it on every ADD (failed ones too), and neither libcni
+    nor the tool puts it back (the tests' autouse fixture, the bench, measure_exe)."""
+    before = IP_FORWARD.read_text()
+    try:
+        yield
+    finally:
+        if IP_FORWARD.read_text() != before:
+            IP_FORWARD.write_text(before)
 
 
 STOP = ((signal.SIGTERM, 15.0), (signal.SIGKILL, 5.0))  # (signal, how long to wait after it)
@@ -976,7 +988,7 @@ signature_policy = {_toml_string(c / "policy.json")}
 
 [crio.network]
 network_dir = {_toml_string(self.conf_dir)}
-plugin_dirs = [{_toml_string(CNI_BIN_DIR)}]
+plugin_dirs = [{_toml_string(CNI_BIN)}]
 
 [crio.nri]
 enable_nri = false
@@ -1034,7 +1046,7 @@ disabled_plugins = [{disabled}]
   Root = {_toml_string(r / "runc")}
 
 {cri}.cni]
-  bin_dir = {_toml_string(CNI_BIN_DIR)}
+  bin_dir = {_toml_string(CNI_BIN)}
   conf_dir = {_toml_string(r / "net.d")}
   max_conf_num = 1
 """
@@ -1082,7 +1094,7 @@ disabled_plugins = [{disabled}]
   Root = {_toml_string(r / "runc")}
 
 {rt}.cni]
-  bin_dirs = [{_toml_string(CNI_BIN_DIR)}]
+  bin_dirs = [{_toml_string(CNI_BIN)}]
   conf_dir = {_toml_string(r / "net.d")}
   max_conf_num = 1
 """

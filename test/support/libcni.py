@@ -5,7 +5,7 @@ golang-github-containernetworking-cni-dev; GOPATH mode, offline) once per
 session (conftest's `libcni_driver`). Spy plugins in a private CNI_PATH log
 every call's stdin and CNI_* environment, then run the real plugin (or a canned
 one). The same steps go through libcni and through if-inject's `CNI` class
-(a Bench), and what the plugins saw, the cache entries and the ADD results must
+(a Harness each), and what the plugins saw, the cache entries and the ADD results must
 be the same (compare()).
 
 if-inject's deliberate differences (docs/cni.md, "Where if-inject differs from
@@ -32,6 +32,8 @@ import pytest
 
 import if_inject as ii
 from support import CNI_BIN
+from support.node import cache_entries, leases
+from support.toolrun import fake_plugin
 
 HERE = Path(__file__).resolve().parent
 GOPATH = "/usr/share/gocode"
@@ -119,14 +121,15 @@ class Step:
     impl: str  # "libcni" or "if-inject"
     command: str  # ADD, CHECK, DEL; STATUS, GC (CNI 1.1)
     conf: dict[str, Any]
-    # "container", "ifname", "netns" of the attachment (CONTAINER, IFNAME, the bench's);
+    # "container", "ifname", "netns" of the attachment (CONTAINER, IFNAME, the harness's);
     # "valid": GC's [[ID, IFNAME]].
     options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
-class Bench:
-    """A private CNI_PATH of spies, a log of their calls, a cache dir and a dataDir."""
+class Harness:
+    """Where the steps of one implementation run: a private CNI_PATH of spies,
+    a log of their calls, a cache dir and a dataDir."""
 
     base: Path
     driver: str
@@ -145,13 +148,11 @@ class Bench:
     def spy(self, plugin_type: str, body: str) -> None:
         """A plugin that logs its call, then runs `body` with the same stdin."""
         log = self.base / "log"
-        script = (f'#!/bin/sh\nlog={log}\nn=$(($(cat "$log/seq" 2>/dev/null || echo 0) + 1))\n'
-                  f'echo "$n" > "$log/seq"\ncat > "$log/$n.stdin"\n'
-                  f'env | grep "^CNI_" > "$log/$n.env"\necho {plugin_type} > "$log/$n.type"\n'
-                  f'exec < "$log/$n.stdin"\n{body}\n')
-        path = self.base / "bin" / plugin_type
-        path.write_text(script)
-        path.chmod(0o755)
+        fake_plugin(self.base / "bin", plugin_type,
+                    f'log={log}\nn=$(($(cat "$log/seq" 2>/dev/null || echo 0) + 1))\n'
+                    f'echo "$n" > "$log/seq"\ncat > "$log/$n.stdin"\n'
+                    f'env | grep "^CNI_" > "$log/$n.env"\necho {plugin_type} > "$log/$n.type"\n'
+                    f'exec < "$log/$n.stdin"\n{body}')
 
     def spy_on_real_plugins(self, cni_bin: str = CNI_BIN) -> None:
         for name in os.listdir(cni_bin):
@@ -172,12 +173,10 @@ class Bench:
 
     def cache(self) -> dict[str, Any]:
         results = self.cache_dir / "results"
-        names = sorted(os.listdir(results)) if results.exists() else []
-        return {name: json.loads((results / name).read_text()) for name in names}
+        return {name: json.loads((results / name).read_text()) for name in cache_entries(self.cache_dir)}
 
     def leases(self) -> list[str]:
-        return sorted(p.name for p in (self.base / "ipam").glob("*/*")
-                      if p.name[0].isdigit() or ":" in p.name)
+        return leases(self.base / "ipam")
 
     def run(self, step: Step) -> dict[str, Any]:
         """The step's outcome: ok, result, error, the calls seen and the cache after it."""
@@ -219,9 +218,11 @@ class Bench:
             return {"error": str(e), "code": e.code if str(e).startswith("plugin ") else None}
 
 
-def conflist(version: str, *plugins: dict[str, Any], name: str = "conformance",
+def conflist(version: str | None, *plugins: dict[str, Any], name: str = "conformance",
              **extra: Any) -> dict[str, Any]:
-    return {"cniVersion": version, "name": name, **extra, "plugins": list(plugins)}
+    """A network conflist of `plugins`; without a cniVersion when `version` is None."""
+    versioned = {"cniVersion": version} if version is not None else {}
+    return {**versioned, "name": name, **extra, "plugins": list(plugins)}
 
 
 def for_if_inject(runs: list[dict[str, Any]], netns: bool = False) -> list[dict[str, Any]]:
@@ -331,11 +332,11 @@ if command == "ADD":
 """
 
 
-def fake_plugins(bench: Bench, *names: str) -> None:
-    script = bench.base / "fake_plugin.py"
+def fake_plugins(harness: Harness, *names: str) -> None:
+    script = harness.base / "fake_plugin.py"
     script.write_text(FAKE_PLUGIN)
     results = json.dumps({v: ii._convert_result(CANNED, v) for v in ("0.3.1", "0.4.0", "1.0.0")}
                          | {"1.1.0": CANNED_110})
     for name in names:
         role = name if name in ("one", "failing") else "chained"
-        bench.spy(name, f"exec {sys.executable} {script} {role} '{results}' {bench.base}/del-failed")
+        harness.spy(name, f"exec {sys.executable} {script} {role} '{results}' {harness.base}/del-failed")

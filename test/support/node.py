@@ -1,12 +1,15 @@
-"""What the node and the pods show: links and addresses, seen with `ip`."""
+"""What the node and the pods show: links and addresses, seen with `ip`; and
+what CNI keeps on the node: host-local's leases, libcni's result cache."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,6 +41,11 @@ def ip(*argv: str, netns: str | None = None, check: bool = True) -> str:
     return proc.stdout
 
 
+def link_exists(name: str, netns: str | None = None) -> bool:
+    """Whether the node, or `netns`, has a link `name`."""
+    return bool(ip("-o", "link", "show", "dev", name, netns=netns, check=False))
+
+
 def link_names(netns: str | None = None) -> list[str]:
     """The names of the links on the node, or in `netns`, in `ip`'s order."""
     return [line.split(":")[1].strip().split("@")[0] for line in ip("-o", "link", netns=netns).splitlines()]
@@ -48,11 +56,14 @@ def node_links() -> set[str]:
     return set(link_names())
 
 
-def links_in_subnet(subnet: str) -> str:
-    """`ip -o -4 addr` of the node's links with an address in `subnet` (a ptp spec's host ends).
-    Only these: other sessions' labs may add and remove links meanwhile."""
-    return subprocess.run(["ip", "-o", "-4", "addr", "show", "to", subnet], capture_output=True, text=True,
-                          check=True).stdout
+PTP_SUBNET = "10.22.22.0/24"  # examples/ptp.json's
+
+
+def host_links(subnet: str = PTP_SUBNET) -> str:
+    """`ip -o -4 addr` of the node's links with an address in `subnet` (by default
+    examples/ptp.json's): a ptp spec's host ends. Only these: other sessions' labs
+    may add and remove links meanwhile."""
+    return ip("-o", "-4", "addr", "show", "to", subnet)
 
 
 def pod_addrs(lab: Any, pod: Any, ifname: str = "net1") -> str:
@@ -84,3 +95,29 @@ def link_local(show: Callable[[], str], timeout: float = 10) -> str:
     match = re.search(r"(fe80::[0-9a-f:]+)/64", settled(show, timeout, need="fe80::"))
     assert match is not None
     return match.group(1)
+
+
+def _is_address(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
+
+
+def leases(data_dir: Path, network: str | None = None) -> list[str]:
+    """The addresses host-local leased under its dataDir `data_dir`, in `network`
+    (by default in every network there), sorted. A lease is a file named by its
+    address (10.22.22.2, fd00::2); host-local's other files there are `lock`
+    and `last_reserved_ip.N`."""
+    if not data_dir.is_dir():
+        return []
+    networks = [data_dir / network] if network else [d for d in data_dir.iterdir() if d.is_dir()]
+    return sorted(p.name for d in networks if d.is_dir() for p in d.iterdir() if _is_address(p.name))
+
+
+def cache_entries(cache_dir: Path) -> list[str]:
+    """The names of the entries in libcni's result cache under `cache_dir` (its
+    results/, as libcni and if-inject's -cache-dir keep it), sorted; [] when there is none."""
+    results = cache_dir / "results"
+    return sorted(os.listdir(results)) if results.is_dir() else []

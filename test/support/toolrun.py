@@ -21,6 +21,7 @@ from typing import Any
 
 import if_inject
 from support import CNI_BIN, REPO
+from support.node import cache_entries, leases
 
 PTP_SPEC = REPO / "examples" / "ptp.json"
 
@@ -71,6 +72,7 @@ def json_lines(run: Run) -> dict[str, dict[str, Any]]:
 
 
 def args_for(pod: Any) -> list[str]:
+    """The tool's arguments naming `pod` (a lab's Pod): -ns and -pod."""
     return ["-ns", pod.namespace, "-pod", pod.name]
 
 
@@ -112,12 +114,6 @@ def fake_plugin(directory: Path, name: str, body: str) -> None:
     path = directory / name
     path.write_text("#!/bin/sh\n" + body + "\n")
     path.chmod(0o755)
-
-
-def leases(data_dir: Path, network: str) -> list[str]:
-    """The addresses host-local leased in `network` under its dataDir."""
-    d = data_dir / network
-    return sorted(p.name for p in d.iterdir() if p.name[0].isdigit()) if d.exists() else []
 
 
 class Tool:
@@ -166,6 +162,5 @@ class Tool:
         return leases(self.ipam, "mynet")
 
     def cache_files(self) -> list[str]:
-        results = self.cache / "results"
-        return sorted(os.listdir(results)) if results.exists() else []
+        return cache_entries(self.cache)
 

@@ -7,17 +7,19 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 import if_inject as ii
+from support.libcni import conflist
+from support.toolrun import fake_plugin
 
 
-def conflist(**extra: Any) -> bytes:
-    return json.dumps({"name": "n", **extra, "plugins": [{"type": "ptp"}]}).encode()
+def ptp_conflist(**extra: Any) -> bytes:
+    """A conflist "n" of ptp with `extra` (cniVersion, when given, among them)."""
+    return json.dumps(conflist(extra.pop("cniVersion", None), {"type": "ptp"}, name="n", **extra)).encode()
 
 
 @pytest.mark.parametrize("extra, version", [
@@ -28,7 +30,7 @@ def conflist(**extra: Any) -> bytes:
     ({"cniVersion": "1.1.0"}, "1.1.0"),
 ])
 def test_cni_versions_pick_the_highest_usable(extra: dict[str, Any], version: str) -> None:
-    assert ii.parse_network_config(conflist(**extra)).cni_version == version
+    assert ii.parse_network_config(ptp_conflist(**extra)).cni_version == version
 
 
 @pytest.mark.parametrize("extra, message, code", [
@@ -43,13 +45,13 @@ def test_cni_versions_pick_the_highest_usable(extra: dict[str, Any], version: st
 ])
 def test_bad_cni_versions_and_switches(extra: dict[str, Any], message: str, code: int) -> None:
     with pytest.raises(ii.InjectError) as e:
-        ii.parse_network_config(conflist(**extra), "x.json")
+        ii.parse_network_config(ptp_conflist(**extra), "x.json")
     assert str(e.value).startswith("x.json: ") and message in str(e.value), str(e.value)
     assert e.value.code == code
 
 
 def test_switches_as_libcni_13_reads_them() -> None:
-    net = ii.parse_network_config(conflist(cniVersion="1.1.0", disableGC="True", disableCheck="false"))
+    net = ii.parse_network_config(ptp_conflist(cniVersion="1.1.0", disableGC="True", disableCheck="false"))
     assert (net.disable_gc, net.disable_check) == (True, False)
     # A single plugin conf has no switches and no cniVersions, as in libcni.
     single = ii.parse_network_config(b'{"name": "n", "cniVersion": "1.0.0", "cniVersions": ["1.1.0"], '
@@ -86,28 +88,23 @@ def test_1_1_0_routes_survive_conversion_interfaces_lose_what_0_4_0_lacks() -> N
 # ---- STATUS and GC with canned plugins (shell scripts logging their calls) ----
 
 def plugin(bin_dir: Path, name: str, log: Path, answer: str = "", code: int = 0) -> None:
-    (bin_dir / name).write_text(
-        f'#!/bin/sh\necho "{name} $CNI_COMMAND [$CNI_CONTAINERID$CNI_NETNS$CNI_IFNAME$CNI_ARGS]" >> {log}\n'
-        f'cat >> {log}.stdin\necho >> {log}.stdin\n'
-        + (f"echo '{answer}'\nexit {code}\n" if code else ""))
-    (bin_dir / name).chmod(0o755)
+    """`name`: logs its command and CNI_* (and its stdin), then prints `answer`, exits `code`."""
+    fails = f"\necho '{answer}'\nexit {code}" if code else ""
+    fake_plugin(bin_dir, name,
+                f'echo "{name} $CNI_COMMAND [$CNI_CONTAINERID$CNI_NETNS$CNI_IFNAME$CNI_ARGS]" >> {log}\n'
+                f'cat >> {log}.stdin\necho >> {log}.stdin{fails}')
 
 
 def spec(tmp_path: Path, version: str = "1.1.0", **extra: Any) -> Path:
     path = tmp_path / "net.json"
-    path.write_text(json.dumps({"cniVersion": version, "name": "n", **extra,
-                                "plugins": [{"type": "a"}, {"type": "b"}, {"type": "c"}]}))
+    plugins = ({"type": "a"}, {"type": "b"}, {"type": "c"})
+    path.write_text(json.dumps(conflist(version, *plugins, name="n", **extra)))
     return path
 
 
 def status(tool: list[str], tmp_path: Path, version: str = "1.1.0") -> subprocess.CompletedProcess[str]:
     return subprocess.run([*tool, "-cni-path", str(tmp_path / "bin"), "-cache-dir", str(tmp_path / "cache"),
                            "status", "-spec", str(spec(tmp_path, version))], capture_output=True, text=True)
-
-
-@pytest.fixture
-def tool() -> list[str]:
-    return [sys.executable, str(Path(ii.__file__))]
 
 
 @pytest.mark.parametrize("code, word", [(50, "not available"), (51, "limited connectivity")])
@@ -184,13 +181,11 @@ def test_gc_sends_gc_to_networks_at_1_1_0_with_every_attachment_left(tmp_path: P
     1.1.0 or later, GC to its plugins with the attachments cached for it."""
     bin_dir, log = tmp_path / "bin", tmp_path / "log"
     bin_dir.mkdir()
-    (bin_dir / "a").write_text(f'#!/bin/sh\necho "a $CNI_COMMAND" >> {log}\ncat >> {log}.stdin\n'
-                               f'echo >> {log}.stdin\necho \'{{"cniVersion": "1.1.0"}}\'\n')
-    (bin_dir / "a").chmod(0o755)
+    fake_plugin(bin_dir, "a", f'echo "a $CNI_COMMAND" >> {log}\ncat >> {log}.stdin\n'
+                              f'echo >> {log}.stdin\necho \'{{"cniVersion": "1.1.0"}}\'')
     node = ii.Node(cni_path=[str(bin_dir)], cache_dir=str(tmp_path / "cache"))
     for name, version in (("n", "1.1.0"), ("o", "1.0.0")):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"cniVersion": version, "name": name,
-                                                           "plugins": [{"type": "a"}]}))
+        (tmp_path / f"{name}.json").write_text(json.dumps(conflist(version, {"type": "a"}, name=name)))
     for name, container in (("n", "c1"), ("n", "c2"), ("o", "c3")):
         node.cni.add(ii.read_network(str(tmp_path / f"{name}.json")), ii.Attachment(container, "/x", "eth1"))
     log.unlink()

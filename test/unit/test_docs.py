@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 
 import if_inject as ii
-from support.docs import README, REPO, code_blocks, commands, doc_files
+from support import REPO
+from support.docs import README, code_blocks, commands, doc_files
 
 README_LIMIT = 15 * 1024  # bytes: the README is what a user reads first; topics go to docs/
 # A command line's placeholders, as a user fills them in.

@@ -21,6 +21,8 @@ from support.fake_cri import (
     CONTAINERD_23,
     CRI_DOCKERD,
     CRIO,
+    NAME,
+    NS,
     FakeCRI,
     Runtime,
     Serve,
@@ -30,8 +32,6 @@ from support.fake_cri import (
 )
 from support.toolrun import error_of
 from support.toolrun import run_clean as run
-
-NS, NAME = "if-inject", "web-0"  # the pod every fake runtime runs
 
 
 def connected_to(out: subprocess.CompletedProcess[str]) -> str:

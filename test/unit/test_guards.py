@@ -3,12 +3,14 @@ threads asking at once, and signals held whatever thread receives them."""
 
 from __future__ import annotations
 
+import ast
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -223,6 +225,39 @@ def test_a_signal_while_the_tool_starts_ends_it_without_a_traceback(
         proc.kill()
         proc.wait()
     assert (proc.returncode, out, err) == (-signum, "", "")
+
+
+def _literals_of(path: Path, found: Callable[[ast.AST], ast.expr | None]) -> list[object]:
+    """The literal values of the expressions `found` picks out of the file's syntax tree."""
+    picked = (found(node) for node in ast.walk(ast.parse(path.read_text())))
+    return [ast.literal_eval(expr) for expr in picked if expr is not None]
+
+
+def _gc_threshold(node: ast.AST) -> ast.expr | None:
+    """X of a call `....set_threshold(X)`."""
+    if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+        return None
+    return node.args[0] if node.func.attr == "set_threshold" else None
+
+
+def _version_forms(node: ast.AST) -> ast.expr | None:
+    """The tuple T of a test `... in T` naming -version."""
+    if isinstance(node, ast.Compare) and isinstance(node.ops[0], ast.In):
+        forms = node.comparators[0]
+        if isinstance(forms, ast.Tuple) and "-version" in ast.unparse(forms):
+            return forms
+    return None
+
+
+def test_the_installed_command_starts_as_a_script_run_does() -> None:
+    """tools/if-inject repeats, before it imports if_inject, what if_inject.py does
+    at its top for a script run: the same -version forms answered early and the
+    same cyclic GC threshold (_tune_gc's). Read from both files, so that neither
+    drifts. (Their SIGINT reset: test_a_signal_while_the_tool_starts_... above.)"""
+    module, script = REPO / "if_inject.py", REPO / "tools" / "if-inject"
+    thresholds, forms = _literals_of(module, _gc_threshold), _literals_of(module, _version_forms)
+    assert thresholds == _literals_of(script, _gc_threshold) and len(thresholds) == 1
+    assert forms == _literals_of(script, _version_forms) and len(forms) == 1
 
 
 # ---- many pods at once: for_each_pod ---------------------------------------------------------

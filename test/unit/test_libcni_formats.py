@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 import if_inject as ii
-from support.libcni import ARGS, Bench, Step, compare, conflist, fake_plugins, libcni
+from support.libcni import ARGS, Harness, Step, compare, conflist, fake_plugins, libcni
 
 VERSIONS = ("0.1.0", "0.2.0", "0.3.0", "0.3.1", "0.4.0", "1.0.0")
 
@@ -159,11 +159,11 @@ def test_same_calls_and_cache_as_libcni_with_canned_plugins(libcni_driver: str, 
     args, capability_args = options.get("args", ARGS), {k: v for k, v in options.items() if k != "args"}
     runs = {}
     for impl in ("libcni", "if-inject"):
-        bench = Bench(tmp_path / "bench", libcni_driver, "/run/netns/nowhere", capability_args, args)
-        fake_plugins(bench, "one", "two", "failing")
-        runs[impl] = [bench.run(Step(impl, command, conf)) for command, conf in steps]
-        assert bench.cache() == {}
-        shutil.rmtree(bench.base)
+        harness = Harness(tmp_path / "harness", libcni_driver, "/run/netns/nowhere", capability_args, args)
+        fake_plugins(harness, "one", "two", "failing")
+        runs[impl] = [harness.run(Step(impl, command, conf)) for command, conf in steps]
+        assert harness.cache() == {}
+        shutil.rmtree(harness.base)
     compare(runs["libcni"], runs["if-inject"], fixed=("02:11:22:33:44:55",))
     check_runs = [r for r in runs["libcni"] if r["command"] == "CHECK"]
     if case == "disableCheck":  # libcni runs no plugin, and still refuses CHECK before 0.4.0

@@ -12,10 +12,10 @@ from typing import Any
 import pytest
 
 import if_inject as ii
+from support.cri_schema import SANDBOX_NOTREADY, SANDBOX_READY
 
 OWN_NETNS = f"/proc/{os.getpid()}/ns/net"  # a network namespace any user can open
 NO_NETNS = "/proc/999999999/ns/net"  # no such process (above pid_max)
-READY, NOTREADY = ii._SANDBOX_READY, ii._SANDBOX_NOTREADY
 
 
 def cached(netns: str, sandbox_id: str = "s1", **mark: str) -> ii.CachedAttachment:
@@ -59,14 +59,14 @@ def view() -> ii._RuntimeView:
 # ---- the policy ---------------------------------------------------------------------------
 
 def test_a_ready_sandbox_is_never_stale_even_without_its_netns(runtime: dict[str, Any]) -> None:
-    runtime["sandboxes"] = {"s1": READY}
+    runtime["sandboxes"] = {"s1": SANDBOX_READY}
     assert ii._staleness(cached(NO_NETNS), view()) == ("ready", False, "")
 
 
-@pytest.mark.parametrize("state, name", [(None, "gone"), (NOTREADY, "notready")])
+@pytest.mark.parametrize("state, name", [(None, "gone"), (SANDBOX_NOTREADY, "notready")])
 def test_stale_only_when_the_sandbox_and_its_netns_are_gone(runtime: dict[str, Any], state: int | None,
                                                             name: str) -> None:
-    runtime["sandboxes"] = {"live": READY} | ({"s1": state} if state is not None else {})
+    runtime["sandboxes"] = {"live": SANDBOX_READY} | ({"s1": state} if state is not None else {})
     runtime["live"] = {"live": OWN_NETNS}  # seen here: /proc is the runtime's
     assert ii._staleness(cached(OWN_NETNS), view()) == (name, False, "")  # its netns is still there
     assert ii._staleness(cached(NO_NETNS), view()) == (name, True, "")
@@ -86,7 +86,7 @@ def test_a_netns_directory_that_is_not_here_decides_nothing(runtime: dict[str, A
 def test_a_directory_without_the_live_pods_netns_is_not_the_runtimes(runtime: dict[str, Any],
                                                                      tmp_path: Path) -> None:
     """A tmpfs over the directory, or another PID namespace: the live pods' netns are not there either."""
-    runtime["sandboxes"] = {"live": READY, "other": READY}
+    runtime["sandboxes"] = {"live": SANDBOX_READY, "other": SANDBOX_READY}
     for live, gone in ((str(tmp_path / "cni-live"), str(tmp_path / "cni-1")),
                        ("/proc/999999998/ns/net", NO_NETNS)):
         runtime["live"] = {"live": live}
@@ -113,7 +113,7 @@ def test_the_cache_entry_records_the_runtime(runtime: dict[str, Any]) -> None:
 
 
 def test_each_attachment_is_judged_by_the_runtime_that_made_it(runtime: dict[str, Any]) -> None:
-    runtime["sandboxes"] = {"old-known": NOTREADY}
+    runtime["sandboxes"] = {"old-known": SANDBOX_NOTREADY}
     node = ii.Node("unix:///run/containerd/containerd.sock")
     with ii._RuntimeViews(node.client, node.timeout) as views:
         assert views.of(cached(NO_NETNS, "old-known")) is views.own

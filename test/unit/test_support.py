@@ -1,6 +1,7 @@
 """The tests' own machinery, without root: the CRI schema helpers a fake
-server uses, the machine check's report, the machine lock's hand-over, and
-the signal dispositions a started tool gets."""
+server uses, the machine check's report, the machine lock's hand-over, the
+signal dispositions a started tool gets, what counts as a lease or a cache
+entry, and the support package's map of itself."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import pytest
 from support import cri_schema, lab
 from support.lab import MACHINE_LOCK_FD, _handed_lock, kernel_deaths, machine_lock_lost
 from support.machine import machine_differences
+from support.node import cache_entries, leases
 from support.toolrun import with_signals
 
 
@@ -115,3 +117,39 @@ def test_a_started_tool_gets_the_signals_tests_send_whatever_was_inherited() -> 
     assert ignored_in(with_signals(show, ignored=("SIGINT", "SIGTERM", "SIGHUP"))) == "[True, True, True]"
     assert ignored_in(inheriting) == "[False, False, False]"
     assert ignored_in(with_signals(show, ignored=("SIGHUP",))) == "[False, False, True]"
+
+
+def test_leases_are_the_files_named_by_an_address(tmp_path: Path) -> None:
+    """host-local's dataDir: a file per lease, named by its address (IPv6 ones too),
+    beside its `lock` and `last_reserved_ip.N` files, which are no leases."""
+    files = {"a": ["10.22.22.2", "fd00::2", "lock", "last_reserved_ip.0", "last_reserved_ip.1"],
+             "b": ["10.22.23.9", "lock"]}
+    for network, names in files.items():
+        (tmp_path / network).mkdir()
+        for name in names:
+            (tmp_path / network / name).write_text("c1\r\nnet1")
+    assert leases(tmp_path, "a") == ["10.22.22.2", "fd00::2"]
+    assert leases(tmp_path) == ["10.22.22.2", "10.22.23.9", "fd00::2"]
+    assert leases(tmp_path, "none") == [] and leases(tmp_path / "none") == []
+    for name in ("10.22.22.2", "fd00::2"):
+        (tmp_path / "a" / name).unlink()
+    assert leases(tmp_path, "a") == []  # what is left, lock and last_reserved_ip, is no lease
+
+
+def test_cache_entries_are_those_of_the_results_dir(tmp_path: Path) -> None:
+    assert cache_entries(tmp_path) == []
+    (tmp_path / "results").mkdir()
+    (tmp_path / "if-inject-locks").mkdir()
+    assert cache_entries(tmp_path) == []
+    for name in ("mynet-c2-net1", "mynet-c1-net1"):
+        (tmp_path / "results" / name).write_text("{}")
+    assert cache_entries(tmp_path) == ["mynet-c1-net1", "mynet-c2-net1"]
+
+
+def test_the_support_package_names_each_of_its_modules() -> None:
+    """Its docstring is the map of the support package: every module on it."""
+    import support
+
+    assert support.__doc__ is not None
+    modules = sorted(p.name for p in Path(support.__file__).parent.glob("*.py") if p.name != "__init__.py")
+    assert [m for m in modules if m not in support.__doc__] == []
