@@ -1471,20 +1471,24 @@ def _validate_attachment(att: Attachment) -> None:
 
 
 def _check_same_netns(att: Attachment) -> None:
-    """A /proc/<pid>/ns/net path (cri-dockerd's) follows its PID: before each
-    plugin runs, it must still be the namespace the pod had when checked."""
-    pod = att.pod
-    if pod is None or pod.netns_id is None or not att.netns or not _is_proc_path(att.netns):
+    """Before each plugin runs: see _check_pod_netns."""
+    if att.pod is not None:
+        _check_pod_netns(att.pod, att.netns, "no plugin runs in it")
+
+
+def _check_pod_netns(pod: Pod, netns: str, refusal: str) -> None:
+    """A /proc/<pid>/ns/net path (cri-dockerd's) follows its PID: before
+    anything is done in it, it must still be the namespace the pod had when checked."""
+    if pod.netns_id is None or not netns or not _is_proc_path(netns):
         return
     try:
-        st = os.stat(att.netns)
+        st = os.stat(netns)
         now: tuple[int, int] | None = (st.st_dev, st.st_ino)
     except OSError:
         now = None
     if now != pod.netns_id:
-        raise InjectError(f"network namespace {att.netns} is no longer pod {pod.namespace}/{pod.name}'s "
-                          "(its process ended, or its PID was reused): no plugin runs in it",
-                          CODE_UNKNOWN_CONTAINER)
+        raise InjectError(f"network namespace {netns} is no longer pod {pod.namespace}/{pod.name}'s "
+                          f"(its process ended, or its PID was reused): {refusal}", CODE_UNKNOWN_CONTAINER)
 
 
 def _parse_cni_args(text: str) -> list[tuple[str, str]]:
@@ -4039,6 +4043,7 @@ class Node:
         found = self.pod(namespace, pod)
         host_ifname = host_ifname or _host_veth_name(found.sandbox_id, ifname)
         with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout), _about_pod(found):
+            _check_pod_netns(found, found.netns, "no veth is made in it")
             return _make_veth(found.netns, ifname, host_ifname, pod_cidrs, host_cidrs, mtu, self.timeout)
 
     def delete_veth(self, namespace: str, pod: str, ifname: str = "", host_ifname: str = "") -> None:
@@ -4052,6 +4057,7 @@ class Node:
             pod_ifname = ifname or _peer_name_in(found.netns, host_ifname)
         with _attachment_lock(self.cni.cache_dir, found.sandbox_id, pod_ifname or "net1", self.timeout), \
                 _about_pod(found):
+            _check_pod_netns(found, found.netns, "nothing is deleted in it")
             if not ifname and _peer_name_in(found.netns, host_ifname) != pod_ifname:
                 raise InjectError(f"the peer of {host_ifname} changed while waiting for its lock: "
                                   "not deleting it", CODE_TRY_AGAIN_LATER)

@@ -38,7 +38,7 @@ from pathlib import Path
 import build_exe
 from judge import Ratio, verdict
 from support import CNI_BIN, REPO  # test/support, on the venv's path by tools/dev_install.py
-from support.lab import Lab, ip_forward_restored, lock_machine
+from support.lab import Lab, ip_forward_restored, lock_machine, mounts_under
 from support.toolrun import args_for
 
 TOOLS = Path(__file__).resolve().parent
@@ -190,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
             finally:
                 lab.down()
     finally:
-        shutil.rmtree(tmp)
+        if not mounts_under(str(tmp)):  # never rmtree through a mount (a lab not fully down)
+            shutil.rmtree(tmp)
         os.close(lock)
     ok = report(times, first)
     ok = report_self_contained(exe, first, times["exe"]["-version"], checks) and ok

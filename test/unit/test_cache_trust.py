@@ -647,3 +647,22 @@ def test_tables_escape_control_characters(capsys: pytest.CaptureFixture[str]) ->
         "r\\u202eab         \\nDOWN",
         "lo                UNKNOWN",
     ]
+
+
+def test_a_proc_netns_is_checked_to_be_the_same_before_a_veth_is_made_or_deleted(
+        bin_dir: Path, cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """As before each plugin: cri-dockerd's /proc/<pid>/ns/net, once its PID is another
+    process's, gets no veth made or deleted in it."""
+    netns = f"/proc/{os.getpid()}/ns/net"
+    st = os.stat(netns)
+    pod = ii.Pod("ns1", "pod1", sandbox_id="sandbox1", netns=netns, netns_id=(st.st_dev, st.st_ino + 1))
+    node = ii.Node("unix:///nowhere.sock", 5, [str(bin_dir)], str(cache))
+    monkeypatch.setattr(node, "pod", lambda namespace, name: pod)
+    gone = (f"pod ns1/pod1: network namespace {netns} is no longer pod ns1/pod1's (its process ended, "
+            "or its PID was reused): ")
+    with pytest.raises(ii.InjectError) as e:
+        node.add_veth("ns1", "pod1", "net1", "iitveth0")
+    assert str(e.value) == gone + "no veth is made in it"
+    with pytest.raises(ii.InjectError) as e:
+        node.delete_veth("ns1", "pod1", "net1")
+    assert str(e.value) == gone + "nothing is deleted in it"
