@@ -1619,16 +1619,29 @@ _CACHE_MARK = "ifInject"
 
 def _libcni_cache_dirs(cache_dir: str) -> list[str]:
     """The cache dirs where libcni records what the node's CNI users attached:
-    `cache_dir` (if-inject's), the node's default one when `cache_dir` is
-    another (the runtimes' and Multus' records stay there whatever -cache-dir
-    says), and in each, when it is there, Multus' for its delegates (its cniDir,
-    by default /var/lib/cni/multus, is their cacheDir). Multus' is held to the
-    rules of a dir on the way."""
-    tops = [cache_dir]
-    if os.path.normpath(os.path.abspath(cache_dir)) != _DEFAULT_CACHE_DIR:
-        tops.append(_DEFAULT_CACHE_DIR)
-    multus = [os.path.join(top, "multus") for top in tops]
-    return tops + [each for each in multus if os.path.lexists(each)]
+    `cache_dir` (if-inject's) first; the node's default one, where the
+    runtimes keep theirs whatever -cache-dir says; and in each, Multus' for its
+    delegates (its cniDir, by default /var/lib/cni/multus, is their cacheDir).
+    Those after the first only when they are there, each directory once
+    (a -cache-dir may be one of them by another name). Multus' is held to
+    the rules of a dir on the way."""
+    found, seen = [cache_dir], {_dir_identity(cache_dir)}
+    for top in (cache_dir, _DEFAULT_CACHE_DIR):
+        for directory in (top, os.path.join(top, "multus")):
+            identity = _dir_identity(directory)
+            if identity is not None and identity not in seen:
+                seen.add(identity)
+                found.append(directory)
+    return found
+
+
+def _dir_identity(path: str) -> tuple[int, int] | None:
+    """(device, inode) of the directory at `path`; None when there is none."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino)
 
 
 def _results_dir(cache_dir: str) -> str:
@@ -1980,11 +1993,23 @@ def _write_cache(cache_dir: str, network: NetworkConfig, att: Attachment,
 
 
 def _linked_if_new(dir_fd: int, tmp: str, name: str) -> bool:
-    """Give `tmp` the name `name` if nothing has it (the link is atomic); False when taken."""
+    """Give `tmp` the name `name` if nothing has it (the link is atomic); False when taken.
+    Where a file system has no hard links (vfat, some FUSE), a rename when nothing
+    has the name a moment before: only another -containerid's add could race it."""
+    import errno
+
     try:
         os.link(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
     except FileExistsError:
         return False
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
+            raise
+        with suppress(FileNotFoundError):
+            os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            return False
+        os.replace(tmp, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        return True
     os.unlink(tmp, dir_fd=dir_fd)
     return True
 
@@ -3573,7 +3598,7 @@ def _shared_networks(cache_dir: str, networks: list[str]) -> dict[str, str]:
     would have its plugins release that."""
     reasons: dict[str, str] = {}
     for directory in _libcni_cache_dirs(cache_dir):
-        results = _results_dir(directory)
+        results, elsewhere = _results_dir(directory), directory != cache_dir
         try:
             with _results_fd(directory) as fd:
                 if fd is None:
@@ -3584,20 +3609,25 @@ def _shared_networks(cache_dir: str, networks: list[str]) -> dict[str, str]:
                     if named:
                         path = os.path.join(results, name)
                         entry = _listed_entry(fd, name, path)
-                        reasons.update((n, why) for n in named if (why := _not_only_ours(entry, n, path)))
+                        reasons.update((n, why) for n in named
+                                       if (why := _not_only_ours(entry, n, path, elsewhere)))
         except (OSError, InjectError) as e:
             for network in networks:
                 reasons.setdefault(network, f"the cache {results} cannot be read ({e})")
     return reasons
 
 
-def _not_only_ours(entry: dict[str, Any] | None, network: str, path: str) -> str:
-    """Why an entry named as `network`'s keeps if-inject's GC from it, or ""."""
+def _not_only_ours(entry: dict[str, Any] | None, network: str, path: str, elsewhere: bool) -> str:
+    """Why an entry named as `network`'s keeps if-inject's GC from it, or "".
+    One `elsewhere` than the cache dir GC works on is never among its valid
+    attachments: if-inject's own there counts as another user's too."""
     if entry is None:  # named as the network's: may be one of its
         return f"a cache entry that may be its, {path}, cannot be read"
-    if entry.get("networkName") == network and not isinstance(entry.get(_CACHE_MARK), dict):
+    if entry.get("networkName") != network:
+        return ""
+    if not isinstance(entry.get(_CACHE_MARK), dict):
         return f"another program attaches pods to it too ({path})"
-    return ""
+    return f"if-inject attaches pods to it with another cache dir too ({path})" if elsewhere else ""
 
 
 def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Iterator[dict[str, Any]]:
@@ -4107,11 +4137,12 @@ def add(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "net1
 
 def delete(namespace: str, pod: str, spec: str | NetworkConfig | None = None,
            ifname: str = "net1", node: Node | None = None, container_id: str = "",
-           args: list[tuple[str, str]] | None = None, capability_args: dict[str, Any] | None = None) -> int:
+           args: list[tuple[str, str]] | None = None, capability_args: dict[str, Any] | None = None,
+           force: bool = False) -> int:
     """Node.delete with the network in file `spec` (or the cached one), on `node` or a Node of its own."""
     with _node(node) as n:
         return n.delete(namespace, pod, _network(spec) if spec else None, ifname,
-                        container_id=container_id, args=args, capability_args=capability_args)
+                        container_id=container_id, args=args, capability_args=capability_args, force=force)
 
 
 def check(namespace: str, pod: str, spec: str | NetworkConfig, ifname: str = "net1",

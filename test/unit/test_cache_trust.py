@@ -559,7 +559,31 @@ def test_gc_sees_the_nodes_own_cache_dir_beside_a_private_one(tmp_path: Path,
     runtimes.chmod(0o600)
     assert ii._shared_networks(str(tmp_path / "cni"), ["iitnet"]) == {
         "iitnet": f"another program attaches pods to it too ({runtimes})"}
-    assert ii._libcni_cache_dirs(str(default)) == [str(default), str(default / "multus")]
+    runtimes.unlink()
+    write_entry(default)  # if-inject's own, made with the node's cache dir: not among the GC's valid ones
+    assert ii._shared_networks(str(tmp_path / "cni"), ["iitnet"]) == {"iitnet": (
+        "if-inject attaches pods to it with another cache dir too "
+        f"({ii._cache_file(str(default), 'iitnet', 'container1', 'net1')})")}
+    assert ii._shared_networks(str(default), ["iitnet"]) == {}  # its own cache dir
+    (tmp_path / "link").symlink_to(default)
+    for name in (default, tmp_path / "link"):  # each directory once, by whatever name
+        assert ii._libcni_cache_dirs(str(name)) == [str(name), str(name / "multus")]
+
+
+def test_an_add_on_a_file_system_without_hard_links(cache: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """vfat, some FUSE: the first entry goes in by a rename when none is there, and is
+    refused over another pod's as where links are to be had."""
+    def no_links(*args: object, **kwargs: object) -> None:
+        raise PermissionError(1, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    ii._write_cache(str(cache), spy_network(), pod_attachment(), None)
+    path = Path(ii._cache_file(str(cache), "iitnet", "container1", "net1"))
+    assert json.loads(path.read_text())["ifInject"]["sandboxId"] == "sandbox1"
+    other = ii.Attachment("container1", "", "net1", [], {}, ii.Pod("ns2", "pod2", sandbox_id="sandbox2"))
+    with pytest.raises(ii.InjectError, match="is pod ns1/pod1's: refusing to add over it"):
+        ii._write_cache(str(cache), spy_network(), other, None)
+    assert os.listdir(path.parent) == [path.name]
 
 
 def test_an_empty_namespace_and_pod_match_no_attachment_made_outside_a_pod(cache: Path,
