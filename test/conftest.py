@@ -16,7 +16,8 @@ the CNI plugins. The lab's fixtures skip their tests unless root.
 - `tool`: the argv prefix that runs if_inject.py with this Python.
 - `inject`: a support.toolrun.Tool on the lab (private cache, CNI dir, dataDir).
 - `libcni_driver`: support/libcni_driver.go built (skipped without Go and libcni's source).
-- every test puts net.ipv4.ip_forward back (the ptp plugin sets it).
+- every test puts net.ipv4.ip_forward back (the ptp plugin sets it); in test/unit, the
+  node's cache dir that if-inject reads beside a private one is one that is not there.
 
 After a root session the machine must be as it was before: processes (the
 runtimes' namespaces included), mounts, netns, links, /var/lib/cni, /run/cni,
@@ -185,6 +186,18 @@ def restore_ip_forward() -> Iterator[None]:
         return
     with ip_forward_restored():
         yield
+
+
+@pytest.fixture(autouse=True)
+def the_nodes_cache_dir_unread_by_unit_tests(request: pytest.FixtureRequest,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """if-inject reads the node's /var/lib/cni beside a private -cache-dir (gc,
+    veth -delete): in test/unit, in-process, it reads a directory that is not
+    there instead, so that no unit test depends on what the machine keeps."""
+    if request.path.parent.name == "unit":
+        import if_inject
+
+        monkeypatch.setattr(if_inject, "_DEFAULT_CACHE_DIR", "/nonexistent/if-inject-unit-tests/cni")
 
 
 @pytest.fixture(autouse=True)
