@@ -18,9 +18,11 @@ import os
 import re
 import shlex
 import shutil
+import signal
 import socket
 import subprocess
 import sys
+import time
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -322,6 +324,70 @@ def test_an_entry_in_use_under_another_path_is_left_alone(exe: Exe, empty_path: 
     assert busy.error == (f"cache entry {key} is in use by a run that sees the cache dir at another "
                           "path: set IF_INJECT_EXE_CACHE to a dir of its own")
     assert entries(tmp_path / "after") == [key]
+
+
+def test_an_entry_in_use_that_looks_damaged_is_left_alone(exe: Exe, empty_path: str, cache: Path,
+                                                          tmp_path: Path) -> None:
+    """An entry a run uses that does not match what another run checks it against
+    (a damaged copy of the executable has the same key; a check can fail for want
+    of fds): an error, not the entry pulled from under the run that uses it."""
+    entry = own_dir(cache) / cache_key(exe.path)
+    planted = entry / "_internal" / "sitecustomize.pyc"
+    with hanging_runtime(tmp_path) as (endpoint, server):
+        proc = subprocess.Popen([str(exe.path), "-r", endpoint, "-timeout", "30", "netns", "-pod", "x"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                env=clean_env(empty_path, cache))
+        try:
+            connection, _ = server.accept()
+            planted.write_bytes(b"")  # now not as the list says
+            busy = run([str(exe.path), "-version"], clean_env(empty_path, cache))
+            connection.close()
+        finally:
+            proc.kill()
+            proc.wait(30)
+    assert (busy.code, busy.out) == (1, "")
+    assert busy.error == (f"cache entry {cache_key(exe.path)} does not match this executable, and a run "
+                          "uses it: not touching it (a damaged copy of the executable? copy it again)")
+    assert entries(cache) == [cache_key(exe.path)] and planted.exists()
+
+
+def test_a_signal_during_the_first_run_leaves_no_half_unpack(exe: Exe, empty_path: str,
+                                                             tmp_path: Path) -> None:
+    """SIGTERM at points of a first run's unpack (about 0.4 s): it is held until the
+    entry is whole, then ends the run; nothing half unpacked is left."""
+    key = cache_key(exe.path)
+    for i, delay in enumerate((0.05, 0.15, 0.25)):
+        cache = tmp_path / f"cache{i}"
+        proc = subprocess.Popen([str(exe.path), "-version"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                env=clean_env(empty_path, cache))
+        time.sleep(delay)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+        ended = (proc.returncode, out, err)
+        assert ended in ((-signal.SIGTERM, b"", b""), (0, exe.version.encode() + b"\n", b"")), (delay, ended)
+        assert entries(cache) in ([], [key]), (delay, entries(cache))
+        if entries(cache):
+            again = run([str(exe.path), "-version"], clean_env(empty_path, cache))
+            assert (again.code, again.out) == (0, exe.version + "\n")
+
+
+def test_an_error_naming_a_path_that_is_not_utf8_is_one_json_line(exe: Exe, empty_path: str,
+                                                                    tmp_path: Path) -> None:
+    """A byte that is not UTF-8 in a path shows as Python's surrogateescape does
+    (\\udcff), so that the line is JSON; the whole line is one write."""
+    parent = tmp_path / "open"
+    parent.mkdir(mode=0o777)
+    parent.chmod(0o777)  # others can write: the cache dir below it is refused
+    cache = os.fsencode(parent) + b"/cache\xff"
+    os.mkdir(cache, 0o700)
+    proc = subprocess.run([str(exe.path), "-version"], capture_output=True, timeout=60,
+                          env={b"PATH": os.fsencode(empty_path), b"IF_INJECT_EXE_CACHE": cache})
+    assert proc.returncode == 1 and proc.stdout == b"" and proc.stderr.count(b"\n") == 1
+    assert proc.stderr.isascii() and b"cache\\udcff" in proc.stderr
+    line = json.loads(proc.stderr)
+    assert line["msg"] == "Executable failed to start"
+    assert line["error"] == f"unsafe cache dir {os.fsdecode(cache)}: {parent} is writable by group or others"
+    assert os.listdir(cache) == []
 
 
 def test_no_space_in_the_cache_dir_is_one_error_line(exe: Exe, empty_path: str, tmp_path: Path) -> None:

@@ -66,7 +66,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
 #include <sys/file.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <sys/time.h>
@@ -103,18 +105,33 @@ struct trailer {
 
 /* ---- errors ---------------------------------------------------------- */
 
-static void json_string(FILE *f, const char *s) {
-    fputc('"', f);
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c == '"' || c == '\\')
-            fprintf(f, "\\%c", c);
-        else if (c < 0x20)
-            fprintf(f, "\\u%04x", c);
+/* The length of the UTF-8 sequence at s, or 0 if it is not one. */
+static int utf8_length(const unsigned char *s) {
+    int n = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 && s[0] >= 0xc2 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3
+        : (s[0] & 0xf8) == 0xf0 && s[0] <= 0xf4 ? 4 : 0;
+    for (int i = 1; i < n; i++)
+        if ((s[i] & 0xc0) != 0x80)
+            return 0;
+    return n;
+}
+
+/* `s` as a JSON string at `out` (room for 6 bytes per byte of s, and 3):
+ * a byte that is not UTF-8 (a path's) as Python's surrogateescape shows it. */
+static char *json_string(char *out, const char *s) {
+    *out++ = '"';
+    for (const unsigned char *c = (const unsigned char *)s; *c;) {
+        int n = utf8_length(c);
+        if (*c == '"' || *c == '\\')
+            out += sprintf(out, "\\%c", *c++);
+        else if (*c < 0x20 || n == 0)
+            out += sprintf(out, "\\u%04x", *c < 0x20 ? *c : 0xdc00 | *c), c++;
         else
-            fputc(c, f);
+            for (; n > 0; n--)
+                *out++ = (char)*c++;
     }
-    fputc('"', f);
+    *out++ = '"';
+    *out = 0;
+    return out;
 }
 
 /* Where a directory is: its device and mount (statx's mount id, where the
@@ -131,27 +148,49 @@ static char unpack_name[64];
 static struct where own_where;
 static void remove_tree(int parent, const char *name, const struct where *top);
 
-/* The tool's log format: level, time (ISO 8601, ms, local offset), msg, error. */
+/* The tool's log format: level, time (ISO 8601, ms, local offset), msg,
+ * error. What was half made goes first (a stderr that cannot be written must
+ * not leave it), then the line, in one write (two runs failing on one pipe
+ * do not mix their lines). */
 static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt, ...) {
-    char why[2 * PATH_MAX + 256], stamp[64], zone[8];
+    static char why[2 * PATH_MAX + 256], line[6 * sizeof why + 256];
+    char stamp[64], zone[8];
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(why, sizeof why, fmt, ap);
     va_end(ap);
+    if (unpack_parent >= 0)
+        remove_tree(unpack_parent, unpack_name, &own_where);
     struct timeval tv;
     gettimeofday(&tv, NULL);
     struct tm tm;
     localtime_r(&tv.tv_sec, &tm);
     strftime(stamp, sizeof stamp, "%Y-%m-%dT%H:%M:%S", &tm);
     strftime(zone, sizeof zone, "%z", &tm); /* +hhmm; the tool writes +hh:mm */
-    fprintf(stderr, "{\"level\": \"error\", \"time\": \"%s.%03ld%.3s:%s\", "
-            "\"msg\": \"Executable failed to start\", \"error\": ",
-            stamp, (long)(tv.tv_usec / 1000), zone, zone + 3);
-    json_string(stderr, why);
-    fputs("}\n", stderr);
-    if (unpack_parent >= 0)
-        remove_tree(unpack_parent, unpack_name, &own_where);
+    char *end = line + sprintf(line, "{\"level\": \"error\", \"time\": \"%s.%03ld%.3s:%s\", "
+                               "\"msg\": \"Executable failed to start\", \"error\": ",
+                               stamp, (long)(tv.tv_usec / 1000), zone, zone + 3);
+    end = json_string(end, why);
+    end += sprintf(end, "}\n");
+    for (char *at = line; at < end;) {
+        ssize_t wrote = write(STDERR_FILENO, at, (size_t)(end - at));
+        if (wrote <= 0 && errno != EINTR)
+            break;
+        at += wrote > 0 ? wrote : 0;
+    }
     exit(1);
+}
+
+/* A name of ours that no other run picks: a run in another PID namespace
+ * sharing the cache dir may have our PID. */
+static void unique_name(char *out, size_t size, const char *prefix) {
+    uint32_t r;
+    if (getrandom(&r, sizeof r, GRND_NONBLOCK) != (ssize_t)sizeof r) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        r = (uint32_t)ts.tv_nsec;
+    }
+    snprintf(out, size, "%s%d%010u", prefix, (int)getpid(), (unsigned)r);
 }
 
 /* ---- the executable's own trailer and list ---------------------------- */
@@ -172,6 +211,9 @@ static int open_self(const char *argv0) {
         no_proc = 1;
         fd = open(argv0, O_RDONLY | O_CLOEXEC);
     }
+    if (fd < 0 && !strchr(argv0, '/'))
+        fail("cannot open the executable itself (/proc/self/exe): %s; without /proc, run it "
+             "by a path with a / in it", strerror(errno));
     if (fd < 0)
         fail("cannot open the executable itself (/proc/self/exe): %s", strerror(errno));
     return fd;
@@ -466,8 +508,7 @@ static void unmake(int named, const char *name) {
  * place unless another run was first. */
 static void make_own_dir(int named, const char *real) {
     char tmp[64];
-    snprintf(tmp, sizeof tmp, "." OWN_DIR "-new-%d", (int)getpid());
-    unmake(named, tmp); /* a crashed run of ours with the same pid */
+    unique_name(tmp, sizeof tmp, "." OWN_DIR "-new-");
     if (mkdirat(named, tmp, 0700) != 0)
         fail("cannot create %s/%s: %s", real, tmp, strerror(errno));
     int dir = openat(named, tmp, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
@@ -480,20 +521,16 @@ static void make_own_dir(int named, const char *real) {
     if (ok && renameat2(named, tmp, named, OWN_DIR, RENAME_NOREPLACE) == 0)
         return;
     e = ok ? errno : e;
-    unmake(named, tmp);
-    if (ok && e == EEXIST)
-        return; /* another run made it */
-    if (ok && e == EINVAL) { /* no RENAME_NOREPLACE on this filesystem: not atomic, but ours */
-        if (mkdirat(named, OWN_DIR, 0700) != 0)
-            return; /* EEXIST: another run's; other errors: found when opening it */
-        dir = openat(named, OWN_DIR, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
-        fd = dir < 0 ? -1 : openat(dir, MARKER, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-        if (fd >= 0 && write(fd, MARKER_TEXT, sizeof MARKER_TEXT - 1) >= 0)
-            close(fd);
-        if (dir >= 0)
-            close(dir);
+    struct stat st;
+    /* No RENAME_NOREPLACE on this filesystem: a plain rename of the dir made
+     * whole, when nothing has the name (a rename does not replace a dir with
+     * something in it, so another run's stays). */
+    if (ok && e == EINVAL && fstatat(named, OWN_DIR, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT
+        && renameat(named, tmp, named, OWN_DIR) == 0)
         return;
-    }
+    unmake(named, tmp);
+    if (ok && (e == EEXIST || e == EINVAL))
+        return; /* another run made it: checked when opened */
     fail("cannot create %s/%s: %s", real, OWN_DIR, strerror(e));
 }
 
@@ -610,11 +647,14 @@ static void prune(int own, const char *keep) {
         int victim = openat(own, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
         if (victim < 0)
             continue;
-        struct stat st;
+        struct stat st, now;
         char aside[64];
-        snprintf(aside, sizeof aside, ".remove-%d", (int)getpid());
+        unique_name(aside, sizeof aside, ".remove-");
+        /* Locked, and still what the name gives now: not a new unpack of the
+         * same key made after the one we opened was pruned by another run. */
         if (flock(victim, LOCK_EX | LOCK_NB) == 0 && fstat(victim, &st) == 0 && st.st_ino == sx.stx_ino
-            && renameat(own, e->d_name, own, aside) == 0)
+            && fstatat(own, e->d_name, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == st.st_ino
+            && now.st_dev == st.st_dev && renameat(own, e->d_name, own, aside) == 0)
             remove_tree(own, aside, &own_where);
         close(victim);
     }
@@ -777,13 +817,21 @@ static int slot_is(int program, uint64_t offset, const char *want) {
 
 /* Fill the slots of a freshly unpacked program, after checking they are the
  * build's placeholders (a damaged trailer must not make us write elsewhere). */
+static int is_placeholder(int fd, uint64_t offset, char fill) {
+    char got[SLOT];
+    if (pread(fd, got, SLOT, (off_t)offset) != SLOT || got[0] != '/' || got[SLOT - 1] != 0)
+        return 0;
+    for (int i = 1; i < SLOT - 1; i++)
+        if (got[i] != fill)
+            return 0;
+    return 1;
+}
+
 static void fill_slots(int dir, const struct trailer *t, const struct slots *want) {
     int fd = openat(dir, PROGRAM, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
-    char got[2];
     if (fd < 0)
         fail("payload is corrupt: no %s in it", PROGRAM);
-    if (pread(fd, got, 2, (off_t)t->interp_offset) != 2 || memcmp(got, "/I", 2)
-        || pread(fd, got, 2, (off_t)t->rpath_offset) != 2 || memcmp(got, "/R", 2))
+    if (!is_placeholder(fd, t->interp_offset, 'I') || !is_placeholder(fd, t->rpath_offset, 'R'))
         fail("payload is corrupt: %s has no interpreter slots", PROGRAM);
     if (pwrite(fd, want->interp, SLOT, (off_t)t->interp_offset) != SLOT
         || pwrite(fd, want->rpath, SLOT, (off_t)t->rpath_offset) != SLOT || close(fd) != 0)
@@ -910,14 +958,20 @@ static int open_entry(int own, const char *key, const struct trailer *t, const s
         return fd;
     if (*program >= 0)
         close(*program);
-    /* Intact but unpacked under another path: the same dir seen elsewhere (a
-     * bind mount). Never pull it from under a run that uses it. */
-    if (intact && flock(fd, LOCK_EX | LOCK_NB) != 0)
-        fail("cache entry %s is in use by a run that sees the cache dir at another path: "
-             "set IF_INJECT_EXE_CACHE to a dir of its own", key);
-    /* Not as we leave it: set it aside, to be pruned, and unpack anew. */
+    /* Unpacked under another path (the same dir seen elsewhere: a bind mount),
+     * or not as we leave it. Never pull it from under a run that uses it: what
+     * looks damaged to us may be fine (a damaged copy of this executable, with
+     * the same key; a check that failed for want of fds). */
+    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+        if (intact)
+            fail("cache entry %s is in use by a run that sees the cache dir at another path: "
+                 "set IF_INJECT_EXE_CACHE to a dir of its own", key);
+        fail("cache entry %s does not match this executable, and a run uses it: not touching it "
+             "(a damaged copy of the executable? copy it again)", key);
+    }
+    /* Not as we leave it, and unused: set it aside, to be pruned, and unpack anew. */
     char aside[64];
-    snprintf(aside, sizeof aside, ".remove-broken-%d", (int)getpid());
+    unique_name(aside, sizeof aside, ".remove-broken-");
     if (renameat(own, key, own, aside) != 0 && errno != ENOENT) /* ENOENT: another run did */
         fail("cannot set aside broken cache entry %s: %s", key, strerror(errno));
     close(fd);
@@ -930,9 +984,9 @@ static int open_entry(int own, const char *key, const struct trailer *t, const s
  * unpacked dir, share-locked. */
 static int extract(int self, const struct trailer *t, const struct list *l, int own, const char *key,
                    const struct slots *want) {
-    char tmp[64];
-    snprintf(tmp, sizeof tmp, ".unpack-%.16s-%d", key, (int)getpid());
-    remove_tree(own, tmp, &own_where); /* a crashed run of ours with the same pid */
+    char tmp[64], prefix[32];
+    snprintf(prefix, sizeof prefix, ".unpack-%.16s-", key);
+    unique_name(tmp, sizeof tmp, prefix);
     if (mkdirat(own, tmp, 0700) != 0)
         fail("cannot create %s in the cache dir: %s", tmp, strerror(errno));
     unpack_parent = own;
@@ -1008,6 +1062,18 @@ int main(int argc, char **argv) {
     return 0;
 }
 #else
+/* Signals that would end us (not the faults of our own code): held while the
+ * cache changes, so that an unpack is never left half made. Still pending
+ * when let go, their default action ends us then, as before we started. */
+static void hold_signals(sigset_t *old) {
+    sigset_t held;
+    sigfillset(&held);
+    int faults[] = {SIGSEGV, SIGBUS, SIGFPE, SIGILL, SIGTRAP, SIGSYS, SIGABRT};
+    for (size_t i = 0; i < sizeof faults / sizeof *faults; i++)
+        sigdelset(&held, faults[i]);
+    sigprocmask(SIG_BLOCK, &held, old);
+}
+
 int main(int argc, char **argv) {
     me = geteuid();
     int self = open_self(argv[0]), program;
@@ -1016,7 +1082,10 @@ int main(int argc, char **argv) {
     char key[KEY_LEN + 1], real[PATH_MAX], exe[PATH_MAX];
     memcpy(key, t.cache_key, KEY_LEN);
     key[KEY_LEN] = 0;
+    sigset_t mask;
+    hold_signals(&mask);
     ready_entry(self, &t, key, real, &program);
+    sigprocmask(SIG_SETMASK, &mask, NULL); /* one that came meanwhile ends us now */
     /* -version alone is answered from the trailer (the version stamped into the
      * bundled if_inject.py): no need to start Python for it. Only now, so that
      * a first run unpacks and checks its entry as any other command would. */
