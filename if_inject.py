@@ -3410,6 +3410,22 @@ def _matching_attachments(cache_dir: str, namespace: str, pod: str, ifname: str,
             and cached.sandbox_id and (not network or cached.network == network)]
 
 
+def _cni_records(cache_dir: str, pod: Pod, ifname: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """(path, entry) of each libcni cache entry that records an ADD of the pod's
+    `ifname`, whoever made it (the runtime's eth0, Multus' delegates', if-inject's),
+    in every cache dir of the node (_libcni_cache_dirs); entry None for one named
+    so (NETWORK-CONTAINERID-IFNAME) that cannot be read."""
+    ids = {pod.sandbox_id, _default_container_id(pod)} - {""}
+    for directory in _libcni_cache_dirs(cache_dir):
+        for path, entry in _listed_entries(directory):
+            if entry is None:
+                if any(os.path.basename(path).endswith(f"-{id_}-{ifname}") for id_ in ids):
+                    yield path, None
+            elif entry.get("ifName") == ifname and (entry.get("containerId") in ids
+                                                    or _entry_sandbox(entry) == pod.sandbox_id):
+                yield path, entry
+
+
 @contextmanager
 def _about_pod(pod: Pod) -> Iterator[None]:
     """Errors inside the block name the pod."""
@@ -3930,12 +3946,22 @@ class Node:
         if entry is None and _cache_exists(path):
             return f"the cache entry {path} of {att.ifname} of network {network.name} cannot be read", True
         if entry is None:
-            return (f"if-inject did not add {att.ifname} of network {network.name} "
-                    f"(no cache entry {path})"), False
+            return self._anothers_record(att) or ((f"if-inject did not add {att.ifname} of network "
+                                                   f"{network.name} (no cache entry {path})"), False)
         if not isinstance(entry.get(_CACHE_MARK), dict):
             return (f"{att.ifname} of network {network.name} was added by another program "
                     f"(its cache entry {path} is not if-inject's)"), True
         return "", False
+
+    def _anothers_record(self, att: Attachment) -> tuple[str, bool] | None:
+        """With no entry of its own: another program's record of an ADD of this
+        interface (the runtime's eth0, Multus' net1, in any of the node's cache
+        dirs), which a DEL with this network would take down."""
+        for path, entry in _cni_records(self.cni.cache_dir, att.pod, att.ifname) if att.pod else ():
+            if entry is None or not isinstance(entry.get(_CACHE_MARK), dict):
+                unread = " cannot be read" if entry is None else " is not if-inject's"
+                return f"{att.ifname} was added by another program (its cache entry {path}{unread})", True
+        return None
 
     def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
                            ifname: str, live: Pod | None = None, only_ours: bool = False) -> int:
@@ -4099,19 +4125,12 @@ class Node:
         """veth -delete is for pairs made without CNI: an interface that a CNI ADD
         made (the runtime's eth0, Multus' delegates', if-inject's own add), as the
         caches record it, goes only by its DEL, which also frees its lease."""
-        ids = {pod.sandbox_id, _default_container_id(pod)} - {""}
-        dirs = _libcni_cache_dirs(self.cni.cache_dir)
-        for path, entry in (each for directory in dirs for each in _listed_entries(directory)):
-            if entry is None:  # libcni names an entry NETWORK-CONTAINERID-IFNAME
-                if any(os.path.basename(path).endswith(f"-{id_}-{ifname}") for id_ in ids):
-                    raise InjectError(f"{ifname} may have been made by a CNI ADD (cache entry {path} "
-                                      "cannot be read): not deleting it", CODE_INVALID_CONFIG)
-                continue
-            ours = _entry_sandbox(entry) == pod.sandbox_id
-            if entry.get("ifName") == ifname and (entry.get("containerId") in ids or ours):
-                raise InjectError(f"{ifname} was made by a CNI ADD (cache entry {path}): not deleting it; "
-                                  "a DEL releases it (`if-inject del` for if-inject's own)",
-                                  CODE_INVALID_CONFIG)
+        for path, entry in _cni_records(self.cni.cache_dir, pod, ifname):
+            if entry is None:
+                raise InjectError(f"{ifname} may have been made by a CNI ADD (cache entry {path} "
+                                  "cannot be read): not deleting it", CODE_INVALID_CONFIG)
+            raise InjectError(f"{ifname} was made by a CNI ADD (cache entry {path}): not deleting it; "
+                              "a DEL releases it (`if-inject del` for if-inject's own)", CODE_INVALID_CONFIG)
 
 
 @contextmanager

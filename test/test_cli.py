@@ -579,24 +579,26 @@ def test_batch_del_leaves_interfaces_if_inject_did_not_add(inject: Tool, lab: An
         lines = json_lines(run)
         assert lines[ours.name] == {"namespace": "if-inject", "pod": ours.name, "result": None}
         for pod in theirs:
-            entry = inject.cache / "results" / f"mynet-{os.path.basename(pod.netns)}-net1"
+            entry = inject.cache / "results" / f"multus-net-{pod.sandbox_id}-net1"  # libcni's, as Multus'
             assert lines[pod.name] == {"namespace": "if-inject", "pod": pod.name, "skipped": (
-                f"if-inject did not add net1 of network mynet (no cache entry {entry}): "
+                f"net1 was added by another program (its cache entry {entry} is not if-inject's): "
                 "left alone (-force deletes it)")}
             assert pod_addrs(lab, pod) == before[pod.name]
         assert pod_addrs(lab, ours) == "" and inject.leases() == []
 
-        single = inject("del", *args_for(theirs[0]), "-spec", inject.spec)  # libcni's rule, and a warning
-        assert (single.code, single.out) == (0, "")
-        [warning] = [json.loads(line) for line in single.err.splitlines()]
-        assert (warning["level"], warning["interface"]) == ("warn", "net1")
-        assert warning["reason"].startswith("if-inject did not add net1 of network mynet")
-        assert pod_addrs(lab, theirs[0]) == ""
+        single = inject("del", *args_for(theirs[0]), "-spec", inject.spec)  # another's record: refused
+        entry = inject.cache / "results" / f"multus-net-{theirs[0].sandbox_id}-net1"
+        assert (single.code, single.out, single.error) == (
+            1, "", f"net1 was added by another program (its cache entry {entry} is not if-inject's): "
+                   "not deleting it (-force deletes it)")
+        assert pod_addrs(lab, theirs[0]) == before[theirs[0].name]
 
         forced = inject("del", *batch, "-force")
         assert forced.code == 0 and all("result" in line for line in json_lines(forced).values())
-        assert len(forced.err.splitlines()) == 1  # the warning for the one net1 left
-        assert pod_addrs(lab, theirs[1]) == ""
+        warnings = [json.loads(line) for line in forced.err.splitlines()]  # one per net1 DEL'd anyway
+        assert sorted((w["level"], w["pod"]) for w in warnings) == sorted(
+            ("warn", f"if-inject/{pod.name}") for pod in theirs)
+        assert all(pod_addrs(lab, pod) == "" for pod in theirs)
     finally:
         for pod in theirs:
             multus_like(libcni_driver, inject, "DEL", pod)

@@ -512,6 +512,26 @@ def test_a_del_in_a_pod_leaves_an_entry_another_program_wrote(cache: Path, bin_d
 
 
 @pytest.mark.parametrize("where", ["", "multus"])
+def test_a_del_in_a_pod_leaves_an_interface_anothers_entry_records_by_its_own_name(
+        cache: Path, bin_dir: Path, where: str) -> None:
+    """No entry at if-inject's name, but the runtime's or Multus' own for the pod's
+    interface (their container ID is the sandbox's): refused, as at if-inject's name."""
+    results = cache / where / "results"
+    results.mkdir(parents=True, mode=0o700)
+    theirs = results / "macvlan-sandbox1-net1"
+    theirs.write_text(json.dumps({"kind": "cniCacheV1", "containerId": "sandbox1", "ifName": "net1",
+                                  "networkName": "macvlan"}))
+    theirs.chmod(0o600)
+    att = pod_attachment()
+    assert att.pod is not None
+    with pytest.raises(ii.InjectError) as e:
+        node(cache, bin_dir)._delete_from_pod(att.pod, spy_network(), att, only_ours=False)
+    assert str(e.value) == (f"net1 was added by another program (its cache entry {theirs} is not "
+                            "if-inject's): not deleting it (-force deletes it)")
+    assert calls(bin_dir) == [] and theirs.exists()
+
+
+@pytest.mark.parametrize("where", ["", "multus"])
 def test_veth_delete_leaves_an_interface_whose_cache_entry_cannot_be_read(cache: Path, bin_dir: Path,
                                                                           where: str) -> None:
     """libcni writes its entries in place: one cut short (a crash, a full disk) may
