@@ -19,7 +19,8 @@ The API (__all__): Node, one node's runtime and CNI setup, and the operations
 on it (pods, pod, add, check, delete, delete_cached, attachments, pod_network_status,
 gc, add_veth, delete_veth); CNI, a network's plugins run as libcni runs them
 (add, check, delete, status, gc); the records (Pod, Attachment, NetworkConfig,
-CachedAttachment, Link, Veth, VethEnd); specs (read_network, parse_spec,
+CachedAttachment, Link, Veth, VethEnd; those printed have json(), as the
+command prints them); specs (read_network, parse_spec,
 parse_network_config); network_status; on a netns path, pod_links, add_veth and
 delete_veth; for_each_pod; InjectError and the CNI error codes; main and cli,
 the command line. add, check, delete and resolve_netns are one-line
