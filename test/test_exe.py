@@ -249,23 +249,32 @@ def hanging_runtime(tmp_path: Path) -> Iterator[tuple[str, socket.socket]]:
         server.close()
 
 
+@contextlib.contextmanager
+def a_run_in_use(exe: Exe, env: dict[str, str], tmp_path: Path) -> Iterator[int]:
+    """The executable running `netns` against a runtime that never answers: all is
+    loaded and its entry in use while the block runs. Yields its PID."""
+    with hanging_runtime(tmp_path) as (endpoint, server):
+        proc = subprocess.Popen([str(exe.path), "-r", endpoint, "-timeout", "30", "netns", "-pod", "x"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
+        try:
+            connection, _ = server.accept()  # all is loaded: it waits for the runtime
+            try:
+                yield proc.pid
+            finally:
+                connection.close()
+        finally:
+            proc.kill()
+            proc.wait(30)
+
+
 def test_it_runs_on_its_own_loader_and_libraries(exe: Exe, empty_path: str, cache: Path,
                                                  tmp_path: Path) -> None:
     """The kernel starts the unpacked program with the bundled loader, which maps
     no library from the node, not even with the user's LD_LIBRARY_PATH."""
     entry = own_dir(cache) / cache_key(exe.path)
-    with hanging_runtime(tmp_path) as (endpoint, server):
-        proc = subprocess.Popen([str(exe.path), "-r", endpoint, "-timeout", "30", "netns", "-pod", "x"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=clean_env(empty_path, cache, LD_LIBRARY_PATH="/opt/mine"))
-        try:
-            connection, _ = server.accept()  # all is loaded: it waits for the runtime
-            exe_link = os.readlink(f"/proc/{proc.pid}/exe")
-            maps = Path(f"/proc/{proc.pid}/maps").read_text().split("\n")
-            connection.close()
-        finally:
-            proc.kill()
-            proc.wait(30)
+    with a_run_in_use(exe, clean_env(empty_path, cache, LD_LIBRARY_PATH="/opt/mine"), tmp_path) as pid:
+        exe_link = os.readlink(f"/proc/{pid}/exe")
+        maps = Path(f"/proc/{pid}/maps").read_text().split("\n")
     assert exe_link == str(entry / "if-inject")  # /proc/self/exe is the program, not a loader
     libraries = {line.split()[-1] for line in maps if ".so" in line and "/" in line}
     assert {str(entry / "_internal" / name) for name in ("ld-linux-x86-64.so.2", "libc.so.6",
@@ -308,18 +317,9 @@ def test_an_entry_in_use_under_another_path_is_left_alone(exe: Exe, empty_path: 
     """The same cache dir seen at another path (a bind mount; here, a rename) while a
     run uses it: an error, not the entry pulled from under that run."""
     key = cache_key(exe.path)
-    with hanging_runtime(tmp_path) as (endpoint, server):
-        proc = subprocess.Popen([str(exe.path), "-r", endpoint, "-timeout", "30", "netns", "-pod", "x"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=clean_env(empty_path, tmp_path / "before"))
-        try:
-            connection, _ = server.accept()
-            (tmp_path / "before").rename(tmp_path / "after")
-            busy = run([str(exe.path), "-version"], clean_env(empty_path, tmp_path / "after"))
-            connection.close()
-        finally:
-            proc.kill()
-            proc.wait(30)
+    with a_run_in_use(exe, clean_env(empty_path, tmp_path / "before"), tmp_path):
+        (tmp_path / "before").rename(tmp_path / "after")
+        busy = run([str(exe.path), "-version"], clean_env(empty_path, tmp_path / "after"))
     assert (busy.code, busy.out) == (1, "")
     assert busy.error == (f"cache entry {key} is in use by a run that sees the cache dir at another "
                           "path: set IF_INJECT_EXE_CACHE to a dir of its own")
@@ -333,18 +333,9 @@ def test_an_entry_in_use_that_looks_damaged_is_left_alone(exe: Exe, empty_path: 
     of fds): an error, not the entry pulled from under the run that uses it."""
     entry = own_dir(cache) / cache_key(exe.path)
     planted = entry / "_internal" / "sitecustomize.pyc"
-    with hanging_runtime(tmp_path) as (endpoint, server):
-        proc = subprocess.Popen([str(exe.path), "-r", endpoint, "-timeout", "30", "netns", "-pod", "x"],
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                env=clean_env(empty_path, cache))
-        try:
-            connection, _ = server.accept()
-            planted.write_bytes(b"")  # now not as the list says
-            busy = run([str(exe.path), "-version"], clean_env(empty_path, cache))
-            connection.close()
-        finally:
-            proc.kill()
-            proc.wait(30)
+    with a_run_in_use(exe, clean_env(empty_path, cache), tmp_path):
+        planted.write_bytes(b"")  # now not as the list says
+        busy = run([str(exe.path), "-version"], clean_env(empty_path, cache))
     assert (busy.code, busy.out) == (1, "")
     assert busy.error == (f"cache entry {cache_key(exe.path)} does not match this executable, and a run "
                           "uses it: not touching it (a damaged copy of the executable? copy it again)")
