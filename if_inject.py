@@ -3958,10 +3958,13 @@ class Node:
         """With no entry of its own: another program's record of an ADD of this
         interface (the runtime's eth0, Multus' net1, in any of the node's cache
         dirs), which a DEL with this network would take down."""
-        for path, entry in _cni_records(self.cni.cache_dir, att.pod, att.ifname) if att.pod else ():
-            if entry is None or not isinstance(entry.get(_CACHE_MARK), dict):
-                unread = " cannot be read" if entry is None else " is not if-inject's"
-                return f"{att.ifname} was added by another program (its cache entry {path}{unread})", True
+        try:
+            for path, entry in _cni_records(self.cni.cache_dir, att.pod, att.ifname) if att.pod else ():
+                if entry is None or not isinstance(entry.get(_CACHE_MARK), dict):
+                    unread = " cannot be read" if entry is None else " is not if-inject's"
+                    return f"{att.ifname} was added by another program (its cache entry {path}{unread})", True
+        except InjectError as e:  # a cache dir not to be read (refused, or an I/O error): cannot tell
+            return f"another program's record of {att.ifname} cannot be looked for ({e})", True
         return None
 
     def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,

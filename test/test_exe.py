@@ -362,23 +362,44 @@ def test_a_signal_during_the_first_run_leaves_no_half_unpack(exe: Exe, empty_pat
             assert (again.code, again.out) == (0, exe.version + "\n")
 
 
-def test_an_error_naming_a_path_that_is_not_utf8_is_one_json_line(exe: Exe, empty_path: str,
-                                                                    tmp_path: Path) -> None:
-    """A byte that is not UTF-8 in a path shows as Python's surrogateescape does
-    (\\udcff), so that the line is JSON; the whole line is one write."""
+@pytest.mark.parametrize("name, shown", [(b"\xff", rb"\udcff"), (b"\xe0\x80\xaf", rb"\udce0\udc80\udcaf"),
+                                         ("é".encode(), "é".encode())])
+def test_an_error_naming_a_path_that_is_not_utf8_is_one_json_line(exe: Exe, empty_path: str, tmp_path: Path,
+                                                                    name: bytes, shown: bytes) -> None:
+    """A byte that is not UTF-8 in a path (an overlong form too) shows as Python's
+    surrogateescape does, so that the line is JSON; UTF-8 stays as it is."""
     parent = tmp_path / "open"
     parent.mkdir(mode=0o777)
     parent.chmod(0o777)  # others can write: the cache dir below it is refused
-    cache = os.fsencode(parent) + b"/cache\xff"
+    cache = os.fsencode(parent) + b"/cache" + name
     os.mkdir(cache, 0o700)
     proc = subprocess.run([str(exe.path), "-version"], capture_output=True, timeout=60,
                           env={b"PATH": os.fsencode(empty_path), b"IF_INJECT_EXE_CACHE": cache})
     assert proc.returncode == 1 and proc.stdout == b"" and proc.stderr.count(b"\n") == 1
-    assert proc.stderr.isascii() and b"cache\\udcff" in proc.stderr
+    assert b"cache" + shown + b": " in proc.stderr
     line = json.loads(proc.stderr)
     assert line["msg"] == "Executable failed to start"
     assert line["error"] == f"unsafe cache dir {os.fsdecode(cache)}: {parent} is writable by group or others"
     assert os.listdir(cache) == []
+
+
+def test_what_a_killed_first_run_left_in_the_named_dir_goes(exe: Exe, empty_path: str,
+                                                            tmp_path: Path) -> None:
+    """The temporary own dir of a first run killed by SIGKILL: the next run that makes
+    the own dir removes it when it is ours (by name and marker) and a minute old."""
+    cache = tmp_path / "named"
+    cache.mkdir(mode=0o700)
+    new = f".{build_exe.OWN_DIR}-new-"
+    planted = ((f"{new}12345", True, 120), (f"{new}23456", True, 0), (f"{new}34567", False, 120),
+               (f"{new}x", True, 120))  # (name, with our marker, age in s): only the first is ours and old
+    for name, marker, age in planted:
+        (cache / name).mkdir(mode=0o700)
+        if marker:
+            (cache / name / build_exe.MARKER).write_text(build_exe.MARKER_TEXT)
+            (cache / name / build_exe.MARKER).chmod(0o600)
+        os.utime(cache / name, (time.time() - age, time.time() - age))
+    assert run([str(exe.path), "-version"], clean_env(empty_path, cache)).code == 0
+    assert sorted(os.listdir(cache)) == sorted([build_exe.OWN_DIR, f"{new}23456", f"{new}34567", f"{new}x"])
 
 
 def test_no_space_in_the_cache_dir_is_one_error_line(exe: Exe, empty_path: str, tmp_path: Path) -> None:

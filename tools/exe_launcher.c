@@ -105,11 +105,16 @@ struct trailer {
 
 /* ---- errors ---------------------------------------------------------- */
 
-/* The length of the UTF-8 sequence at s, or 0 if it is not one. */
+/* The length of the UTF-8 sequence at s, or 0 if it is not one (as Python
+ * decodes: no overlong form, no surrogate, nothing above U+10FFFF). */
 static int utf8_length(const unsigned char *s) {
-    int n = s[0] < 0x80 ? 1 : (s[0] & 0xe0) == 0xc0 && s[0] >= 0xc2 ? 2 : (s[0] & 0xf0) == 0xe0 ? 3
-        : (s[0] & 0xf8) == 0xf0 && s[0] <= 0xf4 ? 4 : 0;
-    for (int i = 1; i < n; i++)
+    int n = s[0] < 0x80 ? 1 : s[0] >= 0xc2 && s[0] <= 0xdf ? 2 : (s[0] & 0xf0) == 0xe0 ? 3
+        : s[0] >= 0xf0 && s[0] <= 0xf4 ? 4 : 0;
+    unsigned low = s[0] == 0xe0 ? 0xa0 : s[0] == 0xf0 ? 0x90 : 0x80; /* the second byte's range */
+    unsigned high = s[0] == 0xed ? 0x9f : s[0] == 0xf4 ? 0x8f : 0xbf;
+    if (n > 1 && (s[1] < low || s[1] > high))
+        return 0;
+    for (int i = 2; i < n; i++)
         if ((s[i] & 0xc0) != 0x80)
             return 0;
     return n;
@@ -151,7 +156,7 @@ static void remove_tree(int parent, const char *name, const struct where *top);
 /* The tool's log format: level, time (ISO 8601, ms, local offset), msg,
  * error. What was half made goes first (a stderr that cannot be written must
  * not leave it), then the line, in one write (two runs failing on one pipe
- * do not mix their lines). */
+ * do not mix lines up to PIPE_BUF, 4 KB: all but those of very long paths). */
 static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt, ...) {
     static char why[2 * PATH_MAX + 256], line[6 * sizeof why + 256];
     char stamp[64], zone[8];
@@ -179,6 +184,25 @@ static void __attribute__((noreturn, format(printf, 1, 2))) fail(const char *fmt
         at += wrote > 0 ? wrote : 0;
     }
     exit(1);
+}
+
+/* The signal mask from before hold_signals (see main), while they are held. */
+static sigset_t mask_before;
+static int holding;
+
+/* flock that may wait (for a run that prunes): signals are let through while
+ * it waits, so that a run stopped with the lock cannot make us deaf to them;
+ * nothing is half made at the points that wait. */
+static int flock_wait(int fd, int op) {
+    sigset_t held;
+    if (holding)
+        sigprocmask(SIG_SETMASK, &mask_before, &held);
+    int rc = flock(fd, op);
+    int e = errno;
+    if (holding)
+        sigprocmask(SIG_SETMASK, &held, NULL);
+    errno = e;
+    return rc;
 }
 
 /* A name of ours that no other run picks: a run in another PID namespace
@@ -504,10 +528,39 @@ static void unmake(int named, const char *name) {
     unlinkat(named, name, AT_REMOVEDIR);
 }
 
+/* The temporary own dirs that a killed run (SIGKILL, a power loss) left in
+ * the named dir: ours by name, owner and marker, and older than a minute. */
+static void sweep_new_dirs(int named) {
+    static const char prefix[] = "." OWN_DIR "-new-";
+    int fd = dup(named);
+    DIR *dir = fd >= 0 ? fdopendir(fd) : NULL;
+    if (!dir) {
+        if (fd >= 0)
+            close(fd);
+        return;
+    }
+    struct dirent *e;
+    while ((e = readdir(dir))) {
+        const char *digits = e->d_name + sizeof prefix - 1;
+        if (strncmp(e->d_name, prefix, sizeof prefix - 1) || !*digits || digits[strspn(digits, "0123456789")])
+            continue;
+        struct stat st;
+        int at = openat(named, e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+        if (at < 0)
+            continue;
+        int left = fstat(at, &st) == 0 && st.st_uid == me && time(NULL) - st.st_mtime >= 60 && marked(at);
+        close(at);
+        if (left)
+            unmake(named, e->d_name);
+    }
+    closedir(dir);
+}
+
 /* OWN_DIR, made whole: a temporary dir with the marker in it, renamed into
  * place unless another run was first. */
 static void make_own_dir(int named, const char *real) {
     char tmp[64];
+    sweep_new_dirs(named);
     unique_name(tmp, sizeof tmp, "." OWN_DIR "-new-");
     if (mkdirat(named, tmp, 0700) != 0)
         fail("cannot create %s/%s: %s", real, tmp, strerror(errno));
@@ -525,11 +578,18 @@ static void make_own_dir(int named, const char *real) {
     /* No RENAME_NOREPLACE on this filesystem: a plain rename of the dir made
      * whole, when nothing has the name (a rename does not replace a dir with
      * something in it, so another run's stays). */
-    if (ok && e == EINVAL && fstatat(named, OWN_DIR, &st, AT_SYMLINK_NOFOLLOW) != 0 && errno == ENOENT
-        && renameat(named, tmp, named, OWN_DIR) == 0)
-        return;
+    if (ok && e == EINVAL) {
+        if (fstatat(named, OWN_DIR, &st, AT_SYMLINK_NOFOLLOW) == 0)
+            e = EEXIST;
+        else if (errno != ENOENT)
+            e = errno;
+        else if (renameat(named, tmp, named, OWN_DIR) == 0)
+            return;
+        else
+            e = errno == ENOTEMPTY ? EEXIST : errno;
+    }
     unmake(named, tmp);
-    if (ok && (e == EEXIST || e == EINVAL))
+    if (ok && e == EEXIST)
         return; /* another run made it: checked when opened */
     fail("cannot create %s/%s: %s", real, OWN_DIR, strerror(e));
 }
@@ -930,19 +990,31 @@ static int entry_matches(int entry, int program, const struct list *l) {
     return ok && kind == 'e' && found == listed;
 }
 
+/* An exclusive lock on the entry `fd` if no run uses it: other runs checking
+ * it hold theirs for milliseconds, a run using it for as long as it runs. */
+static int lock_when_unused(int fd) {
+    for (int tries = 0; tries < 20; tries++) {
+        if (flock(fd, LOCK_EX | LOCK_NB) == 0)
+            return 1;
+        struct timespec pause = {0, 50 * 1000 * 1000};
+        nanosleep(&pause, NULL);
+    }
+    return 0;
+}
+
 /* The entry, opened and share-locked (see prune), if it is there and as we
  * leave it: a directory of ours (0700), on OWN_DIR's mount, holding what the
  * list says, the program's slots naming this entry. Returns -1 if there is
  * none; else *program is the program, opened (close-on-exec). The entry's fd
  * is not close-on-exec: it holds the lock for as long as the program runs. */
 static int open_entry(int own, const char *key, const struct trailer *t, const struct list *l,
-                      const struct slots *want, int *program) {
+                      const struct slots *want, int *program, int unpacked) {
     struct stat st, now;
     struct where at;
     int fd = openat(own, key, O_RDONLY | O_DIRECTORY | O_NOFOLLOW);
     if (fd < 0)
         return -1;
-    if (flock(fd, LOCK_SH) != 0 || fstat(fd, &st) != 0) {
+    if (flock_wait(fd, LOCK_SH) != 0 || fstat(fd, &st) != 0) {
         close(fd);
         return -1;
     }
@@ -962,7 +1034,9 @@ static int open_entry(int own, const char *key, const struct trailer *t, const s
      * or not as we leave it. Never pull it from under a run that uses it: what
      * looks damaged to us may be fine (a damaged copy of this executable, with
      * the same key; a check that failed for want of fds). */
-    if (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    if (unpacked >= 0)
+        flock(unpacked, LOCK_UN); /* our own unpack's lock is not another run's */
+    if (!lock_when_unused(fd)) {
         if (intact)
             fail("cache entry %s is in use by a run that sees the cache dir at another path: "
                  "set IF_INJECT_EXE_CACHE to a dir of its own", key);
@@ -1023,10 +1097,10 @@ static int ready_entry(int self, const struct trailer *t, const char *key, char 
     int own = open_own_dir(named, real);
     close(named);
     slot_paths(real, key, &want);
-    int entry = open_entry(own, key, t, &l, &want, program);
+    int entry = open_entry(own, key, t, &l, &want, program, -1);
     for (int tries = 0; entry < 0 && tries < 3; tries++) {
         int unpacked = extract(self, t, &l, own, key, &want);
-        entry = open_entry(own, key, t, &l, &want, program);
+        entry = open_entry(own, key, t, &l, &want, program, unpacked);
         close(unpacked);
     }
     if (entry < 0)
@@ -1082,10 +1156,11 @@ int main(int argc, char **argv) {
     char key[KEY_LEN + 1], real[PATH_MAX], exe[PATH_MAX];
     memcpy(key, t.cache_key, KEY_LEN);
     key[KEY_LEN] = 0;
-    sigset_t mask;
-    hold_signals(&mask);
+    hold_signals(&mask_before);
+    holding = 1;
     ready_entry(self, &t, key, real, &program);
-    sigprocmask(SIG_SETMASK, &mask, NULL); /* one that came meanwhile ends us now */
+    holding = 0;
+    sigprocmask(SIG_SETMASK, &mask_before, NULL); /* one that came meanwhile ends us now */
     /* -version alone is answered from the trailer (the version stamped into the
      * bundled if_inject.py): no need to start Python for it. Only now, so that
      * a first run unpacks and checks its entry as any other command would. */

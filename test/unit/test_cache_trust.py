@@ -531,6 +531,22 @@ def test_a_del_in_a_pod_leaves_an_interface_anothers_entry_records_by_its_own_na
     assert calls(bin_dir) == [] and theirs.exists()
 
 
+def test_a_del_in_a_pod_refuses_when_a_cache_dir_cannot_be_looked_at(cache: Path, bin_dir: Path) -> None:
+    """Multus' results/ that others could have written in: another program's record of
+    the interface cannot be looked for there, so the del cannot tell, and refuses."""
+    results = cache / "multus" / "results"
+    results.mkdir(parents=True, mode=0o700)
+    results.chmod(0o770)
+    att = pod_attachment()
+    assert att.pod is not None
+    with pytest.raises(ii.InjectError) as e:
+        node(cache, bin_dir)._delete_from_pod(att.pod, spy_network(), att, only_ours=False)
+    why = refusal(results, "has mode 0770: others can write in it")
+    assert str(e.value) == (f"another program's record of net1 cannot be looked for ({why}): "
+                            "not deleting it (-force deletes it)")
+    assert calls(bin_dir) == []
+
+
 @pytest.mark.parametrize("where", ["", "multus"])
 def test_veth_delete_leaves_an_interface_whose_cache_entry_cannot_be_read(cache: Path, bin_dir: Path,
                                                                           where: str) -> None:
