@@ -519,6 +519,17 @@ def test_gc_where_the_netns_dir_is_not_visible_touches_nothing(inject: Tool, lab
 MULTUS_SUBNET = "10.23.23"
 
 
+def libcni_on(driver: str, inject: Tool, command: str, pod: Any, conf: str, container_id: str) -> None:
+    """`command` of a net1 in `pod` through libcni itself, in if-inject's cache dir,
+    with kubelet's CNI_ARGS: what another program sharing that cache dir leaves."""
+    answer = libcni(driver, {
+        "command": command, "conf": conf, "cacheDir": str(inject.cache), "cniPath": [str(CNI_BIN)],
+        "containerId": container_id, "netns": pod.netns, "ifName": "net1", "capabilityArgs": {},
+        "args": [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", pod.namespace], ["K8S_POD_NAME", pod.name],
+                 ["K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id], ["K8S_POD_UID", pod.uid]]})
+    assert "error" not in answer, answer
+
+
 def multus_like(driver: str, inject: Tool, command: str, pod: Any) -> None:
     """`command` of a net1 in `pod` as Multus makes it: through libcni, container
     ID the sandbox's, in if-inject's cache dir but with no entry of if-inject's."""
@@ -526,12 +537,7 @@ def multus_like(driver: str, inject: Tool, command: str, pod: Any) -> None:
     conf.write_text(json.dumps({"cniVersion": "1.0.0", "name": "multus-net", "type": "ptp", "ipam": {
         "type": "host-local", "dataDir": str(inject.tmp / "multus-ipam"),
         "ranges": [[{"subnet": f"{MULTUS_SUBNET}.0/24"}]]}}))
-    answer = libcni(driver, {
-        "command": command, "conf": str(conf), "cacheDir": str(inject.cache), "cniPath": [str(CNI_BIN)],
-        "containerId": pod.sandbox_id, "netns": pod.netns, "ifName": "net1", "capabilityArgs": {},
-        "args": [["IgnoreUnknown", "1"], ["K8S_POD_NAMESPACE", pod.namespace], ["K8S_POD_NAME", pod.name],
-                 ["K8S_POD_INFRA_CONTAINER_ID", pod.sandbox_id], ["K8S_POD_UID", pod.uid]]})
-    assert "error" not in answer, answer
+    libcni_on(driver, inject, command, pod, str(conf), pod.sandbox_id)
 
 
 def test_del_leaves_an_interface_that_anothers_libcni_entry_records(inject: Tool, lab: Any,
@@ -541,12 +547,9 @@ def test_del_leaves_an_interface_that_anothers_libcni_entry_records(inject: Tool
     (network, if-inject's container ID, interface), as a runtime or Multus sharing
     the cache dir leaves it: a del of that one pod refuses, the interface and its
     lease stay; -force runs the DEL, as libcni's does, and the entry goes with it."""
-    request = {"command": "ADD", "conf": inject.spec, "cacheDir": str(inject.cache),
-               "cniPath": [str(CNI_BIN)], "containerId": os.path.basename(pod.netns), "netns": pod.netns,
-               "ifName": "net1", "capabilityArgs": {}, "args": []}
-    answer = libcni(libcni_driver, request)
-    assert "error" not in answer, answer
-    entry = inject.cache / "results" / f"mynet-{os.path.basename(pod.netns)}-net1"
+    container_id = os.path.basename(pod.netns)  # if-inject's for this pod
+    libcni_on(libcni_driver, inject, "ADD", pod, inject.spec, container_id)
+    entry = inject.cache / "results" / f"mynet-{container_id}-net1"
     try:
         refused = inject("del", *args_for(pod), "-spec", inject.spec)
         assert (refused.code, refused.out, refused.error) == (
@@ -558,7 +561,7 @@ def test_del_leaves_an_interface_that_anothers_libcni_entry_records(inject: Tool
         assert pod_addrs(lab, pod) == "" and not entry.exists() and inject.leases() == []
     finally:
         if entry.exists():
-            libcni(libcni_driver, dict(request, command="DEL"))
+            libcni_on(libcni_driver, inject, "DEL", pod, inject.spec, container_id)
 
 
 def test_batch_del_leaves_interfaces_if_inject_did_not_add(inject: Tool, lab: Any, libcni_driver: str,

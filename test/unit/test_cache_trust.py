@@ -68,6 +68,13 @@ def node(cache: Path, bin_dir: Path) -> ii.Node:
     return ii.Node("unix:///nowhere.sock", 5, [str(bin_dir)], str(cache))
 
 
+def plant_theirs(path: Path, **fields: str) -> Path:
+    """An entry another program's libcni wrote (no ifInject mark), 0600 as libcni writes it."""
+    path.write_text(json.dumps({"kind": "cniCacheV1", **fields}))
+    path.chmod(0o600)
+    return path
+
+
 def refusal(path: Path | str, why: str) -> str:
     return f"{path} {why}: refusing it (see docs/trust.md)"
 
@@ -518,10 +525,8 @@ def test_a_del_in_a_pod_leaves_an_interface_anothers_entry_records_by_its_own_na
     interface (their container ID is the sandbox's): refused, as at if-inject's name."""
     results = cache / where / "results"
     results.mkdir(parents=True, mode=0o700)
-    theirs = results / "macvlan-sandbox1-net1"
-    theirs.write_text(json.dumps({"kind": "cniCacheV1", "containerId": "sandbox1", "ifName": "net1",
-                                  "networkName": "macvlan"}))
-    theirs.chmod(0o600)
+    theirs = plant_theirs(results / "macvlan-sandbox1-net1", containerId="sandbox1", ifName="net1",
+                          networkName="macvlan")
     att = pod_attachment()
     assert att.pod is not None
     with pytest.raises(ii.InjectError) as e:
@@ -558,11 +563,11 @@ def test_veth_delete_leaves_an_interface_whose_cache_entry_cannot_be_read(cache:
     pod = ii.Pod("ns1", "pod1", sandbox_id="sandbox1", netns="/run/netns/cni-1234")
     other = results / "macvlan-sandbox2-net1"
     other.write_text('{"kind": "cniCa')
-    ii.Node("unix:///nowhere.sock", 5, [str(bin_dir)], str(cache))._refuse_cni_interface(pod, "net1")
+    node(cache, bin_dir)._refuse_cni_interface(pod, "net1")
     cut_short = results / "macvlan-sandbox1-net1"
     cut_short.write_text('{"kind": "cniCa')
     with pytest.raises(ii.InjectError) as e:
-        ii.Node("unix:///nowhere.sock", 5, [str(bin_dir)], str(cache))._refuse_cni_interface(pod, "net1")
+        node(cache, bin_dir)._refuse_cni_interface(pod, "net1")
     assert str(e.value) == (f"net1 may have been made by a CNI ADD (cache entry {cut_short} cannot be read): "
                             "not deleting it")
 
@@ -589,10 +594,8 @@ def test_gc_sees_the_nodes_own_cache_dir_beside_a_private_one(tmp_path: Path,
     assert ii._shared_networks(str(tmp_path / "cni"), ["iitnet"]) == {}
     (default / "multus" / "results").mkdir(parents=True, mode=0o700)
     (default / "results").mkdir(mode=0o700)
-    runtimes = default / "multus" / "results" / "iitnet-c0ffee-net1"
-    runtimes.write_text(json.dumps({"kind": "cniCacheV1", "containerId": "c0ffee", "ifName": "net1",
-                                    "networkName": "iitnet"}))
-    runtimes.chmod(0o600)
+    runtimes = plant_theirs(default / "multus" / "results" / "iitnet-c0ffee-net1", containerId="c0ffee",
+                            ifName="net1", networkName="iitnet")
     assert ii._shared_networks(str(tmp_path / "cni"), ["iitnet"]) == {
         "iitnet": f"another program attaches pods to it too ({runtimes})"}
     runtimes.unlink()
@@ -716,13 +719,13 @@ def test_a_proc_netns_is_checked_to_be_the_same_before_a_veth_is_made_or_deleted
     netns = f"/proc/{os.getpid()}/ns/net"
     st = os.stat(netns)
     pod = ii.Pod("ns1", "pod1", sandbox_id="sandbox1", netns=netns, netns_id=(st.st_dev, st.st_ino + 1))
-    node = ii.Node("unix:///nowhere.sock", 5, [str(bin_dir)], str(cache))
-    monkeypatch.setattr(node, "pod", lambda namespace, name: pod)
+    veths = node(cache, bin_dir)
+    monkeypatch.setattr(veths, "pod", lambda namespace, name: pod)
     gone = (f"pod ns1/pod1: network namespace {netns} is no longer pod ns1/pod1's (its process ended, "
             "or its PID was reused): ")
     with pytest.raises(ii.InjectError) as e:
-        node.add_veth("ns1", "pod1", "net1", "iitveth0")
+        veths.add_veth("ns1", "pod1", "net1", "iitveth0")
     assert str(e.value) == gone + "no veth is made in it"
     with pytest.raises(ii.InjectError) as e:
-        node.delete_veth("ns1", "pod1", "net1")
+        veths.delete_veth("ns1", "pod1", "net1")
     assert str(e.value) == gone + "nothing is deleted in it"
