@@ -3929,10 +3929,10 @@ class Node:
         """DEL in a running pod, with the network given."""
         ifname = att.ifname
         with _attachment_lock(self.cni.cache_dir, pod.sandbox_id, ifname, self.timeout):
-            why, someone_elses = self._not_added_by_us(network, att)
+            why, recorded_otherwise = self._not_added_by_us(network, att)
             if why and only_ours:
                 raise _NotOurs(f"{why}: left alone (-force deletes it)")
-            if someone_elses and not force:
+            if recorded_otherwise and not force:
                 raise InjectError(f"{why}: not deleting it (-force deletes it)", CODE_INVALID_CONFIG)
             if why and ifname in _interface_names(att.netns, pod.pid):
                 _log("Deleting an interface if-inject has no record of adding, as libcni would",
@@ -3941,31 +3941,44 @@ class Node:
 
     def _not_added_by_us(self, network: NetworkConfig, att: Attachment) -> tuple[str, bool]:
         """Why the cache does not show that if-inject added this attachment ("" when it
-        does), and whether an entry that may be another program's is there."""
+        does), and whether another record of the interface is there, which a DEL
+        must not run over (_other_record), or one that cannot be read."""
         path = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
         entry = _read_cache(path, quiet=True)  # one that cannot be read is this one's error
         if entry is None and _cache_exists(path):
             return f"the cache entry {path} of {att.ifname} of network {network.name} cannot be read", True
         if entry is None:
-            return self._anothers_record(att) or ((f"if-inject did not add {att.ifname} of network "
-                                                   f"{network.name} (no cache entry {path})"), False)
+            return self._other_record(att) or ((f"if-inject did not add {att.ifname} of network "
+                                                f"{network.name} (no cache entry {path})"), False)
         if not isinstance(entry.get(_CACHE_MARK), dict):
             return (f"{att.ifname} of network {network.name} was added by another program "
                     f"(its cache entry {path} is not if-inject's)"), True
         return "", False
 
-    def _anothers_record(self, att: Attachment) -> tuple[str, bool] | None:
-        """With no entry of its own: another program's record of an ADD of this
-        interface (the runtime's eth0, Multus' net1, in any of the node's cache
-        dirs), which a DEL with this network would take down."""
+    def _other_record(self, att: Attachment) -> tuple[str, bool] | None:
+        """With no entry at this network's name: another record of an ADD of this
+        interface, which a DEL with this network would take down without
+        releasing what that ADD took: another program's (the runtime's eth0,
+        Multus' net1, in any of the node's cache dirs), or if-inject's own of
+        another network, container ID or cache dir (a del given the wrong -spec)."""
         try:
             for path, entry in _cni_records(self.cni.cache_dir, att.pod, att.ifname) if att.pod else ():
                 if entry is None or not isinstance(entry.get(_CACHE_MARK), dict):
                     unread = " cannot be read" if entry is None else " is not if-inject's"
                     return f"{att.ifname} was added by another program (its cache entry {path}{unread})", True
+                return self._own_other_record(att, path, entry), True
         except InjectError as e:  # a cache dir not to be read (refused, or an I/O error): cannot tell
             return f"another program's record of {att.ifname} cannot be looked for ({e})", True
         return None
+
+    def _own_other_record(self, att: Attachment, path: str, entry: dict[str, Any]) -> str:
+        """Why if-inject's own entry of another network (or container ID, or cache dir)
+        stops a del, and which del would delete the interface as it was added."""
+        cache_dir = os.path.dirname(os.path.dirname(path))  # path is <cache dir>/results/<entry>
+        same_dir = _dir_identity(cache_dir) == _dir_identity(self.cni.cache_dir)
+        how = "del without -spec deletes it" if same_dir else f"del -cache-dir {cache_dir} deletes it"
+        return (f"{att.ifname} was added by if-inject as network {entry.get('networkName')}, container ID "
+                f"{entry.get('containerId')} (its cache entry {path}; {how})")
 
     def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
                            ifname: str, live: Pod | None = None, only_ours: bool = False) -> int:

@@ -536,6 +536,31 @@ def test_a_del_in_a_pod_leaves_an_interface_anothers_entry_records_by_its_own_na
     assert calls(bin_dir) == [] and theirs.exists()
 
 
+@pytest.mark.parametrize("network, container_id, where", [
+    ("other", "container1", ""), ("iitnet", "sandbox1", ""), ("iitnet", "container1", "elsewhere")])
+def test_a_del_in_a_pod_leaves_an_interface_if_inject_added_otherwise(
+        cache: Path, bin_dir: Path, monkeypatch: pytest.MonkeyPatch, network: str, container_id: str,
+        where: str) -> None:
+    """if-inject's own entry of the interface, but of another network, container ID or
+    cache dir (the node's, from a del given the wrong -spec or -cache-dir): a DEL with
+    this network would take the interface down and leave what that ADD took (its
+    lease). Refused, naming the del that deletes it as it was added (test_cli.py
+    runs both, and -force)."""
+    added_in = cache.parent / where if where else cache
+    monkeypatch.setattr(ii, "_DEFAULT_CACHE_DIR", str(added_in))  # the node's cache dir, read too
+    att = pod_attachment()
+    assert att.pod is not None
+    ii._write_cache(str(added_in), spy_network(network), dataclasses.replace(att, container_id=container_id),
+                    {"cniVersion": "1.0.0"})
+    entry = Path(ii._cache_file(str(added_in), network, container_id, "net1"))
+    how = "del without -spec deletes it" if not where else f"del -cache-dir {added_in} deletes it"
+    with pytest.raises(ii.InjectError) as e:
+        node(cache, bin_dir)._delete_from_pod(att.pod, spy_network(), att, only_ours=False)
+    assert str(e.value) == (f"net1 was added by if-inject as network {network}, container ID {container_id} "
+                            f"(its cache entry {entry}; {how}): not deleting it (-force deletes it)")
+    assert calls(bin_dir) == [] and entry.exists()
+
+
 def test_a_del_in_a_pod_refuses_when_a_cache_dir_cannot_be_looked_at(cache: Path, bin_dir: Path) -> None:
     """Multus' results/ that others could have written in: another program's record of
     the interface cannot be looked for there, so the del cannot tell, and refuses."""
