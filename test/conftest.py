@@ -235,6 +235,25 @@ def netns_dir() -> Iterator[None]:
 
 
 @pytest.fixture
+def default_dirs() -> Iterator[None]:
+    """examples/ptp.json and examples/ptp-nad.yaml as users run them keep their
+    leases in /var/lib/cni/networks/NAME: a dir made during the test goes after it,
+    once the test released its leases (what else if-inject makes in /var/lib/cni,
+    the lab that made /var/lib/cni removes)."""
+    networks = Path("/var/lib/cni/networks")
+    existed = networks.exists()
+    made = [networks / name for name in ("mynet", "ptp-conf") if not (networks / name).exists()]
+    yield
+    for leases in made:
+        if leases.exists():
+            for p in leases.iterdir():
+                p.unlink()
+            leases.rmdir()
+    if not existed and networks.exists() and not any(networks.iterdir()):
+        networks.rmdir()
+
+
+@pytest.fixture
 def netns() -> Iterator[str]:
     """A plain named netns made with `ip netns add`; yields its path /run/netns/NAME."""
     need_root("network namespaces")

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -30,21 +30,6 @@ from support.node import host_links, ip, pod_addrs, settled
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
 # ---- the original README, unchanged -------------------------------------
-
-@pytest.fixture
-def default_dirs() -> Iterator[None]:
-    """examples/ptp.json as users run it keeps its leases in /var/lib/cni/networks/mynet."""
-    leases = Path("/var/lib/cni/networks/mynet")
-    existed = leases.exists()
-    yield
-    if not existed and leases.exists():
-        for p in leases.iterdir():
-            p.unlink()
-        leases.rmdir()
-        with_parent = leases.parent
-        if not any(with_parent.iterdir()):
-            with_parent.rmdir()
-
 
 @pytest.mark.runtimes
 def test_readme_flow_with_test_ptp_json(tool: list[str], lab: Any, pod: Any, default_dirs: None) -> None:
