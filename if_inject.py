@@ -3915,8 +3915,10 @@ class Node:
         With `only_ours` (a batch), an interface of a running pod that the
         cache does not show if-inject added is left alone: _NotOurs is raised.
         Without it, DEL runs where the cache has no entry, as libcni's does,
-        with a warning; an entry another program wrote, or one that cannot be
-        read, is refused unless `force`."""
+        with a warning; another record of the interface (an entry another
+        program wrote, if-inject's own of another network, container ID or
+        cache dir: _other_record), or one that cannot be read, is refused
+        unless `force`."""
         found = self._lookup(namespace, pod, missing_ok=True)
         if found is not None and network is not None:
             att = _pod_attachment(found, ifname, container_id, args, capability_args)
@@ -4505,7 +4507,8 @@ def _cni_subcommands(command: _Command) -> None:
     _pod_flags(sub)
     _cni_flags(sub, spec_required=False)
     sub.add_argument("-force", "--force", action="store_true",
-                     help="DEL also where another program's cache entry records the interface, "
+                     help="DEL also where another record of the interface is cached (another "
+                          "program's entry, or if-inject's own of another network or container ID), "
                           "and with several pods also where if-inject has no record of adding it "
                           "(by default those are refused or skipped)")
 

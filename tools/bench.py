@@ -350,7 +350,11 @@ class Bench:
         importing grpc, plus the same ptp ADD or DEL executed directly, as a
         runtime does. Each round runs the grpc import, the plugin and the
         tool in turns, so that the machine's load and the kernel's pace (a
-        veth's deletion waits for RCU) weigh on the floors and the tool alike."""
+        veth's deletion waits for RCU) weigh on the floors and the tool alike.
+        The grpc import runs between the plugin's own ADD and DEL: the tool's
+        DEL comes about as long after its ADD, a process start in between,
+        and a DEL 80 ms after its ADD takes 5-10 ms longer than one right
+        after it (docs/bench.md)."""
         pod = self.pods[0]
         conf = json.loads(self.spec.read_text())
 
@@ -360,14 +364,17 @@ class Bench:
         plugin = f"{CNI_BIN}/{conf['type']}"
         grpc = self.row("floor: python -c 'import grpc', in turns with add and del")
         floor_add = self.row("floor: ptp ADD, plugin run directly")
-        floor_del = self.row("floor: ptp DEL, plugin run directly")
+        floor_del = self.row("floor: ptp DEL, plugin run directly (after the grpc import, as the tool's)")
         add, delete = self.row("add (1 pod, ptp)"), self.row("del (1 pod, ptp)")
         common = ("-ns", NAMESPACE, "-pod", pod.name, "-spec", str(self.spec))
-        for i in range(self.repeat * 2 + 1):
-            result = measure([plugin], json.dumps(conf).encode(), env("ADD"))
-            prev = dict(conf, prevResult=json.loads(result.stdout))  # as libcni's DEL
-            samples = [self.measure(GRPC_IMPORT), result,
-                       measure([plugin], json.dumps(prev).encode(), env("DEL")),
+        # Twice the other single-call rows' rounds: a ptp DEL's own time spreads over
+        # 16-48 ms here, so the del row's median needs more of them to settle.
+        for i in range(self.repeat * 4 + 1):
+            plugin_add = measure([plugin], json.dumps(conf).encode(), env("ADD"))
+            prev = dict(conf, prevResult=json.loads(plugin_add.stdout))  # as libcni's DEL
+            grpc_import = self.measure(GRPC_IMPORT)  # between the plugin's ADD and DEL (see above)
+            plugin_del = measure([plugin], json.dumps(prev).encode(), env("DEL"))
+            samples = [grpc_import, plugin_add, plugin_del,
                        self.measure(self.tool("add", *common)), self.measure(self.tool("del", *common))]
             if i:  # the first round warms up
                 for row, sample in zip((grpc, floor_add, floor_del, add, delete), samples, strict=True):
@@ -521,7 +528,8 @@ def plugin_env(command: str, pod: Pod, container_id: str) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-repeat", "--repeat", type=int, default=10, metavar="N",
-                        help="runs per single-call row (more: steadier, slower; default 10)")
+                        help="2N runs per single-call row, 4N for add and del, fewer for the batches "
+                             "(more: steadier, slower; default 10)")
     parser.add_argument("-script", "--script", default=SCRIPT, metavar="FILE",
                         help="the if_inject.py to time (default: this checkout's), e.g. an older copy")
     parser.add_argument("-console-script", "--console-script", metavar="FILE",
