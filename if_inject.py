@@ -3961,26 +3961,35 @@ class Node:
         """With no entry at this network's name: another record of an ADD of this
         interface, which a DEL with this network would take down without
         releasing what that ADD took: another program's (the runtime's eth0,
-        Multus' net1, in any of the node's cache dirs), or if-inject's own of
-        another network, container ID or cache dir (a del given the wrong -spec)."""
+        Multus' net1, in any of the node's cache dirs), named first, or
+        if-inject's own of another network, container ID or cache dir (a del
+        given the wrong -spec or -cache-dir)."""
+        own: tuple[str, dict[str, Any]] | None = None
         try:
             for path, entry in _cni_records(self.cni.cache_dir, att.pod, att.ifname) if att.pod else ():
                 if entry is None or not isinstance(entry.get(_CACHE_MARK), dict):
                     unread = " cannot be read" if entry is None else " is not if-inject's"
                     return f"{att.ifname} was added by another program (its cache entry {path}{unread})", True
-                return self._own_other_record(att, path, entry), True
+                own = own or (path, entry)
         except InjectError as e:  # a cache dir not to be read (refused, or an I/O error): cannot tell
             return f"another program's record of {att.ifname} cannot be looked for ({e})", True
-        return None
+        return (self._own_other_record(att, *own), True) if own else None
 
     def _own_other_record(self, att: Attachment, path: str, entry: dict[str, Any]) -> str:
-        """Why if-inject's own entry of another network (or container ID, or cache dir)
-        stops a del, and which del would delete the interface as it was added."""
+        """Why if-inject's own entry of this interface (another network's, container
+        ID's or cache dir's) stops a del, and the del that deletes the interface as
+        it was added: the one from that cache dir, when it finds the entry."""
+        assert att.pod is not None
         cache_dir = os.path.dirname(os.path.dirname(path))  # path is <cache dir>/results/<entry>
+        found = _matching_attachments(cache_dir, att.pod.namespace, att.pod.name, att.ifname)
+        cached = next((c for c in found if c.path == path), None)
+        if cached is None:  # of no pod (the API's CNI class), another pod's, or renamed
+            return (f"{att.ifname} is recorded by an entry of if-inject's that no del of this pod finds "
+                    f"(its cache entry {path})")
         same_dir = _dir_identity(cache_dir) == _dir_identity(self.cni.cache_dir)
-        how = "del without -spec deletes it" if same_dir else f"del -cache-dir {cache_dir} deletes it"
-        return (f"{att.ifname} was added by if-inject as network {entry.get('networkName')}, container ID "
-                f"{entry.get('containerId')} (its cache entry {path}; {how})")
+        how = "del without -spec" if same_dir else f"del -cache-dir {cache_dir} without -spec"
+        return (f"{att.ifname} was added by if-inject as network {cached.network}, container ID "
+                f"{cached.container_id} (its cache entry {path}; {how} deletes it)")
 
     def _delete_from_cache(self, namespace: str, pod: str, network: NetworkConfig | None,
                            ifname: str, live: Pod | None = None, only_ours: bool = False) -> int:
@@ -4508,7 +4517,8 @@ def _cni_subcommands(command: _Command) -> None:
     _cni_flags(sub, spec_required=False)
     sub.add_argument("-force", "--force", action="store_true",
                      help="DEL also where another record of the interface is cached (another "
-                          "program's entry, or if-inject's own of another network or container ID), "
+                          "program's entry, or if-inject's own of another network, container ID or "
+                          "cache dir), "
                           "and with several pods also where if-inject has no record of adding it "
                           "(by default those are refused or skipped)")
 

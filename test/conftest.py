@@ -238,8 +238,9 @@ def netns_dir() -> Iterator[None]:
 def default_dirs() -> Iterator[None]:
     """examples/ptp.json and examples/ptp-nad.yaml as users run them keep their
     leases in /var/lib/cni/networks/NAME: a dir made during the test goes after it,
-    once the test released its leases (what else if-inject makes in /var/lib/cni,
-    the lab that made /var/lib/cni removes)."""
+    once the test released its leases. (The rest that if-inject makes in
+    /var/lib/cni, its lock dir and results/, the lab removes when it made
+    /var/lib/cni, as on a machine without a CNI runtime of its own.)"""
     networks = Path("/var/lib/cni/networks")
     existed = networks.exists()
     made = [networks / name for name in ("mynet", "ptp-conf") if not (networks / name).exists()]

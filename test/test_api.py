@@ -28,8 +28,8 @@ def test_the_api_example_runs(tool: list[str], lab: Any, make_pod: Callable[...,
     assert example.count('"alpine-0"') == 10 and example.count("unix:///run/containerd/containerd.sock") == 1
     code = example.replace('"alpine-0"', repr(pod.name)).replace("unix:///run/containerd/containerd.sock",
                                                                   lab.endpoint)
-    run = run_clean([sys.executable, "-c", code], env={"CONTAINER_RUNTIME_ENDPOINT": lab.endpoint,
-                                                       "PYTHONPATH": str(REPO)}, timeout=120)
+    run = run_clean([sys.executable, "-c", code], env={"CONTAINER_RUNTIME_ENDPOINT": lab.endpoint},
+                    cwd=REPO, timeout=120)  # the example's paths are the repository's
     try:
         assert (run.returncode, run.stderr) == (0, "")
         added, *cached = run.stdout.splitlines()
@@ -42,9 +42,11 @@ def test_the_api_example_runs(tool: list[str], lab: Any, make_pod: Callable[...,
         assert re.search(r"inet 10\.22\.23\.\d+/24", pod_addrs(lab, pod, "net2"))
         assert [n for n in link_names(pod.netns) if n.startswith("net")] == ["net1", "net2"]
         assert not link_exists("mine0")
-    finally:
+    finally:  # what the example leaves, or made before it failed
         for ifname in ("net1", "net2"):
             run_clean([*tool, "-r", lab.endpoint, "del", *args_for(pod), "-interface", ifname])
+        for ifname in ("net3", "net4"):
+            run_clean([*tool, "-r", lab.endpoint, "veth", "-delete", *args_for(pod), "-interface", ifname])
     assert pod_addrs(lab, pod, "net1") == pod_addrs(lab, pod, "net2") == ""
     for network in ("mynet", "ptp-conf"):
         leases = Path("/var/lib/cni/networks") / network

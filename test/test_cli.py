@@ -6,6 +6,7 @@ container) and on the node: interfaces, leases, cache files.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import pty
@@ -549,27 +550,35 @@ def test_del_leaves_an_interface_that_anothers_libcni_entry_records(inject: Tool
             libcni_on(libcni_driver, inject, "DEL", pod, inject.spec, container_id)
 
 
-def test_del_with_another_network_leaves_what_if_inject_added(inject: Tool, lab: Any, pod: Any) -> None:
-    """A del given the wrong -spec: the DEL of another network would take net1 down and
-    leave the add's lease behind. It refuses, naming the del that deletes net1 as it was
-    added; -force runs that other DEL (net1 gone, the lease not); the del it names then
-    releases what the add took."""
+@pytest.mark.parametrize("wrong", ["-spec", "-cache-dir"])
+def test_del_with_another_network_or_cache_dir_leaves_what_if_inject_added(inject: Tool, lab: Any, pod: Any,
+                                                                         wrong: str) -> None:
+    """A del given the wrong -spec (another network than the add's), or the wrong
+    -cache-dir (the add's entry is in the node's /var/lib/cni): its DEL would take net1
+    down and leave the add's lease behind. It refuses, naming the del that deletes net1
+    as it was added, and that del releases what the add took. -force runs the other
+    network's DEL: net1 gone, the lease not."""
     conf = json.loads(Path(inject.spec).read_text())
     other = inject.write_spec("othernet.json", dict(conf, name="othernet"))
-    assert inject("add", *args_for(pod), "-spec", inject.spec).code == 0
+    node_cache = copy.copy(inject)  # the same tool, with the node's cache dir
+    node_cache.cache = Path("/var/lib/cni")
+    adding = node_cache if wrong == "-cache-dir" else inject
+    assert adding("add", *args_for(pod), "-spec", inject.spec).code == 0
     container_id = os.path.basename(pod.netns)
-    entry = inject.cache / "results" / f"mynet-{container_id}-net1"
-    refused = inject("del", *args_for(pod), "-spec", other)
+    entry = adding.cache / "results" / f"mynet-{container_id}-net1"
+    how = "del without -spec" if wrong == "-spec" else "del -cache-dir /var/lib/cni without -spec"
+    refused = inject("del", *args_for(pod), "-spec", other if wrong == "-spec" else inject.spec)
     assert (refused.code, refused.out, refused.error) == (
         1, "", f"net1 was added by if-inject as network mynet, container ID {container_id} (its cache entry "
-               f"{entry}; del without -spec deletes it): not deleting it (-force deletes it)")
+               f"{entry}; {how} deletes it): not deleting it (-force deletes it)")
     assert "inet " in pod_addrs(lab, pod) and entry.exists() and len(inject.leases()) == 1
-    forced = inject("del", *args_for(pod), "-spec", other, "-force")
-    assert (forced.code, forced.out) == (0, "")
-    assert pod_addrs(lab, pod) == "" and entry.exists() and len(inject.leases()) == 1
-    deleted = inject("del", *args_for(pod))
+    if wrong == "-spec":
+        forced = inject("del", *args_for(pod), "-spec", other, "-force")
+        assert (forced.code, forced.out) == (0, "")
+        assert pod_addrs(lab, pod) == "" and entry.exists() and len(inject.leases()) == 1
+    deleted = adding("del", *args_for(pod))  # the del the error names
     assert (deleted.code, deleted.out) == (0, "")
-    assert not entry.exists() and inject.leases() == []
+    assert pod_addrs(lab, pod) == "" and not entry.exists() and inject.leases() == []
 
 
 def test_batch_del_leaves_interfaces_if_inject_did_not_add(inject: Tool, lab: Any, libcni_driver: str,

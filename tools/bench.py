@@ -348,7 +348,7 @@ class Bench:
     def single_calls(self) -> None:
         """One add and one del of ptp, against the floor: the interpreter
         importing grpc, plus the same ptp ADD or DEL executed directly, as a
-        runtime does. Each round runs the grpc import, the plugin and the
+        runtime does. Each round runs the plugin, the grpc import and the
         tool in turns, so that the machine's load and the kernel's pace (a
         veth's deletion waits for RCU) weigh on the floors and the tool alike.
         The grpc import runs between the plugin's own ADD and DEL: the tool's

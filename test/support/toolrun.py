@@ -56,13 +56,13 @@ def error_of(proc: subprocess.CompletedProcess[str]) -> str:
 
 
 def run_clean(tool: list[str], *args: str, env: dict[str, str] | None = None,
-              timeout: float = 30, input: str | None = None,
-              stdin: int | None = None) -> subprocess.CompletedProcess[str]:
+              timeout: float = 30, input: str | None = None, stdin: int | None = None,
+              cwd: Path | None = None) -> subprocess.CompletedProcess[str]:
     """The tool with `args`, without the caller's runtime endpoint or CNI path: every
     test runs it so (Tool too). `input` is written to its stdin, or `stdin` is its fd."""
     clean = {k: v for k, v in os.environ.items() if k not in ("CONTAINER_RUNTIME_ENDPOINT", "CNI_PATH")}
     return subprocess.run([*tool, *args], capture_output=True, text=True, timeout=timeout,
-                          env={**clean, **(env or {})}, input=input, stdin=stdin)
+                          env={**clean, **(env or {})}, input=input, stdin=stdin, cwd=cwd)
 
 
 def json_lines(run: Run) -> dict[str, dict[str, Any]]:

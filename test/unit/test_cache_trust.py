@@ -545,7 +545,7 @@ def test_a_del_in_a_pod_leaves_an_interface_if_inject_added_otherwise(
     cache dir (the node's, from a del given the wrong -spec or -cache-dir): a DEL with
     this network would take the interface down and leave what that ADD took (its
     lease). Refused, naming the del that deletes it as it was added (test_cli.py
-    runs both, and -force)."""
+    runs that del, and -force)."""
     added_in = cache.parent / where if where else cache
     monkeypatch.setattr(ii, "_DEFAULT_CACHE_DIR", str(added_in))  # the node's cache dir, read too
     att = pod_attachment()
@@ -553,12 +553,38 @@ def test_a_del_in_a_pod_leaves_an_interface_if_inject_added_otherwise(
     ii._write_cache(str(added_in), spy_network(network), dataclasses.replace(att, container_id=container_id),
                     {"cniVersion": "1.0.0"})
     entry = Path(ii._cache_file(str(added_in), network, container_id, "net1"))
-    how = "del without -spec deletes it" if not where else f"del -cache-dir {added_in} deletes it"
+    how = "del without -spec" if not where else f"del -cache-dir {added_in} without -spec"
     with pytest.raises(ii.InjectError) as e:
         node(cache, bin_dir)._delete_from_pod(att.pod, spy_network(), att, only_ours=False)
     assert str(e.value) == (f"net1 was added by if-inject as network {network}, container ID {container_id} "
-                            f"(its cache entry {entry}; {how}): not deleting it (-force deletes it)")
+                            f"(its cache entry {entry}; {how} deletes it): "
+                            "not deleting it (-force deletes it)")
     assert calls(bin_dir) == [] and entry.exists()
+
+
+def test_a_del_in_a_pod_names_anothers_record_before_its_own_and_no_del_it_cannot_name(
+        cache: Path, bin_dir: Path) -> None:
+    """An entry the API's CNI class wrote for the pod's sandbox (of no pod: no del
+    of the pod finds it) is refused without a del to run; with Multus' entry of
+    the interface too, Multus' is the one named, whichever is found first."""
+    ii._write_cache(str(cache), spy_network("other"), ii.Attachment("sandbox1", "", "net1"),
+                    {"cniVersion": "1.0.0"})
+    entry = Path(ii._cache_file(str(cache), "other", "sandbox1", "net1"))
+    att = pod_attachment()
+    assert att.pod is not None
+    with pytest.raises(ii.InjectError) as e:
+        node(cache, bin_dir)._delete_from_pod(att.pod, spy_network(), att, only_ours=False)
+    assert str(e.value) == (f"net1 is recorded by an entry of if-inject's that no del of this pod finds "
+                            f"(its cache entry {entry}): not deleting it (-force deletes it)")
+    results = cache / "multus" / "results"
+    results.mkdir(parents=True, mode=0o700)
+    theirs = plant_theirs(results / "macvlan-sandbox1-net1", containerId="sandbox1", ifName="net1",
+                          networkName="macvlan")
+    with pytest.raises(ii.InjectError) as e:
+        node(cache, bin_dir)._delete_from_pod(att.pod, spy_network(), att, only_ours=False)
+    assert str(e.value) == (f"net1 was added by another program (its cache entry {theirs} is not "
+                            "if-inject's): not deleting it (-force deletes it)")
+    assert calls(bin_dir) == [] and entry.exists() and theirs.exists()
 
 
 def test_a_del_in_a_pod_refuses_when_a_cache_dir_cannot_be_looked_at(cache: Path, bin_dir: Path) -> None:
