@@ -105,6 +105,9 @@ REQUIREMENTS = [
     ("gcc", "gcc"), ("/usr/include/signal.h", "libc6-dev"),
 ]
 SBIN_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# What runc 1.1's init says when the kernel refuses to seal its copy of runc (a memfd,
+# F_SEAL_WRITE: EBUSY), before it has touched the container: see Lab.exec and LAB.md.
+RUNC_SEAL_BUSY = "could not ensure we are a cloned binary: Device or resource busy"
 
 
 
@@ -1188,37 +1191,53 @@ disabled_plugins = [{disabled}]
         return names[status.state]
 
     def exec(self, pod: Pod, argv: list[str], timeout: int = 10) -> tuple[int, str, str]:
-        """Run argv in the pod's container: (exit code, stdout, stderr)."""
+        """Run argv in the pod's container: (exit code, stdout, stderr).
+
+        Run again, at most twice, only when runc init died on sealing its own copy
+        (RUNC_SEAL_BUSY in runc's log since the call): the kernel can refuse runc
+        1.1's seal, and runc init then dies before it has touched the container
+        (LAB.md). Any other failure raises with runc's log and the kernel's records."""
         if pod.container_id is None:
             raise ValueError(f"pod {pod.namespace}/{pod.name} has no container")
         import grpc
 
-        kmsg = kernel_log_end()
-        try:
-            response = self.cri("ExecSync", {"container_id": pod.container_id, "cmd": list(argv),
-                                             "timeout": timeout}, timeout=timeout + 10)
-        except grpc.RpcError as e:
-            # containerd's error keeps runc's last error line only: what runc init said
-            # before it (its FATAL lines) is in the bundle's log.json, gone with the pod.
-            # A runc init that died without a word was crashed or OOM-killed (the kernel
-            # says so) or killed by a signal from a process (nothing says so): LAB.md.
-            deaths = kernel_deaths(kernel_records(kmsg)) if kmsg is not None else ["(/dev/kmsg unread)"]
-            raise RuntimeError(f"ExecSync {argv} in {pod.namespace}/{pod.name}: {e}\n"
-                               f"runc's log:\n{self._runc_log(pod.container_id)}\n"
-                               "the kernel's crashes and OOM kills meanwhile:\n"
-                               + "\n".join(deaths or ["(none)"])) from e
-        finally:
-            if kmsg is not None:
-                os.close(kmsg)
-        return (response.exit_code, response.stdout.decode(errors="replace"),
-                response.stderr.decode(errors="replace"))
+        for attempt in range(3):
+            logged = len(self._runc_log_lines(pod.container_id))
+            kmsg = kernel_log_end()
+            try:
+                response = self.cri("ExecSync", {"container_id": pod.container_id, "cmd": list(argv),
+                                                 "timeout": timeout}, timeout=timeout + 10)
+                return (response.exit_code, response.stdout.decode(errors="replace"),
+                        response.stderr.decode(errors="replace"))
+            except grpc.RpcError as e:
+                since = self._runc_log_lines(pod.container_id)[logged:]
+                if attempt < 2 and any(RUNC_SEAL_BUSY in line for line in since):
+                    log(f"ExecSync {argv} in {pod.namespace}/{pod.name}: runc init {RUNC_SEAL_BUSY}; "
+                        "running it again")
+                    continue
+                # containerd's error keeps runc's last error line only: what runc init said
+                # before it (its FATAL lines) is in the bundle's log.json, gone with the pod.
+                # A runc init that died without a word was crashed or OOM-killed (the kernel
+                # says so) or killed by a signal from a process (nothing says so): LAB.md.
+                deaths = kernel_deaths(kernel_records(kmsg)) if kmsg is not None else ["(/dev/kmsg unread)"]
+                raise RuntimeError(f"ExecSync {argv} in {pod.namespace}/{pod.name}: {e}\n"
+                                   "runc's log:\n" + "\n".join(self._runc_log_lines(pod.container_id)[-20:])
+                                   + "\nthe kernel's crashes and OOM kills meanwhile:\n"
+                                   + "\n".join(deaths or ["(none)"])) from e
+            finally:
+                if kmsg is not None:
+                    os.close(kmsg)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    def _runc_log(self, container_id: str, lines: int = 20) -> str:
-        log = self.root / "state/io.containerd.runtime.v2.task" / CRI_NAMESPACE / container_id / "log.json"
+    def _runc_log_lines(self, container_id: str) -> list[str]:
+        """The lines of runc's log.json of a container (containerd's bundle), or one
+        line saying why it cannot be read."""
+        bundle = self.root / "state/io.containerd.runtime.v2.task" / CRI_NAMESPACE / container_id
+        log_json = bundle / "log.json"
         try:
-            return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
+            return log_json.read_text(errors="replace").splitlines()
         except OSError as e:
-            return f"({log}: {e.strerror})"
+            return [f"({log_json}: {e.strerror})"]
 
     def stop_pod(self, pod: Pod) -> None:
         """Stop the sandbox (NOTREADY, netns gone) but leave it listed, as a dead pod is.

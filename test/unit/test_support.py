@@ -153,3 +153,41 @@ def test_the_support_package_names_each_of_its_modules() -> None:
     assert support.__doc__ is not None
     modules = sorted(p.name for p in Path(support.__file__).parent.glob("*.py") if p.name != "__init__.py")
     assert [m for m in modules if m not in support.__doc__] == []
+
+
+@pytest.mark.parametrize("fatal, calls, ok", [
+    (lab.RUNC_SEAL_BUSY, 2, True),  # once: the exec runs again and answers
+    ("nsexec[1]: could not ensure we are a cloned binary: Cannot allocate memory", 1, False),
+    (lab.RUNC_SEAL_BUSY + " (every time)", 3, False)])  # three times: it gives up
+def test_an_exec_runs_again_only_when_runc_init_could_not_seal_its_copy(
+        tmp_path: Path, fatal: str, calls: int, ok: bool) -> None:
+    """Lab.exec against a runtime whose first ExecSync fails with runc init's
+    `fatal` line in runc's log.json (as containerd leaves it): run again only
+    for the seal refused by the kernel (LAB.md), at most three calls in all."""
+    import grpc
+
+    the_lab = lab.Lab(str(tmp_path / "lab"), "containerd-1.7")
+    pod = lab.Pod("ns", "p", "uid", "sandbox", "container", "/run/netns/x")
+    log_json = (the_lab.root / "state/io.containerd.runtime.v2.task" / lab.CRI_NAMESPACE / "container"
+                / "log.json")
+    log_json.parent.mkdir(parents=True)
+    log_json.write_text('{"level":"info","msg":"an earlier exec"}\n')
+    made: list[str] = []
+
+    def exec_sync(method: str, request: Any = None, timeout: float = 30) -> Any:
+        made.append(method)
+        if len(made) == 1 or "every time" in fatal:
+            with log_json.open("a") as f:
+                f.write(f'{{"level":"fatal","msg":"nsexec[166]: {fatal}"}}\n')
+            raise grpc.RpcError("OCI runtime exec failed: ... read init-p: connection reset by peer")
+        return type("Answer", (), {"exit_code": 0, "stdout": b"ok\n", "stderr": b""})()
+
+    the_lab.cri = exec_sync  # type: ignore[method-assign]
+    if ok:
+        assert the_lab.exec(pod, ["true"]) == (0, "ok\n", "")
+    else:
+        with pytest.raises(RuntimeError) as e:
+            the_lab.exec(pod, ["true"])
+        assert 'runc\'s log:\n{"level":"info","msg":"an earlier exec"}\n' in str(e.value)
+        assert fatal in str(e.value)
+    assert made == ["ExecSync"] * calls
