@@ -2201,12 +2201,17 @@ def _cached_attachments(cache_dir: str) -> list[CachedAttachment]:
         if not isinstance(entry.get(_CACHE_MARK), dict):
             continue
         cached = CachedAttachment.from_entry(path, entry)
-        if path != _cache_file(cache_dir, cached.network, cached.container_id, cached.interface):
+        if not _at_its_own_name(cache_dir, cached):
             _log_error("Refusing cache entry", "its file name is not the one its network, "
                        "container ID and interface give (copied or renamed?)", path=path)
             continue
         found.append(cached)
     return found
+
+
+def _at_its_own_name(cache_dir: str, cached: CachedAttachment) -> bool:
+    """Whether an entry is at the file name its network, container ID and interface give."""
+    return cached.path == _cache_file(cache_dir, cached.network, cached.container_id, cached.interface)
 
 
 def _cached_network_attachments(cache_dir: str, network: str) -> list[tuple[str, str]]:
@@ -3403,12 +3408,18 @@ def _pod_attachment(pod: Pod, ifname: str = "net1", container_id: str = "",
 
 def _matching_attachments(cache_dir: str, namespace: str, pod: str, ifname: str,
                          network: str = "") -> list[CachedAttachment]:
-    """Our cached attachments of a pod's interface (of one network, if given).
-    Never those made outside any pod (through the API's CNI class: their caller's),
-    whose empty namespace and pod an empty -ns and -pod would match."""
+    """Our cached attachments of a pod's interface (of one network, if given)."""
     return [cached for cached in _cached_attachments(cache_dir)
-            if (cached.namespace, cached.pod, cached.interface) == (namespace, pod, ifname)
-            and cached.sandbox_id and (not network or cached.network == network)]
+            if _of_pods_interface(cached, namespace, pod, ifname, network)]
+
+
+def _of_pods_interface(cached: CachedAttachment, namespace: str, pod: str, ifname: str,
+                       network: str = "") -> bool:
+    """Whether a cached attachment is of a pod's interface (and network, if given).
+    Never one made outside any pod (through the API's CNI class: its caller's),
+    whose empty namespace and pod an empty -ns and -pod would match."""
+    return ((cached.namespace, cached.pod, cached.interface) == (namespace, pod, ifname)
+            and bool(cached.sandbox_id) and (not network or cached.network == network))
 
 
 def _cni_records(cache_dir: str, pod: Pod, ifname: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
@@ -3950,30 +3961,31 @@ class Node:
         if entry is None and _cache_exists(path):
             return f"the cache entry {path} of {att.ifname} of network {network.name} cannot be read", True
         if entry is None:
-            return self._other_record(att) or ((f"if-inject did not add {att.ifname} of network "
-                                                f"{network.name} (no cache entry {path})"), False)
+            other = self._other_record(att)
+            return (other, True) if other else (f"if-inject did not add {att.ifname} of network "
+                                                f"{network.name} (no cache entry {path})", False)
         if not isinstance(entry.get(_CACHE_MARK), dict):
             return (f"{att.ifname} of network {network.name} was added by another program "
                     f"(its cache entry {path} is not if-inject's)"), True
         return "", False
 
-    def _other_record(self, att: Attachment) -> tuple[str, bool] | None:
+    def _other_record(self, att: Attachment) -> str:
         """With no entry at this network's name: another record of an ADD of this
         interface, which a DEL with this network would take down without
         releasing what that ADD took: another program's (the runtime's eth0,
         Multus' net1, in any of the node's cache dirs), named first, or
         if-inject's own of another network, container ID or cache dir (a del
-        given the wrong -spec or -cache-dir)."""
+        given the wrong -spec or -cache-dir). "" when there is none."""
         own: tuple[str, dict[str, Any]] | None = None
         try:
             for path, entry in _cni_records(self.cni.cache_dir, att.pod, att.ifname) if att.pod else ():
                 if entry is None or not isinstance(entry.get(_CACHE_MARK), dict):
                     unread = " cannot be read" if entry is None else " is not if-inject's"
-                    return f"{att.ifname} was added by another program (its cache entry {path}{unread})", True
+                    return f"{att.ifname} was added by another program (its cache entry {path}{unread})"
                 own = own or (path, entry)
         except InjectError as e:  # a cache dir not to be read (refused, or an I/O error): cannot tell
-            return f"another program's record of {att.ifname} cannot be looked for ({e})", True
-        return (self._own_other_record(att, *own), True) if own else None
+            return f"another program's record of {att.ifname} cannot be looked for ({e})"
+        return self._own_other_record(att, *own) if own else ""
 
     def _own_other_record(self, att: Attachment, path: str, entry: dict[str, Any]) -> str:
         """Why if-inject's own entry of this interface (another network's, container
@@ -3981,9 +3993,10 @@ class Node:
         it was added: the one from that cache dir, when it finds the entry."""
         assert att.pod is not None
         cache_dir = os.path.dirname(os.path.dirname(path))  # path is <cache dir>/results/<entry>
-        found = _matching_attachments(cache_dir, att.pod.namespace, att.pod.name, att.ifname)
-        cached = next((c for c in found if c.path == path), None)
-        if cached is None:  # of no pod (the API's CNI class), another pod's, or renamed
+        cached = CachedAttachment.from_entry(path, entry)
+        if not (_at_its_own_name(cache_dir, cached)  # as _matching_attachments of cache_dir takes it
+                and _of_pods_interface(cached, att.pod.namespace, att.pod.name, att.ifname)):
+            # of no pod (the API's CNI class), another pod's, or renamed
             return (f"{att.ifname} is recorded by an entry of if-inject's that no del of this pod finds "
                     f"(its cache entry {path})")
         same_dir = _dir_identity(cache_dir) == _dir_identity(self.cni.cache_dir)

@@ -1210,8 +1210,8 @@ disabled_plugins = [{disabled}]
                 return (response.exit_code, response.stdout.decode(errors="replace"),
                         response.stderr.decode(errors="replace"))
             except grpc.RpcError as e:
-                since = self._runc_log_lines(pod.container_id)[logged:]
-                if attempt < 2 and any(RUNC_SEAL_BUSY in line for line in since):
+                runc_log = self._runc_log_lines(pod.container_id)
+                if attempt < 2 and any(RUNC_SEAL_BUSY in line for line in runc_log[logged:]):
                     log(f"ExecSync {argv} in {pod.namespace}/{pod.name}: runc init {RUNC_SEAL_BUSY}; "
                         "running it again")
                     continue
@@ -1221,7 +1221,7 @@ disabled_plugins = [{disabled}]
                 # says so) or killed by a signal from a process (nothing says so): LAB.md.
                 deaths = kernel_deaths(kernel_records(kmsg)) if kmsg is not None else ["(/dev/kmsg unread)"]
                 raise RuntimeError(f"ExecSync {argv} in {pod.namespace}/{pod.name}: {e}\n"
-                                   "runc's log:\n" + "\n".join(self._runc_log_lines(pod.container_id)[-20:])
+                                   "runc's log:\n" + "\n".join(runc_log[-20:])
                                    + "\nthe kernel's crashes and OOM kills meanwhile:\n"
                                    + "\n".join(deaths or ["(none)"])) from e
             finally:
