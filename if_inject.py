@@ -599,21 +599,38 @@ message StatusResponse { RuntimeStatus status = 1; map info = 2; }
 _CRI_SERVICE = "runtime.v1.RuntimeService"
 
 
+def _schema_blocks(schema: str, keyword: str) -> list[tuple[str, str]]:
+    """(name, body) of each `keyword Name { body }` of a schema text. Read with
+    str methods: compiling regular expressions for it cost every call ~0.5 ms."""
+    blocks = []
+    for block in schema.split("}"):
+        head, _, body = block.partition("{")
+        words = head.split()
+        if words[-2:-1] == [keyword]:
+            blocks.append((words[-1], body))
+    return blocks
+
+
+def _schema_statements(body: str) -> list[list[str]]:
+    """The words of each `... NAME = NUMBER;` of a block's body, "=" left out."""
+    return [statement.replace("=", " ").split() for statement in body.split(";") if statement.strip()]
+
+
 def _schema_enums(schema: str) -> dict[str, dict[str, int]]:
     """{enum name: {value name: number}} of the enums in a schema text."""
-    return {name: {k: int(v) for k, v in re.findall(r"(\w+)\s*=\s*(\d+)", body)}
-            for name, body in re.findall(r"enum\s+(\w+)\s*\{([^}]*)\}", schema)}
+    return {name: {value: int(number) for value, number in _schema_statements(body)}
+            for name, body in _schema_blocks(schema, "enum")}
 
 
 def _schema_messages(schema: str) -> list[tuple[str, str]]:
     """(message name, body) of the messages in a schema text."""
-    return re.findall(r"message\s+(\w+)\s*\{([^}]*)\}", schema)
+    return _schema_blocks(schema, "message")
 
 
 def _schema_fields(body: str) -> list[tuple[bool, str, str, int]]:
     """(repeated, type, name, number) of the fields in a message's body."""
-    return [(bool(label), kind, name, int(number))
-            for label, kind, name, number in re.findall(r"(repeated\s+)?(\w+)\s+(\w+)\s*=\s*(\d+)", body)]
+    return [(words[0] == "repeated", words[-3], words[-2], int(words[-1]))
+            for words in _schema_statements(body)]
 
 
 # The enums' numbers, read from the schema above (tests import them from here).
