@@ -601,7 +601,7 @@ _CRI_SERVICE = "runtime.v1.RuntimeService"
 
 def _schema_blocks(schema: str, keyword: str) -> list[tuple[str, str]]:
     """(name, body) of each `keyword Name { body }` of a schema text. Read with
-    str methods: compiling regular expressions for it cost every call ~0.5 ms."""
+    str methods: compiling regular expressions for it cost every call ~0.4 ms."""
     blocks = []
     for block in schema.split("}"):
         head, _, body = block.partition("{")

@@ -104,6 +104,29 @@ def build(message_type: if_inject._MessageType, view: dict[str, Any]) -> if_inje
     return message_type(**{name: value(message_type.fields[name], v) for name, v in view.items()})
 
 
+def test_the_schema_text_is_read_as_written() -> None:
+    # Both sides of the tests below are built by this reader: it is held to the text itself.
+    schema = """
+    enum State { READY = 0; NOT_READY = 1; }
+    message Empty { }
+    message Item {
+        string id = 1; repeated Item children = 12;
+        map labels = 3; State state = 4; int64 created_at = 5;
+    }
+    """
+    assert if_inject._schema_enums(schema) == {"State": {"READY": 0, "NOT_READY": 1}}
+    assert [name for name, _ in if_inject._schema_messages(schema)] == ["Empty", "Item"]
+    assert if_inject._schema_fields(if_inject._schema_messages(schema)[1][1]) == [
+        (False, "string", "id", 1), (True, "Item", "children", 12), (False, "map", "labels", 3),
+        (False, "State", "state", 4), (False, "int64", "created_at", 5)]
+    types = if_inject._message_types(schema)
+    assert types["Empty"].fields == {}
+    assert [(f.name, f.number, f.kind, f.repeated, f.message) for f in types["Item"].fields.values()] == [
+        ("id", 1, "string", False, ""), ("children", 12, "message", True, "Item"),
+        ("labels", 3, "map", False, ""), ("state", 4, "enum", False, ""),
+        ("created_at", 5, "int64", False, "")]
+
+
 @pytest.mark.parametrize("name", NAMES)
 def test_what_protobuf_writes_the_codec_reads(name: str) -> None:
     rng = random.Random(name)
