@@ -169,7 +169,7 @@ import threading  # logging imports it anyway
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar
 
 _T = TypeVar("_T")
@@ -2074,8 +2074,7 @@ def _remove_cache(cache_dir: str, network: str, container_id: str, ifname: str) 
         raise InjectError(f"result cache {cache_dir}: {e.strerror}", CODE_IO) from None
 
 
-@dataclass(frozen=True)
-class CachedAttachment:
+class CachedAttachment(NamedTuple):
     """One attachment if-inject made, as its cache entry records it: what
     list, gc and cache-only del share. `sandbox_state`, `stale` and
     `undecided` are the runtime's view, given by Node.attachments() (left
@@ -2494,21 +2493,21 @@ class _network_lock(_attachment_lock):
 # ---- CNI: add, del, check -----------------------------------------------
 
 
-@dataclass
 class CNI:
     """How plugins are found and run, as libcni's CNIConfig; knows nothing of the
-    runtime (an Attachment may carry its Pod record, which the cache keeps)."""
+    runtime (an Attachment may carry its Pod record, which the cache keeps).
+    `timeout`: seconds, for each plugin and lock (and a Node's runtime calls)."""
 
-    path: list[str] = field(default_factory=lambda: list(_DEFAULT_CNI_PATH))
-    cache_dir: str = _DEFAULT_CACHE_DIR
-    timeout: float = 10.0  # seconds, for each plugin and lock (and a Node's runtime calls)
-
-    def __post_init__(self) -> None:
-        if not 0 < self.timeout < 1e6:  # nan, inf and a deadline past any clock's range too
-            raise InjectError(f"invalid timeout {self.timeout!r}: seconds, above 0 and below 1e6",
+    def __init__(self, path: list[str] | None = None, cache_dir: str = _DEFAULT_CACHE_DIR,
+                 timeout: float = 10.0) -> None:
+        if not 0 < timeout < 1e6:  # nan, inf and a deadline past any clock's range too
+            raise InjectError(f"invalid timeout {timeout!r}: seconds, above 0 and below 1e6",
                               CODE_INVALID_CONFIG)
-        if not self.cache_dir:  # "" would be wherever if-inject happens to run
+        if not cache_dir:  # "" would be wherever if-inject happens to run
             raise InjectError("the cache dir must not be empty", CODE_INVALID_CONFIG)
+        self.path = list(_DEFAULT_CNI_PATH) if path is None else path
+        self.cache_dir = cache_dir
+        self.timeout = timeout
 
     def _invoke(self, command: str, network: NetworkConfig, plugin: dict[str, Any],
                att: Attachment, prev_result: dict[str, Any] | None) -> bytes:
@@ -3026,7 +3025,7 @@ def _netlink_step(what: str) -> Iterator[None]:
         raise InjectError(f"{what}: {e.strerror or e}", CODE_IO) from None
 
 
-@dataclass
+@dataclass  # not a NamedTuple, whose tuple.index its `index` would hide
 class Link:
     """An interface as `ip -br addr` shows it, with its MAC and MTU."""
 
@@ -3098,8 +3097,7 @@ def _parse_cidrs(value: str | list[str] | None) -> list[Any]:
         raise InjectError(f"invalid address: {e}", CODE_INVALID_CONFIG) from None
 
 
-@dataclass
-class VethEnd:
+class VethEnd(NamedTuple):
     """One end of a veth pair as made: its name, MAC, MTU and the addresses given."""
 
     name: str
@@ -3108,8 +3106,7 @@ class VethEnd:
     addresses: list[str]
 
 
-@dataclass
-class Veth:
+class Veth(NamedTuple):
     """A veth pair as add_veth made it: the end in the pod's netns, the node's end."""
 
     netns: str
@@ -3590,7 +3587,7 @@ def _judged(cached: CachedAttachment, views: _RuntimeViews) -> CachedAttachment:
     if not cached.sandbox_id:
         return cached
     state, stale, undecided = _staleness(cached, views.of(cached))
-    return replace(cached, sandbox_state=state, stale=stale, undecided=undecided)
+    return cached._replace(sandbox_state=state, stale=stale, undecided=undecided)
 
 
 def _staleness(cached: CachedAttachment, view: _RuntimeView | str) -> tuple[str, bool, str]:

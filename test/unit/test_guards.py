@@ -141,7 +141,7 @@ def test_a_gc_runs_its_plugins_to_the_end_whatever_signal_comes(tmp_path: Path) 
 
 
 GC_DELS_SCRIPT = """
-import dataclasses, json, os, signal, sys
+import json, os, signal, sys
 import if_inject as ii
 
 ii._signals.install()
@@ -150,7 +150,7 @@ network = ii.parse_network_config(json.dumps({"cniVersion": "1.0.0", "name": "n"
 for i in range(3):
     pod = ii.Pod("ns", f"p{i}", uid="u", sandbox_id=f"s{i}")
     ii._write_cache(cache, network, ii.Attachment(f"s{i}", "", "net1", pod=pod), None)
-stale = [dataclasses.replace(c, stale=True) for c in ii._cached_attachments(cache)]
+stale = [c._replace(stale=True) for c in ii._cached_attachments(cache)]
 node = ii.Node("/nonexistent", 5, ["/nonexistent"], cache)
 node.attachments = lambda *a: stale
 deleted = []
@@ -167,7 +167,7 @@ try:
             print(record["pod"], record["action"])
     else:  # del from the cache, every network's net1 of one pod
         for i in range(3):
-            stale[i] = dataclasses.replace(stale[i], pod="p", namespace="ns")
+            stale[i] = stale[i]._replace(pod="p", namespace="ns")
         ii._cached_attachments = lambda cache_dir: stale
         node._delete_from_cache("ns", "p", None, "net1")
 except KeyboardInterrupt as e:
