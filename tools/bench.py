@@ -334,7 +334,7 @@ class Bench:
         out = self.measure(self.tool(*netns_args)).stdout.decode().strip()
         if out != pod.netns:
             raise RuntimeError(f"netns printed {out!r}, the lab says {pod.netns!r}")
-        self.rounds(runs, self.repeat * 2)
+        self.rounds(runs, self.repeat * 4)  # as add and del: a median of 20 moved 0.04x run to run
         for row, _ in runs[4:]:
             exe, script = "./if-inject" in row.what, "if_inject.py" in row.what
             if row.what.startswith("-version"):
@@ -367,8 +367,8 @@ class Bench:
         floor_del = self.row("floor: ptp DEL, plugin run directly (after the grpc import, as the tool's)")
         add, delete = self.row("add (1 pod, ptp)"), self.row("del (1 pod, ptp)")
         common = ("-ns", NAMESPACE, "-pod", pod.name, "-spec", str(self.spec))
-        # Twice the other single-call rows' rounds: a ptp DEL's own time spreads over
-        # 16-48 ms here, so the del row's median needs more of them to settle.
+        # As many rounds as netns: a ptp DEL's own time spreads over 16-48 ms
+        # here, so the del row's median needs them to settle.
         for i in range(self.repeat * 4 + 1):
             plugin_add = measure([plugin], json.dumps(conf).encode(), env("ADD"))
             prev = dict(conf, prevResult=json.loads(plugin_add.stdout))  # as libcni's DEL
@@ -528,7 +528,7 @@ def plugin_env(command: str, pod: Pod, container_id: str) -> dict[str, str]:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("-repeat", "--repeat", type=int, default=10, metavar="N",
-                        help="2N runs per single-call row, 4N for add and del, fewer for the batches "
+                        help="4N runs per single-call row, fewer for the batches "
                              "(more: steadier, slower; default 10)")
     parser.add_argument("-script", "--script", default=SCRIPT, metavar="FILE",
                         help="the if_inject.py to time (default: this checkout's), e.g. an older copy")
