@@ -19,8 +19,8 @@ The API (__all__): Node, one node's runtime and CNI setup, and the operations
 on it (pods, pod, add, check, delete, delete_cached, attachments, pod_network_status,
 gc, add_veth, delete_veth); CNI, a network's plugins run as libcni runs them
 (add, check, delete, status, gc); the records (Pod, Attachment, NetworkConfig,
-CachedAttachment, Link, Veth, VethEnd; those printed have json(), as the
-command prints them); specs (read_network, parse_spec,
+CachedAttachment, GcAttachment, GcNetwork, Link, Veth, VethEnd; those printed
+have json(), as the command prints them); specs (read_network, parse_spec,
 parse_network_config); network_status; on a netns path, pod_links, add_veth and
 delete_veth; for_each_pod; InjectError and the CNI error codes; main and cli,
 the command line. add, check, delete and resolve_netns are one-line
@@ -42,8 +42,9 @@ Sections, in this order; each uses only those above it (test/unit/test_sections.
     specs, and Multus     read_network, parse_spec (NetworkAttachmentDefinitions), network_status
     netlink               work inside a netns; pod_links, add_veth, delete_veth
     pods                  a pod's attachments; the runtime that made one and the stale policy
-                          (_staleness); CNI 1.1's GC after gc; the runtime's own networks (a
-                          warning on add); Node; many pods at once (for_each_pod)
+                          (_staleness, GcAttachment); CNI 1.1's GC after gc (GcNetwork); the
+                          runtime's own networks (a warning on add); Node; many pods at once
+                          (for_each_pod)
     CLI                   the parser (one entry per subcommand), the run functions, main(), cli()
 
 Where each subcommand starts (its run function, in the CLI section) and what does its work:
@@ -78,10 +79,10 @@ __all__ = [
     "CNI", "CODE_DECODING", "CODE_INCOMPATIBLE_VERSION", "CODE_INTERNAL", "CODE_INVALID_CONFIG",
     "CODE_INVALID_ENV", "CODE_IO", "CODE_LIMITED_CONNECTIVITY", "CODE_NOT_AVAILABLE",
     "CODE_TRY_AGAIN_LATER", "CODE_UNKNOWN_CONTAINER", "CODE_UNSUPPORTED_FIELD", "Attachment",
-    "CachedAttachment", "InjectError", "Link", "NetworkConfig", "Node", "Pod", "Veth", "VethEnd",
-    "__version__", "add", "add_veth", "check", "cli", "delete", "delete_veth", "for_each_pod",
-    "main", "network_status", "parse_network_config", "parse_spec", "pod_links", "read_network",
-    "resolve_netns",
+    "CachedAttachment", "GcAttachment", "GcNetwork", "InjectError", "Link", "NetworkConfig",
+    "Node", "Pod", "Veth", "VethEnd", "__version__", "add", "add_veth", "check", "cli", "delete",
+    "delete_veth", "for_each_pod", "main", "network_status", "parse_network_config", "parse_spec",
+    "pod_links", "read_network", "resolve_netns",
 ]
 
 # ---- speed tricks: a command is a short-lived process -------------------
@@ -3613,6 +3614,29 @@ def _staleness(cached: CachedAttachment, view: _RuntimeView | str) -> tuple[str,
     return state, not unseen, unseen
 
 
+class GcAttachment(NamedTuple):
+    """What gc did with one attachment: "deleted", "gone meanwhile", "would
+    delete" (-dry-run), "failed" (with the error), or "skipped" when whether it
+    is stale cannot be told (with the reason)."""
+
+    attachment: CachedAttachment
+    action: str
+    reason: str = ""
+    error: str = ""
+
+    def json(self) -> dict[str, Any]:
+        """What `gc` prints: the attachment as `list -o json` has it, less what
+        only a listing needs, then the action."""
+        record = {k: v for k, v in self.attachment.json().items()
+                  if k not in ("netns", "stale", "undecided", "cacheFile")}
+        return _with_action(record, self.action, self.reason, self.error)
+
+
+def _with_action(record: dict[str, Any], action: str, reason: str, error: str) -> dict[str, Any]:
+    return {**record, "action": action, **({"reason": reason} if reason else {}),
+            **({"error": error} if error else {})}
+
+
 # ---- pods: CNI 1.1's GC verb at the end of gc, apart from gc's stale policy
 
 def _gc_networks(cni: CNI) -> dict[str, NetworkConfig]:
@@ -3672,7 +3696,26 @@ def _not_only_ours(entry: dict[str, Any] | None, network: str, path: str, elsewh
     return f"if-inject attaches pods to it with another cache dir too ({path})" if elsewhere else ""
 
 
-def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Iterator[dict[str, Any]]:
+class GcNetwork(NamedTuple):
+    """What gc did with one network's CNI 1.1 GC: "gc", "would gc" (-dry-run),
+    "gc disabled" (its disableGC), "gc not sent" (another program uses it
+    too: the reason), or "failed" (with the error)."""
+
+    network: NetworkConfig
+    valid_attachments: list[tuple[str, str]]  # (container ID, interface), as sent
+    action: str
+    reason: str = ""
+    error: str = ""
+
+    def json(self) -> dict[str, Any]:
+        """What `gc` prints for it."""
+        valid = [{"containerId": c, "interface": i} for c, i in self.valid_attachments]
+        record = {"network": self.network.name, "cniVersion": self.network.cni_version,
+                  "validAttachments": valid}
+        return _with_action(record, self.action, self.reason, self.error)
+
+
+def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Iterator[GcNetwork]:
     """GC to each network at CNI 1.1.0 or later that only if-inject uses, with
     the attachments still alive (every cache entry of that network that is
     left); one record per network. Only the plugins' GC: the stale attachments
@@ -3684,17 +3727,15 @@ def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Ite
     cached = _cached_attachments_by_network(cni.cache_dir)
     shared_networks = _shared_networks(cni.cache_dir, names)
     for name in names:
-        network = networks[name]
-        record: dict[str, Any] = {"network": name, "cniVersion": network.cni_version}
-        alive = cached.get(name, [])
-        record["validAttachments"] = [{"containerId": c, "interface": i} for c, i in alive]
+        network, alive = networks[name], cached.get(name, [])
         shared = shared_networks.get(name, "")
         if network.disable_gc:
-            yield dict(record, action="gc disabled")
+            yield GcNetwork(network, alive, "gc disabled")
         elif shared:
-            yield dict(record, action="gc not sent", reason=f"{shared}: only if-inject's networks get its GC")
+            yield GcNetwork(network, alive, "gc not sent",
+                            reason=f"{shared}: only if-inject's networks get its GC")
         elif dry_run:
-            yield dict(record, action="would gc")
+            yield GcNetwork(network, alive, "would gc")
         else:
             _stop_if_asked()
             try:
@@ -3702,9 +3743,9 @@ def _gc_verb(cni: CNI, networks: dict[str, NetworkConfig], dry_run: bool) -> Ite
             except InjectError as e:  # the network's lock not taken
                 failures = [str(e)]
             if failures:
-                yield dict(record, action="failed", error=_gc_failed(failures))
+                yield GcNetwork(network, alive, "failed", error=_gc_failed(failures))
             else:
-                yield dict(record, action="gc")
+                yield GcNetwork(network, alive, "gc")
 
 
 # ---- pods: the runtime's own CNI networks, warned of on add --------------
@@ -4112,32 +4153,30 @@ class Node:
                 for cached in sorted(self.attachments(namespace, pod), key=lambda c: c.interface)
                 if cached.sandbox_state == "ready" and cached.result is not None]  # not an add under way
 
-    def gc(self, dry_run: bool = False) -> Iterator[dict[str, Any]]:
+    def gc(self, dry_run: bool = False) -> Iterator[GcAttachment | GcNetwork]:
         """DEL every stale attachment (see _staleness) from its cached config;
         live pods, and attachments whose state cannot be told, are never touched.
-        Yields one record per stale attachment (what was done, or what failed),
-        and one per attachment left alone because its state cannot be told
-        (action "skipped", with the reason). Then CNI 1.1's GC goes to the
-        networks at 1.1.0 or later (one record each)."""
+        Yields a GcAttachment per stale attachment (what was done, or what
+        failed), and one per attachment left alone because its state cannot be
+        told (action "skipped", with the reason). Then CNI 1.1's GC goes to the
+        networks at 1.1.0 or later (a GcNetwork each)."""
         networks = _gc_networks(self.cni)  # before the stale DELs take their entries
         for cached in self.attachments():
-            record = {k: v for k, v in cached.json().items()
-                      if k not in ("netns", "stale", "undecided", "cacheFile")}
             if cached.undecided:
-                yield dict(record, action="skipped", reason=cached.undecided)
+                yield GcAttachment(cached, "skipped", reason=cached.undecided)
                 continue
             if not cached.stale:
                 continue
             if dry_run:
-                yield dict(record, action="would delete")
+                yield GcAttachment(cached, "would delete")
                 continue
             _stop_if_asked()
             try:
                 deleted = self.delete_cached(cached, netns="")  # stale: its netns is gone
                 # Its entry gone, or another sandbox's at its name now (a del, an add meanwhile).
-                yield dict(record, action="deleted" if deleted else "gone meanwhile")
+                yield GcAttachment(cached, "deleted" if deleted else "gone meanwhile")
             except InjectError as e:
-                yield dict(record, action="failed", error=str(e))
+                yield GcAttachment(cached, "failed", error=str(e))
         yield from _gc_verb(self.cni, networks, dry_run)
 
     # veth pairs: the manual injection, under the lock of a CNI add or del on the same interface.
@@ -4769,12 +4808,13 @@ def _run_gc(args: argparse.Namespace, node: Node) -> int:
     not tell whether it is stale, one JSON error line each on stderr."""
     failed = 0
     for record in node.gc(args.dry_run):
-        failed += record["action"] in ("failed", "skipped")
-        if record["action"] == "skipped":
-            fields = {k: v for k, v in record.items() if k not in ("action", "reason")}
-            _log_error("Left alone: cannot tell whether it is stale", record["reason"], **fields)
+        failed += record.action in ("failed", "skipped")
+        line = record.json()
+        if record.action == "skipped":
+            fields = {k: v for k, v in line.items() if k not in ("action", "reason")}
+            _log_error("Left alone: cannot tell whether it is stale", record.reason, **fields)
             continue
-        print(json.dumps(record), flush=True)
+        print(json.dumps(line), flush=True)
     return 1 if failed else 0
 
 

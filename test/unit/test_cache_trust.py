@@ -472,7 +472,7 @@ def test_an_entry_replaced_by_another_sandboxs_is_not_the_one_deleted(cache: Pat
     assert calls(bin_dir) == [] and json.loads(path.read_text()) == entry
     gc = node(cache, bin_dir)
     gc.attachments = lambda *a: [judged._replace(stale=True)]  # type: ignore[method-assign]
-    assert [r["action"] for r in gc.gc()] == ["gone meanwhile"]
+    assert [r.action for r in gc.gc()] == ["gone meanwhile"]
     assert calls(bin_dir) == [] and json.loads(path.read_text()) == entry
 
 

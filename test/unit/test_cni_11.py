@@ -192,17 +192,17 @@ def test_gc_sends_gc_to_networks_at_1_1_0_with_every_attachment_left(tmp_path: P
     log.with_suffix(".stdin").unlink()
     networks = ii._gc_networks(node.cni)
     valid = [{"containerId": "c1", "interface": "eth1"}, {"containerId": "c2", "interface": "eth1"}]
-    assert list(ii._gc_verb(node.cni, networks, dry_run=True)) == [
+    assert [r.json() for r in ii._gc_verb(node.cni, networks, dry_run=True)] == [
         {"network": "n", "cniVersion": "1.1.0", "validAttachments": valid, "action": "would gc"}]
     assert not log.exists()
-    assert list(ii._gc_verb(node.cni, networks, dry_run=False)) == [
+    assert [r.json() for r in ii._gc_verb(node.cni, networks, dry_run=False)] == [
         {"network": "n", "cniVersion": "1.1.0", "validAttachments": valid, "action": "gc"}]
     assert log.read_text() == "a GC\n"
     sent = json.loads(log.with_suffix(".stdin").read_text())
     assert sent["cni.dev/valid-attachments"] == [{"containerID": "c1", "ifname": "eth1"},
                                                 {"containerID": "c2", "ifname": "eth1"}]
     networks["n"].disable_gc = True
-    assert [r["action"] for r in ii._gc_verb(node.cni, networks, dry_run=False)] == ["gc disabled"]
+    assert [r.action for r in ii._gc_verb(node.cni, networks, dry_run=False)] == ["gc disabled"]
 
 
 def test_gc_leaves_an_attachment_added_while_it_runs_alone(tmp_path: Path,
@@ -226,7 +226,7 @@ def test_gc_leaves_an_attachment_added_while_it_runs_alone(tmp_path: Path,
 
     monkeypatch.setattr(ii, "_cached_attachments_by_network", added_after_the_look)
     records = list(ii._gc_verb(cni, {"n": network}, dry_run=False))
-    assert [r["action"] for r in records] == ["gc"]
+    assert [r.action for r in records] == ["gc"]
     assert log.read_text() == "a GC []\n"  # no DEL of c1
     assert json.loads(log.with_suffix(".stdin").read_text())["cni.dev/valid-attachments"] == [
         {"containerID": "c1", "ifname": "eth1"}]
@@ -262,7 +262,7 @@ def test_gc_is_not_sent_to_a_network_another_program_uses(tmp_path: Path, where:
     cni = ii.CNI([str(bin_dir)], str(cache))
     ii._write_cache(cni.cache_dir, network, ii.Attachment("c1", "/x", "eth1"), None)
     libcni_entry(cache / "results", "n-x", "r0")  # another network's, named alike
-    assert [r["action"] for r in ii._gc_verb(cni, {"n": network}, dry_run=False)] == ["gc"]
+    assert [r.action for r in ii._gc_verb(cni, {"n": network}, dry_run=False)] == ["gc"]
     assert log.read_text() == "a GC []\n"
     log.unlink()
     libcni_entry(cache / where, "n", "r1", text)
@@ -270,7 +270,7 @@ def test_gc_is_not_sent_to_a_network_another_program_uses(tmp_path: Path, where:
                                                     "plugins": [{"type": "a"}]}).encode())
     ii._write_cache(cni.cache_dir, only_ours, ii.Attachment("c1", "/x", "eth1"), None)
     ours, record = ii._gc_verb(cni, {"n": network, "m": only_ours}, dry_run=False)
-    assert (ours["network"], ours["action"], record["network"], record["action"], record["reason"]) == (
+    assert (ours.network.name, ours.action, record.network.name, record.action, record.reason) == (
         "m", "gc", "n", "gc not sent",
         reason.format(results=cache / where) + ": only if-inject's networks get its GC")
     assert log.read_text() == "a GC []\n"  # m's only: none for n

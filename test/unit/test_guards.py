@@ -164,7 +164,7 @@ node.delete_cached = delete_cached
 try:
     if sys.argv[2] == "gc":
         for record in node.gc():
-            print(record["pod"], record["action"])
+            print(record.attachment.pod, record.action)
     else:  # del from the cache, every network's net1 of one pod
         for i in range(3):
             stale[i] = stale[i]._replace(pod="p", namespace="ns")
