@@ -2193,9 +2193,12 @@ def _cache_entries(cache_dir: str) -> Iterator[tuple[str, dict[str, Any]]]:
     return ((path, entry) for path, entry in _listed_entries(cache_dir) if entry)
 
 
-def _listed_entries(cache_dir: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
-    """(path, entry) of every file in results/ but our temporary ones; the
-    entry None when it cannot be read (empty, corrupt, refused)."""
+def _listed_entries(cache_dir: str, ifname: str = "") -> Iterator[tuple[str, dict[str, Any] | None]]:
+    """(path, entry) of every file in results/ but our temporary ones, or with
+    `ifname` only of those named as libcni names an entry of that interface
+    (NETWORK-CONTAINERID-IFNAME: a node's cache holds one per pod and network,
+    and the others are not read); the entry None when it cannot be read
+    (empty, corrupt, refused)."""
     results = _results_dir(cache_dir)
     try:
         with _results_fd(cache_dir) as fd:
@@ -2203,6 +2206,8 @@ def _listed_entries(cache_dir: str) -> Iterator[tuple[str, dict[str, Any] | None
                 return
             for name in sorted(os.listdir(fd)):
                 if not (name[:1].isascii() and name[:1].isalnum()):  # our temporary files, not libcni's
+                    continue
+                if ifname and not name.endswith(f"-{ifname}"):
                     continue
                 path = os.path.join(results, name)
                 yield path, _listed_entry(fd, name, path)
@@ -3440,11 +3445,12 @@ def _of_pods_interface(cached: CachedAttachment, namespace: str, pod: str, ifnam
 def _cni_records(cache_dir: str, pod: Pod, ifname: str) -> Iterator[tuple[str, dict[str, Any] | None]]:
     """(path, entry) of each libcni cache entry that records an ADD of the pod's
     `ifname`, whoever made it (the runtime's eth0, Multus' delegates', if-inject's),
-    in every cache dir of the node (_libcni_cache_dirs); entry None for one named
-    so (NETWORK-CONTAINERID-IFNAME) that cannot be read."""
+    in every cache dir of the node (_libcni_cache_dirs), among those named as
+    libcni names them (NETWORK-CONTAINERID-IFNAME); entry None for one named
+    with the pod's container ID that cannot be read."""
     ids = {pod.sandbox_id, _default_container_id(pod)} - {""}
     for directory in _libcni_cache_dirs(cache_dir):
-        for path, entry in _listed_entries(directory):
+        for path, entry in _listed_entries(directory, ifname):
             if entry is None:
                 if any(os.path.basename(path).endswith(f"-{id_}-{ifname}") for id_ in ids):
                     yield path, None

@@ -536,6 +536,31 @@ def test_a_del_in_a_pod_leaves_an_interface_anothers_entry_records_by_its_own_na
     assert calls(bin_dir) == [] and theirs.exists()
 
 
+def test_a_del_in_a_pod_reads_only_the_entries_named_for_its_interface(
+        cache: Path, bin_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A node's cache holds an entry per pod and network (the runtime's eth0 of
+    every pod): looking for another record of net1 reads those named for net1
+    only, as libcni names its entries, and finds none of this pod's."""
+    monkeypatch.setattr(ii, "_DEFAULT_CACHE_DIR", str(cache.parent / "none"))
+    results = cache / "results"
+    results.mkdir(parents=True, mode=0o700)
+    for sandbox in ("sandbox0", "sandbox1", "sandbox2"):
+        plant_theirs(results / f"lab-{sandbox}-eth0", containerId=sandbox, ifName="eth0", networkName="lab")
+    plant_theirs(results / "macvlan-other-net1", containerId="other", ifName="net1", networkName="macvlan")
+    read: list[str] = []
+    real_read = ii._read_entry
+
+    def spy(dir_fd: int, name: str, path: str, quiet: bool = False) -> dict[str, Any] | None:
+        read.append(name)
+        return real_read(dir_fd, name, path, quiet)
+
+    monkeypatch.setattr(ii, "_read_entry", spy)
+    att = pod_attachment()
+    assert att.pod is not None
+    assert node(cache, bin_dir)._other_record(att) == ""
+    assert read == ["macvlan-other-net1"]
+
+
 @pytest.mark.parametrize("network, container_id, where", [
     ("other", "container1", ""), ("iitnet", "sandbox1", ""), ("iitnet", "container1", "elsewhere")])
 def test_a_del_in_a_pod_leaves_an_interface_if_inject_added_otherwise(
