@@ -3639,6 +3639,7 @@ class GcAttachment(NamedTuple):
 
 
 def _with_action(record: dict[str, Any], action: str, reason: str, error: str) -> dict[str, Any]:
+    """A line of gc's: the record's keys, then the action, then its reason or error if any."""
     return {**record, "action": action, **({"reason": reason} if reason else {}),
             **({"error": error} if error else {})}
 
