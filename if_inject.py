@@ -3945,6 +3945,7 @@ class Node:
         self._warn_if_runtime_network(network)
         with _attachment_lock(self.cni.cache_dir, found.sandbox_id, ifname, self.timeout):
             self._refuse_existing_interface(att)
+            self._refuse_other_record(network, att)
             self._release_interrupted_add(network, att)
             return self.cni.add(network, att)
 
@@ -3955,6 +3956,16 @@ class Node:
         if att.ifname in _interface_names(att.netns, att.pod.pid):
             raise InjectError(f"interface {att.ifname} already exists in pod "
                               f"{att.pod.namespace}/{att.pod.name}", CODE_INVALID_CONFIG)
+
+    def _refuse_other_record(self, network: NetworkConfig, att: Attachment) -> None:
+        """Never ADD where the interface is gone but another record of an ADD of
+        it is left (_other_record): its owner's DEL would take down what this add
+        makes, and what that ADD took stays taken. This network's own entry is
+        _release_interrupted_add's."""
+        this = _cache_file(self.cni.cache_dir, network.name, att.container_id, att.ifname)
+        other = self._other_record(att, this)
+        if other:
+            raise InjectError(f"{other}: not adding over it", CODE_INVALID_CONFIG)
 
     def _release_interrupted_add(self, network: NetworkConfig, att: Attachment) -> None:
         """A cache entry of this very attachment was left by an add killed
@@ -4031,16 +4042,20 @@ class Node:
                     f"(its cache entry {path} is not if-inject's)"), True
         return "", False
 
-    def _other_record(self, att: Attachment) -> str:
-        """With no entry at this network's name: another record of an ADD of this
-        interface, which a DEL with this network would take down without
-        releasing what that ADD took: another program's (the runtime's eth0,
-        Multus' net1, in any of the node's cache dirs), named first, or
-        if-inject's own of another network, container ID or cache dir (a del
-        given the wrong -spec or -cache-dir). "" when there is none."""
+    def _other_record(self, att: Attachment, this: str = "") -> str:
+        """Another record of an ADD of this interface than the entry `this`
+        (a del looks when there is no entry at its network's name; an add, beside
+        this network's own): another program's (the runtime's eth0, Multus' net1,
+        in any of the node's cache dirs), named first, or if-inject's own of
+        another network, container ID or cache dir (a del given the wrong -spec
+        or -cache-dir). A DEL with this network would take that interface down
+        without releasing what its ADD took; that ADD's owner, the interface an
+        add makes. "" when there is none."""
         own: tuple[str, dict[str, Any]] | None = None
         try:
             for path, entry in _cni_records(self.cni.cache_dir, att.pod, att.ifname) if att.pod else ():
+                if path == this:
+                    continue
                 if entry is None or not isinstance(entry.get(_CACHE_MARK), dict):
                     unread = " cannot be read" if entry is None else " is not if-inject's"
                     return f"{att.ifname} was added by another program (its cache entry {path}{unread})"

@@ -27,7 +27,7 @@ from support import CNI_BIN, REPO
 from support.docs import commands, readme_section
 from support.lab import CRIO, MACHINE_LOCK_FD, Lab
 from support.libcni import libcni
-from support.node import host_links, ip, pod_addrs, settled
+from support.node import host_links, ip, leases, pod_addrs, settled
 from support.toolrun import Run, Tool, args_for, json_lines, wait_for
 
 # ---- the original README, unchanged -------------------------------------
@@ -557,7 +557,8 @@ def test_del_with_another_network_or_cache_dir_leaves_what_if_inject_added(injec
     -cache-dir (the add's entry is in the node's /var/lib/cni): its DEL would take net1
     down and leave the add's lease behind. It refuses, naming the del that deletes net1
     as it was added, and that del releases what the add took. -force runs the other
-    network's DEL: net1 gone, the lease not."""
+    network's DEL: net1 gone, the lease not; an add of net1 then refuses to go over
+    the add's record, naming the same del."""
     conf = json.loads(Path(inject.spec).read_text())
     other = inject.write_spec("othernet.json", dict(conf, name="othernet"))
     node_cache = copy.copy(inject)  # the same tool, with the node's cache dir
@@ -576,6 +577,11 @@ def test_del_with_another_network_or_cache_dir_leaves_what_if_inject_added(injec
         forced = inject("del", *args_for(pod), "-spec", other, "-force")
         assert (forced.code, forced.out) == (0, "")
         assert pod_addrs(lab, pod) == "" and entry.exists() and len(inject.leases()) == 1
+        over = inject("add", *args_for(pod), "-spec", other)
+        assert (over.code, over.out, over.error) == (
+            1, "", f"net1 was added by if-inject as network mynet, container ID {container_id} (its cache "
+                   f"entry {entry}; {how} deletes it): not adding over it")
+        assert pod_addrs(lab, pod) == "" and leases(inject.ipam, "othernet") == []
     deleted = adding("del", *args_for(pod))  # the del the error names
     assert (deleted.code, deleted.out) == (0, "")
     assert pod_addrs(lab, pod) == "" and not entry.exists() and inject.leases() == []

@@ -561,6 +561,28 @@ def test_a_del_in_a_pod_reads_only_the_entries_named_for_its_interface(
     assert read == ["macvlan-other-net1"]
 
 
+def test_an_add_goes_over_no_other_record_of_the_interface(cache: Path, bin_dir: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interface gone, but Multus' record of its ADD left (by the sandbox's
+    container ID): an add is refused, as its owner's DEL would take down what the
+    add makes. This network's own entry (an add killed half-way) is not in the
+    way: the add DELs it first (_release_interrupted_add)."""
+    monkeypatch.setattr(ii, "_DEFAULT_CACHE_DIR", str(cache.parent / "none"))
+    att = pod_attachment()
+    ii._write_cache(str(cache), spy_network(), att, None)
+    adding = node(cache, bin_dir)
+    adding._refuse_other_record(spy_network(), att)
+    results = cache / "multus" / "results"
+    results.mkdir(parents=True, mode=0o700)
+    theirs = plant_theirs(results / "macvlan-sandbox1-net1", containerId="sandbox1", ifName="net1",
+                          networkName="macvlan")
+    with pytest.raises(ii.InjectError) as e:
+        adding._refuse_other_record(spy_network(), att)
+    assert str(e.value) == (f"net1 was added by another program (its cache entry {theirs} is not "
+                            "if-inject's): not adding over it")
+    assert calls(bin_dir) == [] and theirs.exists()
+
+
 @pytest.mark.parametrize("network, container_id, where", [
     ("other", "container1", ""), ("iitnet", "sandbox1", ""), ("iitnet", "container1", "elsewhere")])
 def test_a_del_in_a_pod_leaves_an_interface_if_inject_added_otherwise(
