@@ -3631,8 +3631,9 @@ class GcAttachment(NamedTuple):
     error: str = ""
 
     def json(self) -> dict[str, Any]:
-        """What `gc` prints: the attachment as `list -o json` has it, less what
-        only a listing needs, then the action."""
+        """What `gc` prints (for "skipped", the fields of its error line on
+        stderr): the attachment as `list -o json` has it, less what only a
+        listing needs, then the action."""
         record = {k: v for k, v in self.attachment.json().items()
                   if k not in ("netns", "stale", "undecided", "cacheFile")}
         return _with_action(record, self.action, self.reason, self.error)
@@ -4049,8 +4050,8 @@ class Node:
         in any of the node's cache dirs), named first, or if-inject's own of
         another network, container ID or cache dir (a del given the wrong -spec
         or -cache-dir). A DEL with this network would take that interface down
-        without releasing what its ADD took; that ADD's owner, the interface an
-        add makes. "" when there is none."""
+        without releasing what its ADD took; that ADD's owner's DEL would take
+        down the interface an add makes. "" when there is none."""
         own: tuple[str, dict[str, Any]] | None = None
         try:
             for path, entry in _cni_records(self.cni.cache_dir, att.pod, att.ifname) if att.pod else ():
@@ -4066,8 +4067,8 @@ class Node:
 
     def _own_other_record(self, att: Attachment, path: str, entry: dict[str, Any]) -> str:
         """Why if-inject's own entry of this interface (another network's, container
-        ID's or cache dir's) stops a del, and the del that deletes the interface as
-        it was added: the one from that cache dir, when it finds the entry."""
+        ID's or cache dir's) stops a del or an add, and the del that deletes the
+        interface as it was added: the one from that cache dir, when it finds the entry."""
         assert att.pod is not None
         cache_dir = os.path.dirname(os.path.dirname(path))  # path is <cache dir>/results/<entry>
         cached = CachedAttachment.from_entry(path, entry)
