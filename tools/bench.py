@@ -246,6 +246,9 @@ class Bench:
         self.console_script = console_script
         self.exe = exe
         self.repeat = repeat
+        # Rounds of every single-call row (netns, add, del): a median of 20 moved
+        # 0.04x from run to run, and a ptp DEL's own time spreads over 16-48 ms here.
+        self.single_call_rounds = repeat * 4
         self.lab = Lab(str(base / "lab"))
         self.cache_dir = base / "cni"  # libcni's cacheDir: entries in its results/
         self.ipam_dir = base / "ipam"
@@ -336,7 +339,7 @@ class Bench:
         out = self.measure(self.tool(*netns_args)).stdout.decode().strip()
         if out != pod.netns:
             raise RuntimeError(f"netns printed {out!r}, the lab says {pod.netns!r}")
-        self.rounds(runs, self.repeat * 4)  # as add and del: a median of 20 moved 0.04x run to run
+        self.rounds(runs, self.single_call_rounds)
         for row, _ in runs[4:]:
             exe, script = "./if-inject" in row.what, "if_inject.py" in row.what
             if row.what.startswith("-version"):
@@ -369,9 +372,7 @@ class Bench:
         floor_del = self.row("floor: ptp DEL, plugin run directly (after the grpc import, as the tool's)")
         add, delete = self.row("add (1 pod, ptp)"), self.row("del (1 pod, ptp)")
         common = ("-ns", NAMESPACE, "-pod", pod.name, "-spec", str(self.spec))
-        # As many rounds as netns: a ptp DEL's own time spreads over 16-48 ms
-        # here, so the del row's median needs them to settle.
-        for i in range(self.repeat * 4 + 1):
+        for i in range(self.single_call_rounds + 1):
             plugin_add = measure([plugin], json.dumps(conf).encode(), env("ADD"))
             prev = dict(conf, prevResult=json.loads(plugin_add.stdout))  # as libcni's DEL
             grpc_import = self.measure(GRPC_IMPORT)  # between the plugin's ADD and DEL (see above)
