@@ -150,8 +150,8 @@ def _signals_end_us_until_main() -> None:
 
 
 # Run as a script, `-version` is answered here, before the imports and
-# definitions below: they are two thirds of its run time (argparse,
-# dataclasses, re, typing). main() answers it before building its parser.
+# definitions below: they are two thirds of its run time (argparse, json,
+# logging, typing). main() answers it before building its parser.
 if __name__ == "__main__":
     if _only_version(sys.argv[1:]) and sys.stdout is not None:  # a closed one: main() says so
         try:  # noqa: SIM105 (contextlib is not imported yet)
@@ -168,9 +168,9 @@ import os
 import re
 import threading  # logging imports it anyway
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager, contextmanager, suppress
-from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, NamedTuple, NoReturn, Protocol, TypeVar
 
 _T = TypeVar("_T")
@@ -1023,10 +1023,10 @@ def _cri_messages() -> dict[str, _MessageType]:
 _POD_NAME_LABEL = "io.kubernetes.pod.name"
 _POD_NAMESPACE_LABEL = "io.kubernetes.pod.namespace"
 _POD_UID_LABEL = "io.kubernetes.pod.uid"
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
 
 
-@dataclass
-class Pod:
+class Pod(NamedTuple):
     """A pod as the runtime sees it: its ready sandbox and network namespace."""
 
     namespace: str
@@ -1036,7 +1036,7 @@ class Pod:
     netns: str = ""
     network_mode: str = "POD"
     ready: bool = True
-    labels: dict[str, str] = field(default_factory=dict)
+    labels: Mapping[str, str] = _NO_LABELS
     status_ready: bool = True  # what PodSandboxStatus said, which can lag behind the list
     netns_id: tuple[int, int] | None = None  # (st_dev, st_ino) of the netns once checked
     pid: int = 0  # the sandbox's process (the pause) as the runtime reports it; 0: none reported
@@ -1052,7 +1052,8 @@ class Pod:
     def json(self) -> dict[str, Any]:
         """As `pods -o json` prints it."""
         return {"namespace": self.namespace, "name": self.name, "uid": self.uid, "sandboxId": self.sandbox_id,
-                "state": self.state, "network": self.network_mode, "netns": self.netns, "labels": self.labels}
+                "state": self.state, "network": self.network_mode, "netns": self.netns,
+                "labels": dict(self.labels)}
 
 
 def _list_sandboxes(client: _RuntimeClient, labels: dict[str, str] | None = None,
@@ -1173,18 +1174,19 @@ def _sandbox_pod(client: _RuntimeClient, sandbox: Any, netns_required: bool = Tr
             raise InjectError(f"sandbox {sandbox.id}: the runtime reports a pod {what} with a NUL: {value!r}",
                               CODE_DECODING)
     mode = _NAMESPACE_MODE_NAMES.get(status.linux.namespaces.options.network, "?")
+    netns = ""
+    if mode != _NODE_MODE:
+        try:
+            netns = _netns_from_info(info)
+        except InjectError:
+            if netns_required:
+                raise
     pod = Pod(namespace=sandbox.metadata.namespace, name=sandbox.metadata.name,
-              uid=sandbox.metadata.uid, sandbox_id=sandbox.id, network_mode=mode,
+              uid=sandbox.metadata.uid, sandbox_id=sandbox.id, netns=netns, network_mode=mode,
               ready=sandbox.state == _SANDBOX_READY, labels=dict(sandbox.labels),
               status_ready=status.state == _SANDBOX_READY,
               runtime_endpoint=_endpoint_uri(client.endpoint), runtime_name=client.version.runtime_name,
               pid=_info_pid(info))
-    if mode != _NODE_MODE:
-        try:
-            pod.netns = _netns_from_info(info)
-        except InjectError:
-            if netns_required:
-                raise
     _log("Pod", v=2, namespace=pod.namespace, pod=pod.name, sandbox=pod.sandbox_id,
         netns=pod.netns, network=mode)
     return pod
@@ -1210,17 +1212,16 @@ def _find_pod(client: _RuntimeClient, namespace: str, name: str,
         raise
     # Listed ready, but its own status says not (containerd 2.x once the
     # shim is gone): a dying sandbox, never a target; for a delete, gone.
-    pod.ready = pod.ready and pod.status_ready
-    if not pod.ready and missing_ok:
+    if not (pod.ready and pod.status_ready) and missing_ok:
         return None
-    if not pod.ready:
+    if not (pod.ready and pod.status_ready):
         raise InjectError(f"pod {namespace}/{name} not found on this node (sandbox "
                           f"{sandbox.id} is no longer ready)", CODE_UNKNOWN_CONTAINER)
     if pod.network_mode == _NODE_MODE:
         raise InjectError(f"pod {namespace}/{name} uses the node's network (hostNetwork): "
                           "refusing to change the node", CODE_INVALID_CONFIG)
     try:
-        pod.netns_id = _check_netns(pod.netns)
+        netns_id = _check_netns(pod.netns)
     except InjectError as e:
         # A ready pod whose netns cannot be opened here (a netns dir this process
         # does not see, EACCES) is never taken for gone: a DEL without its netns
@@ -1229,7 +1230,7 @@ def _find_pod(client: _RuntimeClient, namespace: str, name: str,
             raise InjectError(f"pod {namespace}/{name} is running, but {e}: nothing deleted",
                               e.code) from None
         raise
-    return pod
+    return pod._replace(netns_id=netns_id)
 
 
 # Kubernetes label syntax: an optional DNS-subdomain prefix and "/", then a
@@ -1283,7 +1284,7 @@ def _list_pods(client: _RuntimeClient, namespace: str | None = None,
             _log("Skipping sandbox", v=1, sandbox=sandbox.id, error=str(e))
             continue
         if pod.netns and not os.path.exists(pod.netns):
-            pod.netns = ""
+            pod = pod._replace(netns="")
         pods.append(pod)
     return sorted(pods, key=lambda p: (p.namespace, p.name, not p.ready))
 
@@ -1316,8 +1317,7 @@ _DEFAULT_CACHE_DIR = "/var/lib/cni"
 _NAME_PATTERN = r"[a-zA-Z0-9][a-zA-Z0-9_.\-]*"  # matched whole (fullmatch)
 
 
-@dataclass
-class NetworkConfig:
+class NetworkConfig(NamedTuple):
     """A network as a conflist; a single plugin conf becomes a list of one."""
 
     name: str
@@ -1454,19 +1454,32 @@ def _list_version(conf: dict[str, Any], source: str) -> Any:
 # ---- CNI: plugin execution ----------------------------------------------
 
 
-@dataclass
 class Attachment:
-    """One interface of one container, as libcni's RuntimeConf."""
+    """One interface of one container, as libcni's RuntimeConf.
 
-    container_id: str
-    netns: str
-    ifname: str = "net1"
-    args: list[tuple[str, str]] = field(default_factory=list)
-    capability_args: dict[str, Any] = field(default_factory=dict)
-    pod: Pod | None = None  # recorded in the cache, to find the attachment later
+    Checked against the CNI spec's rules as it is made: once, where the CNI
+    layer's input enters (a class of its own, as a NamedTuple cannot check
+    itself, and dataclasses cost every call 2 ms to import and apply).
+    """
 
-    def __post_init__(self) -> None:
-        _validate_attachment(self)  # once, where the CNI layer's input enters
+    __slots__ = ("container_id", "netns", "ifname", "args", "capability_args", "pod")  # noqa: RUF023 (repr's order)
+
+    def __init__(self, container_id: str, netns: str, ifname: str = "net1",
+                 args: list[tuple[str, str]] | None = None,
+                 capability_args: dict[str, Any] | None = None,
+                 pod: Pod | None = None) -> None:
+        _validate_container_id(container_id)
+        _validate_ifname(ifname)
+        self.container_id = container_id
+        self.netns = netns
+        self.ifname = ifname
+        self.args = [] if args is None else args
+        self.capability_args = {} if capability_args is None else capability_args
+        self.pod = pod  # recorded in the cache, to find the attachment later
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{name}={getattr(self, name)!r}" for name in self.__slots__)
+        return f"Attachment({fields})"
 
 
 def _validate_container_id(container_id: str) -> None:
@@ -1481,12 +1494,6 @@ def _validate_ifname(name: str) -> None:
             or any(c in name for c in "/:") or any(c.isspace() for c in name):
         raise InjectError(f"invalid interface name {name!r}: 1-15 bytes, not . or .., "
                           "no '/', ':' or whitespace", CODE_INVALID_ENV)
-
-
-def _validate_attachment(att: Attachment) -> None:
-    """The CNI spec's rules for container IDs and interface names."""
-    _validate_container_id(att.container_id)
-    _validate_ifname(att.ifname)
 
 
 def _check_same_netns(att: Attachment) -> None:
@@ -2859,8 +2866,7 @@ def _nad_network(document: dict[str, Any], source: str) -> NetworkConfig:
         conf["name"] = name
         raw = json.dumps(conf).encode()
     network = _network_from_conf(conf, raw, f"{what}: spec.config")
-    network.nad_namespace, network.nad_name = namespace, name
-    return network
+    return network._replace(nad_namespace=namespace, nad_name=name)
 
 
 def network_status(result: Any, name: str, ifname: str) -> dict[str, Any]:
@@ -3031,12 +3037,11 @@ def _netlink_step(what: str) -> Iterator[None]:
         raise InjectError(f"{what}: {e.strerror or e}", CODE_IO) from None
 
 
-@dataclass  # not a NamedTuple, whose tuple.index its `index` would hide
-class Link:
+class Link(NamedTuple):
     """An interface as `ip -br addr` shows it, with its MAC and MTU."""
 
     name: str
-    index: int
+    index: int  # type: ignore[assignment]  # the kernel's ifindex, hiding tuple.index
     state: str  # operstate
     mac: str
     mtu: int
@@ -3046,7 +3051,7 @@ class Link:
 
     def json(self) -> dict[str, Any]:
         """What `links -o json` prints."""
-        return dict(vars(self))
+        return self._asdict()
 
 
 def pod_links(netns: str) -> list[Link]:

@@ -6,7 +6,6 @@ records what it was asked; test/test_trust.py does the same against the lab."""
 from __future__ import annotations
 
 import base64
-import dataclasses
 import json
 import os
 import re
@@ -597,8 +596,8 @@ def test_a_del_in_a_pod_leaves_an_interface_if_inject_added_otherwise(
     monkeypatch.setattr(ii, "_DEFAULT_CACHE_DIR", str(added_in))  # the node's cache dir, read too
     att = pod_attachment()
     assert att.pod is not None
-    ii._write_cache(str(added_in), spy_network(network), dataclasses.replace(att, container_id=container_id),
-                    {"cniVersion": "1.0.0"})
+    other = ii.Attachment(container_id, att.netns, att.ifname, pod=att.pod)
+    ii._write_cache(str(added_in), spy_network(network), other, {"cniVersion": "1.0.0"})
     entry = Path(ii._cache_file(str(added_in), network, container_id, "net1"))
     how = "del without -spec" if not where else f"del -cache-dir {added_in} without -spec"
     with pytest.raises(ii.InjectError) as e:
@@ -772,14 +771,15 @@ def test_a_proc_netns_is_checked_to_be_the_same_before_each_plugin(bin_dir: Path
     att = pod_attachment(netns)
     assert att.pod is not None
     st = os.stat(netns)
-    att.pod.netns_id = (st.st_dev, st.st_ino + 1)  # as if the PID now were another process's
+    # As if the PID now were another process's:
+    att.pod = att.pod._replace(netns_id=(st.st_dev, st.st_ino + 1))
     cni = ii.CNI([str(bin_dir)], str(cache))
     with pytest.raises(ii.InjectError) as e:
         cni._invoke("DEL", spy_network(), {"type": "spy"}, att, None)
     assert str(e.value) == (f"network namespace {netns} is no longer pod ns1/pod1's (its process ended, "
                             "or its PID was reused): no plugin runs in it")
     assert calls(bin_dir) == []
-    att.pod.netns_id = (st.st_dev, st.st_ino)
+    att.pod = att.pod._replace(netns_id=(st.st_dev, st.st_ino))
     cni._invoke("DEL", spy_network(), {"type": "spy"}, att, None)
     assert calls(bin_dir) == [f"DEL {netns}"]
 

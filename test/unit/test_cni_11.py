@@ -201,7 +201,7 @@ def test_gc_sends_gc_to_networks_at_1_1_0_with_every_attachment_left(tmp_path: P
     sent = json.loads(log.with_suffix(".stdin").read_text())
     assert sent["cni.dev/valid-attachments"] == [{"containerID": "c1", "ifname": "eth1"},
                                                 {"containerID": "c2", "ifname": "eth1"}]
-    networks["n"].disable_gc = True
+    networks["n"] = networks["n"]._replace(disable_gc=True)
     assert [r.action for r in ii._gc_verb(node.cni, networks, dry_run=False)] == ["gc disabled"]
 
 

@@ -87,13 +87,13 @@ def test_single_conf_becomes_a_list_of_one() -> None:
 @pytest.mark.parametrize("ifname", ["", "a" * 16, ".", "..", "a/b", "a:b", "a b", "a\tb"])
 def test_invalid_interface_names(ifname: str) -> None:
     with pytest.raises(ii.InjectError, match="invalid interface name"):
-        ii._validate_attachment(ii.Attachment("c1", "/x", ifname))
+        ii.Attachment("c1", "/x", ifname)
 
 
 @pytest.mark.parametrize("cid", ["", "-x", "a/b", "a b", "ä"])
 def test_invalid_container_ids(cid: str) -> None:
     with pytest.raises(ii.InjectError, match="invalid container ID"):
-        ii._validate_attachment(ii.Attachment(cid, "/x", "net1"))
+        ii.Attachment(cid, "/x", "net1")
 
 
 def test_cni_args() -> None:
