@@ -1212,9 +1212,10 @@ def _find_pod(client: _RuntimeClient, namespace: str, name: str,
         raise
     # Listed ready, but its own status says not (containerd 2.x once the
     # shim is gone): a dying sandbox, never a target; for a delete, gone.
-    if not (pod.ready and pod.status_ready) and missing_ok:
+    ready = pod.ready and pod.status_ready
+    if not ready and missing_ok:
         return None
-    if not (pod.ready and pod.status_ready):
+    if not ready:
         raise InjectError(f"pod {namespace}/{name} not found on this node (sandbox "
                           f"{sandbox.id} is no longer ready)", CODE_UNKNOWN_CONTAINER)
     if pod.network_mode == _NODE_MODE:
